@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the real servers the tests and the quick start need, without changing the system's apt sources:
+#   - Pebble and pebble-challtestsrv from the machine's own Debian suite (apt-get install pebble)
+#   - Consul 1.8.7 from Debian's bullseye suite, unpacked into .cache/consul (the system's apt lists stay as they are)
+# Idempotent: does nothing for a part that is already there. Prints where each binary is.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache="$root/.cache"
+mkdir -p "$cache"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null; then
+  echo "setup: installing pebble from Debian" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >/dev/null
+fi
+
+consul_bin="$cache/consul/usr/bin/consul"
+if [ ! -x "$consul_bin" ]; then
+  echo "setup: fetching consul 1.8.7 from Debian bullseye into $cache/consul" >&2
+  work="$cache/apt-bullseye"
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/none"
+  # The archive URI is taken from this machine's own apt sources; no host is written into the project.
+  uri=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1=="deb"{for(i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || { echo "setup: cannot find a Debian archive URI in the apt sources" >&2; exit 1; }
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  echo "deb [signed-by=$keyring] $uri bullseye main" > "$work/bullseye.list"
+  A=(-o "Dir::Etc::SourceList=$work/bullseye.list" -o "Dir::Etc::SourceParts=$work/none"
+     -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache")
+  apt-get "${A[@]}" -qq update
+  (cd "$work" && apt-get "${A[@]}" -qq download consul)
+  deb=$(ls "$work"/consul_1.8.7*.deb | head -n 1)
+  rm -rf "$cache/consul"
+  dpkg-deb -x "$deb" "$cache/consul"
+fi
+"$consul_bin" version | head -n 1 >&2
+echo "setup: pebble at $(command -v pebble), consul at $consul_bin" >&2

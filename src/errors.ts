@@ -1,0 +1,111 @@
+/**
+ * One error hierarchy for the whole service. Every error carries a stable `code` (listed in
+ * docs/errors.md and in ERROR_CODES below), a `retryable` flag that the queue reads, and the
+ * original `cause`. Adapters classify the errors of the libraries they wrap at their boundary,
+ * so nothing above the adapters ever inspects a foreign error.
+ */
+
+export const ERROR_CODES = {
+  CONFIG_INVALID: 'Configuration is invalid; every problem is listed.',
+  ACME_PROBLEM: 'The ACME server answered with a problem document (type and detail kept).',
+  ACME_RATE_LIMITED: 'The ACME server refused with urn:ietf:params:acme:error:rateLimited; Retry-After is kept.',
+  ACME_UNREACHABLE: 'The ACME server could not be reached or answered with a server error.',
+  STORE_CONFLICT: 'A check-and-set write found a newer version than the one read; nothing was overwritten.',
+  STORE_UNAVAILABLE: 'The certificate store could not be read or written (network, 5xx, sealed Vault).',
+  STORE_PERMISSION_DENIED: 'The certificate store refused the token (Vault 403).',
+  STORE_VERIFY_FAILED: 'A secret read back after writing did not match what was written.',
+  CONSUL_UNAVAILABLE: 'Consul could not be reached or answered with a server error.',
+  CONSUL_PERMISSION_DENIED: 'Consul refused the token: "Permission denied" or "ACL not found".',
+  LOCK_LOST: 'The Consul session behind a lock was lost; the work under it was abandoned.',
+  ABORTED: 'The operation was aborted (shutdown or lost lock).',
+  INVALID_HOSTNAME: 'A hostname cannot be issued (see the reason).',
+  INTERNAL: 'An unexpected error; the message says where.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ConsulAcmeErrorOptions {
+  cause?: unknown;
+  retryable?: boolean;
+}
+
+export class ConsulAcmeError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options: ConsulAcmeErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+export class ConfigError extends ConsulAcmeError {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super('CONFIG_INVALID', `invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.problems = problems;
+  }
+}
+
+export interface AcmeProblemOptions extends ConsulAcmeErrorOptions {
+  /** The problem document's `type`, e.g. `urn:ietf:params:acme:error:rateLimited`. */
+  problemType?: string;
+  /** HTTP status of the failing response, when one was seen. */
+  status?: number;
+  /** Seconds from the `Retry-After` header, when the server sent one. */
+  retryAfterSeconds?: number;
+}
+
+export class AcmeProblemError extends ConsulAcmeError {
+  readonly problemType: string | undefined;
+  readonly status: number | undefined;
+  readonly retryAfterSeconds: number | undefined;
+  constructor(code: 'ACME_PROBLEM' | 'ACME_RATE_LIMITED' | 'ACME_UNREACHABLE', message: string, options: AcmeProblemOptions = {}) {
+    super(code, message, { retryable: options.retryable ?? true, cause: options.cause });
+    this.problemType = options.problemType;
+    this.status = options.status;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+}
+
+export class StoreConflictError extends ConsulAcmeError {
+  constructor(what: string, expectedVersion: number, options: ConsulAcmeErrorOptions = {}) {
+    super('STORE_CONFLICT', `${what}: check-and-set expected version ${expectedVersion} but the stored version differs`, {
+      retryable: false,
+      cause: options.cause,
+    });
+  }
+}
+
+export class LockLostError extends ConsulAcmeError {
+  constructor(key: string, options: ConsulAcmeErrorOptions = {}) {
+    super('LOCK_LOST', `lock ${key} was lost`, { retryable: true, cause: options.cause });
+  }
+}
+
+export class AbortedError extends ConsulAcmeError {
+  constructor(what: string, options: ConsulAcmeErrorOptions = {}) {
+    super('ABORTED', `${what} was aborted`, { retryable: true, cause: options.cause });
+  }
+}
+
+/** Throws an AbortedError when the signal has fired. Call between steps of long operations. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+}
+
+/** Wraps anything thrown into a ConsulAcmeError, keeping ours as they are. */
+export function asConsulAcmeError(err: unknown, where: string): ConsulAcmeError {
+  if (err instanceof ConsulAcmeError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new ConsulAcmeError('INTERNAL', `${where}: ${message}`, { cause: err, retryable: true });
+}
+
+/** A short, single-line description of an error for logs and the status API. */
+export function describeError(err: unknown): string {
+  if (err instanceof ConsulAcmeError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

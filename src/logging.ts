@@ -1,0 +1,66 @@
+/**
+ * The root pino logger and the field names every component uses. One child logger per component
+ * (`component` field) and per job (`cert_id`). Private keys, key authorizations and tokens are
+ * redacted at any depth we put them; never log them on purpose either.
+ */
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+
+export type { Logger };
+
+/** Fixed snake_case field names; use these constants rather than literals. */
+export const F = {
+  component: 'component',
+  hostname: 'hostname',
+  certId: 'cert_id',
+  reason: 'reason',
+  attempt: 'attempt',
+  retryInMs: 'retry_in_ms',
+  err: 'err',
+  service: 'service',
+  event: 'event',
+} as const;
+
+/** Lifecycle and audit events, logged in the `event` field. Documented in docs/events.md. */
+export const EVENTS = {
+  certObtaining: 'cert_obtaining',
+  certObtained: 'cert_obtained',
+  certRenewed: 'cert_renewed',
+  certFailed: 'cert_failed',
+  certRetired: 'cert_retired',
+  hostnameRejected: 'hostname_rejected',
+  discoverySnapshot: 'discovery_snapshot',
+  registrationUpdated: 'registration_updated',
+} as const;
+
+export const REDACT_PATHS = [
+  'keyPem',
+  'key',
+  '*.keyPem',
+  '*.key',
+  'keyAuthorization',
+  '*.keyAuthorization',
+  'token',
+  '*.token',
+  'hmacKey',
+  '*.hmacKey',
+  'accountKey',
+  '*.accountKey',
+  'req.headers.authorization',
+  'req.headers["x-vault-token"]',
+  'req.headers["x-consul-token"]',
+];
+
+export function createLogger(level: LevelWithSilent = 'info', destination?: pino.DestinationStream): Logger {
+  const options = {
+    level,
+    base: { service: 'consul-acme' },
+    redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return destination ? pino(options, destination) : pino(options);
+}
+
+/** A logger that discards everything; for tests that do not read logs. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
