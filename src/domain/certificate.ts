@@ -1,0 +1,44 @@
+/** The certificate as the domain sees it: what we store, independent of where. */
+
+export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'] as const;
+export type KeyType = (typeof KEY_TYPES)[number];
+export const DEFAULT_KEY_TYPE: KeyType = 'ec-p256';
+
+/** Written into every certificate record we store, so we never touch one we did not write. */
+export const MANAGED_BY = 'consul-acme';
+
+/** A certificate and its private key, with the facts the planner needs, as obtained from the CA. */
+export interface CertificateData {
+  /** The store key: one certificate per hostname, so the hostname itself. */
+  certId: string;
+  /** DNS names in the certificate, certId first. */
+  hostnames: string[];
+  /** Leaf certificate followed by the chain, PEM. This is Fabio's `cert` field. */
+  certPem: string;
+  /** Private key, PKCS#8 PEM. This is Fabio's `key` field. */
+  keyPem: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** ACME directory URL the certificate was obtained from. */
+  directoryUrl: string;
+  /** The issuing CA's common name, from the leaf. */
+  issuer: string;
+  keyType: KeyType;
+  /** When we wrote it. */
+  obtainedAt: Date;
+}
+
+/**
+ * What a store holds under a certId. `version` is the store's version of the record (Vault KV
+ * version, file generation) and is what a check-and-set write compares against.
+ * - `managed: false` means the record exists but was not written by consul-acme: never touch it.
+ * - `certificate: undefined` with a `problem` means the record is ours but unreadable
+ *   (missing field, bad PEM, key that does not match): the planner reissues it.
+ */
+export interface StoredRecord {
+  certId: string;
+  version: number;
+  managed: boolean;
+  certificate: CertificateData | undefined;
+  problem: string | undefined;
+}

@@ -1,0 +1,193 @@
+/**
+ * Reads a certificate and its private key the way a TLS server would (Fabio pairs them with Go's
+ * tls.X509KeyPair): the first PEM certificate block is the leaf, the rest is the chain. Pure apart
+ * from Node's crypto parsers; never throws.
+ */
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import type { CertificateData, KeyType, StoredRecord } from './certificate.js';
+import { ConsulAcmeError } from '../errors.js';
+
+export type CertificateInspection =
+  | {
+      ok: true;
+      /** DNS names from the leaf's subjectAltName, sorted. */
+      hostnames: string[];
+      notBefore: Date;
+      notAfter: Date;
+      /** The issuer's CN, or the whole issuer name when it has no CN. */
+      issuer: string;
+      /** undefined for a key type consul-acme does not issue (e.g. rsa-1024, ed25519). */
+      keyType: KeyType | undefined;
+    }
+  | { ok: false; problem: string };
+
+const PEM_CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** The PEM certificate blocks in a `cert` field, leaf first. */
+export function splitPemCertificates(pem: string): string[] {
+  return pem.match(PEM_CERTIFICATE_BLOCK) ?? [];
+}
+
+/** Checks that `certPem` holds a parseable leaf (+ chain) and that `keyPem` is the leaf's private key. */
+export function inspectCertificate(certPem: string, keyPem: string): CertificateInspection {
+  if (typeof certPem !== 'string' || certPem.trim() === '') return fail('cert field is empty');
+  if (typeof keyPem !== 'string' || keyPem.trim() === '') return fail('key field is empty');
+  const blocks = splitPemCertificates(certPem);
+  const leafPem = blocks[0];
+  if (leafPem === undefined) return fail('cert field is not a PEM certificate');
+
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(leafPem);
+  } catch (err) {
+    return fail(`cert field is not a PEM certificate (${reason(err)})`);
+  }
+  for (const [index, block] of blocks.entries()) {
+    if (index === 0) continue;
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      return fail(`chain certificate ${index} in the cert field cannot be parsed (${reason(err)})`);
+    }
+  }
+
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (err) {
+    return fail(`key field is not a PEM private key (${reason(err)})`);
+  }
+  let matches = false;
+  try {
+    matches = leaf.checkPrivateKey(key);
+  } catch {
+    matches = false;
+  }
+  if (!matches) return fail('private key does not match the certificate');
+
+  const notBefore = new Date(leaf.validFrom);
+  const notAfter = new Date(leaf.validTo);
+  if (Number.isNaN(notBefore.getTime()) || Number.isNaN(notAfter.getTime())) {
+    return fail(`certificate validity dates cannot be read ("${leaf.validFrom}" to "${leaf.validTo}")`);
+  }
+
+  return {
+    ok: true,
+    hostnames: dnsNames(leaf.subjectAltName),
+    notBefore,
+    notAfter,
+    issuer: issuerName(leaf.issuer),
+    keyType: keyTypeOf(key),
+  };
+}
+
+/** The consul-acme key type of a private key, or undefined for one we do not issue. */
+export function keyTypeOf(key: KeyObject): KeyType | undefined {
+  const details = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'ec') {
+    if (details.namedCurve === 'prime256v1') return 'ec-p256';
+    if (details.namedCurve === 'secp384r1') return 'ec-p384';
+    return undefined;
+  }
+  if (key.asymmetricKeyType === 'rsa') {
+    switch (details.modulusLength) {
+      case 2048:
+        return 'rsa-2048';
+      case 3072:
+        return 'rsa-3072';
+      case 4096:
+        return 'rsa-4096';
+      default:
+        return undefined;
+    }
+  }
+  return undefined;
+}
+
+/** DNS names from Node's subjectAltName string (`DNS:a, DNS:b, IP Address:…`; quoted when escaped). */
+function dnsNames(subjectAltName: string | undefined): string[] {
+  if (subjectAltName === undefined) return [];
+  const names = new Set<string>();
+  for (const match of subjectAltName.matchAll(/(?:^|, )DNS:("(?:[^"\\]|\\.)*"|[^,]*)/g)) {
+    const raw = match[1] ?? '';
+    let name = raw;
+    if (raw.startsWith('"')) {
+      try {
+        name = JSON.parse(raw) as string;
+      } catch {
+        name = raw.slice(1, -1);
+      }
+    }
+    if (name !== '') names.add(name.toLowerCase());
+  }
+  return [...names].sort();
+}
+
+/** The CN of an issuer name as Node prints it (`C=US\nO=Let's Encrypt\nCN=R3`), else the whole name. */
+function issuerName(issuer: string): string {
+  const lines = issuer.split('\n');
+  const cn = lines.find((line) => line.startsWith('CN='));
+  return cn !== undefined ? cn.slice(3) : lines.join(', ');
+}
+
+function fail(problem: string): CertificateInspection {
+  return { ok: false, problem };
+}
+
+function reason(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Puts certId first and keeps the certificate's other names sorted. */
+function orderHostnames(certId: string, sorted: string[]): string[] {
+  return sorted.includes(certId) ? [certId, ...sorted.filter((h) => h !== certId)] : sorted;
+}
+
+/** A record read from a store turned into what the domain sees; shared by the Vault and file stores. */
+export function storedRecordFromPem(
+  certId: string,
+  version: number,
+  managed: boolean,
+  fields: { cert?: string; key?: string; directoryUrl?: string; obtainedAt?: string },
+  where: string,
+): StoredRecord {
+  if (!managed) {
+    return { certId, version, managed, certificate: undefined, problem: `${where} was not written by consul-acme; it is left alone` };
+  }
+  const missing = (['cert', 'key', 'directoryUrl'] as const).filter((name) => fields[name] === undefined);
+  if (missing.length > 0) {
+    const names = missing.map((name) => (name === 'directoryUrl' ? 'directory_url' : name));
+    return { certId, version, managed, certificate: undefined, problem: `${where} has no ${names.join(', ')} field` };
+  }
+  const certPem = fields.cert ?? '';
+  const keyPem = fields.key ?? '';
+  const inspected = inspectCertificate(certPem, keyPem);
+  if (!inspected.ok) {
+    return { certId, version, managed, certificate: undefined, problem: `${where}: ${inspected.problem}` };
+  }
+  if (inspected.keyType === undefined) {
+    return { certId, version, managed, certificate: undefined, problem: `${where}: the private key's type is not one consul-acme issues` };
+  }
+  const obtainedAt = fields.obtainedAt === undefined ? inspected.notBefore : new Date(fields.obtainedAt);
+  const certificate: CertificateData = {
+    certId,
+    hostnames: orderHostnames(certId, inspected.hostnames),
+    certPem,
+    keyPem,
+    notBefore: inspected.notBefore,
+    notAfter: inspected.notAfter,
+    directoryUrl: fields.directoryUrl ?? '',
+    issuer: inspected.issuer,
+    keyType: inspected.keyType,
+    obtainedAt: Number.isNaN(obtainedAt.getTime()) ? inspected.notBefore : obtainedAt,
+  };
+  return { certId, version, managed, certificate, problem: undefined };
+}
+
+/** Refuses to store what a TLS server could not load; shared by every CertificateStore. */
+export function assertStorableCertificate(certificate: CertificateData, where: string): void {
+  const inspected = inspectCertificate(certificate.certPem, certificate.keyPem);
+  if (!inspected.ok) {
+    throw new ConsulAcmeError('INTERNAL', `refusing to store ${where}: ${inspected.problem}`, { retryable: false });
+  }
+}

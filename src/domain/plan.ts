@@ -1,0 +1,139 @@
+/**
+ * The renewal planner: what to do with one certificate, and why. Pure: a function of `now`, the
+ * desired certificate, the stored record and the options. The reason comes from a closed list
+ * and flows into logs, metrics and the status API unchanged.
+ */
+import type { CertificateData, KeyType, StoredRecord } from './certificate.js';
+
+export const PLAN_REASONS = [
+  'Missing',
+  'Expiring',
+  'Expired',
+  'HostnamesChanged',
+  'IssuerChanged',
+  'KeyTypeChanged',
+  'Unparseable',
+  'NotYetDue',
+  'NoLongerDeclared',
+  'NotManaged',
+  'GracePeriod',
+] as const;
+export type PlanReason = (typeof PLAN_REASONS)[number];
+export type PlanAction = 'issue' | 'renew' | 'keep' | 'retire';
+
+/** What the catalog and policy ask for under one certId. */
+export interface DesiredCertificate {
+  certId: string;
+  hostnames: string[];
+  directoryUrl: string;
+  keyType: KeyType;
+}
+
+export interface PlanOptions {
+  /** Renew when less than this fraction of the lifetime remains (default a third). */
+  renewWhenRemainingFraction: number;
+  /** A renewal is an emergency when less than this fraction remains (default 1/50). */
+  emergencyRemainingFraction: number;
+  /** How long an undeclared certificate is kept; undefined keeps it until it expires. */
+  retireGraceMs: number | undefined;
+}
+
+export const DEFAULT_RENEW_FRACTION = 1 / 3;
+export const DEFAULT_EMERGENCY_FRACTION = 1 / 50;
+export const DEFAULT_PLAN_OPTIONS: Readonly<PlanOptions> = Object.freeze({
+  renewWhenRemainingFraction: DEFAULT_RENEW_FRACTION,
+  emergencyRemainingFraction: DEFAULT_EMERGENCY_FRACTION,
+  retireGraceMs: undefined,
+});
+
+export interface Plan {
+  action: PlanAction;
+  reason: PlanReason;
+  /**
+   * When a kept certificate becomes due: for NotYetDue the renewal time, for GracePeriod the
+   * retirement time. Undefined for every other plan.
+   */
+  renewAt: Date | undefined;
+  /** Less than the emergency fraction of the lifetime remains (or none at all): skip the queue's patience. */
+  emergency: boolean;
+}
+
+type Validity = Pick<CertificateData, 'notBefore' | 'notAfter'>;
+
+/** The moment `fraction` of the lifetime remains: notAfter − fraction × (notAfter − notBefore). */
+export function renewAt(cert: Validity, fraction: number): Date {
+  const lifetimeMs = cert.notAfter.getTime() - cert.notBefore.getTime();
+  return new Date(cert.notAfter.getTime() - fraction * lifetimeMs);
+}
+
+/**
+ * Whether no more than `fraction` of the lifetime remains at `now`. The boundary counts as due,
+ * so a kept certificate's renewAt is always strictly in the future.
+ */
+export function needsRenewal(now: Date, cert: Validity, fraction: number): boolean {
+  return now.getTime() >= renewAt(cert, fraction).getTime();
+}
+
+function isEmergency(now: Date, cert: Validity, options: PlanOptions): boolean {
+  const remainingMs = cert.notAfter.getTime() - now.getTime();
+  const lifetimeMs = cert.notAfter.getTime() - cert.notBefore.getTime();
+  return remainingMs < options.emergencyRemainingFraction * lifetimeMs;
+}
+
+function plan(action: PlanAction, reason: PlanReason, renewAtDate?: Date, emergency = false): Plan {
+  return { action, reason, renewAt: renewAtDate, emergency };
+}
+
+function sameHostnames(a: string[], b: string[]): boolean {
+  const left = new Set(a);
+  const right = new Set(b);
+  return left.size === right.size && [...left].every((name) => right.has(name));
+}
+
+/** A certificate nobody declares any more: keep it for the grace period, then retire it. */
+function planUndeclared(now: Date, stored: StoredRecord, options: PlanOptions, undeclaredSince?: Date): Plan {
+  if (options.retireGraceMs === undefined) {
+    const cert = stored.certificate;
+    if (cert === undefined || now.getTime() >= cert.notAfter.getTime()) return plan('retire', 'NoLongerDeclared');
+    return plan('keep', 'GracePeriod', cert.notAfter);
+  }
+  // Without a start time the grace period starts now: deleting a certificate is never the default.
+  const retireAtMs = (undeclaredSince ?? now).getTime() + options.retireGraceMs;
+  if (now.getTime() >= retireAtMs) return plan('retire', 'NoLongerDeclared');
+  return plan('keep', 'GracePeriod', new Date(retireAtMs));
+}
+
+/**
+ * Decides what to do with one certificate. Rules, first match wins:
+ * not ours → keep/NotManaged; undeclared → keep/NoLongerDeclared (nothing stored),
+ * keep/GracePeriod or retire/NoLongerDeclared; nothing stored → issue/Missing; unreadable →
+ * issue/Unparseable; past notAfter → renew/Expired; other directory → renew/IssuerChanged;
+ * other names → renew/HostnamesChanged; other key type → renew/KeyTypeChanged; renewal fraction
+ * reached → renew/Expiring; otherwise keep/NotYetDue with renewAt.
+ * `emergency` is true on every renew whose certificate has less than the emergency fraction left.
+ *
+ * @param undeclaredSince when the certificate's names stopped being declared (used with retireGraceMs)
+ */
+export function planCertificate(
+  now: Date,
+  desired: DesiredCertificate | undefined,
+  stored: StoredRecord | undefined,
+  options: PlanOptions,
+  undeclaredSince?: Date,
+): Plan {
+  if (stored !== undefined && !stored.managed) return plan('keep', 'NotManaged');
+  if (desired === undefined) {
+    return stored === undefined ? plan('keep', 'NoLongerDeclared') : planUndeclared(now, stored, options, undeclaredSince);
+  }
+  if (stored === undefined) return plan('issue', 'Missing');
+  const cert = stored.certificate;
+  if (cert === undefined) return plan('issue', 'Unparseable');
+  if (now.getTime() >= cert.notAfter.getTime()) return plan('renew', 'Expired', undefined, true);
+
+  const emergency = isEmergency(now, cert, options);
+  if (cert.directoryUrl !== desired.directoryUrl) return plan('renew', 'IssuerChanged', undefined, emergency);
+  if (!sameHostnames(cert.hostnames, desired.hostnames)) return plan('renew', 'HostnamesChanged', undefined, emergency);
+  if (cert.keyType !== desired.keyType) return plan('renew', 'KeyTypeChanged', undefined, emergency);
+  if (needsRenewal(now, cert, options.renewWhenRemainingFraction)) return plan('renew', 'Expiring', undefined, emergency);
+  return plan('keep', 'NotYetDue', renewAt(cert, options.renewWhenRemainingFraction));
+}
