@@ -1,0 +1,155 @@
+/**
+ * `consul-acme status`: fetches GET /status from a running instance's admin API and renders it as
+ * a plain-text table (or passes the JSON through).
+ */
+import type { CertificateStatus, StatusReport } from '../engine/status.js';
+import { ConsulAcmeError } from '../errors.js';
+
+export const DEFAULT_STATUS_TIMEOUT_MS = 5000;
+export const LAST_ERROR_MAX_CHARS = 60;
+const EMPTY = '-';
+
+function reasonOf(err: unknown): string {
+  if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'no answer in time';
+  // undici throws TypeError('fetch failed') with the socket error as its cause.
+  const cause: unknown = err instanceof Error ? err.cause : undefined;
+  if (cause instanceof Error) {
+    const code = 'code' in cause && typeof cause.code === 'string' ? cause.code : undefined;
+    return code !== undefined && !cause.message.includes(code) ? `${code} ${cause.message}` : cause.message;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+function isStatusReport(value: unknown): value is StatusReport {
+  if (value === null || typeof value !== 'object') return false;
+  const v = value as Partial<Record<keyof StatusReport, unknown>>;
+  return typeof v.instance === 'string' && Array.isArray(v.certificates) && Array.isArray(v.rejected);
+}
+
+/**
+ * GET `<adminUrl>/status`. Throws a ConsulAcmeError whose message says what went wrong:
+ * "cannot reach consul-acme at <url>: <reason>", an HTTP status, or a body that is not a report.
+ */
+export async function fetchStatus(adminUrl: string, timeoutMs = DEFAULT_STATUS_TIMEOUT_MS): Promise<StatusReport> {
+  const base = adminUrl.replace(/\/+$/, '');
+  const url = `${base}/status`;
+  let response: Response;
+  try {
+    response = await fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    const reason = reasonOf(err);
+    throw new ConsulAcmeError('INTERNAL', `cannot reach consul-acme at ${base}: ${reason === 'no answer in time' ? `no answer within ${timeoutMs} ms` : reason}`, {
+      cause: err,
+      retryable: true,
+    });
+  }
+  let body: string;
+  try {
+    body = await response.text();
+  } catch (err) {
+    throw new ConsulAcmeError('INTERNAL', `cannot reach consul-acme at ${base}: reading the answer failed: ${reasonOf(err)}`, { cause: err, retryable: true });
+  }
+  if (!response.ok) {
+    const snippet = body.replace(/\s+/g, ' ').trim().slice(0, 200);
+    throw new ConsulAcmeError('INTERNAL', `consul-acme at ${base} answered ${url} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}`, { retryable: true });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    parsed = undefined;
+  }
+  if (!isStatusReport(parsed)) {
+    throw new ConsulAcmeError('INTERNAL', `${url} did not return a consul-acme status report (is ${base} the admin address?)`);
+  }
+  return parsed;
+}
+
+/** `2025-01-31T12:34:56.789Z` → `2025-01-31 12:34` (UTC); missing → `-`; unparseable as given. */
+export function shortDate(iso: string | undefined): string {
+  if (iso === undefined || iso === '') return EMPTY;
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) return clean(iso);
+  return new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+}
+
+/** One line, no control characters: values come from Consul tags and error messages. */
+function clean(text: string): string {
+  return text.replace(/\s+/g, ' ').replace(/\p{Cc}/gu, '?').trim();
+}
+
+/** Shortened to at most `max` characters, ending in `…` when cut. */
+export function truncate(text: string, max: number): string {
+  const chars = [...text];
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+function orDash(text: string | undefined): string {
+  return text === undefined || text.trim() === '' ? EMPTY : clean(text);
+}
+
+function ago(iso: string | undefined, now: Date): string {
+  if (iso === undefined) return '';
+  const ms = now.getTime() - Date.parse(iso);
+  if (Number.isNaN(ms)) return '';
+  const s = Math.round(ms / 1000);
+  if (s < 0) return ' (in the future)';
+  if (s < 60) return ` (${s}s ago)`;
+  if (s < 3600) return ` (${Math.floor(s / 60)}m ago)`;
+  if (s < 86_400) return ` (${Math.floor(s / 3600)}h ago)`;
+  return ` (${Math.floor(s / 86_400)}d ago)`;
+}
+
+/** Columns padded to their widest cell, two spaces apart, no trailing spaces. */
+function table(header: string[], rows: string[][]): string[] {
+  const width = (cell: string): number => [...cell].length;
+  const widths = header.map((h, i) => Math.max(width(h), ...rows.map((r) => width(r[i] ?? ''))));
+  return [header, ...rows].map((cells) =>
+    cells
+      .map((cell, i) => cell + ' '.repeat(Math.max(0, (widths[i] ?? 0) - width(cell))))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+function certificateRow(c: CertificateStatus): string[] {
+  return [
+    clean(c.hostname),
+    c.state,
+    shortDate(c.expiresAt),
+    shortDate(c.renewsAt),
+    c.lastError === undefined || c.lastError.trim() === '' ? EMPTY : truncate(clean(c.lastError), LAST_ERROR_MAX_CHARS),
+    c.services.length === 0 ? EMPTY : c.services.map(clean).join(','),
+  ];
+}
+
+/**
+ * The report as plain text: a few summary lines, one aligned row per certificate (times in UTC),
+ * then the refused names with reason and service when there are any.
+ */
+export function renderStatusTable(report: StatusReport, now: Date): string {
+  const d = report.discovery;
+  const lines: string[] = [
+    `instance   ${clean(report.instance)} (${report.ready ? 'ready' : 'not ready'})`,
+    `store      ${orDash(report.store)}`,
+    `ca         ${orDash(report.directoryUrl)}`,
+    `discovery  ${d.services} service${d.services === 1 ? '' : 's'}, last sync ${shortDate(d.lastSyncAt)}${ago(d.lastSyncAt, now)}` +
+      (d.lastError ? `, last error: ${truncate(clean(d.lastError), LAST_ERROR_MAX_CHARS)}` : ''),
+    '',
+  ];
+  if (report.certificates.length === 0) {
+    lines.push('No certificates.');
+  } else {
+    lines.push(...table(['HOSTNAME', 'STATE', 'EXPIRES', 'RENEWS AT', 'LAST ERROR', 'SERVICES'], report.certificates.map(certificateRow)));
+  }
+  if (report.rejected.length > 0) {
+    lines.push('', 'Refused names');
+    lines.push(...table(['NAME', 'REASON', 'SERVICE'], report.rejected.map((r) => [orDash(r.value), orDash(r.reason), orDash(r.service)])));
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** What `consul-acme status` prints: the table, or the report as indented JSON with `--json`. */
+export function formatStatus(report: StatusReport, options: { json: boolean; now: Date }): string {
+  return options.json ? `${JSON.stringify(report, null, 2)}\n` : renderStatusTable(report, options.now);
+}

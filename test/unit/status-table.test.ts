@@ -1,0 +1,135 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { formatStatus, renderStatusTable, shortDate, truncate } from '../../src/cli/status-command.js';
+import type { StatusReport } from '../../src/engine/status.js';
+
+const NOW = new Date('2025-03-01T12:00:00.000Z');
+
+const LONG_ERROR =
+  'ACME_RATE_LIMITED: too many certificates already issued for exact set of domains: shop.example.com';
+
+const REPORT: StatusReport = {
+  instance: 'node-1',
+  ready: true,
+  store: 'vault secret/fabio/certs',
+  directoryUrl: 'https://acme-v02.api.letsencrypt.org/directory',
+  discovery: { lastSyncAt: '2025-03-01T11:57:30.000Z', lastError: undefined, services: 3 },
+  certificates: [
+    {
+      hostname: 'app.example.com',
+      state: 'valid',
+      reason: 'NotYetDue',
+      services: ['app', 'app-canary'],
+      expiresAt: '2025-05-30T10:15:42.000Z',
+      renewsAt: '2025-04-30T10:15:42.000Z',
+      lastError: undefined,
+      attempts: 0,
+      nextAttemptAt: undefined,
+    },
+    {
+      hostname: 'shop.example.com',
+      state: 'failed',
+      reason: 'Missing',
+      services: ['shop'],
+      expiresAt: undefined,
+      renewsAt: undefined,
+      lastError: LONG_ERROR,
+      attempts: 3,
+      nextAttemptAt: '2025-03-01T13:00:00.000Z',
+    },
+    {
+      hostname: 'old.example.org',
+      state: 'unmanaged',
+      reason: undefined,
+      services: [],
+      expiresAt: '2025-03-10T00:00:00.000Z',
+      renewsAt: undefined,
+      lastError: 'short\nerror',
+      attempts: 0,
+      nextAttemptAt: undefined,
+    },
+  ],
+  rejected: [
+    { value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' },
+    { value: '*.example.com', reason: 'wildcards need DNS-01', service: 'wild', tag: 'urlprefix-*.example.com/' },
+  ],
+};
+
+describe('renderStatusTable', () => {
+  it('renders the summary, one aligned row per certificate and the refused names', () => {
+    const expected = [
+      'instance   node-1 (ready)',
+      'store      vault secret/fabio/certs',
+      'ca         https://acme-v02.api.letsencrypt.org/directory',
+      'discovery  3 services, last sync 2025-03-01 11:57 (2m ago)',
+      '',
+      'HOSTNAME          STATE      EXPIRES           RENEWS AT         LAST ERROR                                                    SERVICES',
+      'app.example.com   valid      2025-05-30 10:15  2025-04-30 10:15  -                                                             app,app-canary',
+      'shop.example.com  failed     -                 -                 ACME_RATE_LIMITED: too many certificates already issued for…  shop',
+      'old.example.org   unmanaged  2025-03-10 00:00  -                 short error                                                   -',
+      '',
+      'Refused names',
+      'NAME           REASON                 SERVICE',
+      'localhost      not a public name      web',
+      '*.example.com  wildcards need DNS-01  wild',
+      '',
+    ].join('\n');
+    assert.equal(renderStatusTable(REPORT, NOW), expected);
+  });
+
+  it('cuts a long error to exactly 60 characters ending in …', () => {
+    const row = renderStatusTable(REPORT, NOW).split('\n').find((l) => l.startsWith('shop.example.com'));
+    assert.ok(row);
+    const cell = /(ACME_RATE_LIMITED[^…]*…)/.exec(row)?.[1];
+    assert.equal([...(cell ?? '')].length, 60);
+  });
+
+  it('leaves out the refused-names section when nothing was refused, and says when there are no certificates', () => {
+    const text = renderStatusTable(
+      { ...REPORT, ready: false, certificates: [], rejected: [], discovery: { lastSyncAt: undefined, lastError: 'consul: ECONNREFUSED', services: 1 } },
+      NOW,
+    );
+    assert.equal(
+      text,
+      [
+        'instance   node-1 (not ready)',
+        'store      vault secret/fabio/certs',
+        'ca         https://acme-v02.api.letsencrypt.org/directory',
+        'discovery  1 service, last sync -, last error: consul: ECONNREFUSED',
+        '',
+        'No certificates.',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('has no trailing spaces on any line', () => {
+    for (const line of renderStatusTable(REPORT, NOW).split('\n')) assert.equal(line, line.trimEnd());
+  });
+});
+
+describe('formatStatus', () => {
+  it('prints the report as JSON with --json', () => {
+    assert.deepEqual(JSON.parse(formatStatus(REPORT, { json: true, now: NOW })), JSON.parse(JSON.stringify(REPORT)));
+  });
+  it('prints the table otherwise', () => {
+    assert.equal(formatStatus(REPORT, { json: false, now: NOW }), renderStatusTable(REPORT, NOW));
+  });
+});
+
+describe('shortDate and truncate', () => {
+  const dates: Array<[string | undefined, string]> = [
+    ['2025-01-31T12:34:56.789Z', '2025-01-31 12:34'],
+    ['2025-01-31T23:59:00+02:00', '2025-01-31 21:59'],
+    [undefined, '-'],
+    ['', '-'],
+    ['not a date', 'not a date'],
+  ];
+  for (const [input, expected] of dates) {
+    it(`shortDate(${JSON.stringify(input)}) is ${JSON.stringify(expected)}`, () => assert.equal(shortDate(input), expected));
+  }
+  it('truncate keeps text at the limit and cuts text over it', () => {
+    assert.equal(truncate('abcdef', 6), 'abcdef');
+    assert.equal(truncate('abcdefg', 6), 'abcde…');
+  });
+});
