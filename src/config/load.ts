@@ -1,0 +1,115 @@
+/**
+ * Builds the effective configuration: defaults, then the optional JSON config file, then the
+ * environment. Every problem is collected and reported together; nothing falls back silently.
+ */
+import { accessSync, constants, readFileSync } from 'node:fs';
+import { ConfigError } from '../errors.js';
+import { CONFIG_FILE_ENV, SETTINGS, type Config, type SettingSpec } from './schema.js';
+
+export interface LoadConfigInput {
+  env: Record<string, string | undefined>;
+  /** `--config <file>`; wins over CONSUL_ACME_CONFIG_FILE. */
+  configFile?: string | undefined;
+  readFile?: (path: string) => string;
+  isReadable?: (path: string) => boolean;
+}
+
+const settingsList = Object.values(SETTINGS) as SettingSpec<unknown>[];
+
+function defaultIsReadable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readConfigFile(path: string, readFile: (p: string) => string, problems: string[]): Record<string, unknown> {
+  let body: string;
+  try {
+    body = readFile(path);
+  } catch (err) {
+    problems.push(`config file ${path}: cannot be read (${(err as Error).message})`);
+    return {};
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch (err) {
+    problems.push(`config file ${path}: not valid JSON (${(err as Error).message})`);
+    return {};
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    problems.push(`config file ${path}: must be a JSON object of settings`);
+    return {};
+  }
+  const known = new Set(settingsList.map((s) => s.key));
+  for (const key of Object.keys(parsed)) {
+    if (!known.has(key)) problems.push(`config file ${path}: unknown setting "${key}"`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+export function loadConfig(input: LoadConfigInput): Config {
+  const { env } = input;
+  const readFile = input.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const isReadable = input.isReadable ?? defaultIsReadable;
+  const problems: string[] = [];
+
+  const configFile = input.configFile ?? (env[CONFIG_FILE_ENV]?.trim() || undefined);
+  const fromFile = configFile ? readConfigFile(configFile, readFile, problems) : {};
+
+  const values: Record<string, unknown> = {};
+  for (const spec of settingsList) {
+    const envRaw = env[spec.env];
+    const source = envRaw !== undefined && envRaw !== '' ? { raw: envRaw, where: spec.env } : spec.key in fromFile ? { raw: fromFile[spec.key], where: `${configFile}: ${spec.key}` } : undefined;
+    if (source === undefined) {
+      values[spec.key] = spec.default;
+      continue;
+    }
+    const parsed = spec.parse(source.raw);
+    if (parsed.ok) values[spec.key] = parsed.value;
+    else problems.push(`${source.where} ${parsed.problem}`);
+  }
+
+  crossCheck(values as unknown as Config, problems, isReadable);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({ ...values, configFile }) as Config;
+}
+
+/** Rules that involve more than one setting, or the file system. */
+function crossCheck(c: Config, problems: string[], isReadable: (p: string) => boolean): void {
+  if ((c.eabKid === undefined) !== (c.eabHmacKey === undefined)) {
+    problems.push(`${SETTINGS.eabKid.env} and ${SETTINGS.eabHmacKey.env} must be set together`);
+  }
+  if (c.store === 'vault' && !c.vaultToken) {
+    problems.push(`${SETTINGS.vaultToken.env} is required when ${SETTINGS.store.env}=vault`);
+  }
+  if (typeof c.acmePollMinMs === 'number' && typeof c.acmePollMaxMs === 'number' && c.acmePollMinMs > c.acmePollMaxMs) {
+    problems.push(`${SETTINGS.acmePollMinMs.env} (${c.acmePollMinMs}) must not exceed ${SETTINGS.acmePollMaxMs.env} (${c.acmePollMaxMs})`);
+  }
+  if (c.challengePort !== 0 && c.challengePort === c.adminPort) {
+    problems.push(`${SETTINGS.challengePort.env} and ${SETTINGS.adminPort.env} must differ (both ${c.challengePort})`);
+  }
+  if (typeof c.vaultPrefix === 'string' && typeof c.vaultAccountPath === 'string' && (c.vaultAccountPath === c.vaultPrefix || c.vaultAccountPath.startsWith(`${c.vaultPrefix}/`))) {
+    problems.push(`${SETTINGS.vaultAccountPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the account key as a certificate`);
+  }
+  for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
+    const path = c[spec.key as 'caBundle'];
+    if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);
+  }
+}
+
+/** The effective configuration as `key  ENV  value` lines, secrets masked. For `check-config`. */
+export function describeConfig(config: Config): string {
+  const rows = settingsList.map((spec) => {
+    const value = (config as unknown as Record<string, unknown>)[spec.key];
+    const shown = value === undefined ? '(not set)' : spec.secret ? '(set, hidden)' : Array.isArray(value) ? value.join(',') || '(empty)' : typeof value === 'string' ? value : JSON.stringify(value);
+    return [spec.key, spec.env, shown] as const;
+  });
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const w1 = Math.max(...rows.map((r) => r[1].length));
+  const lines = rows.map(([k, e, v]) => `${k.padEnd(w0)}  ${e.padEnd(w1)}  ${v}`);
+  return [`config file: ${config.configFile ?? '(none)'}`, ...lines].join('\n');
+}
