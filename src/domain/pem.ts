@@ -1,7 +1,9 @@
 /**
  * Reads a certificate and its private key the way a TLS server would (Fabio pairs them with Go's
  * tls.X509KeyPair): the first PEM certificate block is the leaf, the rest is the chain. Pure apart
- * from Node's crypto parsers; never throws.
+ * from Node's crypto parsers; `inspectCertificate` never throws. Also the two rules every
+ * CertificateStore shares: how a stored record becomes a StoredRecord (storedRecordFromPem) and
+ * that nothing unloadable is ever stored (assertStorableCertificate).
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { CertificateData, KeyType, StoredRecord } from './certificate.js';

@@ -1,0 +1,132 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { MANAGED_BY, type CertificateData, type StoredRecord } from '../../domain/certificate.js';
+import { assertStorableCertificate, inspectCertificate } from '../../domain/pem.js';
+import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import type { CertificateStore } from '../../ports/certificate-store.js';
+
+interface MemoryEntry {
+  version: number;
+  managedBy: string | undefined;
+  /** As given to put; undefined for a record seeded as not ours. */
+  certificate: CertificateData | undefined;
+  certPem: string;
+  keyPem: string;
+}
+
+type Operation = 'get' | 'put' | 'delete' | 'list';
+
+function copyCertificate(certificate: CertificateData): CertificateData {
+  return {
+    ...certificate,
+    hostnames: [...certificate.hostnames],
+    notBefore: new Date(certificate.notBefore),
+    notAfter: new Date(certificate.notAfter),
+    obtainedAt: new Date(certificate.obtainedAt),
+  };
+}
+
+/**
+ * CertificateStore for one process (tests, dry runs). Same contract as the Vault and file stores:
+ * check-and-set versions, records not written by consul-acme are never overwritten or deleted,
+ * and `get` runs inspectCertificate so corrupted data shows up as a `problem`. Not safe across
+ * processes. Test hooks: `versions`, `corrupt`, `putUnmanaged`, `failNext`.
+ */
+export class MemoryCertificateStore implements CertificateStore {
+  readonly description = 'memory';
+  private readonly entries = new Map<string, MemoryEntry>();
+  private readonly failures: { operation: Operation; error: Error }[] = [];
+
+  private takeFailure(operation: Operation): void {
+    const index = this.failures.findIndex((f) => f.operation === operation);
+    if (index < 0) return;
+    const [failure] = this.failures.splice(index, 1);
+    if (failure !== undefined) throw failure.error;
+  }
+
+  async get(certId: string): Promise<StoredRecord | undefined> {
+    this.takeFailure('get');
+    const entry = this.entries.get(certId);
+    if (entry === undefined) return undefined;
+    const base = { certId, version: entry.version };
+    if (entry.managedBy !== MANAGED_BY || entry.certificate === undefined) {
+      return { ...base, managed: false, certificate: undefined, problem: `memory record ${certId} was not written by consul-acme; it is left alone` };
+    }
+    const inspected = inspectCertificate(entry.certPem, entry.keyPem);
+    if (!inspected.ok) {
+      return { ...base, managed: true, certificate: undefined, problem: `memory record ${certId}: ${inspected.problem}` };
+    }
+    return { ...base, managed: true, certificate: copyCertificate(entry.certificate), problem: undefined };
+  }
+
+  async put(certificate: CertificateData, expectedVersion: number): Promise<number> {
+    this.takeFailure('put');
+    const { certId } = certificate;
+    const what = `write memory record ${certId}`;
+    assertStorableCertificate(certificate, `certificate ${certId} in memory`);
+    const current = this.entries.get(certId);
+    if ((current?.version ?? 0) !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
+    if (current !== undefined && current.managedBy !== MANAGED_BY) {
+      throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the record was not written by consul-acme; refusing to overwrite it`);
+    }
+    const version = expectedVersion + 1;
+    this.entries.set(certId, {
+      version,
+      managedBy: MANAGED_BY,
+      certificate: copyCertificate(certificate),
+      certPem: certificate.certPem,
+      keyPem: certificate.keyPem,
+    });
+    return version;
+  }
+
+  async delete(certId: string, expectedVersion: number): Promise<void> {
+    this.takeFailure('delete');
+    const current = this.entries.get(certId);
+    if (current === undefined) return;
+    const what = `delete memory record ${certId}`;
+    if (current.version !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
+    if (current.managedBy !== MANAGED_BY) {
+      throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the record was not written by consul-acme; refusing to delete it`);
+    }
+    this.entries.delete(certId);
+  }
+
+  async list(): Promise<string[]> {
+    this.takeFailure('list');
+    return [...this.entries.keys()].sort();
+  }
+
+  /** The stored version of certId; 0 when missing. */
+  versions(certId: string): number {
+    return this.entries.get(certId)?.version ?? 0;
+  }
+
+  /**
+   * Damages a stored record as an outside writer would (the version goes up): `bad-pem` replaces
+   * the certificate with text that is not PEM, `wrong-key` replaces the key with another valid key.
+   */
+  corrupt(certId: string, how: 'bad-pem' | 'wrong-key' = 'bad-pem'): void {
+    const entry = this.entries.get(certId);
+    if (entry === undefined) throw new Error(`no memory record ${certId} to corrupt`);
+    if (how === 'bad-pem') {
+      entry.certPem = 'this is not a certificate\n';
+    } else {
+      entry.keyPem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString();
+    }
+    entry.version += 1;
+  }
+
+  /** Stores a record as someone other than consul-acme would; returns its version. */
+  putUnmanaged(certId: string, pems: { certPem: string; keyPem: string }): number {
+    const version = (this.entries.get(certId)?.version ?? 0) + 1;
+    this.entries.set(certId, { version, managedBy: undefined, certificate: undefined, certPem: pems.certPem, keyPem: pems.keyPem });
+    return version;
+  }
+
+  /** The next call of `operation` throws `error` (once per call of failNext). */
+  failNext(operation: Operation, error: Error): void {
+    this.failures.push({ operation, error });
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * CertificateStore on Vault KV v2, in the layout Fabio's Vault certificate source reads
+ * (reference/protocols.md §4.1): one secret per certId at `<mount>/data/<prefix>/<certId>` whose
+ * `cert` (leaf + chain PEM) and `key` (private key PEM) fields Fabio pairs; the other fields are
+ * ours. Writes are check-and-set (`options.cas`), so it is safe across processes.
+ *
+ * - A soft-deleted latest version reads as missing; `put(…, 0)` then writes with cas = that
+ *   version (Vault still counts it), so a deleted certificate can be issued again.
+ * - `put` and `delete` read first and refuse (STORE_CONFLICT) a secret without
+ *   `managed_by: consul-acme`; `put` refuses a certificate whose key does not match.
+ * - `delete` removes the metadata (all versions). KV v2 has no check-and-set on delete, so the
+ *   version check before it narrows the race with a concurrent writer but cannot close it.
+ */
+import { MANAGED_BY, type CertificateData, type StoredRecord } from '../../domain/certificate.js';
+import { assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import { F, type Logger } from '../../logging.js';
+import type { CertificateStore } from '../../ports/certificate-store.js';
+import { classifyVaultError, kvPath, readKv, trimSlashes, vaultResponseOf, type VaultClient } from './vault-client.js';
+
+export const DEFAULT_VAULT_MOUNT = 'secret';
+export const DEFAULT_VAULT_CERT_PREFIX = 'fabio/certs';
+
+export interface VaultCertificateStoreOptions {
+  client: VaultClient;
+  /** KV v2 mount; default DEFAULT_VAULT_MOUNT. */
+  mount?: string;
+  /** Path under the mount that Fabio lists (`cert=<mount>/<prefix>`); default DEFAULT_VAULT_CERT_PREFIX. */
+  prefix?: string;
+  logger?: Logger;
+}
+
+/** The fields of one certificate secret. Fabio reads `cert` and `key`. */
+export interface VaultCertificateSecret {
+  cert: string;
+  key: string;
+  not_before: string;
+  not_after: string;
+  hostnames: string;
+  directory_url: string;
+  issuer: string;
+  key_type: string;
+  obtained_at: string;
+  managed_by: string;
+}
+
+function assertCertId(certId: string): void {
+  if (typeof certId !== 'string' || certId === '' || certId === '.' || certId === '..' || certId.includes('/')) {
+    throw new ConsulAcmeError('INVALID_HOSTNAME', `certificate id ${JSON.stringify(certId)} cannot be a Vault secret name`);
+  }
+}
+
+function stringField(data: Record<string, unknown>, name: string): string | undefined {
+  const value = data[name];
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+export class VaultCertificateStore implements CertificateStore {
+  readonly description: string;
+  private readonly client: VaultClient;
+  private readonly mount: string;
+  private readonly prefix: string;
+  private readonly logger: Logger | undefined;
+
+  constructor(options: VaultCertificateStoreOptions) {
+    this.client = options.client;
+    this.mount = trimSlashes(options.mount ?? DEFAULT_VAULT_MOUNT);
+    this.prefix = trimSlashes(options.prefix ?? DEFAULT_VAULT_CERT_PREFIX);
+    this.logger = options.logger;
+    this.description = `vault:${this.mount}/${this.prefix}`;
+  }
+
+  private dataPath(certId: string): string {
+    return kvPath(this.mount, 'data', this.prefix, certId);
+  }
+
+  private metadataPath(certId?: string): string {
+    return certId === undefined ? kvPath(this.mount, 'metadata', this.prefix) : kvPath(this.mount, 'metadata', this.prefix, certId);
+  }
+
+  async get(certId: string): Promise<StoredRecord | undefined> {
+    assertCertId(certId);
+    const path = this.dataPath(certId);
+    const found = await readKv(this.client, path);
+    if (found.state !== 'present') return undefined;
+    return this.toRecord(certId, found.version, found.data, path);
+  }
+
+  private toRecord(certId: string, version: number, data: Record<string, unknown>, path: string): StoredRecord {
+    return storedRecordFromPem(
+      certId,
+      version,
+      data.managed_by === MANAGED_BY,
+      {
+        cert: stringField(data, 'cert'),
+        key: stringField(data, 'key'),
+        directoryUrl: stringField(data, 'directory_url'),
+        obtainedAt: stringField(data, 'obtained_at'),
+      },
+      `secret ${path}`,
+    );
+  }
+
+  async put(certificate: CertificateData, expectedVersion: number): Promise<number> {
+    const { certId } = certificate;
+    assertCertId(certId);
+    const path = this.dataPath(certId);
+    assertStorableCertificate(certificate, `certificate ${certId} at ${path}`);
+
+    // Read first: to refuse a secret we did not write, and because a soft-deleted latest
+    // version still counts for check-and-set (the caller saw it as missing, version 0).
+    const current = await readKv(this.client, path);
+    const currentVersion = current.state === 'missing' ? 0 : current.version;
+    const seenVersion = current.state === 'present' ? current.version : 0;
+    if (seenVersion !== expectedVersion) throw new StoreConflictError(`write ${path}`, expectedVersion);
+    if (current.state === 'present' && current.data.managed_by !== MANAGED_BY) {
+      throw new ConsulAcmeError('STORE_CONFLICT', `write ${path}: the secret was not written by consul-acme; refusing to overwrite it`);
+    }
+
+    const data: VaultCertificateSecret = {
+      cert: certificate.certPem,
+      key: certificate.keyPem,
+      not_before: certificate.notBefore.toISOString(),
+      not_after: certificate.notAfter.toISOString(),
+      hostnames: certificate.hostnames.join(','),
+      directory_url: certificate.directoryUrl,
+      issuer: certificate.issuer,
+      key_type: certificate.keyType,
+      obtained_at: certificate.obtainedAt.toISOString(),
+      managed_by: MANAGED_BY,
+    };
+    let version: number;
+    try {
+      const response = await this.client.write(path, { options: { cas: currentVersion }, data });
+      version = Number(response?.data?.version);
+    } catch (err) {
+      throw classifyVaultError(err, `write ${path}`, expectedVersion);
+    }
+    if (!Number.isInteger(version) || version <= 0) {
+      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `write ${path}: Vault did not report the new version`);
+    }
+
+    const readBack = await readKv(this.client, path, version);
+    if (readBack.state !== 'present' || readBack.data.cert !== data.cert || readBack.data.key !== data.key || readBack.version !== version) {
+      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `write ${path}: version ${version} read back does not match what was written`, {
+        retryable: true,
+      });
+    }
+    this.logger?.debug({ [F.certId]: certId, version }, 'certificate stored in vault');
+    return version;
+  }
+
+  async delete(certId: string, expectedVersion: number): Promise<void> {
+    assertCertId(certId);
+    const path = this.dataPath(certId);
+    const current = await readKv(this.client, path);
+    if (current.state !== 'present') return;
+    if (current.version !== expectedVersion) throw new StoreConflictError(`delete ${path}`, expectedVersion);
+    if (current.data.managed_by !== MANAGED_BY) {
+      throw new ConsulAcmeError('STORE_CONFLICT', `delete ${path}: the secret was not written by consul-acme; refusing to delete it`);
+    }
+    // KV v2 has no check-and-set on delete: the read above narrows, but cannot close, the window.
+    const metadataPath = this.metadataPath(certId);
+    try {
+      await this.client.delete(metadataPath);
+    } catch (err) {
+      throw classifyVaultError(err, `delete ${metadataPath}`);
+    }
+    this.logger?.debug({ [F.certId]: certId, version: expectedVersion }, 'certificate deleted from vault');
+  }
+
+  async list(): Promise<string[]> {
+    const path = this.metadataPath();
+    try {
+      const response = await this.client.list(path);
+      const keys: unknown = response?.data?.keys;
+      if (!Array.isArray(keys)) return [];
+      return keys
+        .filter((key): key is string => typeof key === 'string' && key !== '' && !key.endsWith('/'))
+        .sort();
+    } catch (err) {
+      if (vaultResponseOf(err)?.statusCode === 404) return [];
+      throw classifyVaultError(err, `list ${path}`);
+    }
+  }
+}
