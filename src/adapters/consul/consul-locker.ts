@@ -1,0 +1,293 @@
+/**
+ * Locks as Consul KV keys acquired with a session (reference/protocols.md §1.7, §1.8).
+ *
+ * One session per locker (Behavior "release"), created on the first tryAcquire and renewed in the
+ * background at half the TTL Consul last returned. When a renew answers 404 (session destroyed or
+ * expired), or renewing keeps failing for a whole TTL, the session is lost: every lock held under
+ * it has its `signal` aborted with a LockLostError, and the next tryAcquire creates a new session.
+ *
+ * The KV value names the holder (`{"holder","acquiredAt"}`); release sends that same value, since a
+ * `?release` with an empty body would wipe it.
+ */
+import { hostname } from 'node:os';
+import { AbortedError, ConfigError, ConsulAcmeError, LockLostError, describeError } from '../../errors.js';
+import { F, silentLogger, type Logger } from '../../logging.js';
+import type { Lock, Locker } from '../../ports/locker.js';
+import { classifyConsulError, isSessionGoneError, type Consul } from './consul-client.js';
+
+export const DEFAULT_SESSION_TTL_SECONDS = 15;
+export const DEFAULT_LOCK_DELAY_SECONDS = 15;
+/** Consul's limits: TTL 10 s..24 h; lock-delay at most 60 s. */
+const MIN_SESSION_TTL_SECONDS = 10;
+const MAX_SESSION_TTL_SECONDS = 86_400;
+const MAX_LOCK_DELAY_SECONDS = 60;
+
+export interface ConsulLockerOptions {
+  consul: Consul;
+  /** KV folder for lock keys, e.g. `consul-acme/locks/` (a trailing slash is added when missing). */
+  prefix: string;
+  /** Session name, shown in Consul's UI and in the lock value as the holder. */
+  sessionName: string;
+  sessionTtlSeconds?: number;
+  /** How long Consul refuses the key to others after this session is invalidated (not after a release). */
+  lockDelaySeconds?: number;
+  logger?: Logger;
+}
+
+interface SessionState {
+  id: string;
+  ttlMs: number;
+  lastRenewedAt: number;
+  timer: NodeJS.Timeout | undefined;
+  lost: boolean;
+}
+
+interface HeldLock {
+  key: string;
+  kvKey: string;
+  /** The value written at acquire; release writes it again. */
+  value: string;
+  session: SessionState;
+  controller: AbortController;
+  /** The Lock's release (idempotent); close() uses it too. */
+  release: () => Promise<void>;
+}
+
+/** Parses a Go duration as Consul prints it ("15s", "1m30s", "1h0m0s", "500ms") into ms. */
+export function parseGoDurationMs(text: unknown): number | undefined {
+  if (typeof text !== 'string' || text === '') return undefined;
+  const units: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1, us: 0.001, µs: 0.001, ns: 0.000001 };
+  let total = 0;
+  let rest = text;
+  while (rest !== '') {
+    const match = /^(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)/.exec(rest);
+    if (!match) return undefined;
+    total += Number(match[1]) * (units[match[2] ?? ''] ?? 0);
+    rest = rest.slice(match[0].length);
+  }
+  return total;
+}
+
+export class ConsulLocker implements Locker {
+  private readonly consul: Consul;
+  private readonly prefix: string;
+  private readonly sessionName: string;
+  private readonly holder: string;
+  private readonly sessionTtlSeconds: number;
+  private readonly lockDelaySeconds: number;
+  private readonly log: Logger;
+  private session: SessionState | undefined;
+  private creating: Promise<SessionState> | undefined;
+  private readonly held = new Map<string, HeldLock>();
+  private readonly acquiring = new Set<string>();
+  private closed = false;
+
+  constructor(opts: ConsulLockerOptions) {
+    const ttl = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS;
+    const lockDelay = opts.lockDelaySeconds ?? DEFAULT_LOCK_DELAY_SECONDS;
+    const problems: string[] = [];
+    if (!Number.isInteger(ttl) || ttl < MIN_SESSION_TTL_SECONDS || ttl > MAX_SESSION_TTL_SECONDS) {
+      problems.push(`sessionTtlSeconds must be an integer from ${MIN_SESSION_TTL_SECONDS} to ${MAX_SESSION_TTL_SECONDS} (got ${ttl})`);
+    }
+    if (!Number.isInteger(lockDelay) || lockDelay < 0 || lockDelay > MAX_LOCK_DELAY_SECONDS) {
+      problems.push(`lockDelaySeconds must be an integer from 0 to ${MAX_LOCK_DELAY_SECONDS} (got ${lockDelay})`);
+    }
+    if (problems.length > 0) throw new ConfigError(problems);
+    this.consul = opts.consul;
+    this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
+    this.sessionName = opts.sessionName;
+    this.holder = `${opts.sessionName} (${hostname()} pid ${process.pid})`;
+    this.sessionTtlSeconds = ttl;
+    this.lockDelaySeconds = lockDelay;
+    this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-locker' });
+  }
+
+  /** The current session's ID, if one exists (for tests and diagnostics). */
+  get sessionId(): string | undefined {
+    return this.session?.id;
+  }
+
+  async tryAcquire(key: string): Promise<Lock | undefined> {
+    if (this.closed) throw new AbortedError(`lock ${key} acquisition (locker closed)`);
+    if (this.held.has(key) || this.acquiring.has(key)) return undefined;
+    this.acquiring.add(key);
+    try {
+      return await this.acquire(key);
+    } finally {
+      this.acquiring.delete(key);
+    }
+  }
+
+  private async acquire(key: string): Promise<Lock | undefined> {
+    const kvKey = `${this.prefix}${key}`;
+    for (let attempt = 1; ; attempt++) {
+      const session = await this.ensureSession();
+      const value = JSON.stringify({ holder: this.holder, acquiredAt: new Date().toISOString() });
+      let acquired: unknown;
+      try {
+        acquired = await this.consul.kv.set({ key: kvKey, value, acquire: session.id });
+      } catch (err) {
+        if (attempt === 1 && isSessionGoneError(err)) {
+          // Destroyed between two renewals: lose it now and retry once with a new session.
+          this.loseSession(session, err, `lock acquire ${kvKey}`);
+          continue;
+        }
+        throw classifyConsulError(err, `lock acquire ${kvKey}`);
+      }
+      if (acquired !== true) return undefined; // another holder, or lock-delay after a lost holder
+      if (session.lost || this.closed) {
+        // Lost (or closed) while the request was in flight: the key is not really ours to work under.
+        await this.sendRelease(kvKey, value, session);
+        return undefined;
+      }
+      return this.makeLock({ key, kvKey, value, session, controller: new AbortController() });
+    }
+  }
+
+  private makeLock(fields: Omit<HeldLock, 'release'>): Lock {
+    let releasing: Promise<void> | undefined;
+    const h: HeldLock = { ...fields, release: () => releasing ?? Promise.resolve() };
+    h.release = () => {
+      releasing ??= (async () => {
+        if (!h.session.lost) await this.sendRelease(h.kvKey, h.value, h.session);
+        // Forget the key only now, so that this locker cannot re-acquire it while the release is in flight.
+        if (this.held.get(h.key) === h) this.held.delete(h.key);
+      })();
+      return releasing;
+    };
+    this.held.set(h.key, h);
+    return { key: h.key, signal: h.controller.signal, release: h.release };
+  }
+
+  /** `?release=` with the value written at acquire. Never throws. */
+  private async sendRelease(kvKey: string, value: string, session: SessionState): Promise<void> {
+    try {
+      const released = await this.consul.kv.set({ key: kvKey, value, release: session.id });
+      if (released !== true) this.log.warn({ lock: kvKey }, 'lock release refused; not held by this session any more');
+    } catch (err) {
+      this.log.warn({ lock: kvKey, [F.err]: describeError(classifyConsulError(err, `lock release ${kvKey}`)) }, 'lock release failed; it ends with the session');
+    }
+  }
+
+  private async ensureSession(): Promise<SessionState> {
+    if (this.session && !this.session.lost) return this.session;
+    this.creating ??= this.createSession().finally(() => {
+      this.creating = undefined;
+    });
+    return this.creating;
+  }
+
+  private async createSession(): Promise<SessionState> {
+    let created: { ID?: unknown } | undefined;
+    try {
+      created = await this.consul.session.create({
+        name: this.sessionName,
+        ttl: `${this.sessionTtlSeconds}s`,
+        lockdelay: `${this.lockDelaySeconds}s`,
+        behavior: 'release',
+      });
+    } catch (err) {
+      throw classifyConsulError(err, 'session create');
+    }
+    if (typeof created?.ID !== 'string' || created.ID === '') {
+      throw new ConsulAcmeError('CONSUL_UNAVAILABLE', 'session create: Consul returned no session ID', { retryable: true });
+    }
+    const session: SessionState = {
+      id: created.ID,
+      ttlMs: this.sessionTtlSeconds * 1000,
+      lastRenewedAt: Date.now(),
+      timer: undefined,
+      lost: false,
+    };
+    if (this.closed) {
+      await this.destroySession(session);
+      throw new AbortedError('session create (locker closed)');
+    }
+    this.session = session;
+    this.scheduleRenew(session, session.ttlMs / 2);
+    this.log.debug({ session: session.id }, 'session created');
+    return session;
+  }
+
+  private scheduleRenew(session: SessionState, delayMs: number): void {
+    if (session.lost || this.closed) return;
+    session.timer = setTimeout(() => void this.renew(session), Math.max(0, delayMs));
+    session.timer.unref();
+  }
+
+  private async renew(session: SessionState): Promise<void> {
+    session.timer = undefined;
+    if (session.lost || this.closed) return;
+    try {
+      // `timeout` is a per-call option the package honours but RenewOptions does not declare.
+      const result = await this.consul.session.renew({ id: session.id, timeout: Math.max(1_000, session.ttlMs / 3) } as never);
+      if (session.lost) return;
+      const returned: unknown = Array.isArray(result) ? (result[0] as { TTL?: unknown } | undefined)?.TTL : undefined;
+      const ttlMs = parseGoDurationMs(returned);
+      // Consul may hand back a longer TTL than asked for (load shedding); renew on its schedule.
+      if (ttlMs !== undefined && ttlMs >= MIN_SESSION_TTL_SECONDS * 1000) session.ttlMs = ttlMs;
+      session.lastRenewedAt = Date.now();
+      this.scheduleRenew(session, session.ttlMs / 2);
+    } catch (err) {
+      if (session.lost) return;
+      if (isSessionGoneError(err)) {
+        this.loseSession(session, err);
+        return;
+      }
+      const sinceMs = Date.now() - session.lastRenewedAt;
+      if (sinceMs >= session.ttlMs) {
+        this.loseSession(session, err);
+        return;
+      }
+      const retryInMs = Math.min(1_000, session.ttlMs - sinceMs);
+      this.log.warn({ session: session.id, [F.err]: describeError(classifyConsulError(err, 'session renew')), [F.retryInMs]: retryInMs }, 'session renew failed');
+      this.scheduleRenew(session, retryInMs);
+    }
+  }
+
+  /** Marks the session lost, aborts every lock held under it, and forgets it. */
+  private loseSession(session: SessionState, cause: unknown, what = 'session renew'): void {
+    if (session.lost) return;
+    session.lost = true;
+    if (session.timer) clearTimeout(session.timer);
+    session.timer = undefined;
+    if (this.session === session) this.session = undefined;
+    const gone = isSessionGoneError(cause);
+    this.log.warn({ session: session.id, [F.err]: describeError(classifyConsulError(cause, what)) }, 'session lost; abandoning its locks');
+    for (const h of [...this.held.values()]) {
+      if (h.session !== session) continue;
+      this.held.delete(h.key);
+      h.controller.abort(new LockLostError(h.key, { cause }));
+    }
+    // Renewing failed for a whole TTL but the session may still exist: make sure it ends.
+    if (!gone) void this.destroySession(session);
+  }
+
+  private async destroySession(session: SessionState): Promise<void> {
+    try {
+      await this.consul.session.destroy(session.id);
+    } catch (err) {
+      this.log.warn({ session: session.id, [F.err]: describeError(classifyConsulError(err, 'session destroy')) }, 'session destroy failed');
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const locks = [...this.held.values()];
+    await Promise.all(
+      locks.map(async (h) => {
+        await h.release();
+        h.controller.abort(new AbortedError(`lock ${h.key} (locker closed)`));
+      }),
+    );
+    await this.creating?.catch(() => undefined);
+    const session = this.session;
+    this.session = undefined;
+    if (session) {
+      session.lost = true;
+      if (session.timer) clearTimeout(session.timer);
+      await this.destroySession(session);
+    }
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * Starts a real Consul agent (`consul agent -dev`, Consul 1.8.7 from scripts/setup-deps.sh) on free
+ * ports, so that several can run at once. DNS, gRPC, HTTPS and serf WAN are disabled. Resolves once
+ * a leader is elected and the agent's node is in the catalog with a passing serfHealth check (a
+ * session cannot be created before that). Every wait is bounded; failures carry the agent's logs.
+ *
+ * Binary: $CONSUL_BIN, else <repo>/.cache/consul/usr/bin/consul, else `consul` on PATH.
+ * Every agent started here is killed when the test process exits.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './net.js';
+
+const STARTUP_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+const MAX_LOG_CHARS = 256 * 1024;
+const START_ATTEMPTS = 3;
+
+export interface StartConsulOptions {
+  /** Enables ACLs with default_policy "deny" and this master (bootstrap) token. */
+  acl?: { masterToken: string };
+}
+
+export interface ConsulInstance {
+  /** http://127.0.0.1:PORT (no /v1). */
+  address: string;
+  httpPort: number;
+  /** The agent's node name (unique per instance). */
+  nodeName: string;
+  /** Stops the agent (SIGTERM, then SIGKILL after 10 s) and removes its config directory. */
+  stop(): Promise<void>;
+  /** Kills the agent at once, as a crash would. */
+  kill9(): void;
+  /** The agent's output so far (for failure messages). */
+  logs(): string;
+}
+
+const running = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of running) child.kill('SIGKILL');
+  });
+}
+
+/** Finds the consul binary; throws naming `npm run setup` when there is none. */
+export function consulBinary(): string {
+  const fromEnv = process.env.CONSUL_BIN;
+  if (fromEnv) {
+    if (!existsSync(fromEnv)) throw new Error(`CONSUL_BIN=${fromEnv} does not exist`);
+    return fromEnv;
+  }
+  const repoRoot = findRepoRoot();
+  const cached = join(repoRoot, '.cache', 'consul', 'usr', 'bin', 'consul');
+  if (existsSync(cached)) return cached;
+  const onPath = spawnSync('consul', ['version'], { stdio: 'ignore' });
+  if (!onPath.error && onPath.status === 0) return 'consul';
+  throw new Error(`no consul binary: set CONSUL_BIN, or run \`npm run setup\` to unpack Consul 1.8.7 into ${cached}`);
+}
+
+/** The directory holding package.json, walking up from this file (src or dist layout). */
+function findRepoRoot(): string {
+  let dir = fileURLToPath(new URL('.', import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    dir = join(dir, '..');
+  }
+  return process.cwd();
+}
+
+class LogBuffer {
+  private text = '';
+  append(chunk: Buffer | string): void {
+    this.text += chunk.toString();
+    if (this.text.length > MAX_LOG_CHARS) this.text = this.text.slice(-MAX_LOG_CHARS);
+  }
+  toString(): string {
+    return this.text;
+  }
+}
+
+export async function startConsul(opts: StartConsulOptions = {}): Promise<ConsulInstance> {
+  const binary = consulBinary();
+  installExitHook();
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+    try {
+      return await startOnce(binary, opts);
+    } catch (err) {
+      lastError = err;
+      // A port picked as free can be taken by a parallel test before Consul binds it: try new ports.
+      if (!(err instanceof PortInUseError)) throw err;
+    }
+  }
+  throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}
+
+class PortInUseError extends Error {}
+
+async function startOnce(binary: string, opts: StartConsulOptions): Promise<ConsulInstance> {
+  const [httpPort, serfLanPort, serverPort] = [await freePort(), await freePort(), await freePort()];
+  const nodeName = `consul-acme-test-${httpPort}`;
+  const dir = await mkdtemp(join(tmpdir(), 'consul-acme-consul-'));
+  const acl = opts.acl
+    ? `acl {\n  enabled = true\n  default_policy = "deny"\n  tokens {\n    master = ${JSON.stringify(opts.acl.masterToken)}\n  }\n}\n`
+    : '';
+  const config =
+    `ports {\n  http = ${httpPort}\n  https = -1\n  dns = -1\n  grpc = -1\n` +
+    `  serf_lan = ${serfLanPort}\n  serf_wan = -1\n  server = ${serverPort}\n}\n${acl}`;
+  const configFile = join(dir, 'consul.hcl');
+  await writeFile(configFile, config);
+
+  const logs = new LogBuffer();
+  const child = spawn(
+    binary,
+    ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-node', nodeName, '-config-file', configFile],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  running.add(child);
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  const exitPromise = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      running.delete(child);
+      resolve();
+    });
+  });
+  child.once('error', (err) => logs.append(`[spawn error] ${err.message}\n`));
+  child.stdout?.on('data', (c: Buffer) => logs.append(c));
+  child.stderr?.on('data', (c: Buffer) => logs.append(c));
+  // Neither the agent nor its pipes keep the test process alive; the exit hook kills the agent.
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+
+  const address = `http://127.0.0.1:${httpPort}`;
+  const headers: Record<string, string> = opts.acl ? { 'X-Consul-Token': opts.acl.masterToken } : {};
+  const cleanup = async (): Promise<void> => {
+    if (!exited) {
+      child.kill('SIGKILL');
+      await exitPromise;
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  let stage = 'a leader';
+  try {
+    for (;;) {
+      if (exited) {
+        const text = logs.toString();
+        if (/address already in use/i.test(text)) throw new PortInUseError(`consul could not bind its ports:\n${text}`);
+        throw new Error(`consul exited (${exited.code ?? exited.signal}) before it was ready:\n${text}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`consul did not get ${stage} within ${STARTUP_TIMEOUT_MS} ms:\n${logs.toString()}`);
+      }
+      if (await isReady(address, nodeName, headers, (s) => (stage = s))) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+
+  return {
+    address,
+    httpPort,
+    nodeName,
+    logs: () => logs.toString(),
+    kill9: () => {
+      if (!exited) child.kill('SIGKILL');
+    },
+    stop: async () => {
+      if (!exited) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+        await exitPromise;
+        clearTimeout(timer);
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Leader elected, then the node registered with serfHealth passing (sessions need it). */
+async function isReady(
+  address: string,
+  nodeName: string,
+  headers: Record<string, string>,
+  setStage: (stage: string) => void,
+): Promise<boolean> {
+  try {
+    setStage('a leader');
+    const leader = await fetch(`${address}/v1/status/leader`, { signal: AbortSignal.timeout(2_000) });
+    if (!leader.ok) return false;
+    const leaderAddress: unknown = await leader.json();
+    if (typeof leaderAddress !== 'string' || leaderAddress === '') return false;
+    setStage(`node ${nodeName} with a passing serfHealth check`);
+    const health = await fetch(`${address}/v1/health/node/${nodeName}`, { headers, signal: AbortSignal.timeout(2_000) });
+    if (!health.ok) return false;
+    const checks: unknown = await health.json();
+    return (
+      Array.isArray(checks) &&
+      checks.some((c: { CheckID?: unknown; Status?: unknown }) => c.CheckID === 'serfHealth' && c.Status === 'passing')
+    );
+  } catch {
+    return false; // not listening yet
+  }
+}
