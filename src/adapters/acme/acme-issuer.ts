@@ -1,0 +1,406 @@
+/**
+ * Issuer on acme-client 5.4 with HTTP-01.
+ *
+ * Uses acme-client's lower-level calls (not `auto()`), so that every step is ours: the AbortSignal
+ * is checked between requests, challenge tokens go into the shared ChallengeStore before the CA is
+ * asked to validate, and acme-client's `verifyChallenge` self-check (system DNS, port 80) is never
+ * run. Status polling is ours too (min·2^n capped at max, `pollAttempts` tries, the same schedule
+ * as acme-client's waitForValidStatus): it can be aborted between polls, and it reads the problem
+ * document from an `invalid` object instead of acme-client's bare detail string.
+ *
+ * Every HTTP request goes through a per-issuer transport (acme-http.ts): no retries of 429/5xx,
+ * no sleeps, requestTimeoutMs on each request, and this issuer's CA bundle only, so several
+ * issuers for different CAs coexist in one process. Failures come out classified
+ * (acme-errors.ts); errors of our own ports (e.g. the challenge store) pass through unchanged.
+ */
+import * as acme from 'acme-client';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
+import type { ChallengeStore } from '../../ports/challenge-store.js';
+import type { Clock } from '../../ports/clock.js';
+import type { IssuedCertificate, Issuer, IssueRequest } from '../../ports/issuer.js';
+import type { KeyType } from '../../domain/certificate.js';
+import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
+import { F, type Logger } from '../../logging.js';
+import { AcmeHttp, type AcmeRequestHook } from './acme-http.js';
+import { AcmeServerProblem, classifyAcmeError, type ProblemDocument } from './acme-errors.js';
+
+export interface AcmeIssuerOptions {
+  directoryUrl: string;
+  /** Extra CA certificates (PEM) to trust for the directory, besides the system roots. */
+  caBundlePem?: string;
+  email?: string;
+  eab?: { kid: string; hmacKey: string };
+  accountStore: AccountStore;
+  challengeStore: ChallengeStore;
+  /** Status polling: first wait, cap, and number of polls per object. */
+  pollIntervalMinMs: number;
+  pollIntervalMaxMs: number;
+  pollAttempts: number;
+  /** Timeout of every ACME HTTP request. */
+  requestTimeoutMs: number;
+  logger: Logger;
+  /** Called after every ACME HTTP request; for metrics. */
+  onRequest?: AcmeRequestHook;
+  /** For Retry-After dates; the system clock by default. */
+  clock?: Clock;
+}
+
+type Order = acme.Order;
+type Authorization = acme.Authorization;
+interface Challenge {
+  type: string;
+  url: string;
+  status: string;
+  token?: string;
+  error?: unknown;
+}
+
+const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
+const BASE64URL_TOKEN = /^[A-Za-z0-9_-]+$/;
+
+async function createCertificateKey(keyType: KeyType): Promise<Buffer> {
+  switch (keyType) {
+    case 'ec-p256':
+      return acme.crypto.createPrivateEcdsaKey('P-256');
+    case 'ec-p384':
+      return acme.crypto.createPrivateEcdsaKey('P-384');
+    case 'rsa-2048':
+      return acme.crypto.createPrivateRsaKey(2048);
+    case 'rsa-3072':
+      return acme.crypto.createPrivateRsaKey(3072);
+    case 'rsa-4096':
+      return acme.crypto.createPrivateRsaKey(4096);
+  }
+}
+
+/** Resolves as `promise` does, or rejects with AbortedError as soon as `signal` fires. */
+async function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return promise;
+  throwIfAborted(signal, what);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AbortedError(what, { cause: signal.reason }));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, aborted]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
+
+function problemOf(error: unknown): ProblemDocument | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const e = error as Record<string, unknown>;
+  const problem: ProblemDocument = {};
+  if (typeof e.type === 'string') problem.type = e.type;
+  if (typeof e.detail === 'string') problem.detail = e.detail;
+  if (typeof e.status === 'number') problem.status = e.status;
+  return problem.type === undefined && problem.detail === undefined ? undefined : problem;
+}
+
+/** Tracks the step in progress, so an error says where it happened. */
+interface Progress {
+  step: string;
+}
+
+export class AcmeIssuer implements Issuer {
+  readonly directoryUrl: string;
+  private readonly http: AcmeHttp;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private clientPromise: Promise<acme.Client> | undefined;
+  private currentClient: acme.Client | undefined;
+  /** An account URL the CA said it does not know; re-register instead of using it again. */
+  private staleAccountUrl: string | undefined;
+
+  constructor(private readonly options: AcmeIssuerOptions) {
+    this.directoryUrl = options.directoryUrl;
+    this.http = new AcmeHttp({
+      directoryUrl: options.directoryUrl,
+      requestTimeoutMs: options.requestTimeoutMs,
+      ...(options.caBundlePem === undefined ? {} : { caBundlePem: options.caBundlePem }),
+      ...(options.onRequest === undefined ? {} : { onRequest: options.onRequest }),
+    });
+    this.log = options.logger; // the caller names the component
+    this.clock = options.clock ?? { now: () => new Date() };
+  }
+
+  /** Closes idle connections to the CA. */
+  close(): void {
+    this.http.close();
+  }
+
+  async issue(request: IssueRequest, signal?: AbortSignal): Promise<IssuedCertificate> {
+    const hostnames = [...request.hostnames];
+    const commonName = hostnames[0];
+    if (commonName === undefined) {
+      throw new ConsulAcmeError('INVALID_HOSTNAME', 'a certificate needs at least one hostname', { retryable: false });
+    }
+    const what = `acme order for ${hostnames.join(', ')}`;
+    const log = this.log.child({ [F.hostname]: commonName });
+    const progress: Progress = { step: 'account' };
+    let client: acme.Client | undefined;
+    try {
+      throwIfAborted(signal, what);
+      client = await unlessAborted(this.client(), signal, what);
+
+      progress.step = 'key generation';
+      const keyPem = await createCertificateKey(request.keyType);
+      const [, csr] = await acme.crypto.createCsr({ commonName, altNames: hostnames }, keyPem);
+
+      throwIfAborted(signal, what);
+      progress.step = 'new order';
+      let order = await client.createOrder({ identifiers: hostnames.map((value) => ({ type: 'dns', value })) });
+      log.debug({ order: order.url, status: order.status }, 'acme order created');
+
+      throwIfAborted(signal, what);
+      progress.step = 'authorization';
+      const authorizations = await client.getAuthorizations(order);
+      progress.step = 'validation';
+      await this.authorizeAll(client, authorizations, signal, what, log);
+
+      progress.step = 'order';
+      const acmeClient = client;
+      order = await this.poll('order', () => acmeClient.getOrder(order), ['ready', 'valid'], signal, what);
+      if (order.status !== 'valid') {
+        throwIfAborted(signal, what);
+        progress.step = 'finalize';
+        order = await client.finalizeOrder(order, csr);
+        order = await this.poll('order', () => acmeClient.getOrder(order), ['valid'], signal, what);
+      }
+
+      throwIfAborted(signal, what);
+      progress.step = 'certificate download';
+      const certPem = await client.getCertificate(order);
+      const info = acme.crypto.readCertificateInfo(certPem);
+      log.debug({ not_after: info.notAfter.toISOString() }, 'acme certificate downloaded');
+      return {
+        certPem,
+        keyPem: keyPem.toString('utf8'),
+        notBefore: info.notBefore,
+        notAfter: info.notAfter,
+        issuer: info.issuer.commonName,
+        directoryUrl: this.directoryUrl,
+      };
+    } catch (err) {
+      if (err instanceof ConsulAcmeError) throw err; // ours (aborts, store errors) pass through
+      const classified = classifyAcmeError(err, this.clock.now(), { hostnames, step: progress.step });
+      if (client && classified instanceof AcmeProblemError && classified.problemType === ACCOUNT_DOES_NOT_EXIST) {
+        this.forgetAccount(client);
+      }
+      throw classified;
+    }
+  }
+
+  // ---------------------------------------------------------------- account
+
+  /** The Client for the shared account; one registration in flight per issuer. */
+  private client(): Promise<acme.Client> {
+    if (!this.clientPromise) {
+      const promise = this.loadClient();
+      this.clientPromise = promise;
+      promise.catch(() => {
+        if (this.clientPromise === promise) this.clientPromise = undefined;
+      });
+    }
+    return this.clientPromise;
+  }
+
+  /**
+   * The CA no longer knows the account `client` used (e.g. a CA reset): drop that client and
+   * register the same key again on next use. A newer client, already reloaded, is kept.
+   */
+  private forgetAccount(client: acme.Client): void {
+    try {
+      this.staleAccountUrl = client.getAccountUrl();
+    } catch {
+      // never registered: nothing to forget
+    }
+    if (this.currentClient === client) {
+      this.currentClient = undefined;
+      this.clientPromise = undefined;
+    }
+  }
+
+  private async loadClient(): Promise<acme.Client> {
+    const { accountStore, email, eab } = this.options;
+    let account = await accountStore.get(this.directoryUrl);
+    if (!account) {
+      const key = await acme.crypto.createPrivateEcdsaKey('P-256');
+      const candidate: AcmeAccount = {
+        directoryUrl: this.directoryUrl,
+        accountKeyPem: key.toString('utf8'),
+        accountUrl: undefined,
+        email,
+        createdAt: this.clock.now(),
+      };
+      // Resolves the account stored afterwards: ours, or another instance's when it won the race.
+      account = await accountStore.create(candidate);
+    }
+    const knownUrl = account.accountUrl !== undefined && account.accountUrl !== this.staleAccountUrl ? account.accountUrl : undefined;
+    const client = new acme.Client({
+      directoryUrl: this.directoryUrl,
+      accountKey: account.accountKeyPem,
+      ...(knownUrl === undefined ? {} : { accountUrl: knownUrl }),
+      ...(eab === undefined ? {} : { externalAccountBinding: { kid: eab.kid, hmacKey: eab.hmacKey } }),
+      backoffMin: this.options.pollIntervalMinMs,
+      backoffMax: this.options.pollIntervalMaxMs,
+      backoffAttempts: this.options.pollAttempts,
+    });
+    this.http.attach(client);
+    if (knownUrl === undefined) {
+      // With the same key, a second registration (another instance, a lost update) returns the same account.
+      await client.createAccount({ termsOfServiceAgreed: true, ...(email ? { contact: [`mailto:${email}`] } : {}) });
+      const accountUrl = client.getAccountUrl();
+      await accountStore.update({ ...account, accountUrl, email: email ?? account.email });
+      this.staleAccountUrl = undefined;
+      this.log.info({ account_url: accountUrl }, 'acme account registered');
+    }
+    this.currentClient = client;
+    return client;
+  }
+
+  // ---------------------------------------------------------------- authorizations
+
+  /**
+   * Satisfies every authorization in parallel. The first failure stops the others (they clean up
+   * and deactivate); the error thrown is that first failure, or AbortedError when `signal` fired.
+   */
+  private async authorizeAll(
+    client: acme.Client,
+    authorizations: Authorization[],
+    signal: AbortSignal | undefined,
+    what: string,
+    log: Logger,
+  ): Promise<void> {
+    const siblings = new AbortController();
+    const combined = signal ? AbortSignal.any([signal, siblings.signal]) : siblings.signal;
+    let firstError: Error | undefined;
+    const results = await Promise.allSettled(
+      authorizations.map((authz) =>
+        this.authorize(client, authz, combined, what, log).catch((err: unknown) => {
+          if (firstError === undefined && !(err instanceof AbortedError)) {
+            firstError = err instanceof Error ? err : new Error(String(err));
+          }
+          siblings.abort(new Error('another authorization of the order failed'));
+          throw err;
+        }),
+      ),
+    );
+    throwIfAborted(signal, what);
+    if (firstError !== undefined) throw firstError;
+    const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) throw rejected.reason instanceof Error ? rejected.reason : new Error(String(rejected.reason));
+  }
+
+  private async authorize(
+    client: acme.Client,
+    authz: Authorization,
+    signal: AbortSignal,
+    what: string,
+    log: Logger,
+  ): Promise<void> {
+    const name = authz.identifier.value;
+    if (authz.status === 'valid') return;
+    if (authz.status !== 'pending') {
+      throw this.invalidObject(authz, `authorization for ${name} is ${authz.status}`);
+    }
+
+    let settled = false; // the authorization reached valid or invalid: nothing to deactivate
+    try {
+      const challenge = (authz.challenges as Challenge[]).find((c) => c.type === 'http-01');
+      if (!challenge) {
+        throw new AcmeProblemError('ACME_PROBLEM', `acme validation for ${name} failed: the CA offered no http-01 challenge`, {
+          retryable: false,
+        });
+      }
+      const token = challenge.token ?? '';
+      if (!BASE64URL_TOKEN.test(token)) {
+        throw new AcmeProblemError('ACME_PROBLEM', `acme validation for ${name} failed: the CA sent a malformed http-01 token`, {
+          retryable: true,
+        });
+      }
+      throwIfAborted(signal, what);
+      const keyAuthorization = await client.getChallengeKeyAuthorization(challenge as Parameters<acme.Client['getChallengeKeyAuthorization']>[0]);
+      await this.options.challengeStore.put(token, keyAuthorization);
+      try {
+        log.debug({ identifier: name, authorization: authz.url }, 'acme challenge published');
+        throwIfAborted(signal, what);
+        await client.completeChallenge(challenge as Parameters<acme.Client['completeChallenge']>[0]);
+        const final = await this.poll(
+          `authorization for ${name}`,
+          async () => (await client.getAuthorizations({ authorizations: [authz.url] } as Order))[0] ?? authz,
+          ['valid'],
+          signal,
+          what,
+          (a) => (a.challenges as Challenge[]).find((c) => c.type === 'http-01')?.error,
+          { type: 'dns', value: name },
+        );
+        settled = final.status === 'valid';
+      } finally {
+        await this.options.challengeStore.delete(token).catch((err: unknown) => {
+          log.warn({ [F.err]: err }, 'acme challenge token could not be removed');
+        });
+      }
+    } catch (err) {
+      if (err instanceof AcmeServerProblem && err.response === undefined) settled = true; // became invalid
+      if (!settled) await this.deactivate(client, authz, log);
+      throw err;
+    }
+  }
+
+  /** Best effort: a pending authorization left behind counts against the CA's limits. */
+  private async deactivate(client: acme.Client, authz: Authorization, log: Logger): Promise<void> {
+    const identifier = authz.identifier.value;
+    try {
+      await client.deactivateAuthorization(authz);
+      log.debug({ identifier, authorization: authz.url }, 'acme authorization deactivated');
+    } catch (err) {
+      log.debug({ identifier, [F.err]: err }, 'acme authorization could not be deactivated');
+    }
+  }
+
+  // ---------------------------------------------------------------- polling
+
+  /**
+   * Fetches `fetch()` until its status is one of `done`: rejects with the object's problem when it
+   * turns invalid, with ACME_PROBLEM (retryable) when the attempts run out, AbortedError on abort.
+   */
+  private async poll<T extends { status: string; error?: unknown }>(
+    what: string,
+    fetch: () => Promise<T>,
+    done: readonly string[],
+    signal: AbortSignal | undefined,
+    abortWhat: string,
+    errorOf: (item: T) => unknown = (item) => item.error,
+    identifier?: { type: string; value: string },
+  ): Promise<T> {
+    const { pollIntervalMinMs, pollIntervalMaxMs, pollAttempts } = this.options;
+    for (let attempt = 0; ; attempt++) {
+      throwIfAborted(signal, abortWhat);
+      const item = await fetch();
+      if (done.includes(item.status)) return item;
+      if (item.status === 'invalid') {
+        const problem = problemOf(errorOf(item)) ?? problemOf(item.error);
+        throw new AcmeServerProblem({ ...(problem ?? { detail: `${what} became invalid` }), ...(identifier ? { identifier } : {}) });
+      }
+      if (attempt + 1 >= pollAttempts) {
+        throw new AcmeProblemError('ACME_PROBLEM', `${abortWhat}: ${what} still ${item.status} after ${pollAttempts} polls`, {
+          retryable: true,
+        });
+      }
+      const delayMs = Math.min(pollIntervalMinMs * 2 ** attempt, pollIntervalMaxMs);
+      try {
+        await sleep(delayMs, undefined, signal ? { signal } : undefined);
+      } catch {
+        throwIfAborted(signal, abortWhat);
+      }
+    }
+  }
+
+  private invalidObject(item: object, fallback: string): AcmeServerProblem {
+    return new AcmeServerProblem(problemOf((item as { error?: unknown }).error) ?? { detail: fallback });
+  }
+}
