@@ -13,7 +13,7 @@ export interface AcmeAccount {
  * Keeps ACME accounts, keyed by directory URL, beside the certificates (Vault, files, memory),
  * but never under the path Fabio reads.
  *
- * Contract (test/contract/account-store.contract.ts):
+ * Contract (test/contract/account-store.contract.test.ts):
  * - `get` of an unknown directory resolves `undefined`.
  * - `create(account)` writes only if no account exists for that directory (check-and-set 0) and
  *   resolves the account that is stored afterwards: the caller's when it won, the existing one

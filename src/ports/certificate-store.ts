@@ -3,7 +3,7 @@ import type { CertificateData, StoredRecord } from '../domain/certificate.js';
 /**
  * Where certificates live: Vault KV v2 in Fabio's layout, a directory, or memory.
  *
- * Contract (every implementation passes test/contract/certificate-store.contract.ts):
+ * Contract (every implementation passes test/contract/certificate-store.contract.test.ts):
  * - Safe across processes: yes for Vault (check-and-set), yes for files (atomic rename plus a
  *   version counter re-read under the write), no for memory (one process).
  * - `get` of a missing certId resolves `undefined`; it never throws for "missing". A record that

@@ -2,7 +2,7 @@
  * HTTP-01 key authorizations, shared by every instance, so that whichever instance Fabio routes
  * the CA's validation request to can answer it.
  *
- * Contract (test/contract/challenge-store.contract.ts):
+ * Contract (test/contract/challenge-store.contract.test.ts):
  * - `put` resolves only when the value is readable by every instance (Consul KV write returned true).
  * - `get` of an unknown token resolves `undefined`.
  * - `delete` of an unknown token is a no-op.

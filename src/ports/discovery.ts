@@ -8,7 +8,7 @@ export interface CatalogSnapshot {
 /**
  * Watches the service catalog.
  *
- * Contract (test/contract/discovery.contract.ts):
+ * Contract (test/contract/discovery.contract.test.ts):
  * - `watch` calls `onSnapshot` with whole snapshots, never deltas; the first call is the initial
  *   state. It calls again only when the content changed (a blocking query returning the same data
  *   is not a change).

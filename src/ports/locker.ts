@@ -9,7 +9,7 @@ export interface Lock {
 /**
  * Mutual exclusion across instances (ConsulLocker) or within one process (MemoryLocker).
  *
- * Contract (test/contract/locker.contract.ts):
+ * Contract (test/contract/locker.contract.test.ts):
  * - `tryAcquire(key)` resolves a Lock when this caller now holds `key`, or `undefined` when
  *   another holder has it (including during Consul's lock-delay after a holder was lost). It
  *   does not wait.

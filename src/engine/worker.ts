@@ -1,0 +1,112 @@
+/**
+ * Does one certificate's work: lock → re-check → act → release.
+ * The re-check plans again from a fresh read of the store, so a job queued long ago, or one that
+ * another instance already finished, does nothing. The write is a check-and-set against the
+ * version read in the re-check, so a worker that lost its lock cannot overwrite a newer
+ * certificate.
+ */
+import type { CertificateData, StoredRecord } from '../domain/certificate.js';
+import { planCertificate, type DesiredCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
+import { AbortedError, describeError, LockLostError } from '../errors.js';
+import { EVENTS, F, type Logger } from '../logging.js';
+import type { CertificateStore } from '../ports/certificate-store.js';
+import type { Clock } from '../ports/clock.js';
+import type { Issuer } from '../ports/issuer.js';
+import type { Locker } from '../ports/locker.js';
+import type { JobOutcome } from './queue.js';
+
+export interface WorkerDeps {
+  store: CertificateStore;
+  issuer: Issuer;
+  locker: Locker;
+  clock: Clock;
+  logger: Logger;
+  planOptions: PlanOptions;
+  /** What the catalog currently asks for under this certId; undefined when nobody does. */
+  desiredFor: (certId: string) => DesiredCertificate | undefined;
+  /** When the certId stopped being declared, for the retirement grace period. */
+  undeclaredSince: (certId: string) => Date | undefined;
+  /** Told about every fresh plan and every write, so the status stays current. */
+  onPlanned: (certId: string, plan: Plan, stored: StoredRecord | undefined) => void;
+}
+
+/** The Consul KV key (under the locker's prefix) that guards one certificate. */
+export function certificateLockKey(certId: string): string {
+  return `certs/${certId}`;
+}
+
+export class CertificateWorker {
+  private readonly log: Logger;
+
+  constructor(private readonly deps: WorkerDeps) {
+    this.log = deps.logger.child({ [F.component]: 'worker' });
+  }
+
+  async process(certId: string, signal: AbortSignal, attempt: number): Promise<JobOutcome> {
+    const lock = await this.deps.locker.tryAcquire(certificateLockKey(certId));
+    if (!lock) {
+      this.log.debug({ [F.certId]: certId }, 'certificate is locked by another instance');
+      return { kind: 'busy' };
+    }
+    const work = AbortSignal.any([signal, lock.signal]);
+    try {
+      const stored = await this.deps.store.get(certId);
+      const desired = this.deps.desiredFor(certId);
+      const plan = planCertificate(this.deps.clock.now(), desired, stored, this.deps.planOptions, this.deps.undeclaredSince(certId));
+      this.deps.onPlanned(certId, plan, stored);
+      if (plan.action === 'keep') return { kind: 'done' };
+      if (plan.action === 'retire') {
+        if (stored) await this.retire(certId, stored, plan);
+        return { kind: 'done' };
+      }
+      if (!desired) return { kind: 'done' };
+      await this.obtain(certId, desired, stored, plan, work, attempt);
+      return { kind: 'done' };
+    } catch (err) {
+      if (lock.signal.aborted && !signal.aborted) throw new LockLostError(certificateLockKey(certId), { cause: err });
+      if (signal.aborted && !(err instanceof AbortedError)) throw new AbortedError(`work on ${certId}`, { cause: err });
+      throw err;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async obtain(certId: string, desired: DesiredCertificate, stored: StoredRecord | undefined, plan: Plan, signal: AbortSignal, attempt: number): Promise<void> {
+    const log = this.log.child({ [F.certId]: certId, [F.hostname]: desired.hostnames[0], [F.reason]: plan.reason, [F.attempt]: attempt });
+    log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
+    try {
+      const issued = await this.deps.issuer.issue({ hostnames: desired.hostnames, keyType: desired.keyType }, signal);
+      const certificate: CertificateData = {
+        certId,
+        hostnames: desired.hostnames,
+        certPem: issued.certPem,
+        keyPem: issued.keyPem,
+        notBefore: issued.notBefore,
+        notAfter: issued.notAfter,
+        directoryUrl: issued.directoryUrl,
+        issuer: issued.issuer,
+        keyType: desired.keyType,
+        obtainedAt: this.deps.clock.now(),
+      };
+      const version = await this.deps.store.put(certificate, stored?.version ?? 0);
+      const fresh = await this.deps.store.get(certId);
+      this.deps.onPlanned(certId, planCertificate(this.deps.clock.now(), desired, fresh, this.deps.planOptions), fresh);
+      const renewed = stored?.certificate !== undefined;
+      log.info(
+        { [F.event]: renewed ? EVENTS.certRenewed : EVENTS.certObtained, version, not_after: issued.notAfter.toISOString(), issuer: issued.issuer, store: this.deps.store.description },
+        renewed ? 'certificate renewed' : 'certificate obtained',
+      );
+    } catch (err) {
+      log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
+      throw err;
+    }
+  }
+
+  private async retire(certId: string, stored: StoredRecord, plan: Plan): Promise<void> {
+    await this.deps.store.delete(certId, stored.version);
+    this.log.info(
+      { [F.event]: EVENTS.certRetired, [F.certId]: certId, [F.reason]: plan.reason, not_after: stored.certificate?.notAfter.toISOString() },
+      'certificate retired',
+    );
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Wires the pieces together. `createService(deps)` takes every port as a dependency, so tests
+ * run the real engine with any mix of real and in-memory adapters; `buildService(config)` makes
+ * the real adapters from the configuration, for `consul-acme run`.
+ */
+import type { FastifyInstance } from 'fastify';
+import { readFileSync } from 'node:fs';
+import { AcmeIssuer } from './adapters/acme/acme-issuer.js';
+import { ConsulChallengeStore } from './adapters/consul/consul-challenge-store.js';
+import { createConsulClient } from './adapters/consul/consul-client.js';
+import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
+import { ConsulLocker } from './adapters/consul/consul-locker.js';
+import { ConsulServiceRegistration } from './adapters/consul/consul-service-registration.js';
+import { FileAccountStore } from './adapters/file/file-account-store.js';
+import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
+import { VaultAccountStore } from './adapters/vault/vault-account-store.js';
+import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
+import { createVaultClient } from './adapters/vault/vault-client.js';
+import type { Config } from './config/schema.js';
+import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
+import { Reconciler } from './engine/reconciler.js';
+import { IssuanceQueue, type JobOutcome } from './engine/queue.js';
+import { RenewalScheduler } from './engine/renewal-scheduler.js';
+import type { StatusReport } from './engine/status.js';
+import { CertificateWorker } from './engine/worker.js';
+import { describeError } from './errors.js';
+import { buildAdminServer } from './http/admin-server.js';
+import { buildChallengeServer } from './http/challenge-server.js';
+import { F, type Logger } from './logging.js';
+import type { AccountStore } from './ports/account-store.js';
+import type { CertificateStore } from './ports/certificate-store.js';
+import type { ChallengeStore } from './ports/challenge-store.js';
+import { systemClock, type Clock } from './ports/clock.js';
+import type { Discovery } from './ports/discovery.js';
+import type { Issuer } from './ports/issuer.js';
+import type { Locker } from './ports/locker.js';
+import type { ServiceRegistration } from './ports/service-registration.js';
+
+export interface ServiceDeps {
+  config: Config;
+  logger: Logger;
+  clock?: Clock;
+  discovery: Discovery;
+  certificateStore: CertificateStore;
+  challengeStore: ChallengeStore;
+  issuer: Issuer;
+  locker: Locker;
+  /** Undefined when registration is switched off. */
+  registration: ServiceRegistration | undefined;
+  /** Called by `stop()` after everything else, to close clients the service opened. */
+  onStopped?: () => Promise<void>;
+}
+
+export interface Listening {
+  challengeUrl: string;
+  adminUrl: string;
+}
+
+export interface Service {
+  start(): Promise<Listening>;
+  stop(): Promise<void>;
+  status(): StatusReport;
+  /** For tests: the engine pieces, to wait on and inspect. */
+  readonly reconciler: Reconciler;
+  readonly queue: IssuanceQueue;
+  readonly renewal: RenewalScheduler;
+}
+
+function addressOf(app: FastifyInstance): string {
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') return String(address);
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
+
+export function createService(deps: ServiceDeps): Service {
+  const { config, logger } = deps;
+  const clock = deps.clock ?? systemClock;
+  const log = logger.child({ [F.component]: 'service' });
+  const planOptions: PlanOptions = {
+    renewWhenRemainingFraction: config.renewRemainingFraction,
+    emergencyRemainingFraction: DEFAULT_EMERGENCY_FRACTION,
+    retireGraceMs: config.retireGraceMs,
+  };
+
+  // The queue calls the worker, the worker asks the reconciler what is desired, and the
+  // reconciler feeds the queue: the closures below are only called after all three exist.
+  const queue: IssuanceQueue = new IssuanceQueue((certId, signal, attempt): Promise<JobOutcome> => worker.process(certId, signal, attempt), {
+    concurrency: config.queueConcurrency,
+    retryScheduleMs: config.retryScheduleMs,
+    clock,
+    logger,
+  });
+  const reconciler: Reconciler = new Reconciler(
+    { store: deps.certificateStore, queue, registration: deps.registration, clock, logger },
+    {
+      desired: { tagPrefix: config.tagPrefix, fabioTagPrefix: config.fabioTagPrefix, requireEnableTag: config.requireEnableTag },
+      ownServiceName: config.serviceName,
+      extraHostnames: config.extraHostnames,
+      directoryUrl: deps.issuer.directoryUrl,
+      keyType: config.keyType,
+      plan: planOptions,
+      renewSpreadMs: config.renewSpreadMs,
+    },
+  );
+  const worker: CertificateWorker = new CertificateWorker({
+    store: deps.certificateStore,
+    issuer: deps.issuer,
+    locker: deps.locker,
+    clock,
+    logger,
+    planOptions,
+    desiredFor: (certId) => reconciler.desiredFor(certId),
+    undeclaredSince: (certId) => reconciler.undeclaredSince(certId),
+    onPlanned: (certId, plan, stored) => reconciler.recordPlan(certId, plan, stored),
+  });
+  const renewal = new RenewalScheduler({ locker: deps.locker, scan: () => reconciler.reconcileAll(), schedule: config.renewSchedule, logger });
+
+  const challengeServer = buildChallengeServer({ challengeStore: deps.challengeStore, logger: logger.child({ [F.component]: 'challenge-http' }) });
+  let lastDiscoveryError: string | undefined;
+  let stopping = false;
+  const status = (): StatusReport => {
+    const sync = reconciler.syncInfo();
+    return {
+      instance: config.instanceName,
+      ready: isReady(),
+      store: deps.certificateStore.description,
+      directoryUrl: deps.issuer.directoryUrl,
+      discovery: { lastSyncAt: sync.lastSyncAt?.toISOString(), lastError: lastDiscoveryError, services: sync.services },
+      certificates: reconciler.certificateStatuses(),
+      rejected: reconciler.rejected(),
+    };
+  };
+  const isReady = (): boolean => !stopping && reconciler.hasSynced();
+  const adminServer = buildAdminServer({ logger: logger.child({ [F.component]: 'admin-http' }), isLive: () => true, isReady, status });
+
+  const watchAbort = new AbortController();
+  let watching: Promise<void> | undefined;
+  let stopped: Promise<void> | undefined;
+
+  const shutdown = async (): Promise<void> => {
+    stopping = true;
+    watchAbort.abort();
+    await watching?.catch(() => undefined);
+    await renewal.stop();
+    await queue.stop(config.shutdownTimeoutMs);
+    await deps.locker.close();
+    if (deps.registration) {
+      await deps.registration.deregister().catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration failed'));
+    }
+    await Promise.allSettled([challengeServer.close(), adminServer.close()]);
+    await deps.onStopped?.();
+    log.info('stopped');
+  };
+
+  return {
+    reconciler,
+    queue,
+    renewal,
+    status,
+    async start() {
+      await challengeServer.listen({ host: config.challengeHost, port: config.challengePort });
+      await adminServer.listen({ host: config.adminHost, port: config.adminPort });
+      const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
+      log.info(listening, 'listening');
+      watching = deps.discovery.watch(
+        watchAbort.signal,
+        async (snapshot) => {
+          lastDiscoveryError = undefined;
+          const first = !reconciler.hasSynced();
+          await reconciler.applySnapshot(snapshot);
+          // The scan plans stored names against the declared set, so it waits for the first snapshot.
+          if (first && !stopping) renewal.start();
+        },
+        (err) => {
+          lastDiscoveryError = describeError(err);
+          log.warn({ [F.err]: lastDiscoveryError }, 'catalog watch failed; retrying');
+        },
+      );
+      return listening;
+    },
+    /** Stops taking work, finishes or abandons orders in flight, releases locks, deregisters. Idempotent. */
+    stop() {
+      stopped ??= shutdown();
+      return stopped;
+    },
+  };
+}
+
+/**
+ * At most one catalog query every 2 s once the burst is spent. A quiet catalog keeps a blocking
+ * query open for the whole wait; a churning one (deploys, our own tag updates) degrades to polling.
+ */
+const DISCOVERY_REQUESTS_PER_SECOND = 0.5;
+
+/** Builds the real adapters from the configuration. */
+export function buildService(config: Config, logger: Logger): Service {
+  const consul = createConsulClient({ address: config.consulAddress, token: config.consulToken, caCertPath: config.consulCaCert });
+  let certificateStore: CertificateStore;
+  let accountStore: AccountStore;
+  if (config.store === 'vault') {
+    const vault = createVaultClient({ address: config.vaultAddress, token: config.vaultToken ?? '', caCertPath: config.vaultCaCert });
+    certificateStore = new VaultCertificateStore({ client: vault, mount: config.vaultMount, prefix: config.vaultPrefix, logger });
+    accountStore = new VaultAccountStore({ client: vault, mount: config.vaultMount, path: config.vaultAccountPath });
+  } else {
+    certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
+    accountStore = new FileAccountStore({ directory: config.fileStoreDir });
+  }
+  const challengeStore = new ConsulChallengeStore({ consul, prefix: `${config.kvPrefix}challenges/` });
+  const issuer = new AcmeIssuer({
+    directoryUrl: config.directoryUrl,
+    caBundlePem: config.caBundle ? readFileSync(config.caBundle, 'utf8') : undefined,
+    email: config.email,
+    eab: config.eabKid && config.eabHmacKey ? { kid: config.eabKid, hmacKey: config.eabHmacKey } : undefined,
+    accountStore,
+    challengeStore,
+    pollIntervalMinMs: config.acmePollMinMs,
+    pollIntervalMaxMs: config.acmePollMaxMs,
+    pollAttempts: config.acmePollAttempts,
+    requestTimeoutMs: config.acmeRequestTimeoutMs,
+    logger: logger.child({ [F.component]: 'acme' }),
+  });
+  const registration = config.registerService
+    ? new ConsulServiceRegistration({
+        consul,
+        serviceId: `${config.serviceName}-${config.instanceName}`,
+        serviceName: config.serviceName,
+        address: config.serviceAddress,
+        port: config.challengePort,
+        checkHttpUrl: `http://${config.serviceAddress ?? '127.0.0.1'}:${config.adminPort}/health/ready`,
+      })
+    : undefined;
+  return createService({
+    config,
+    logger,
+    discovery: new ConsulDiscovery({ consul, waitSeconds: config.watchWaitSeconds, stale: config.consulStale, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
+    certificateStore,
+    challengeStore,
+    issuer,
+    locker: new ConsulLocker({ consul, prefix: `${config.kvPrefix}locks/`, sessionName: `consul-acme ${config.instanceName}`, logger }),
+    registration,
+    onStopped: async () => issuer.close(),
+  });
+}

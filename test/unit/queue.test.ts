@@ -1,0 +1,125 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { IssuanceQueue, type JobHandler, type JobOutcome } from '../../src/engine/queue.js';
+import { AcmeProblemError, ConsulAcmeError } from '../../src/errors.js';
+import { silentLogger } from '../../src/logging.js';
+import { systemClock } from '../../src/ports/clock.js';
+import { waitFor } from '../support/wait.js';
+
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+function queueWith(handler: JobHandler, concurrency = 2, retryScheduleMs = [20, 40, 80]): IssuanceQueue {
+  return new IssuanceQueue(handler, { concurrency, retryScheduleMs, busyRecheckMs: 20, clock: systemClock, logger: silentLogger() });
+}
+
+describe('issuance queue', () => {
+  test('a duplicate submit of a waiting or running certificate does nothing', async () => {
+    const gate = deferred<JobOutcome>();
+    let calls = 0;
+    const queue = queueWith(async () => {
+      calls++;
+      return gate.promise;
+    });
+    assert.equal(queue.submit('a.example.com', { reason: 'Missing' }), true);
+    assert.equal(queue.submit('a.example.com', { reason: 'Missing' }), false);
+    await waitFor('job running', () => queue.state('a.example.com')?.phase === 'running');
+    assert.equal(queue.submit('a.example.com', { reason: 'Expiring' }), false);
+    gate.resolve({ kind: 'done' });
+    await queue.idle();
+    assert.equal(calls, 1);
+    assert.equal(queue.state('a.example.com'), undefined);
+  });
+
+  test('no more than the configured number of jobs run at once', async () => {
+    let running = 0;
+    let maxRunning = 0;
+    const queue = queueWith(async () => {
+      running++;
+      maxRunning = Math.max(maxRunning, running);
+      await new Promise((r) => setTimeout(r, 5));
+      running--;
+      return { kind: 'done' };
+    }, 3);
+    for (let i = 0; i < 20; i++) queue.submit(`h${i}.example.com`, { reason: 'Missing' });
+    await queue.idle();
+    assert.equal(maxRunning, 3);
+  });
+
+  test('a failed job is retried after a growing delay, and its state records the failures', async () => {
+    const attempts: number[] = [];
+    const seenOnRetry: Array<ReturnType<IssuanceQueue['state']>> = [];
+    const queue: IssuanceQueue = queueWith(async (id, _signal, attempt) => {
+      attempts.push(attempt);
+      if (attempt > 1) seenOnRetry.push(queue.state(id));
+      if (attempt < 3) throw new ConsulAcmeError('ACME_UNREACHABLE', 'down', { retryable: true });
+      return { kind: 'done' };
+    });
+    queue.submit('a.example.com', { reason: 'Missing' });
+    await waitFor('third attempt succeeded', () => attempts.length === 3 && queue.state('a.example.com') === undefined);
+    assert.deepEqual(attempts, [1, 2, 3]);
+    assert.deepEqual(seenOnRetry.map((s) => s?.consecutiveFailures), [1, 2]);
+    assert.match(seenOnRetry[0]?.lastError ?? '', /ACME_UNREACHABLE/);
+  });
+
+  test('a Retry-After longer than the schedule decides when the retry happens', async () => {
+    const queue = queueWith(async () => {
+      throw new AcmeProblemError('ACME_RATE_LIMITED', 'slow down', { retryAfterSeconds: 3600 });
+    });
+    const before = Date.now();
+    queue.submit('a.example.com', { reason: 'Missing' });
+    await waitFor('failure recorded', () => queue.state('a.example.com')?.consecutiveFailures === 1);
+    const due = queue.state('a.example.com')!.dueAt.getTime();
+    assert.ok(due - before >= 3_599_000, `retry due ${due - before} ms later`);
+    await queue.stop(0);
+  });
+
+  test('emergencies start before routine work that was queued earlier', async () => {
+    const order: string[] = [];
+    const gate = deferred<JobOutcome>();
+    const queue = queueWith(async (id) => {
+      order.push(id);
+      if (id === 'blocker.example.com') return gate.promise;
+      return { kind: 'done' };
+    }, 1);
+    queue.submit('blocker.example.com', { reason: 'Missing' });
+    queue.submit('routine.example.com', { reason: 'Expiring' });
+    queue.submit('urgent.example.com', { reason: 'Expired', emergency: true });
+    gate.resolve({ kind: 'done' });
+    await queue.idle();
+    assert.deepEqual(order, ['blocker.example.com', 'urgent.example.com', 'routine.example.com']);
+  });
+
+  test('a certificate another instance holds is looked at again later without counting a failure', async () => {
+    let calls = 0;
+    const queue = queueWith(async () => (++calls === 1 ? { kind: 'busy' } : { kind: 'done' }));
+    queue.submit('a.example.com', { reason: 'Missing' });
+    await waitFor('second look', () => calls === 2 && queue.state('a.example.com') === undefined);
+  });
+
+  test('stop lets running jobs finish within the bound, then aborts them', async () => {
+    let aborted = false;
+    const queue = queueWith(
+      (_id, signal) =>
+        new Promise<JobOutcome>((_resolve, reject) => {
+          signal.addEventListener('abort', () => {
+            aborted = true;
+            reject(new Error('aborted'));
+          });
+        }),
+    );
+    queue.submit('a.example.com', { reason: 'Missing' });
+    await waitFor('running', () => queue.inFlight() === 1);
+    await queue.stop(50);
+    assert.equal(aborted, true);
+    assert.equal(queue.inFlight(), 0);
+    assert.equal(queue.submit('b.example.com', { reason: 'Missing' }), false, 'a stopped queue takes no jobs');
+  });
+});
