@@ -33,7 +33,7 @@ if [ ! -x "$consul_bin" ]; then
   keyring=/usr/share/keyrings/debian-archive-keyring.gpg
   echo "deb [signed-by=$keyring] $uri bullseye main" > "$work/bullseye.list"
   A=(-o "Dir::Etc::SourceList=$work/bullseye.list" -o "Dir::Etc::SourceParts=$work/none"
-     -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache")
+     -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o "APT::Sandbox::User=root")
   apt-get "${A[@]}" -qq update
   (cd "$work" && apt-get "${A[@]}" -qq download consul)
   deb=$(ls "$work"/consul_1.8.7*.deb | head -n 1)

@@ -6,6 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import { readFileSync } from 'node:fs';
 import { AcmeIssuer } from './adapters/acme/acme-issuer.js';
+import { ConsulCertificateStateStore } from './adapters/consul/consul-certificate-state-store.js';
 import { ConsulChallengeStore } from './adapters/consul/consul-challenge-store.js';
 import { createConsulClient } from './adapters/consul/consul-client.js';
 import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
@@ -29,6 +30,7 @@ import { buildChallengeServer } from './http/challenge-server.js';
 import { F, type Logger } from './logging.js';
 import type { AccountStore } from './ports/account-store.js';
 import type { CertificateStore } from './ports/certificate-store.js';
+import type { CertificateStateStore } from './ports/certificate-state-store.js';
 import type { ChallengeStore } from './ports/challenge-store.js';
 import { systemClock, type Clock } from './ports/clock.js';
 import type { Discovery } from './ports/discovery.js';
@@ -45,6 +47,8 @@ export interface ServiceDeps {
   challengeStore: ChallengeStore;
   issuer: Issuer;
   locker: Locker;
+  /** Persisted backoff per certificate; in memory when omitted. */
+  stateStore?: CertificateStateStore;
   /** Undefined when registration is switched off. */
   registration: ServiceRegistration | undefined;
   /** Called by `stop()` after everything else, to close clients the service opened. */
@@ -90,6 +94,7 @@ export function createService(deps: ServiceDeps): Service {
     retryScheduleMs: config.retryScheduleMs,
     clock,
     logger,
+    state: deps.stateStore,
   });
   const reconciler: Reconciler = new Reconciler(
     { store: deps.certificateStore, queue, registration: deps.registration, clock, logger },
@@ -236,6 +241,7 @@ export function buildService(config: Config, logger: Logger): Service {
     discovery: new ConsulDiscovery({ consul, waitSeconds: config.watchWaitSeconds, stale: config.consulStale, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
     certificateStore,
     challengeStore,
+    stateStore: new ConsulCertificateStateStore({ consul, prefix: `${config.kvPrefix}state/` }),
     issuer,
     locker: new ConsulLocker({ consul, prefix: `${config.kvPrefix}locks/`, sessionName: `consul-acme ${config.instanceName}`, logger }),
     registration,

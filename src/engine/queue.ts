@@ -6,6 +6,7 @@
  */
 import { retryDelayMs } from '../domain/backoff.js';
 import { AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
+import type { CertificateState, CertificateStateStore } from '../ports/certificate-state-store.js';
 import type { Clock } from '../ports/clock.js';
 import { F, type Logger } from '../logging.js';
 
@@ -32,6 +33,11 @@ export interface QueueOptions {
   busyRecheckMs?: number;
   clock: Clock;
   logger: Logger;
+  /**
+   * Where failures and the next attempt time are persisted, so that a restart or another
+   * instance keeps a failing name's backoff. Optional: without it the backoff lives in memory.
+   */
+  state?: CertificateStateStore;
 }
 
 export type JobPhase = 'waiting' | 'running' | 'retrying';
@@ -49,6 +55,8 @@ export interface JobState {
 
 interface Entry extends JobState {
   controller: AbortController | undefined;
+  /** Whether the persisted state was consulted before the first run. */
+  stateLoaded: boolean;
 }
 
 export const DEFAULT_BUSY_RECHECK_MS = 30_000;
@@ -90,6 +98,7 @@ export class IssuanceQueue {
       lastError: undefined,
       dueAt: options.notBefore && options.notBefore > now ? options.notBefore : now,
       controller: undefined,
+      stateLoaded: this.options.state === undefined,
     });
     this.pump();
     return true;
@@ -107,7 +116,7 @@ export class IssuanceQueue {
   state(certId: string): JobState | undefined {
     const entry = this.entries.get(certId);
     if (!entry) return undefined;
-    const { controller: _controller, ...state } = entry;
+    const { controller: _controller, stateLoaded: _loaded, ...state } = entry;
     return { ...state, dueAt: new Date(state.dueAt) };
   }
 
@@ -201,23 +210,56 @@ export class IssuanceQueue {
     entry.phase = 'running';
     entry.controller = new AbortController();
     this.running++;
-    const attempt = entry.consecutiveFailures + 1;
-    void this.handler(entry.certId, entry.controller.signal, attempt)
-      .then(
-        (outcome) => this.finish(entry, outcome, undefined),
-        (err: unknown) => this.finish(entry, undefined, err),
-      )
+    void this.run(entry)
+      .catch((err: unknown) => this.log.error({ [F.certId]: entry.certId, [F.err]: describeError(err) }, 'queue bookkeeping failed'))
       .finally(() => {
         this.running--;
         this.pump();
       });
   }
 
-  private finish(entry: Entry, outcome: JobOutcome | undefined, err: unknown): void {
+  private async run(entry: Entry): Promise<void> {
+    if (!entry.stateLoaded && (await this.deferToPersistedBackoff(entry))) return;
+    const attempt = entry.consecutiveFailures + 1;
+    let outcome: JobOutcome | undefined;
+    let error: unknown;
+    try {
+      outcome = await this.handler(entry.certId, entry.controller!.signal, attempt);
+    } catch (err) {
+      error = err;
+    }
+    await this.finish(entry, outcome, error);
+  }
+
+  /**
+   * Before a certificate's first run in this process, honours the backoff another instance (or
+   * an earlier run of this one) persisted. Emergencies skip the wait. Returns whether it deferred.
+   */
+  private async deferToPersistedBackoff(entry: Entry): Promise<boolean> {
+    entry.stateLoaded = true;
+    let persisted;
+    try {
+      persisted = await this.options.state?.get(entry.certId);
+    } catch (err) {
+      this.log.warn({ [F.certId]: entry.certId, [F.err]: describeError(err) }, 'could not read persisted backoff; going ahead');
+      return false;
+    }
+    if (!persisted) return false;
+    entry.consecutiveFailures = persisted.consecutiveFailures;
+    entry.lastError = persisted.lastError;
+    const now = this.options.clock.now().getTime();
+    if (entry.emergency || !persisted.nextAttemptAt || persisted.nextAttemptAt.getTime() <= now) return false;
+    this.reschedule(entry, persisted.nextAttemptAt.getTime());
+    this.log.info({ [F.certId]: entry.certId, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: persisted.nextAttemptAt.getTime() - now }, 'waiting out persisted backoff');
+    return true;
+  }
+
+  private async finish(entry: Entry, outcome: JobOutcome | undefined, err: unknown): Promise<void> {
     const now = this.options.clock.now();
     if (this.entries.get(entry.certId) !== entry) return;
     if (outcome?.kind === 'done') {
       this.entries.delete(entry.certId);
+      if (entry.consecutiveFailures > 0) await this.persist(entry.certId, undefined);
       return;
     }
     if (outcome?.kind === 'busy') {
@@ -236,6 +278,24 @@ export class IssuanceQueue {
       { [F.certId]: entry.certId, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: delay, [F.err]: entry.lastError },
       'job failed, retry scheduled',
     );
+    await this.persist(entry.certId, {
+      certId: entry.certId,
+      consecutiveFailures: entry.consecutiveFailures,
+      lastAttemptAt: now,
+      lastError: entry.lastError,
+      nextAttemptAt: entry.dueAt,
+    });
+  }
+
+  /** Saves (or, with undefined, clears) the persisted state. A failure only costs an early retry. */
+  private async persist(certId: string, state: CertificateState | undefined): Promise<void> {
+    if (!this.options.state) return;
+    try {
+      if (state) await this.options.state.put(state);
+      else await this.options.state.delete(certId);
+    } catch (err) {
+      this.log.warn({ [F.certId]: certId, [F.err]: describeError(err) }, 'could not persist backoff state');
+    }
   }
 
   private retryDelayFor(failures: number, err: unknown): number {

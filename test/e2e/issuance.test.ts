@@ -105,9 +105,9 @@ describe('issuance end to end with real Consul and Pebble', () => {
     });
 
     test('a garbage tag and names the CA would refuse leave the others alone, and the status says why', async () => {
-      const status = await waitFor('status with refused names', async () => {
+      const status = await waitFor('status with refused names and three valid certificates', async () => {
         const s = await fetchStatus(svc.listening.adminUrl);
-        return s.rejected.length >= 3 ? s : undefined;
+        return s.rejected.length >= 3 && s.certificates.filter((c) => c.state === 'valid').length === 3 ? s : undefined;
       });
       const byValue = new Map(status.rejected.map((r) => [r.value, r]));
       assert.match(byValue.get('bad_name.example.test')?.reason ?? '', /bad_name/);

@@ -4,6 +4,7 @@ import { IssuanceQueue, type JobHandler, type JobOutcome } from '../../src/engin
 import { AcmeProblemError, ConsulAcmeError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
 import { systemClock } from '../../src/ports/clock.js';
+import { MemoryCertificateStateStore } from '../../src/adapters/memory/memory-certificate-state-store.js';
 import { waitFor } from '../support/wait.js';
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
@@ -121,5 +122,35 @@ describe('issuance queue', () => {
     assert.equal(aborted, true);
     assert.equal(queue.inFlight(), 0);
     assert.equal(queue.submit('b.example.com', { reason: 'Missing' }), false, 'a stopped queue takes no jobs');
+  });
+
+  test('a backoff persisted by one queue is respected by the next one (a restart or another instance)', async () => {
+    const state = new MemoryCertificateStateStore();
+    const first = new IssuanceQueue(async () => {
+      throw new ConsulAcmeError('ACME_UNREACHABLE', 'down', { retryable: true });
+    }, { concurrency: 1, retryScheduleMs: [3_600_000], clock: systemClock, logger: silentLogger(), state });
+    first.submit('a.example.com', { reason: 'Missing' });
+    await waitFor('failure persisted', async () => (await state.get('a.example.com'))?.consecutiveFailures === 1);
+    await first.stop(0);
+
+    let calls = 0;
+    const second = new IssuanceQueue(async () => {
+      calls++;
+      return { kind: 'done' };
+    }, { concurrency: 1, retryScheduleMs: [3_600_000], clock: systemClock, logger: silentLogger(), state });
+    second.submit('a.example.com', { reason: 'Missing' });
+    const deferred = await waitFor('deferred to the persisted time', () => (second.state('a.example.com')?.phase === 'retrying' ? second.state('a.example.com') : undefined));
+    assert.equal(calls, 0, 'no attempt before the persisted time');
+    assert.equal(deferred.consecutiveFailures, 1);
+    assert.ok(deferred.dueAt.getTime() > Date.now() + 3_500_000);
+    await second.stop(0);
+  });
+
+  test('a success clears the persisted backoff', async () => {
+    const state = new MemoryCertificateStateStore();
+    await state.put({ certId: 'a.example.com', consecutiveFailures: 3, lastAttemptAt: new Date(), lastError: 'x', nextAttemptAt: new Date(Date.now() - 1000) });
+    const withState = new IssuanceQueue(async () => ({ kind: 'done' }), { concurrency: 1, retryScheduleMs: [20], clock: systemClock, logger: silentLogger(), state });
+    withState.submit('a.example.com', { reason: 'Missing' });
+    await waitFor('state cleared', async () => (await state.get('a.example.com')) === undefined);
   });
 });

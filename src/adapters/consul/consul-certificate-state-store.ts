@@ -1,0 +1,61 @@
+/**
+ * Per-certificate attempt state as JSON in Consul KV at `<prefix><certId>`, shared by every
+ * instance, so that a restart or another instance respects a failing name's backoff.
+ */
+import type { CertificateState, CertificateStateStore } from '../../ports/certificate-state-store.js';
+import type { Consul } from './consul-client.js';
+import { kvDelete, kvGet, kvPut } from './consul-kv.js';
+
+interface StoredState {
+  consecutive_failures: number;
+  last_attempt_at?: string;
+  last_error?: string;
+  next_attempt_at?: string;
+}
+
+function date(value: unknown): Date | undefined {
+  if (typeof value !== 'string') return undefined;
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+export class ConsulCertificateStateStore implements CertificateStateStore {
+  private readonly prefix: string;
+
+  constructor(private readonly opts: { consul: Consul; prefix: string }) {
+    this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
+  }
+
+  async get(certId: string): Promise<CertificateState | undefined> {
+    const entry = await kvGet(this.opts.consul, this.prefix + certId);
+    if (!entry) return undefined;
+    let parsed: Partial<StoredState>;
+    try {
+      parsed = JSON.parse(entry.value) as Partial<StoredState>;
+    } catch {
+      return undefined;
+    }
+    if (typeof parsed.consecutive_failures !== 'number') return undefined;
+    return {
+      certId,
+      consecutiveFailures: parsed.consecutive_failures,
+      lastAttemptAt: date(parsed.last_attempt_at),
+      lastError: typeof parsed.last_error === 'string' ? parsed.last_error : undefined,
+      nextAttemptAt: date(parsed.next_attempt_at),
+    };
+  }
+
+  async put(state: CertificateState): Promise<void> {
+    const stored: StoredState = {
+      consecutive_failures: state.consecutiveFailures,
+      last_attempt_at: state.lastAttemptAt?.toISOString(),
+      last_error: state.lastError,
+      next_attempt_at: state.nextAttemptAt?.toISOString(),
+    };
+    await kvPut(this.opts.consul, this.prefix + state.certId, JSON.stringify(stored));
+  }
+
+  async delete(certId: string): Promise<void> {
+    await kvDelete(this.opts.consul, this.prefix + certId);
+  }
+}

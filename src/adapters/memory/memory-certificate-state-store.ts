@@ -1,0 +1,19 @@
+import type { CertificateState, CertificateStateStore } from '../../ports/certificate-state-store.js';
+
+/** CertificateStateStore for one process. */
+export class MemoryCertificateStateStore implements CertificateStateStore {
+  private readonly states = new Map<string, CertificateState>();
+
+  async get(certId: string): Promise<CertificateState | undefined> {
+    const state = this.states.get(certId);
+    return state ? { ...state } : undefined;
+  }
+
+  async put(state: CertificateState): Promise<void> {
+    this.states.set(state.certId, { ...state });
+  }
+
+  async delete(certId: string): Promise<void> {
+    this.states.delete(certId);
+  }
+}

@@ -1,0 +1,26 @@
+/** What the queue remembers about a certificate's attempts, shared by every instance. */
+export interface CertificateState {
+  certId: string;
+  consecutiveFailures: number;
+  lastAttemptAt: Date | undefined;
+  lastError: string | undefined;
+  /** No attempt before this time (backoff or the CA's Retry-After). */
+  nextAttemptAt: Date | undefined;
+}
+
+/**
+ * Persisted per-certificate attempt state (Consul KV in production), so that restarts and other
+ * instances respect a failing name's backoff.
+ *
+ * Contract (test/contract/certificate-state-store.contract.test.ts):
+ * - `get` of an unknown certId resolves `undefined`; a value that cannot be parsed also resolves
+ *   `undefined` (it is only a hint: the worst case is one early retry).
+ * - `put` overwrites; `delete` of an unknown certId is a no-op.
+ * - Safe across processes for Consul (last writer wins, which is fine: the writer holds the
+ *   certificate's lock).
+ */
+export interface CertificateStateStore {
+  get(certId: string): Promise<CertificateState | undefined>;
+  put(state: CertificateState): Promise<void>;
+  delete(certId: string): Promise<void>;
+}
