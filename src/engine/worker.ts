@@ -7,7 +7,7 @@
  */
 import type { CertificateData, StoredRecord } from '../domain/certificate.js';
 import { planCertificate, type DesiredCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
-import { AbortedError, describeError, LockLostError } from '../errors.js';
+import { AbortedError, ConsulAcmeError, describeError, LockLostError } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
 import type { Clock } from '../ports/clock.js';
@@ -28,6 +28,17 @@ export interface WorkerDeps {
   undeclaredSince: (certId: string) => Date | undefined;
   /** Told about every fresh plan and every write, so the status stays current. */
   onPlanned: (certId: string, plan: Plan, stored: StoredRecord | undefined) => void;
+  /** Told about every attempt's outcome (metrics). */
+  onOutcome?: (event: WorkerOutcome) => void;
+}
+
+export interface WorkerOutcome {
+  certId: string;
+  /** The planner's reason for the attempt. */
+  reason: string;
+  outcome: 'obtained' | 'renewed' | 'failed' | 'retired';
+  /** The error code of a failure. */
+  code: string | undefined;
 }
 
 /** The Consul KV key (under the locker's prefix) that guards one certificate. */
@@ -92,18 +103,21 @@ export class CertificateWorker {
       const fresh = await this.deps.store.get(certId);
       this.deps.onPlanned(certId, planCertificate(this.deps.clock.now(), desired, fresh, this.deps.planOptions), fresh);
       const renewed = stored?.certificate !== undefined;
+      this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: renewed ? 'renewed' : 'obtained', code: undefined });
       log.info(
         { [F.event]: renewed ? EVENTS.certRenewed : EVENTS.certObtained, version, not_after: issued.notAfter.toISOString(), issuer: issued.issuer, store: this.deps.store.description },
         renewed ? 'certificate renewed' : 'certificate obtained',
       );
     } catch (err) {
       log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
+      this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: 'failed', code: err instanceof ConsulAcmeError ? err.code : 'INTERNAL' });
       throw err;
     }
   }
 
   private async retire(certId: string, stored: StoredRecord, plan: Plan): Promise<void> {
     await this.deps.store.delete(certId, stored.version);
+    this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: 'retired', code: undefined });
     this.log.info(
       { [F.event]: EVENTS.certRetired, [F.certId]: certId, [F.reason]: plan.reason, not_after: stored.certificate?.notAfter.toISOString() },
       'certificate retired',
