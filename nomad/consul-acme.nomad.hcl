@@ -1,0 +1,255 @@
+# consul-acme: ACME (Let's Encrypt) certificates for the hostnames Consul services declare,
+# written to Vault KV v2 where Fabio's Vault certificate source reads them.
+#
+# Service registration (one clean design, no double registration):
+#   * The PROCESS registers itself in the local Consul agent as service "consul-acme"
+#     (CONSUL_ACME_REGISTER_SERVICE=true, id "consul-acme-<alloc id>"), on the challenge port, with
+#     one `urlprefix-<host>/.well-known/acme-challenge/` tag per managed hostname and its own HTTP
+#     check on /health/ready of the admin port. Only the process knows the managed hostnames, so
+#     only it can keep those tags in step; this is the ONE registration per instance Fabio routes to.
+#   * NOMAD registers a second, differently named service "consul-acme-admin" on the admin port
+#     (in the task, so check_restart applies) with NO Fabio tags, so Fabio builds no route from
+#     it. Its checks are what `update` and `check_restart` watch: deployments wait for /health/ready, a wedged process is restarted on
+#     /health/live. A Nomad `service "consul-acme"` would double-register the instance (once with
+#     route tags, once without) and must not be added.
+#
+# Networking: group network mode "host" with dynamic ports. The process uses one value both to
+# listen and to advertise (CONSUL_ACME_CHALLENGE_PORT is the port it binds AND the port it
+# registers), which is only true when the port inside the task equals the port on the node: that is
+# the case in host mode (the docker driver maps the dynamic port to the same port in the
+# container). In bridge mode NOMAD_PORT_* is the container-side port and the registration would
+# advertise a port Fabio cannot reach; bridge mode also needs CNI plugins, which buy nothing here.
+#
+# Secrets: Vault via workload identity (Nomad 1.7+): VAULT_TOKEN is injected into the task's
+# environment; the role's token policy is deploy/vault-policy.hcl. The Consul token comes from the
+# Nomad variable nomad/jobs/consul-acme (item consul_token), whose token carries
+# deploy/consul-policy.hcl:
+#   nomad var put nomad/jobs/consul-acme consul_token=<secret id>
+
+variable "datacenters" {
+  type        = list(string)
+  default     = ["dc1"]
+  description = "Datacenters to run in."
+}
+
+variable "count" {
+  type        = number
+  default     = 2
+  description = "Instances. Any instance answers any challenge (tokens are in Consul KV); locks keep them from ordering the same certificate twice."
+}
+
+variable "image" {
+  type        = string
+  default     = "consul-acme:0.1.0"
+  description = "Container image built from deploy/Dockerfile."
+}
+
+variable "acme_directory" {
+  type        = string
+  default     = "letsencrypt-staging"
+  description = "ACME directory URL, letsencrypt-staging or letsencrypt-production. Switch to production once staging certificates appear in Vault."
+}
+
+variable "acme_email" {
+  type        = string
+  default     = ""
+  description = "Contact address of the ACME account (expiry and incident mail); empty for none. Let's Encrypt refuses example.com addresses."
+}
+
+variable "consul_kv_prefix" {
+  type        = string
+  default     = "consul-acme/"
+  description = "Consul KV prefix for challenges and locks; must match key_prefix in deploy/consul-policy.hcl."
+}
+
+variable "vault_addr" {
+  type        = string
+  default     = "https://vault.service.consul:8200"
+  description = "Vault address (Nomad injects VAULT_TOKEN, not VAULT_ADDR)."
+}
+
+variable "vault_role" {
+  type        = string
+  default     = "consul-acme"
+  description = "Vault JWT auth role for the workload identity; its token_policies include the policy from deploy/vault-policy.hcl."
+}
+
+variable "vault_mount" {
+  type        = string
+  default     = "secret"
+  description = "KV v2 mount; must match deploy/vault-policy.hcl and Fabio's proxy.cs."
+}
+
+variable "vault_prefix" {
+  type        = string
+  default     = "fabio/certs"
+  description = "Path under the mount Fabio lists (cert=<mount>/<prefix>); must match deploy/vault-policy.hcl."
+}
+
+variable "vault_account_path" {
+  type        = string
+  default     = "consul-acme/accounts"
+  description = "Path under the mount for the ACME account key, outside the Fabio prefix."
+}
+
+variable "log_level" {
+  type        = string
+  default     = "info"
+  description = "fatal, error, warn, info, debug, trace or silent."
+}
+
+variable "cpu" {
+  type        = number
+  default     = 200
+  description = "CPU in MHz."
+}
+
+variable "memory" {
+  type        = number
+  default     = 256
+  description = "Memory in MiB."
+}
+
+job "consul-acme" {
+  type        = "service"
+  datacenters = var.datacenters
+
+  update {
+    max_parallel      = 1
+    health_check      = "checks"
+    min_healthy_time  = "20s"
+    healthy_deadline  = "3m"
+    progress_deadline = "10m"
+    auto_revert       = true
+  }
+
+  group "consul-acme" {
+    count = var.count
+
+    # Prefer different nodes, so losing one node leaves an instance to answer challenges.
+    spread {
+      attribute = "${node.unique.id}"
+    }
+
+    network {
+      mode = "host"
+      port "challenge" {}
+      port "admin" {}
+    }
+
+    restart {
+      attempts = 3
+      interval = "5m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "10m"
+      unlimited      = true
+    }
+
+    task "consul-acme" {
+      driver = "docker"
+
+      config {
+        image = var.image
+        ports = ["challenge", "admin"]
+      }
+
+      # Longer than CONSUL_ACME_SHUTDOWN_TIMEOUT_MS (30 s), so SIGTERM can finish or abandon orders,
+      # release locks and deregister before Nomad kills the task.
+      kill_timeout = "40s"
+
+      # Health only: deployments and restarts watch these checks. No Fabio tags, and not named
+      # "consul-acme": the process registers that service itself (see the top of this file).
+      service {
+        name     = "consul-acme-admin"
+        port     = "admin"
+        provider = "consul"
+
+        check {
+          name     = "ready"
+          type     = "http"
+          path     = "/health/ready"
+          interval = "10s"
+          timeout  = "3s"
+        }
+
+        check {
+          name     = "live"
+          type     = "http"
+          path     = "/health/live"
+          interval = "10s"
+          timeout  = "3s"
+
+          check_restart {
+            limit = 3
+            grace = "60s"
+          }
+        }
+      }
+
+      env {
+        CONSUL_ACME_CHALLENGE_PORT   = "${NOMAD_PORT_challenge}"
+        CONSUL_ACME_ADMIN_PORT       = "${NOMAD_PORT_admin}"
+        CONSUL_ACME_SERVICE_ADDRESS  = "${NOMAD_IP_challenge}"
+        CONSUL_ACME_INSTANCE_NAME    = "${NOMAD_ALLOC_ID}"
+        CONSUL_ACME_REGISTER_SERVICE = "true"
+
+        # The node's own agent: service registrations and sessions belong to the local agent.
+        # Its HTTP API must listen on the node's address (client_addr), not only on 127.0.0.1.
+        # With TLS: https://...:8501 and CONSUL_CACERT.
+        CONSUL_HTTP_ADDR      = "http://${attr.unique.network.ip-address}:8500"
+        CONSUL_ACME_KV_PREFIX = var.consul_kv_prefix
+
+        CONSUL_ACME_DIRECTORY_URL = var.acme_directory
+        CONSUL_ACME_EMAIL         = var.acme_email
+
+        CONSUL_ACME_STORE              = "vault"
+        VAULT_ADDR                     = var.vault_addr
+        CONSUL_ACME_VAULT_MOUNT        = var.vault_mount
+        CONSUL_ACME_VAULT_PREFIX       = var.vault_prefix
+        CONSUL_ACME_VAULT_ACCOUNT_PATH = var.vault_account_path
+
+        CONSUL_ACME_LOG_LEVEL = var.log_level
+      }
+
+      # Workload identity (Nomad 1.7+): Nomad logs in to Vault's JWT auth method with the task's
+      # identity and injects VAULT_TOKEN (env = true is the default). The process reads the token
+      # once at start, so a new token restarts the task.
+      vault {
+        role        = var.vault_role
+        change_mode = "restart"
+      }
+      # Older clusters (Nomad < 1.7, token-based integration, deprecated):
+      #   vault {
+      #     policies    = ["consul-acme"]
+      #     change_mode = "restart"
+      #   }
+
+      # Consul token from a Nomad variable. Alternative with Vault's Consul secrets engine (the
+      # Vault role also needs read on consul/creds/consul-acme):
+      #   data = "{{ with secret \"consul/creds/consul-acme\" }}CONSUL_HTTP_TOKEN={{ .Data.token }}{{ end }}"
+      template {
+        data        = "{{ with nomadVar \"nomad/jobs/consul-acme\" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}"
+        destination = "secrets/consul.env"
+        env         = true
+        change_mode = "restart"
+      }
+
+      # sized from measurements: see docs/operations.md
+      resources {
+        cpu    = var.cpu
+        memory = var.memory
+      }
+
+      logs {
+        max_files     = 5
+        max_file_size = 10
+      }
+    }
+  }
+}
