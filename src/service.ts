@@ -28,6 +28,9 @@ import { describeError } from './errors.js';
 import { buildAdminServer } from './http/admin-server.js';
 import { buildChallengeServer } from './http/challenge-server.js';
 import { F, type Logger } from './logging.js';
+import { ServiceMetrics } from './metrics.js';
+import { certificateHealth } from './domain/certificate-health.js';
+import { ADMIN_HEALTH_PATHS, certificateHealthServiceName, consulKvFolder } from './naming.js';
 import type { AccountStore } from './ports/account-store.js';
 import type { CertificateStore } from './ports/certificate-store.js';
 import type { CertificateStateStore } from './ports/certificate-state-store.js';
@@ -51,6 +54,15 @@ export interface ServiceDeps {
   stateStore?: CertificateStateStore;
   /** Undefined when registration is switched off. */
   registration: ServiceRegistration | undefined;
+  /**
+   * A sibling registration (`<serviceName>-certificates`) whose HTTP check reports certificate
+   * health. It is separate from `registration` so that a warning about certificates can never
+   * take this instance out of Fabio's routing (with `registry.consul.checksRequired = all`,
+   * Fabio drops an instance whose checks are not all passing), which would stop the renewals
+   * that would fix it.
+   */
+  healthRegistration?: ServiceRegistration | undefined;
+  metrics?: ServiceMetrics;
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -118,8 +130,16 @@ export function createService(deps: ServiceDeps): Service {
     desiredFor: (certId) => reconciler.desiredFor(certId),
     undeclaredSince: (certId) => reconciler.undeclaredSince(certId),
     onPlanned: (certId, plan, stored) => reconciler.recordPlan(certId, plan, stored),
+    onOutcome: (event) => metrics.onOutcome(event),
   });
-  const renewal = new RenewalScheduler({ locker: deps.locker, scan: () => reconciler.reconcileAll(), schedule: config.renewSchedule, logger });
+  const metrics = deps.metrics ?? new ServiceMetrics();
+  const renewal = new RenewalScheduler({
+    locker: deps.locker,
+    scan: () => reconciler.reconcileAll(),
+    schedule: config.renewSchedule,
+    logger,
+    onTick: (outcome) => metrics.onRenewalTick(outcome),
+  });
 
   const challengeServer = buildChallengeServer({ challengeStore: deps.challengeStore, logger: logger.child({ [F.component]: 'challenge-http' }) });
   let lastDiscoveryError: string | undefined;
@@ -137,7 +157,25 @@ export function createService(deps: ServiceDeps): Service {
     };
   };
   const isReady = (): boolean => !stopping && reconciler.hasSynced();
-  const adminServer = buildAdminServer({ logger: logger.child({ [F.component]: 'admin-http' }), isLive: () => true, isReady, status });
+  metrics.bind({
+    certificates: () => reconciler.certificateStatuses(),
+    queueDepth: () => queue.depth(),
+    inFlight: () => queue.inFlight(),
+    lastSyncAt: () => reconciler.syncInfo().lastSyncAt,
+  });
+  const health = () =>
+    certificateHealth(clock.now(), reconciler.certificateStatuses(), {
+      warnBeforeMs: config.expiryWarningMs,
+      criticalAfterFailures: config.retryScheduleMs.length,
+    });
+  const adminServer = buildAdminServer({
+    logger: logger.child({ [F.component]: 'admin-http' }),
+    isLive: () => true,
+    isReady,
+    status,
+    certificateHealth: health,
+    metrics: () => metrics.render(),
+  });
 
   const watchAbort = new AbortController();
   let watching: Promise<void> | undefined;
@@ -153,6 +191,7 @@ export function createService(deps: ServiceDeps): Service {
     if (deps.registration) {
       await deps.registration.deregister().catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration failed'));
     }
+    await deps.healthRegistration?.deregister().catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration of the health check failed'));
     await Promise.allSettled([challengeServer.close(), adminServer.close()]);
     await deps.onStopped?.();
     log.info('stopped');
@@ -168,6 +207,7 @@ export function createService(deps: ServiceDeps): Service {
       await adminServer.listen({ host: config.adminHost, port: config.adminPort });
       const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
       log.info(listening, 'listening');
+      await deps.healthRegistration?.update([]).catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'could not register the certificate health check'));
       watching = deps.discovery.watch(
         watchAbort.signal,
         async (snapshot) => {
@@ -178,6 +218,7 @@ export function createService(deps: ServiceDeps): Service {
           if (first && !stopping) renewal.start();
         },
         (err) => {
+          metrics.onWatchError();
           lastDiscoveryError = describeError(err);
           log.warn({ [F.err]: lastDiscoveryError }, 'catalog watch failed; retrying');
         },
@@ -211,7 +252,8 @@ export function buildService(config: Config, logger: Logger): Service {
     certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
-  const challengeStore = new ConsulChallengeStore({ consul, prefix: `${config.kvPrefix}challenges/` });
+  const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
+  const metrics = new ServiceMetrics();
   const issuer = new AcmeIssuer({
     directoryUrl: config.directoryUrl,
     caBundlePem: config.caBundle ? readFileSync(config.caBundle, 'utf8') : undefined,
@@ -224,7 +266,9 @@ export function buildService(config: Config, logger: Logger): Service {
     pollAttempts: config.acmePollAttempts,
     requestTimeoutMs: config.acmeRequestTimeoutMs,
     logger: logger.child({ [F.component]: 'acme' }),
+    onRequest: (endpoint, status, durationMs) => metrics.onAcmeRequest(endpoint, status, durationMs),
   });
+  const adminBase = `http://${config.serviceAddress ?? '127.0.0.1'}:${config.adminPort}`;
   const registration = config.registerService
     ? new ConsulServiceRegistration({
         consul,
@@ -232,7 +276,18 @@ export function buildService(config: Config, logger: Logger): Service {
         serviceName: config.serviceName,
         address: config.serviceAddress,
         port: config.challengePort,
-        checkHttpUrl: `http://${config.serviceAddress ?? '127.0.0.1'}:${config.adminPort}/health/ready`,
+        checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.ready}`,
+      })
+    : undefined;
+  const healthRegistration = config.registerService
+    ? new ConsulServiceRegistration({
+        consul,
+        serviceId: `${certificateHealthServiceName(config.serviceName)}-${config.instanceName}`,
+        serviceName: certificateHealthServiceName(config.serviceName),
+        address: config.serviceAddress,
+        port: config.adminPort,
+        checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.certificates}`,
+        checkName: 'certificates',
       })
     : undefined;
   return createService({
@@ -241,10 +296,19 @@ export function buildService(config: Config, logger: Logger): Service {
     discovery: new ConsulDiscovery({ consul, waitSeconds: config.watchWaitSeconds, stale: config.consulStale, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
     certificateStore,
     challengeStore,
-    stateStore: new ConsulCertificateStateStore({ consul, prefix: `${config.kvPrefix}state/` }),
+    stateStore: new ConsulCertificateStateStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'state') }),
     issuer,
-    locker: new ConsulLocker({ consul, prefix: `${config.kvPrefix}locks/`, sessionName: `consul-acme ${config.instanceName}`, logger }),
+    locker: new ConsulLocker({
+      consul,
+      prefix: consulKvFolder(config.kvPrefix, 'locks'),
+      sessionName: `consul-acme ${config.instanceName}`,
+      sessionTtlSeconds: config.sessionTtlSeconds,
+      lockDelaySeconds: config.lockDelaySeconds,
+      logger,
+    }),
     registration,
+    healthRegistration,
+    metrics,
     onStopped: async () => issuer.close(),
   });
 }

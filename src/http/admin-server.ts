@@ -7,7 +7,9 @@
  */
 import { STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { HEALTH_HTTP_STATUS, type CertificateHealth } from '../domain/certificate-health.js';
 import type { StatusReport } from '../engine/status.js';
+import { ADMIN_HEALTH_PATHS } from '../naming.js';
 import { describeError } from '../errors.js';
 import { F, type Logger } from '../logging.js';
 
@@ -21,8 +23,10 @@ export interface AdminServerOptions {
   /** The instance can do its job (dependencies reachable, started). False or a throw → 503. */
   isReady: () => boolean | Promise<boolean>;
   status: () => StatusReport | Promise<StatusReport>;
-  /** Registers further routes (e.g. metrics) before the server is returned. */
-  extraRoutes?: (app: FastifyInstance) => void;
+  /** Certificate health for the Consul check: 200 passing, 429 warning, 503 critical. */
+  certificateHealth: () => CertificateHealth;
+  /** Prometheus exposition for GET /metrics. */
+  metrics: () => Promise<{ contentType: string; body: string }>;
 }
 
 function noStore(reply: FastifyReply): FastifyReply {
@@ -53,7 +57,7 @@ export function buildAdminServer(opts: AdminServerOptions): FastifyInstance {
     },
   });
 
-  app.get('/health/live', async (_request, reply) => {
+  app.get(ADMIN_HEALTH_PATHS.live, async (_request, reply) => {
     let live = false;
     try {
       live = opts.isLive();
@@ -65,7 +69,7 @@ export function buildAdminServer(opts: AdminServerOptions): FastifyInstance {
       .send(live ? { status: 'ok' } : { status: 'not live' });
   });
 
-  app.get('/health/ready', async (_request, reply) => {
+  app.get(ADMIN_HEALTH_PATHS.ready, async (_request, reply) => {
     let ready = false;
     try {
       ready = await opts.isReady();
@@ -88,7 +92,15 @@ export function buildAdminServer(opts: AdminServerOptions): FastifyInstance {
     return noStore(reply).code(200).send(report);
   });
 
-  opts.extraRoutes?.(app);
+  app.get(ADMIN_HEALTH_PATHS.certificates, async (_request, reply) => {
+    const health = opts.certificateHealth();
+    return noStore(reply).code(HEALTH_HTTP_STATUS[health.status]).send(health);
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const { contentType, body } = await opts.metrics();
+    return noStore(reply).type(contentType).send(body);
+  });
 
   app.setNotFoundHandler((_request, reply) => {
     return noStore(reply).code(404).send({ error: 'not found' });

@@ -5,6 +5,8 @@ import { buildAdminServer } from '../../src/http/admin-server.js';
 import type { StatusReport } from '../../src/engine/status.js';
 import { silentLogger } from '../../src/logging.js';
 import { fetchStatus } from '../../src/cli/status-command.js';
+import type { CertificateHealth } from '../../src/domain/certificate-health.js';
+import { createServer as createHttpServer } from 'node:http';
 import { freePort } from '../support/net.js';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
@@ -34,6 +36,7 @@ interface Switches {
   live: boolean;
   ready: boolean | 'throw';
   status: 'ok' | 'throw';
+  health?: CertificateHealth;
 }
 
 async function start(switches: Switches): Promise<{ app: FastifyInstance; base: string }> {
@@ -48,10 +51,8 @@ async function start(switches: Switches): Promise<{ app: FastifyInstance; base: 
       if (switches.status === 'throw') throw new Error('boom');
       return REPORT;
     },
-    extraRoutes: (a) => {
-      a.get('/metrics', async () => 'm 1\n');
-      a.get('/other/status', async () => ({ hello: 'world' }));
-    },
+    certificateHealth: () => switches.health ?? { status: 'passing', problems: [] },
+    metrics: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'm 1\n' }),
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   return { app, base: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` };
@@ -144,11 +145,21 @@ describe('admin server over real HTTP', () => {
     });
   }
 
-  it('serves routes added through extraRoutes', async () => {
+  it('serves the Prometheus exposition at /metrics', async () => {
     const res = await fetch(`${base}/metrics`);
     assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
     assert.equal(await res.text(), 'm 1\n');
   });
+
+  for (const [status, code] of [['passing', 200], ['warning', 429], ['critical', 503]] as const) {
+    it(`certificate health ${status} answers ${code}, which Consul reads as ${status}`, async () => {
+      switches.health = { status, problems: status === 'passing' ? [] : ['a.example.com: expires soon'] };
+      const res = await getJson(`${base}/health/certificates`);
+      assert.equal(res.status, code);
+      assert.deepEqual(res.body, switches.health);
+    });
+  }
 });
 
 describe('fetchStatus (what `consul-acme status` calls)', () => {
@@ -199,8 +210,15 @@ describe('fetchStatus (what `consul-acme status` calls)', () => {
   });
 
   it('refuses an answer that is not a status report', async () => {
-    await assert.rejects(fetchStatus(`${base}/other`), {
-      message: `${base}/other/status did not return a consul-acme status report (is ${base}/other the admin address?)`,
-    });
+    const other = createHttpServer((_req, res) => res.setHeader('content-type', 'application/json').end('{"hello":"world"}'));
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const otherBase = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    try {
+      await assert.rejects(fetchStatus(otherBase), {
+        message: `${otherBase}/status did not return a consul-acme status report (is ${otherBase} the admin address?)`,
+      });
+    } finally {
+      other.close();
+    }
   });
 });

@@ -8,6 +8,9 @@ import { F, EVENTS, silentLogger, type Logger } from '../../logging.js';
 import type { ServiceRegistration } from '../../ports/service-registration.js';
 import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
 
+/** Consul removes a registration whose check stayed critical this long. */
+export const DEREGISTER_CRITICAL_AFTER = '10m';
+
 export const DEFAULT_REGISTRATION_SERVICE_NAME = 'consul-acme';
 export const DEFAULT_REGISTRATION_CHECK_INTERVAL_SECONDS = 10;
 
@@ -22,6 +25,8 @@ export interface ConsulServiceRegistrationOptions {
   /** URL the agent polls; the service is only routed to while it answers 2xx. */
   checkHttpUrl?: string;
   checkIntervalSeconds?: number;
+  /** Appended to the service id to name the check; default `ready`. */
+  checkName?: string;
   meta?: Record<string, string>;
   logger?: Logger;
 }
@@ -63,10 +68,12 @@ export class ConsulServiceRegistration implements ServiceRegistration {
           ...(checkHttpUrl !== undefined
             ? {
                 check: {
-                  name: `${serviceId} ready`,
+                  name: `${serviceId} ${this.opts.checkName ?? 'ready'}`,
                   http: checkHttpUrl,
                   interval: `${intervalSeconds}s`,
                   timeout: `${Math.min(intervalSeconds, 5)}s`,
+                  // An instance killed without deregistering would otherwise stay in the catalog.
+                  deregistercriticalserviceafter: DEREGISTER_CRITICAL_AFTER,
                 },
               }
             : {}),

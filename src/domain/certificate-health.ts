@@ -1,0 +1,39 @@
+/**
+ * The certificate health the Consul check reports, as a pure function of the status lines:
+ * critical when a certificate has expired or has failed on every step of the retry schedule,
+ * warning when one expires within the warning window, passing otherwise.
+ */
+export type HealthStatus = 'passing' | 'warning' | 'critical';
+
+export interface CertificateHealthInput {
+  hostname: string;
+  expiresAt: string | undefined;
+  /** Consecutive failed attempts. */
+  attempts: number;
+}
+
+export interface CertificateHealth {
+  status: HealthStatus;
+  /** One sentence per hostname that is not passing, worst first. */
+  problems: string[];
+}
+
+export function certificateHealth(
+  now: Date,
+  certificates: readonly CertificateHealthInput[],
+  options: { warnBeforeMs: number; criticalAfterFailures: number },
+): CertificateHealth {
+  const critical: string[] = [];
+  const warning: string[] = [];
+  for (const c of certificates) {
+    const expiresAt = c.expiresAt ? Date.parse(c.expiresAt) : undefined;
+    if (expiresAt !== undefined && expiresAt <= now.getTime()) critical.push(`${c.hostname}: expired at ${c.expiresAt}`);
+    else if (c.attempts >= options.criticalAfterFailures) critical.push(`${c.hostname}: failed ${c.attempts} times in a row`);
+    else if (expiresAt !== undefined && expiresAt - now.getTime() < options.warnBeforeMs) warning.push(`${c.hostname}: expires at ${c.expiresAt}`);
+  }
+  const status: HealthStatus = critical.length > 0 ? 'critical' : warning.length > 0 ? 'warning' : 'passing';
+  return { status, problems: [...critical, ...warning] };
+}
+
+/** Consul HTTP checks read 2xx as passing, 429 as warning and anything else as critical. */
+export const HEALTH_HTTP_STATUS: Record<HealthStatus, number> = { passing: 200, warning: 429, critical: 503 };
