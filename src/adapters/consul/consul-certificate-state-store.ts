@@ -29,19 +29,21 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
   async get(certId: string): Promise<CertificateState | undefined> {
     const entry = await kvGet(this.opts.consul, this.prefix + certId);
     if (!entry) return undefined;
-    let parsed: Partial<StoredState>;
+    let parsed: unknown;
     try {
-      parsed = JSON.parse(entry.value) as Partial<StoredState>;
+      parsed = JSON.parse(entry.value);
     } catch {
       return undefined;
     }
-    if (typeof parsed.consecutive_failures !== 'number') return undefined;
+    if (parsed === null || typeof parsed !== 'object') return undefined;
+    const fields = parsed as Partial<StoredState>;
+    if (typeof fields.consecutive_failures !== 'number') return undefined;
     return {
       certId,
-      consecutiveFailures: parsed.consecutive_failures,
-      lastAttemptAt: date(parsed.last_attempt_at),
-      lastError: typeof parsed.last_error === 'string' ? parsed.last_error : undefined,
-      nextAttemptAt: date(parsed.next_attempt_at),
+      consecutiveFailures: fields.consecutive_failures,
+      lastAttemptAt: date(fields.last_attempt_at),
+      lastError: typeof fields.last_error === 'string' ? fields.last_error : undefined,
+      nextAttemptAt: date(fields.next_attempt_at),
     };
   }
 

@@ -2,6 +2,7 @@
  * Small typed helpers over the consul package's KV calls, with errors classified in one place.
  * Missing keys read as `undefined`; writes report Consul's `true`/`false` answer.
  */
+import { EventEmitter } from 'node:events';
 import { ConsulAcmeError } from '../../errors.js';
 import { classifyConsulError, type Consul } from './consul-client.js';
 
@@ -25,17 +26,23 @@ export async function kvGet(consul: Consul, key: string): Promise<KvEntry | unde
 /**
  * Writes one key. With `cas`, writes only if the key's ModifyIndex is still `cas` (0: only if
  * absent) and resolves whether it did. Without `cas`, a `false` answer is an error.
+ *
+ * The consul package resolves `undefined` for a refused CAS write, so the raw body is read
+ * through `includeResponse` (protocols.md §2).
  */
 export async function kvPut(consul: Consul, key: string, value: string, options: { cas?: number } = {}): Promise<boolean> {
-  let written: unknown;
+  const what = options.cas === undefined ? `kv put ${key}` : `kv put ${key}?cas=${options.cas}`;
+  const ctx = Object.assign(new EventEmitter(), { includeResponse: true });
+  let result: unknown;
   try {
-    written = await consul.kv.set(options.cas === undefined ? { key, value } : { key, value, cas: options.cas });
+    result = await consul.kv.set({ key, value, ctx, ...(options.cas === undefined ? {} : { cas: options.cas }) } as never);
   } catch (err) {
-    throw classifyConsulError(err, `kv put ${key}`);
+    throw classifyConsulError(err, what);
   }
-  if (written === true) return true;
-  if (options.cas !== undefined && written === false) return false;
-  throw new ConsulAcmeError('CONSUL_UNAVAILABLE', `kv put ${key}: Consul answered ${JSON.stringify(written)} instead of true`, { retryable: true });
+  const body: unknown = Array.isArray(result) ? result[1] : result;
+  if (body === true) return true;
+  if (options.cas !== undefined && body === false) return false;
+  throw new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul answered ${JSON.stringify(body)} instead of true`, { retryable: true });
 }
 
 export async function kvDelete(consul: Consul, key: string): Promise<void> {

@@ -1,0 +1,163 @@
+/**
+ * Rate-limit events in Consul KV, shared by every instance: one key per scope key,
+ * `<prefix><scope>/<key>` (e.g. `consul-acme/budgets/registered-domain/example.co.uk`), holding a
+ * JSON array of ISO timestamps, oldest first.
+ *
+ * Appending is a read → check-and-set loop on the key's ModifyIndex (cas=0 when it is missing),
+ * retried at once on conflict: a lost race is a data race, not a reason to wait, so there are no
+ * sleeps. Within one instance, records for the same key are coalesced: while one write is in
+ * flight, later records queue up and go together in the next write, so only instances race each
+ * other and a few attempts suffice. Events older than `retentionMs` (7 days) are dropped on
+ * every write.
+ *
+ * The check-and-set write is done here rather than with consul-kv.ts `kvPut`: the consul package
+ * (through papi) resolves `undefined` instead of `false` when Consul answers `false`, so a lost
+ * race would look like a failure. With `includeResponse` the body comes back as sent.
+ *
+ * Size: at the account budget's full rate (300 per 3 h) a week is 16 800 events of 27 bytes,
+ * about 450 kB, under Consul's 512 kB value limit; real rates are far lower.
+ */
+import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
+import { ConsulAcmeError } from '../../errors.js';
+import { F, silentLogger, type Logger } from '../../logging.js';
+import { isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
+import type { Consul } from './consul-client.js';
+import { kvGet, kvPut } from './consul-kv.js';
+
+/** Check-and-set attempts per write before giving up with a retryable STORE_CONFLICT. */
+export const DEFAULT_LEDGER_CAS_ATTEMPTS = 10;
+
+export interface ConsulBudgetLedgerOptions {
+  consul: Consul;
+  /** KV folder, e.g. `consul-acme/budgets/` (a trailing slash is added when missing). */
+  prefix: string;
+  /** Events older than this (relative to `now`) are dropped on write. */
+  retentionMs?: number;
+  casAttempts?: number;
+  now?: () => Date;
+  logger?: Logger;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** Reads a stored value: the valid timestamps in ms; anything unreadable is skipped. */
+export function parseLedgerValue(text: string): { times: number[]; malformed: boolean } {
+  if (text.trim() === '') return { times: [], malformed: false };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return { times: [], malformed: true };
+  }
+  if (!Array.isArray(parsed)) return { times: [], malformed: true };
+  const times: number[] = [];
+  let malformed = false;
+  for (const item of parsed) {
+    const t = typeof item === 'string' ? Date.parse(item) : Number.NaN;
+    if (Number.isFinite(t)) times.push(t);
+    else malformed = true;
+  }
+  times.sort((a, b) => a - b);
+  return { times, malformed };
+}
+
+export class ConsulBudgetLedger implements BudgetLedger {
+  private readonly consul: Consul;
+  private readonly prefix: string;
+  private readonly retentionMs: number;
+  private readonly casAttempts: number;
+  private readonly now: () => Date;
+  private readonly log: Logger;
+  /** Events waiting for the next write of each KV key, with their callers. */
+  private readonly pending = new Map<string, { times: number[]; waiters: Waiter[] }>();
+  private readonly flushing = new Set<string>();
+  private conflicts = 0;
+
+  constructor(opts: ConsulBudgetLedgerOptions) {
+    this.consul = opts.consul;
+    this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
+    this.retentionMs = opts.retentionMs ?? BUDGET_RETENTION_MS;
+    this.casAttempts = Math.max(1, opts.casAttempts ?? DEFAULT_LEDGER_CAS_ATTEMPTS);
+    this.now = opts.now ?? (() => new Date());
+    this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-budget-ledger' });
+  }
+
+  /** How many check-and-set writes lost a race so far (for tests and metrics). */
+  get casConflicts(): number {
+    return this.conflicts;
+  }
+
+  private kvKey(scopeKey: string): string {
+    if (!isBudgetScopeKey(scopeKey)) {
+      throw new ConsulAcmeError('INTERNAL', `budget ledger: ${JSON.stringify(scopeKey)} is not a valid scope key`);
+    }
+    return `${this.prefix}${scopeKey}`;
+  }
+
+  async record(scopeKey: string, at: Date): Promise<void> {
+    const key = this.kvKey(scopeKey);
+    if (!Number.isFinite(at.getTime())) throw new ConsulAcmeError('INTERNAL', `budget ledger: invalid event time for ${scopeKey}`);
+    return new Promise<void>((resolve, reject) => {
+      let batch = this.pending.get(key);
+      if (!batch) {
+        batch = { times: [], waiters: [] };
+        this.pending.set(key, batch);
+      }
+      batch.times.push(at.getTime());
+      batch.waiters.push({ resolve, reject });
+      if (!this.flushing.has(key)) void this.flush(key);
+    });
+  }
+
+  async events(scopeKey: string, since: Date): Promise<Date[]> {
+    const key = this.kvKey(scopeKey);
+    const entry = await kvGet(this.consul, key);
+    if (!entry) return [];
+    const { times, malformed } = parseLedgerValue(entry.value);
+    if (malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; unreadable events ignored');
+    return times.filter((t) => t >= since.getTime()).map((t) => new Date(t));
+  }
+
+  /** Writes queued batches of `key` one after another until none is left. Never rejects. */
+  private async flush(key: string): Promise<void> {
+    this.flushing.add(key);
+    try {
+      for (;;) {
+        const batch = this.pending.get(key);
+        if (!batch) break;
+        this.pending.delete(key);
+        try {
+          await this.append(key, batch.times);
+          for (const w of batch.waiters) w.resolve();
+        } catch (err) {
+          for (const w of batch.waiters) w.reject(err);
+        }
+      }
+    } finally {
+      this.flushing.delete(key);
+    }
+  }
+
+  /** One read → check-and-set loop adding `times` to the stored list. */
+  private async append(key: string, times: readonly number[]): Promise<void> {
+    for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
+      const entry = await kvGet(this.consul, key);
+      const stored = entry ? parseLedgerValue(entry.value) : { times: [], malformed: false };
+      if (stored.malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; rewriting it');
+      const oldest = this.now().getTime() - this.retentionMs;
+      const next = [...stored.times, ...times].filter((t) => t >= oldest).sort((a, b) => a - b);
+      const value = JSON.stringify(next.map((t) => new Date(t).toISOString()));
+      if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0 })) return;
+      this.conflicts += 1;
+      this.log.debug({ key, [F.attempt]: attempt }, 'budget ledger write lost a race; retrying');
+    }
+    throw new ConsulAcmeError(
+      'STORE_CONFLICT',
+      `budget ledger ${key}: check-and-set lost ${this.casAttempts} races in a row; event not recorded`,
+      { retryable: true },
+    );
+  }
+}

@@ -1,0 +1,41 @@
+import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
+import { ConsulAcmeError } from '../../errors.js';
+import { isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
+
+export interface MemoryBudgetLedgerOptions {
+  /** Events older than this (relative to `now`) are forgotten on write. */
+  retentionMs?: number;
+  now?: () => Date;
+}
+
+/** BudgetLedger for one process: tests and single-instance runs without Consul. */
+export class MemoryBudgetLedger implements BudgetLedger {
+  private readonly entries = new Map<string, number[]>();
+  private readonly retentionMs: number;
+  private readonly now: () => Date;
+
+  constructor(opts: MemoryBudgetLedgerOptions = {}) {
+    this.retentionMs = opts.retentionMs ?? BUDGET_RETENTION_MS;
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  async record(scopeKey: string, at: Date): Promise<void> {
+    checkKey(scopeKey);
+    const oldest = this.now().getTime() - this.retentionMs;
+    const kept = (this.entries.get(scopeKey) ?? []).filter((t) => t >= oldest);
+    kept.push(at.getTime());
+    kept.sort((a, b) => a - b);
+    this.entries.set(scopeKey, kept);
+  }
+
+  async events(scopeKey: string, since: Date): Promise<Date[]> {
+    checkKey(scopeKey);
+    return (this.entries.get(scopeKey) ?? []).filter((t) => t >= since.getTime()).map((t) => new Date(t));
+  }
+}
+
+function checkKey(scopeKey: string): void {
+  if (!isBudgetScopeKey(scopeKey)) {
+    throw new ConsulAcmeError('INTERNAL', `budget ledger: ${JSON.stringify(scopeKey)} is not a valid scope key`);
+  }
+}

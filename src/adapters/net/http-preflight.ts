@@ -1,0 +1,194 @@
+/**
+ * Preflight over real DNS and HTTP: before an order, check what the CA's HTTP-01 validation would
+ * see, so a name that cannot pass does not spend a failed authorization (5 per name per hour).
+ *
+ * 1. Resolve A and AAAA with node:dns/promises `Resolver` (c-ares: the given servers, or the
+ *    system's resolv.conf servers; like the CA, it does not read /etc/hosts). No address → NoDNS
+ *    with the DNS error codes.
+ * 2. Put a random base64url probe token with a random value into the challenge store, GET
+ *    `http://<hostname>:<httpPort>/.well-known/acme-challenge/<probe>` from the resolved address
+ *    with the Host header naming the hostname, and expect exactly that value back (trailing
+ *    whitespace trimmed, as the CA does). Anything else (a 404 from another app, a redirect, a
+ *    refused connection, a timeout) → NotRouted with a detail naming what came back. IPv6 is tried
+ *    first and IPv4 only when IPv6 fails to connect, as Let's Encrypt does. Redirects are not
+ *    followed (the issuer's own Fabio route serves the challenge path directly).
+ * 3. Delete the probe token, whatever happened.
+ */
+import { randomBytes } from 'node:crypto';
+import { Resolver } from 'node:dns/promises';
+import { request } from 'node:http';
+import { AbortedError } from '../../errors.js';
+import { F, silentLogger, type Logger } from '../../logging.js';
+import type { ChallengeStore } from '../../ports/challenge-store.js';
+import type { Preflight, PreflightResult } from '../../ports/preflight.js';
+
+export const DEFAULT_PREFLIGHT_HTTP_PORT = 80;
+export const DEFAULT_PREFLIGHT_TIMEOUT_MS = 5_000;
+export const CHALLENGE_PATH = '/.well-known/acme-challenge/';
+/** Most body bytes read from an answer; a key authorization is under 100. */
+const MAX_BODY_BYTES = 4_096;
+const SHOWN_BODY_CHARS = 80;
+
+export interface HttpPreflightOptions {
+  challengeStore: ChallengeStore;
+  /** DNS servers as `host:port` (`[v6]:port` for IPv6); empty or unset: the system's servers. */
+  dnsServers?: string[];
+  httpPort?: number;
+  /** Budget of each step: the DNS lookups, then each HTTP attempt. */
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+type Attempt =
+  | { kind: 'ok' }
+  | { kind: 'connect-failed'; detail: string }
+  | { kind: 'wrong'; detail: string };
+
+function errorCode(err: unknown): string {
+  if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string') {
+    return (err as { code: string }).code;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+function shownBody(body: string): string {
+  const trimmed = body.trim();
+  if (trimmed === '') return 'an empty body';
+  return JSON.stringify(trimmed.length > SHOWN_BODY_CHARS ? `${trimmed.slice(0, SHOWN_BODY_CHARS)}…` : trimmed);
+}
+
+/** Connection-level failures, after which the other address family is worth a try. */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ECONNRESET', 'EAFNOSUPPORT']);
+
+export class HttpPreflight implements Preflight {
+  private readonly store: ChallengeStore;
+  private readonly dnsServers: string[];
+  private readonly httpPort: number;
+  private readonly timeoutMs: number;
+  private readonly log: Logger;
+
+  constructor(opts: HttpPreflightOptions) {
+    this.store = opts.challengeStore;
+    this.dnsServers = opts.dnsServers ?? [];
+    this.httpPort = opts.httpPort ?? DEFAULT_PREFLIGHT_HTTP_PORT;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_PREFLIGHT_TIMEOUT_MS;
+    this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'http-preflight' });
+  }
+
+  async check(hostname: string, signal?: AbortSignal): Promise<PreflightResult> {
+    const what = `preflight ${hostname}`;
+    if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+    const resolved = await this.resolve(hostname, signal);
+    if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+    if (!resolved.ok) return { ok: false, reason: 'NoDNS', detail: resolved.detail };
+
+    const token = randomBytes(24).toString('base64url');
+    const value = randomBytes(24).toString('base64url');
+    await this.store.put(token, value);
+    try {
+      const candidates = [resolved.v6[0], resolved.v4[0]].filter((a): a is string => a !== undefined);
+      const failures: string[] = [];
+      for (const [i, address] of candidates.entries()) {
+        const attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+        if (attempt.kind === 'ok') return { ok: true };
+        failures.push(attempt.detail);
+        if (attempt.kind === 'wrong' || i === candidates.length - 1) break;
+      }
+      return { ok: false, reason: 'NotRouted', detail: failures.join('; ') };
+    } finally {
+      try {
+        await this.store.delete(token);
+      } catch (err) {
+        this.log.warn({ [F.hostname]: hostname, [F.err]: errorCode(err) }, 'preflight probe token not deleted');
+      }
+    }
+  }
+
+  private async resolve(
+    hostname: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ ok: true; v4: string[]; v6: string[] } | { ok: false; detail: string }> {
+    const resolver = new Resolver({ timeout: this.timeoutMs, tries: 2 });
+    if (this.dnsServers.length > 0) resolver.setServers(this.dnsServers);
+    const onAbort = (): void => resolver.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const [v4, v6] = await Promise.allSettled([resolver.resolve4(hostname), resolver.resolve6(hostname)]);
+      const a = v4.status === 'fulfilled' ? v4.value : [];
+      const aaaa = v6.status === 'fulfilled' ? v6.value : [];
+      if (a.length > 0 || aaaa.length > 0) return { ok: true, v4: a, v6: aaaa };
+      const code = (r: PromiseSettledResult<string[]>): string => (r.status === 'rejected' ? errorCode(r.reason) : 'no records');
+      return { ok: false, detail: `${hostname} has no A or AAAA record (A: ${code(v4)}, AAAA: ${code(v6)})` };
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** One GET of the probe from `address`; never rejects. */
+  private fetchProbe(hostname: string, address: string, token: string, value: string, signal: AbortSignal | undefined): Promise<Attempt> {
+    const shownUrl = `http://${hostname}${this.httpPort === 80 ? '' : `:${this.httpPort}`}${CHALLENGE_PATH}<probe>`;
+    const via = address.includes(':') ? `[${address}]:${this.httpPort}` : `${address}:${this.httpPort}`;
+    const signals = [AbortSignal.timeout(this.timeoutMs), ...(signal ? [signal] : [])];
+    const combined = AbortSignal.any(signals);
+    return new Promise<Attempt>((resolve) => {
+      let settled = false;
+      const done = (attempt: Attempt): void => {
+        if (settled) return;
+        settled = true;
+        resolve(attempt);
+      };
+      const req = request(
+        {
+          host: address,
+          port: this.httpPort,
+          path: `${CHALLENGE_PATH}${token}`,
+          method: 'GET',
+          agent: false,
+          headers: {
+            host: this.httpPort === 80 ? hostname : `${hostname}:${this.httpPort}`,
+            'user-agent': 'consul-acme-preflight',
+            accept: '*/*',
+          },
+          signal: combined,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            if (size >= MAX_BODY_BYTES) return;
+            chunks.push(chunk);
+            size += chunk.length;
+          });
+          res.on('error', (err) => done({ kind: 'wrong', detail: `${shownUrl} via ${via}: answer broke off (${errorCode(err)})` }));
+          res.on('close', () => done({ kind: 'wrong', detail: `${shownUrl} via ${via}: answer broke off` }));
+          res.on('end', () => {
+            const body = Buffer.concat(chunks).toString('utf8').slice(0, MAX_BODY_BYTES);
+            const status = res.statusCode ?? 0;
+            if (status === 200 && body.trimEnd() === value) {
+              done({ kind: 'ok' });
+              return;
+            }
+            const location = typeof res.headers.location === 'string' ? ` redirecting to ${res.headers.location}` : '';
+            const detail =
+              status === 200
+                ? `${shownUrl} via ${via} answered 200 with ${shownBody(body)} instead of the probe value`
+                : `${shownUrl} via ${via} answered ${status}${location} with ${shownBody(body)}`;
+            done({ kind: 'wrong', detail });
+          });
+        },
+      );
+      req.on('error', (err) => {
+        const code = errorCode(err);
+        if (combined.aborted && !signal?.aborted) {
+          done({ kind: 'wrong', detail: `${shownUrl} via ${via}: no answer within ${this.timeoutMs} ms` });
+        } else if (CONNECT_ERRORS.has(code)) {
+          done({ kind: 'connect-failed', detail: `${shownUrl}: connecting to ${via} failed (${code})` });
+        } else {
+          done({ kind: 'wrong', detail: `${shownUrl} via ${via}: request failed (${code})` });
+        }
+      });
+      req.end();
+    });
+  }
+}

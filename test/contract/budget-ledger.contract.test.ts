@@ -1,0 +1,234 @@
+/**
+ * One set of cases for every BudgetLedger: MemoryBudgetLedger and ConsulBudgetLedger (real Consul
+ * 1.8.7). "Two instances" are two ConsulBudgetLedgers with their own clients on one Consul; for
+ * memory (one process by contract) they are the same object.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { ConsulBudgetLedger } from '../../src/adapters/consul/consul-budget-ledger.js';
+import { kvPut } from '../../src/adapters/consul/consul-kv.js';
+import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
+import { kvGet } from '../../src/adapters/consul/consul-kv.js';
+import { MemoryBudgetLedger } from '../../src/adapters/memory/memory-budget-ledger.js';
+import { BUDGET_RETENTION_MS, budgetKeys, budgetScopeKey } from '../../src/domain/budget.js';
+import { ConsulAcmeError } from '../../src/errors.js';
+import type { BudgetLedger } from '../../src/ports/budget-ledger.js';
+import { startConsul, type ConsulInstance } from '../support/consul.js';
+
+interface Subject {
+  name: string;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  /** Two ledgers sharing one store. */
+  pair(): [BudgetLedger, BudgetLedger];
+}
+
+let consulServer: ConsulInstance | undefined;
+const clients: Consul[] = [];
+const prefix = `consul-acme-test/${randomUUID()}/budgets/`;
+
+function consulClient(): Consul {
+  if (!consulServer) throw new Error('consul not started');
+  const client = createConsulClient({ address: consulServer.address });
+  clients.push(client);
+  return client;
+}
+
+const subjects: Subject[] = [
+  {
+    name: 'MemoryBudgetLedger',
+    setup: async () => undefined,
+    teardown: async () => undefined,
+    pair: () => {
+      const ledger = new MemoryBudgetLedger();
+      return [ledger, ledger];
+    },
+  },
+  {
+    name: 'ConsulBudgetLedger',
+    setup: async () => {
+      consulServer = await startConsul();
+    },
+    teardown: async () => {
+      for (const c of clients) c.destroy();
+      await consulServer?.stop();
+    },
+    pair: () => [new ConsulBudgetLedger({ consul: consulClient(), prefix }), new ConsulBudgetLedger({ consul: consulClient(), prefix })],
+  },
+];
+
+/** A fresh scope key, e.g. `registered-domain/<uuid>.example.com`. */
+function newKey(): string {
+  return budgetScopeKey({ scope: 'registered-domain', key: `${randomUUID()}.example.com` });
+}
+
+const MINUTE = 60_000;
+const EPOCH = new Date(0);
+
+function minutesAgo(n: number): Date {
+  return new Date(Math.floor(Date.now() / 1000) * 1000 - n * MINUTE);
+}
+
+for (const subject of subjects) {
+  describe(`BudgetLedger contract: ${subject.name}`, () => {
+    before(() => subject.setup());
+    after(() => subject.teardown());
+
+    it('resolves no events for a key never recorded', async () => {
+      const [ledger] = subject.pair();
+      assert.deepEqual(await ledger.events(newKey(), EPOCH), []);
+    });
+
+    it('returns recorded events oldest first, from `since` on', async () => {
+      const [ledger] = subject.pair();
+      const key = newKey();
+      const times = [minutesAgo(5), minutesAgo(30), minutesAgo(10)];
+      for (const at of times) await ledger.record(key, at);
+      assert.deepEqual(await ledger.events(key, EPOCH), [minutesAgo(30), minutesAgo(10), minutesAgo(5)]);
+      assert.deepEqual(await ledger.events(key, minutesAgo(10)), [minutesAgo(10), minutesAgo(5)], 'since is inclusive');
+      assert.deepEqual(await ledger.events(key, minutesAgo(1)), []);
+    });
+
+    it('keeps keys apart', async () => {
+      const [ledger] = subject.pair();
+      const [a, b] = [newKey(), newKey()];
+      await ledger.record(a, minutesAgo(1));
+      assert.deepEqual(await ledger.events(b, EPOCH), []);
+      assert.equal((await ledger.events(a, EPOCH)).length, 1);
+    });
+
+    it('lets two instances see each other\u2019s events', async () => {
+      const [one, two] = subject.pair();
+      const key = newKey();
+      await one.record(key, minutesAgo(2));
+      await two.record(key, minutesAgo(1));
+      assert.deepEqual(await one.events(key, EPOCH), [minutesAgo(2), minutesAgo(1)]);
+      assert.deepEqual(await two.events(key, EPOCH), [minutesAgo(2), minutesAgo(1)]);
+    });
+
+    it('loses no event when two instances record 20 events at once', async () => {
+      const [one, two] = subject.pair();
+      const key = newKey();
+      const times = Array.from({ length: 20 }, (_, i) => new Date(Date.now() - i * 1000));
+      await Promise.all(times.map((at, i) => (i % 2 === 0 ? one : two).record(key, at)));
+      const stored = await one.events(key, EPOCH);
+      assert.equal(stored.length, 20, `stored ${stored.length} of 20`);
+      assert.deepEqual(
+        stored.map((d) => d.getTime()),
+        times.map((d) => d.getTime()).sort((a, b) => a - b),
+      );
+    });
+
+    it('loses no event when each instance records 20 at once on the account key', async () => {
+      const [one, two] = subject.pair();
+      const key = budgetScopeKey(budgetKeys('x.example.com', 'new-order', false, `acct-${randomUUID()}`)[0]!);
+      const batch = (ledger: BudgetLedger, offset: number): Array<Promise<void>> =>
+        Array.from({ length: 20 }, (_, i) => ledger.record(key, new Date(Date.now() - (offset + i) * 1000)));
+      await Promise.all([...batch(one, 0), ...batch(two, 100)]);
+      assert.equal((await two.events(key, EPOCH)).length, 40);
+    });
+
+    it('forgets events older than the retention when it writes', async () => {
+      const [ledger] = subject.pair();
+      const key = newKey();
+      await ledger.record(key, new Date(Date.now() - BUDGET_RETENTION_MS - MINUTE));
+      await ledger.record(key, minutesAgo(1));
+      assert.deepEqual(await ledger.events(key, EPOCH), [minutesAgo(1)]);
+    });
+
+    it('rejects a scope key that is not a path of plain segments', async () => {
+      const [ledger] = subject.pair();
+      for (const bad of ['', '/account', 'account/', 'a//b', 'a/../b', 'a b', 'a/ü']) {
+        await assert.rejects(ledger.record(bad, new Date()), (err: unknown) => err instanceof ConsulAcmeError && err.code === 'INTERNAL', bad);
+        await assert.rejects(ledger.events(bad, EPOCH), (err: unknown) => err instanceof ConsulAcmeError && err.code === 'INTERNAL', bad);
+      }
+    });
+  });
+}
+
+describe('ConsulBudgetLedger storage', () => {
+  let server: ConsulInstance | undefined;
+  let client: Consul | undefined;
+  before(async () => {
+    server = await startConsul();
+    client = createConsulClient({ address: server.address });
+  });
+  after(async () => {
+    client?.destroy();
+    await server?.stop();
+  });
+
+  it('stores a JSON array of ISO timestamps at <prefix><scope>/<key>', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets`;
+    const ledger = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });
+    await ledger.record('failed-authorizations/app.example.com', new Date('2030-01-01T00:00:05Z'));
+    await ledger.record('failed-authorizations/app.example.com', new Date('2030-01-01T00:00:01Z'));
+    const entry = await kvGet(client!, `${ledgerPrefix}/failed-authorizations/app.example.com`);
+    assert.deepEqual(JSON.parse(entry!.value), ['2030-01-01T00:00:01.000Z', '2030-01-01T00:00:05.000Z']);
+  });
+
+  it('reads past unreadable entries and rewrites them away', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const key = 'account/default';
+    await client!.kv.set({ key: `${ledgerPrefix}${key}`, value: '["2030-01-01T00:00:00.000Z", "yesterday", 42]' });
+    const ledger = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });
+    assert.deepEqual(await ledger.events(key, EPOCH), [new Date('2030-01-01T00:00:00Z')]);
+    await ledger.record(key, new Date('2030-01-01T00:01:00Z'));
+    const entry = await kvGet(client!, `${ledgerPrefix}${key}`);
+    assert.deepEqual(JSON.parse(entry!.value), ['2030-01-01T00:00:00.000Z', '2030-01-01T00:01:00.000Z']);
+  });
+
+  /** A client whose every KV read is followed by another writer's append, as a racing instance would do. */
+  function racingClient(real: Consul, key: string, races: number): Consul {
+    let left = races;
+    return {
+      kv: {
+        get: async (opts: unknown) => {
+          const item = await real.kv.get(opts as never);
+          if (left > 0) {
+            left -= 1;
+            const current = (item as { Value?: string } | undefined)?.Value;
+            const events: string[] = current ? (JSON.parse(current) as string[]) : [];
+            events.push(`2030-01-01T00:0${races - left}:00.000Z`);
+            await real.kv.set({ key, value: JSON.stringify(events) });
+          }
+          return item;
+        },
+        set: (opts: unknown) => real.kv.set(opts as never),
+      },
+    } as unknown as Consul;
+  }
+
+  it('retries a write that lost a race and keeps both events', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const key = 'failed-authorizations/race.example.com';
+    const ledger = new ConsulBudgetLedger({ consul: racingClient(client!, `${ledgerPrefix}${key}`, 2), prefix: ledgerPrefix });
+    await ledger.record(key, new Date('2030-01-01T00:00:00Z'));
+    assert.equal(ledger.casConflicts, 2);
+    assert.deepEqual(
+      (await ledger.events(key, EPOCH)).map((d) => d.toISOString()),
+      ['2030-01-01T00:00:00.000Z', '2030-01-01T00:01:00.000Z', '2030-01-01T00:02:00.000Z'],
+    );
+  });
+
+  it('gives up with a retryable STORE_CONFLICT after losing every attempt', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const key = 'failed-authorizations/busy.example.com';
+    const ledger = new ConsulBudgetLedger({ consul: racingClient(client!, `${ledgerPrefix}${key}`, 3), prefix: ledgerPrefix, casAttempts: 3 });
+    await assert.rejects(
+      ledger.record(key, new Date('2030-01-01T00:00:00Z')),
+      (err: unknown) => err instanceof ConsulAcmeError && err.code === 'STORE_CONFLICT' && err.retryable,
+    );
+  });
+
+  it('kvPut with cas tells a lost race (false) from a write (true)', async () => {
+    const key = `consul-acme-test/${randomUUID()}/cas`;
+    assert.equal(await kvPut(client!, key, 'first', { cas: 0 }), true);
+    assert.equal(await kvPut(client!, key, 'second', { cas: 0 }), false, 'cas=0 on an existing key');
+    const entry = await kvGet(client!, key);
+    assert.equal(await kvPut(client!, key, 'third', { cas: entry!.modifyIndex + 1000 }), false, 'a stale index');
+    assert.equal(await kvPut(client!, key, 'fourth', { cas: entry!.modifyIndex }), true);
+    assert.equal((await kvGet(client!, key))?.value, 'fourth');
+  });
+});

@@ -1,0 +1,223 @@
+/**
+ * HttpPreflight against real DNS and HTTP: pebble-challtestsrv as the DNS server (every name
+ * resolves to 127.0.0.1, no AAAA; a name is made to fail with /set-servfail) and a local
+ * node:http responder on a free port that serves, or refuses to serve, the challenge store.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { MemoryChallengeStore } from '../../src/adapters/memory/memory-challenge-store.js';
+import { CHALLENGE_PATH, HttpPreflight } from '../../src/adapters/net/http-preflight.js';
+import { AbortedError } from '../../src/errors.js';
+import { CHALLTESTSRV_BINARY } from '../support/pebble.js';
+import { freePort } from '../support/net.js';
+import { waitFor } from '../support/wait.js';
+
+/** A port free for both UDP and TCP on 127.0.0.1 (the DNS server listens on both). */
+async function freeDnsPort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const socket = createSocket('udp4');
+      socket.on('error', reject);
+      socket.bind(0, '127.0.0.1', () => {
+        const { port: p } = socket.address();
+        socket.close(() => resolve(p));
+      });
+    });
+    const tcpFree = await new Promise<boolean>((resolve) => {
+      const server = createTcpServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+    if (tcpFree) return port;
+  }
+  throw new Error('no port free for both UDP and TCP');
+}
+
+interface DnsServer {
+  address: string;
+  setServfail(host: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startDns(): Promise<DnsServer> {
+  const [dnsPort, managementPort] = [await freeDnsPort(), await freePort()];
+  const management = `http://127.0.0.1:${managementPort}`;
+  let logs = '';
+  const child: ChildProcess = spawn(
+    CHALLTESTSRV_BINARY,
+    [
+      '-dns01', `127.0.0.1:${dnsPort}`,
+      '-management', `127.0.0.1:${managementPort}`,
+      '-http01', '', '-https01', '', '-tlsalpn01', '',
+      '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout?.on('data', (c: Buffer) => (logs += c.toString()));
+  child.stderr?.on('data', (c: Buffer) => (logs += c.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const post = async (path: string, body: unknown): Promise<void> => {
+    const res = await fetch(`${management}${path}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(2_000) });
+    if (res.status !== 200) throw new Error(`challtestsrv ${path} answered ${res.status}`);
+  };
+  try {
+    await waitFor('pebble-challtestsrv management API', async () => {
+      if (child.exitCode !== null) throw new Error(`pebble-challtestsrv exited:\n${logs}`);
+      await post('/clear-servfail', { host: 'ready.test' });
+      return true;
+    }, { timeoutMs: 10_000 });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${logs}`);
+  }
+  return {
+    address: `127.0.0.1:${dnsPort}`,
+    setServfail: (host) => post('/set-servfail', { host }),
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+describe('HttpPreflight', () => {
+  let dns: DnsServer | undefined;
+  let responder: Server | undefined;
+  let responderPort = 0;
+  const store = new MemoryChallengeStore();
+  const hostsSeen: string[] = [];
+  /** What the responder does; each case sets it. */
+  let handler: Handler = (_req, res) => res.end();
+
+  /** Serves the challenge path from `store`, as the real challenge server does. */
+  const servesStore: Handler = (req, res) => {
+    const path = req.url ?? '/';
+    const token = path.startsWith(CHALLENGE_PATH) ? path.slice(CHALLENGE_PATH.length) : '';
+    void store.get(token).then((value) => {
+      res.statusCode = value === undefined ? 404 : 200;
+      res.setHeader('content-type', 'text/plain');
+      res.end(value ?? 'no such token');
+    });
+  };
+
+  function preflight(opts: { httpPort?: number; timeoutMs?: number } = {}): HttpPreflight {
+    return new HttpPreflight({ challengeStore: store, dnsServers: [dns!.address], httpPort: opts.httpPort ?? responderPort, timeoutMs: opts.timeoutMs ?? 3_000 });
+  }
+
+  before(async () => {
+    dns = await startDns();
+    responder = createServer((req, res) => {
+      hostsSeen.push(req.headers.host ?? '');
+      handler(req, res);
+    });
+    await new Promise<void>((resolve) => responder!.listen(0, '127.0.0.1', resolve));
+    responderPort = (responder.address() as AddressInfo).port;
+  });
+
+  after(async () => {
+    responder?.closeAllConnections();
+    await new Promise((resolve) => responder?.close(resolve));
+    await dns?.stop();
+  });
+
+  it('is ok when the challenge path answers the probe value from the store, and leaves no token behind', async () => {
+    handler = servesStore;
+    hostsSeen.length = 0;
+    assert.deepEqual(await preflight().check('app.preflight.test'), { ok: true });
+    assert.deepEqual(hostsSeen, [`app.preflight.test:${responderPort}`], 'the Host header names the hostname');
+    assert.deepEqual(store.tokens(), []);
+  });
+
+  it('is NotRouted when another app answers 404', async () => {
+    handler = (_req, res) => {
+      res.statusCode = 404;
+      res.end('404 page not found');
+    };
+    const result = await preflight().check('other.preflight.test');
+    assert.equal(result.ok, false);
+    assert.ok(!result.ok);
+    assert.equal(result.reason, 'NotRouted');
+    assert.match(result.detail, /answered 404 with "404 page not found"/);
+    assert.match(result.detail, /other\.preflight\.test/);
+    assert.deepEqual(store.tokens(), []);
+  });
+
+  it('is NotRouted when the path answers 200 with something else, naming what came back', async () => {
+    handler = (_req, res) => res.end('<html>welcome</html>');
+    const result = await preflight().check('wrong.preflight.test');
+    assert.ok(!result.ok);
+    assert.equal(result.reason, 'NotRouted');
+    assert.match(result.detail, /answered 200 with "<html>welcome<\/html>" instead of the probe value/);
+    assert.deepEqual(store.tokens(), []);
+  });
+
+  it('is NotRouted when a redirect answers, naming where it points', async () => {
+    handler = (_req, res) => {
+      res.statusCode = 301;
+      res.setHeader('location', 'https://elsewhere.example/');
+      res.end();
+    };
+    const result = await preflight().check('moved.preflight.test');
+    assert.ok(!result.ok);
+    assert.equal(result.reason, 'NotRouted');
+    assert.match(result.detail, /answered 301 redirecting to https:\/\/elsewhere\.example\//);
+  });
+
+  it('is NotRouted when nothing listens on the port', async () => {
+    const closedPort = await freePort();
+    const result = await preflight({ httpPort: closedPort }).check('nobody.preflight.test');
+    assert.ok(!result.ok);
+    assert.equal(result.reason, 'NotRouted');
+    assert.match(result.detail, new RegExp(`connecting to 127\\.0\\.0\\.1:${closedPort} failed \\(ECONNREFUSED\\)`));
+    assert.deepEqual(store.tokens(), []);
+  });
+
+  it('is NotRouted when the answer does not come within the timeout', async () => {
+    handler = () => undefined; // never answers
+    const result = await preflight({ timeoutMs: 300 }).check('slow.preflight.test');
+    assert.ok(!result.ok);
+    assert.equal(result.reason, 'NotRouted');
+    assert.match(result.detail, /no answer within 300 ms/);
+    assert.deepEqual(store.tokens(), []);
+  });
+
+  it('is NoDNS with the DNS error code when the name does not resolve, and stores no probe', async () => {
+    await dns!.setServfail('broken.preflight.test');
+    const counting = new MemoryChallengeStore();
+    let puts = 0;
+    const put = counting.put.bind(counting);
+    counting.put = async (token, value) => {
+      puts += 1;
+      await put(token, value);
+    };
+    const check = new HttpPreflight({ challengeStore: counting, dnsServers: [dns!.address], httpPort: responderPort, timeoutMs: 3_000 });
+    const result = await check.check('broken.preflight.test');
+    assert.ok(!result.ok);
+    assert.equal(result.reason, 'NoDNS');
+    assert.match(result.detail, /broken\.preflight\.test has no A or AAAA record \(A: ESERVFAIL, AAAA: ESERVFAIL\)/);
+    assert.equal(puts, 0);
+  });
+
+  it('rejects with AbortedError when the signal has aborted', async () => {
+    handler = servesStore;
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(preflight().check('app.preflight.test', controller.signal), AbortedError);
+    assert.deepEqual(store.tokens(), []);
+  });
+
+  it('rejects with AbortedError when aborted during the request, and deletes the probe', async () => {
+    const controller = new AbortController();
+    handler = () => controller.abort(); // the request arrives, then the caller gives up
+    await assert.rejects(preflight().check('app.preflight.test', controller.signal), AbortedError);
+    assert.deepEqual(store.tokens(), []);
+  });
+});
