@@ -49,6 +49,9 @@ try {
     CONSUL_ACME_ADMIN_PORT: String(adminPort),
     CONSUL_ACME_SERVICE_ADDRESS: '127.0.0.1',
     CONSUL_ACME_ACME_POLL_MIN_MS: '100',
+    // The pre-flight check resolves names as Pebble does and probes the responder on its port.
+    CONSUL_ACME_PREFLIGHT_DNS_SERVERS: pebble.dnsServer,
+    CONSUL_ACME_PREFLIGHT_HTTP_PORT: String(challengePort),
     CONSUL_ACME_LOG_LEVEL: 'info',
   };
   const logFile = join(work, 'consul-acme.log');

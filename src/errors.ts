@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   LOCK_LOST: 'The Consul session behind a lock was lost; the work under it was abandoned.',
   ABORTED: 'The operation was aborted (shutdown or lost lock).',
   INVALID_HOSTNAME: 'A hostname cannot be issued (see the reason).',
+  PREFLIGHT_FAILED: 'The pre-flight check found that the name does not resolve (NoDNS) or its challenge path does not reach consul-acme (NotRouted); no order was placed.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 

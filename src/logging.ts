@@ -26,8 +26,15 @@ export const EVENTS = {
   certObtained: 'cert_obtained',
   certRenewed: 'cert_renewed',
   certFailed: 'cert_failed',
+  /** The queue scheduled the next attempt after a failure (of the order or of the pre-flight check). */
+  retryScheduled: 'retry_scheduled',
+  /** A spent budget or a CA pause holds a certificate back; not a failure. */
+  certDeferred: 'cert_deferred',
   certRetired: 'cert_retired',
   hostnameRejected: 'hostname_rejected',
+  hostnameDenied: 'hostname_denied',
+  policyChanged: 'policy_changed',
+  policyLineInvalid: 'policy_line_invalid',
   discoverySnapshot: 'discovery_snapshot',
   registrationUpdated: 'registration_updated',
 } as const;

@@ -40,6 +40,14 @@ import type { Discovery } from './ports/discovery.js';
 import type { Issuer } from './ports/issuer.js';
 import type { Locker } from './ports/locker.js';
 import type { ServiceRegistration } from './ports/service-registration.js';
+import type { BudgetLedger } from './ports/budget-ledger.js';
+import type { PolicySource } from './ports/policy-source.js';
+import type { Preflight } from './ports/preflight.js';
+import { OrderGate } from './engine/order-gate.js';
+import type { Budget, BudgetScope } from './domain/budget.js';
+import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
+import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
+import { HttpPreflight } from './adapters/net/http-preflight.js';
 
 export interface ServiceDeps {
   config: Config;
@@ -63,6 +71,12 @@ export interface ServiceDeps {
    */
   healthRegistration?: ServiceRegistration | undefined;
   metrics?: ServiceMetrics;
+  /** The deny, allow and always-issued lists; none means no policy. */
+  policySource?: PolicySource;
+  /** Shared budgets and CA pauses; none means no client-side budgets. */
+  budgetLedger?: BudgetLedger;
+  /** Checked before every order; none switches the pre-flight check off. */
+  preflight?: Preflight;
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -131,11 +145,13 @@ export function createService(deps: ServiceDeps): Service {
     undeclaredSince: (certId) => reconciler.undeclaredSince(certId),
     onPlanned: (certId, plan, stored) => reconciler.recordPlan(certId, plan, stored),
     onOutcome: (event) => metrics.onOutcome(event),
+    gate: new OrderGate({ ledger: deps.budgetLedger, preflight: deps.preflight, budgets: budgetsFrom(config), clock, logger }),
   });
   const metrics = deps.metrics ?? new ServiceMetrics();
   const renewal = new RenewalScheduler({
     locker: deps.locker,
-    scan: () => reconciler.reconcileAll(),
+    scan: () => reconciler.reconcileAll({ submit: true }),
+    refresh: () => reconciler.reconcileAll({ submit: false }),
     schedule: config.renewSchedule,
     logger,
     onTick: (outcome) => metrics.onRenewalTick(outcome),
@@ -154,6 +170,7 @@ export function createService(deps: ServiceDeps): Service {
       discovery: { lastSyncAt: sync.lastSyncAt?.toISOString(), lastError: lastDiscoveryError, services: sync.services },
       certificates: reconciler.certificateStatuses(),
       rejected: reconciler.rejected(),
+      policy: reconciler.policyStatus(),
     };
   };
   const isReady = (): boolean => !stopping && reconciler.hasSynced();
@@ -179,12 +196,14 @@ export function createService(deps: ServiceDeps): Service {
 
   const watchAbort = new AbortController();
   let watching: Promise<void> | undefined;
+  let policyWatching: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
 
   const shutdown = async (): Promise<void> => {
     stopping = true;
     watchAbort.abort();
     await watching?.catch(() => undefined);
+    await policyWatching?.catch(() => undefined);
     await renewal.stop();
     await queue.stop(config.shutdownTimeoutMs);
     await deps.locker.close();
@@ -208,20 +227,39 @@ export function createService(deps: ServiceDeps): Service {
       const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
       log.info(listening, 'listening');
       await deps.healthRegistration?.update([]).catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'could not register the certificate health check'));
-      watching = deps.discovery.watch(
-        watchAbort.signal,
-        async (snapshot) => {
-          lastDiscoveryError = undefined;
-          const first = !reconciler.hasSynced();
-          await reconciler.applySnapshot(snapshot);
-          // The scan plans stored names against the declared set, so it waits for the first snapshot.
-          if (first && !stopping) renewal.start();
-        },
-        (err) => {
-          metrics.onWatchError();
-          lastDiscoveryError = describeError(err);
-          log.warn({ [F.err]: lastDiscoveryError }, 'catalog watch failed; retrying');
-        },
+      // Deny wins over everything, so no catalog name is planned before the policy is known.
+      const firstPolicy = new Promise<void>((resolve) => {
+        if (!deps.policySource) {
+          resolve();
+          return;
+        }
+        policyWatching = deps.policySource.watch(
+          watchAbort.signal,
+          async (policy) => {
+            await reconciler.applyPolicy(policy);
+            resolve();
+          },
+          (err) => log.warn({ [F.err]: describeError(err) }, 'policy watch failed; retrying'),
+        );
+      });
+      watching = firstPolicy.then(() =>
+        stopping
+          ? undefined
+          : deps.discovery.watch(
+              watchAbort.signal,
+              async (snapshot) => {
+                lastDiscoveryError = undefined;
+                const first = !reconciler.hasSynced();
+                await reconciler.applySnapshot(snapshot);
+                // The scan plans stored names against the declared set, so it waits for the first snapshot.
+                if (first && !stopping) renewal.start();
+              },
+              (err) => {
+                metrics.onWatchError();
+                lastDiscoveryError = describeError(err);
+                log.warn({ [F.err]: lastDiscoveryError }, 'catalog watch failed; retrying');
+              },
+            ),
       );
       return listening;
     },
@@ -231,6 +269,16 @@ export function createService(deps: ServiceDeps): Service {
       return stopped;
     },
   };
+}
+
+/** The budgets the configuration keeps (a budget set to `off` is left out). */
+function budgetsFrom(config: Config): Budget[] {
+  const settings: Array<[BudgetScope, Config['budgetNewOrders']]> = [
+    ['account', config.budgetNewOrders],
+    ['registered-domain', config.budgetRegisteredDomain],
+    ['failed-authorizations', config.budgetFailedAuthorizations],
+  ];
+  return settings.flatMap(([scope, value]) => (value === 'off' ? [] : [{ scope, limit: value.limit, windowMs: value.windowMs }]));
 }
 
 /**
@@ -309,6 +357,11 @@ export function buildService(config: Config, logger: Logger): Service {
     registration,
     healthRegistration,
     metrics,
+    policySource: new ConsulPolicySource({ consul, prefix: config.kvPrefix, waitSeconds: config.watchWaitSeconds, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
+    budgetLedger: new ConsulBudgetLedger({ consul, prefix: consulKvFolder(config.kvPrefix, 'budgets'), logger }),
+    preflight: config.preflight
+      ? new HttpPreflight({ challengeStore, dnsServers: [...config.preflightDnsServers], httpPort: config.preflightHttpPort, timeoutMs: config.preflightTimeoutMs, logger })
+      : undefined,
     onStopped: async () => issuer.close(),
   });
 }

@@ -112,13 +112,22 @@ function table(header: string[], rows: string[][]): string[] {
   );
 }
 
+/** The LAST ERROR cell: the policy verdict of a refused name, what a waiting name waits for, or the last error with its retry. */
+function problemCell(c: CertificateStatus): string {
+  let text: string | undefined;
+  if (c.policy) text = c.policy;
+  else if (c.waitingFor) text = `${c.waitingFor} until ${shortDate(c.nextAttemptAt)}`;
+  else if (c.lastError && c.lastError.trim() !== '') text = c.attempts > 0 && c.nextAttemptAt ? `${c.lastError} (try ${c.attempts + 1} at ${shortDate(c.nextAttemptAt)})` : c.lastError;
+  return text === undefined ? EMPTY : truncate(clean(text), LAST_ERROR_MAX_CHARS);
+}
+
 function certificateRow(c: CertificateStatus): string[] {
   return [
     clean(c.hostname),
     c.state,
     shortDate(c.expiresAt),
     shortDate(c.renewsAt),
-    c.lastError === undefined || c.lastError.trim() === '' ? EMPTY : truncate(clean(c.lastError), LAST_ERROR_MAX_CHARS),
+    problemCell(c),
     c.services.length === 0 ? EMPTY : c.services.map(clean).join(','),
   ];
 }
@@ -141,6 +150,10 @@ export function renderStatusTable(report: StatusReport, now: Date): string {
     lines.push('No certificates.');
   } else {
     lines.push(...table(['HOSTNAME', 'STATE', 'EXPIRES', 'RENEWS AT', 'LAST ERROR', 'SERVICES'], report.certificates.map(certificateRow)));
+  }
+  if (report.policy.invalid.length > 0) {
+    lines.push('', 'Ignored policy lines');
+    lines.push(...table(['LIST', 'LINE', 'TEXT', 'REASON'], report.policy.invalid.map((p) => [p.list, String(p.line), orDash(p.text), orDash(p.reason)])));
   }
   if (report.rejected.length > 0) {
     lines.push('', 'Refused names');

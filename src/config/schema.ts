@@ -132,6 +132,21 @@ const duration = () => (raw: unknown): Parsed<number> => {
   return ok(ms);
 };
 
+/** A budget `limit/window`, e.g. `300/3h`, or `off`. */
+export interface BudgetSetting {
+  limit: number;
+  windowMs: number;
+}
+
+const budget = () => (raw: unknown): Parsed<BudgetSetting | 'off'> => {
+  const s = text(raw);
+  if (s === 'off') return ok('off');
+  const match = s === undefined ? null : /^(\d+)\/(\S+)$/.exec(s);
+  const windowMs = match ? parseDurationMs(match[2]!) : undefined;
+  if (!match || windowMs === undefined || Number(match[1]) < 1) return bad(`must be "<count>/<window>" such as 50/7d, or off, got "${String(raw)}"`);
+  return ok({ limit: Number(match[1]), windowMs });
+};
+
 const cronExpression = () => (raw: unknown): Parsed<string> => {
   const s = text(raw);
   if (!s || !cron.validate(s)) return bad(`must be a cron expression such as "*/10 * * * *", got "${String(raw)}"`);
@@ -194,6 +209,14 @@ export const SETTINGS = {
   acmePollMaxMs: setting({ key: 'acmePollMaxMs', env: 'CONSUL_ACME_ACME_POLL_MAX_MS', default: 10_000, type: 'integer ms', description: 'Longest delay between status polls.', parse: int(10, 600_000) }),
   acmePollAttempts: setting({ key: 'acmePollAttempts', env: 'CONSUL_ACME_ACME_POLL_ATTEMPTS', default: 30, type: 'integer 1–1000', description: 'Status polls before an order is given up (and retried later by the queue).', parse: int(1, 1000) }),
   acmeRequestTimeoutMs: setting({ key: 'acmeRequestTimeoutMs', env: 'CONSUL_ACME_ACME_REQUEST_TIMEOUT_MS', default: 30_000, type: 'integer ms', description: 'Timeout of one request to the ACME server.', parse: int(100, 600_000) }),
+  // Safety before ordering
+  preflight: setting({ key: 'preflight', env: 'CONSUL_ACME_PREFLIGHT', default: true, type: 'boolean', description: 'Before any order, check that the name resolves and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.', parse: bool() }),
+  preflightDnsServers: setting({ key: 'preflightDnsServers', env: 'CONSUL_ACME_PREFLIGHT_DNS_SERVERS', default: [] as string[], defaultDoc: 'the system resolver', type: 'comma-separated host:port', description: 'DNS servers the pre-flight check asks.', parse: listOf() }),
+  preflightHttpPort: setting({ key: 'preflightHttpPort', env: 'CONSUL_ACME_PREFLIGHT_HTTP_PORT', default: 80, type: 'port', description: 'Port the pre-flight probe connects to (where the CA validates: 80).', parse: int(1, 65535) }),
+  preflightTimeoutMs: setting({ key: 'preflightTimeoutMs', env: 'CONSUL_ACME_PREFLIGHT_TIMEOUT_MS', default: 5000, type: 'integer ms', description: 'Timeout of the pre-flight DNS lookup and probe request.', parse: int(100, 60_000) }),
+  budgetNewOrders: setting<BudgetSetting | 'off'>({ key: 'budgetNewOrders', env: 'CONSUL_ACME_BUDGET_NEW_ORDERS', default: { limit: 300, windowMs: 3 * 3_600_000 }, defaultDoc: '`300/3h`', type: '`<count>/<window>` or `off`', description: 'New orders per ACME account, shared by every instance (Let\'s Encrypt\'s limit); renewals of the same names are exempt.', parse: budget() }),
+  budgetRegisteredDomain: setting<BudgetSetting | 'off'>({ key: 'budgetRegisteredDomain', env: 'CONSUL_ACME_BUDGET_REGISTERED_DOMAIN', default: { limit: 50, windowMs: 7 * 86_400_000 }, defaultDoc: '`50/7d`', type: '`<count>/<window>` or `off`', description: 'New certificates per registered domain (Public Suffix List); renewals of the same names are exempt.', parse: budget() }),
+  budgetFailedAuthorizations: setting<BudgetSetting | 'off'>({ key: 'budgetFailedAuthorizations', env: 'CONSUL_ACME_BUDGET_FAILED_AUTHORIZATIONS', default: { limit: 5, windowMs: 3_600_000 }, defaultDoc: '`5/1h`', type: '`<count>/<window>` or `off`', description: 'Failed authorizations per hostname before it waits for the window.', parse: budget() }),
   // Store
   store: setting<'file' | 'vault'>({ key: 'store', env: 'CONSUL_ACME_STORE', default: 'file', type: '`file` or `vault`', description: 'Where certificates are written: a directory (single node) or Vault KV v2 in Fabio\'s layout.', parse: oneOf(['file', 'vault'] as const) }),
   fileStoreDir: setting({ key: 'fileStoreDir', env: 'CONSUL_ACME_FILE_STORE_DIR', default: './consul-acme-data', type: 'directory', description: 'Directory of the file store: `<dir>/<hostname>/{cert.pem,key.pem,meta.json}`.', parse: str({ nonEmpty: true }) }),

@@ -84,7 +84,8 @@ function plan(action: PlanAction, reason: PlanReason, renewAtDate?: Date, emerge
   return { action, reason, renewAt: renewAtDate, emergency };
 }
 
-function sameHostnames(a: string[], b: string[]): boolean {
+/** Whether two lists hold the same set of names, in any order. */
+export function sameHostnames(a: readonly string[], b: readonly string[]): boolean {
   const left = new Set(a);
   const right = new Set(b);
   return left.size === right.size && [...left].every((name) => right.has(name));

@@ -8,13 +8,15 @@ import { retryDelayMs } from '../domain/backoff.js';
 import { AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
 import type { CertificateState, CertificateStateStore } from '../ports/certificate-state-store.js';
 import type { Clock } from '../ports/clock.js';
-import { F, type Logger } from '../logging.js';
+import { EVENTS, F, type Logger } from '../logging.js';
 
 export type JobOutcome =
   /** The work was done or found unnecessary. */
   | { kind: 'done' }
-  /** Another instance holds the certificate's lock; look again after `recheckMs`. */
-  | { kind: 'busy' };
+  /** Another instance holds the certificate's lock; look again later. */
+  | { kind: 'busy' }
+  /** Not now, and not a failure: a budget or a CA pause ends at `until`. */
+  | { kind: 'deferred'; until: Date; why: string };
 
 export type JobHandler = (certId: string, signal: AbortSignal, attempt: number) => Promise<JobOutcome>;
 
@@ -49,6 +51,8 @@ export interface JobState {
   emergency: boolean;
   consecutiveFailures: number;
   lastError: string | undefined;
+  /** Why a deferred job waits (a spent budget, a CA pause); cleared when it runs again. */
+  deferredBecause: string | undefined;
   /** When a waiting job may start. */
   dueAt: Date;
 }
@@ -96,6 +100,7 @@ export class IssuanceQueue {
       emergency: options.emergency ?? false,
       consecutiveFailures: 0,
       lastError: undefined,
+      deferredBecause: undefined,
       dueAt: options.notBefore && options.notBefore > now ? options.notBefore : now,
       controller: undefined,
       stateLoaded: this.options.state === undefined,
@@ -262,6 +267,13 @@ export class IssuanceQueue {
       if (entry.consecutiveFailures > 0) await this.persist(entry.certId, undefined);
       return;
     }
+    if (outcome?.kind === 'deferred') {
+      entry.deferredBecause = outcome.why;
+      this.reschedule(entry, Math.max(now.getTime(), outcome.until.getTime()));
+      this.log.info({ [F.event]: EVENTS.certDeferred, [F.certId]: entry.certId, [F.reason]: outcome.why, until: outcome.until.toISOString() }, 'certificate deferred');
+      return;
+    }
+    entry.deferredBecause = undefined;
     if (outcome?.kind === 'busy') {
       this.reschedule(entry, now.getTime() + (this.options.busyRecheckMs ?? DEFAULT_BUSY_RECHECK_MS));
       return;
@@ -275,7 +287,7 @@ export class IssuanceQueue {
     const delay = this.retryDelayFor(entry.consecutiveFailures, err);
     this.reschedule(entry, now.getTime() + delay);
     this.log.warn(
-      { [F.certId]: entry.certId, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: delay, [F.err]: entry.lastError },
+      { [F.event]: EVENTS.retryScheduled, [F.certId]: entry.certId, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: delay, [F.err]: entry.lastError },
       'job failed, retry scheduled',
     );
     await this.persist(entry.certId, {

@@ -20,6 +20,8 @@ export type ScanOutcome = 'scanned' | 'not-leader' | 'failed' | 'busy';
 export interface RenewalSchedulerDeps {
   locker: Locker;
   scan: () => Promise<void>;
+  /** What an instance that does not lead does on its ticks: refresh its view without ordering. */
+  refresh?: () => Promise<void>;
   schedule: string;
   logger: Logger;
   /** Told about every tick's outcome (metrics, tests). */
@@ -75,7 +77,10 @@ export class RenewalScheduler {
     try {
       if (!this.isLeader()) {
         this.leadership = await this.deps.locker.tryAcquire(RENEWAL_LEADER_KEY);
-        if (!this.leadership) return 'not-leader';
+        if (!this.leadership) {
+          await this.deps.refresh?.();
+          return 'not-leader';
+        }
         this.log.info('became renewal leader');
         this.leadership.signal.addEventListener('abort', () => this.log.warn('lost renewal leadership'), { once: true });
       }

@@ -6,13 +6,14 @@
  * certificate.
  */
 import type { CertificateData, StoredRecord } from '../domain/certificate.js';
-import { planCertificate, type DesiredCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
+import { planCertificate, sameHostnames, type DesiredCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
 import { AbortedError, ConsulAcmeError, describeError, LockLostError } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
 import type { Clock } from '../ports/clock.js';
 import type { Issuer } from '../ports/issuer.js';
 import type { Locker } from '../ports/locker.js';
+import type { OrderGate } from './order-gate.js';
 import type { JobOutcome } from './queue.js';
 
 export interface WorkerDeps {
@@ -30,6 +31,8 @@ export interface WorkerDeps {
   onPlanned: (certId: string, plan: Plan, stored: StoredRecord | undefined) => void;
   /** Told about every attempt's outcome (metrics). */
   onOutcome?: (event: WorkerOutcome) => void;
+  /** Pauses, budgets and the pre-flight check, asked before every order. */
+  gate?: OrderGate;
 }
 
 export interface WorkerOutcome {
@@ -67,11 +70,19 @@ export class CertificateWorker {
       this.deps.onPlanned(certId, plan, stored);
       if (plan.action === 'keep') return { kind: 'done' };
       if (plan.action === 'retire') {
-        if (stored) await this.retire(certId, stored, plan);
+        if (stored) {
+          await this.retire(certId, stored, plan);
+          // Nothing is stored any more: a fresh plan lets the status forget the name.
+          this.deps.onPlanned(certId, planCertificate(this.deps.clock.now(), desired, undefined, this.deps.planOptions), undefined);
+        }
         return { kind: 'done' };
       }
       if (!desired) return { kind: 'done' };
-      await this.obtain(certId, desired, stored, plan, work, attempt);
+      // Let's Encrypt exempts renewals of the same set of names from its order limits.
+      const isRenewal = stored?.certificate !== undefined && sameHostnames(stored.certificate.hostnames, desired.hostnames);
+      const admission = await this.deps.gate?.admit(desired.hostnames, isRenewal, work);
+      if (admission && !admission.admitted) return { kind: 'deferred', until: admission.until, why: admission.why };
+      await this.obtain(certId, desired, stored, plan, work, attempt, isRenewal);
       return { kind: 'done' };
     } catch (err) {
       if (lock.signal.aborted && !signal.aborted) throw new LockLostError(certificateLockKey(certId), { cause: err });
@@ -82,9 +93,18 @@ export class CertificateWorker {
     }
   }
 
-  private async obtain(certId: string, desired: DesiredCertificate, stored: StoredRecord | undefined, plan: Plan, signal: AbortSignal, attempt: number): Promise<void> {
+  private async obtain(
+    certId: string,
+    desired: DesiredCertificate,
+    stored: StoredRecord | undefined,
+    plan: Plan,
+    signal: AbortSignal,
+    attempt: number,
+    isRenewal: boolean,
+  ): Promise<void> {
     const log = this.log.child({ [F.certId]: certId, [F.hostname]: desired.hostnames[0], [F.reason]: plan.reason, [F.attempt]: attempt });
     log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
+    await this.deps.gate?.recordOrder(desired.hostnames, isRenewal);
     try {
       const issued = await this.deps.issuer.issue({ hostnames: desired.hostnames, keyType: desired.keyType }, signal);
       const certificate: CertificateData = {
@@ -110,6 +130,7 @@ export class CertificateWorker {
       );
     } catch (err) {
       log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
+      await this.deps.gate?.recordFailure(desired.hostnames, err);
       this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: 'failed', code: err instanceof ConsulAcmeError ? err.code : 'INTERNAL' });
       throw err;
     }

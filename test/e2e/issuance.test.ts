@@ -82,6 +82,8 @@ describe('issuance end to end with real Consul and Pebble', () => {
         directoryUrl: pebble.directoryUrl,
         caBundlePem: pebble.caBundlePem,
         challengePort,
+        // The pre-flight check (on by default) resolves through Pebble's DNS and probes our responder.
+        dnsServer: pebble.dnsServer,
         env: { CONSUL_ACME_STORE: 'vault', VAULT_ADDR: vault.address, VAULT_TOKEN: vault.token },
       });
     });

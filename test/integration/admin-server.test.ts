@@ -25,10 +25,13 @@ const REPORT: StatusReport = {
       expiresAt: '2025-05-30T10:00:00.000Z',
       renewsAt: '2025-05-01T10:00:00.000Z',
       lastError: undefined,
+      policy: undefined,
+      waitingFor: undefined,
       attempts: 0,
       nextAttemptAt: undefined,
     },
   ],
+  policy: { deny: 0, allow: 0, always: 0, invalid: [] },
   rejected: [{ value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' }],
 };
 

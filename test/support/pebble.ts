@@ -49,6 +49,8 @@ export interface PebbleInstance {
   /** Pebble's own WFE TLS certificate: trust it to reach the directory. */
   caBundlePem: string;
   challtestsrvManagementUrl: string;
+  /** The DNS server (challtestsrv) Pebble resolves names with, `127.0.0.1:<port>`: every name is 127.0.0.1 unless changed. */
+  dnsServer: string;
   /** The root that signs issued chains (GET managementUrl/roots/0). */
   rootsPem(): Promise<string>;
   /** The intermediate(s) (GET managementUrl/intermediates/0). */
@@ -364,6 +366,7 @@ async function startOnce(
     managementUrl,
     caBundlePem: tls.certPem,
     challtestsrvManagementUrl,
+    dnsServer: `127.0.0.1:${dnsPort}`,
     rootsPem: () => getPem('/roots/0'),
     intermediatesPem: () => getPem('/intermediates/0'),
     async addA(host: string, ip: string): Promise<void> {

@@ -16,6 +16,8 @@ export interface HarnessOptions {
   directoryUrl: string;
   caBundlePem: string;
   challengePort: number;
+  /** Pebble's DNS server, so the pre-flight check resolves names as Pebble does; without it the check is off. */
+  dnsServer?: string;
   /** Extra settings as environment variables. */
   env?: Record<string, string>;
   logger?: Logger;
@@ -49,6 +51,9 @@ export async function startService(opts: HarnessOptions): Promise<RunningService
       CONSUL_ACME_ACME_POLL_MAX_MS: '500',
       CONSUL_ACME_RETRY_SCHEDULE: '1s,2s,5s',
       CONSUL_ACME_LOG_LEVEL: 'warn',
+      ...(opts.dnsServer
+        ? { CONSUL_ACME_PREFLIGHT_DNS_SERVERS: opts.dnsServer, CONSUL_ACME_PREFLIGHT_HTTP_PORT: String(opts.challengePort) }
+        : { CONSUL_ACME_PREFLIGHT: 'false' }),
       ...opts.env,
     },
   });

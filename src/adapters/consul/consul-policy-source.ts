@@ -11,6 +11,7 @@
  * policies are compared by content and only a different one is passed on; the loop is
  * rate-limited by a token bucket (burst 2) and backs off exponentially on errors.
  */
+import { CONSUL_KV_FOLDERS } from '../../naming.js';
 import { AbortedError, asConsulAcmeError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import { policyFromTexts, type Policy, type PolicyListName } from '../../domain/policy.js';
@@ -25,7 +26,7 @@ export const DEFAULT_POLICY_BACKOFF_MAX_MS = 30_000;
 export const DEFAULT_POLICY_REQUESTS_PER_SECOND = 1 / 15;
 
 /** The folder under the prefix and the three keys in it. */
-export const POLICY_FOLDER = 'policy/';
+export const POLICY_FOLDER = CONSUL_KV_FOLDERS.policy;
 export const POLICY_LISTS: readonly PolicyListName[] = Object.freeze(['deny', 'allow', 'always']);
 
 export interface ConsulPolicySourceOptions {

@@ -1,0 +1,104 @@
+/**
+ * Decides, before any order, whether the CA may be asked now, and records what the CA will count.
+ * Three guards, in this order:
+ * 1. Pauses: a `rateLimited` answer from the CA pauses the scope it names (account, registered
+ *    domain or name) until its Retry-After, for every instance (kept in the budget ledger).
+ * 2. Budgets: client-side copies of the CA's published limits, shared by every instance; a spent
+ *    budget defers the order until the window frees a slot. Renewals of the same names are exempt
+ *    from the account and registered-domain budgets, as at Let's Encrypt.
+ * 3. Pre-flight: the name must resolve and its challenge path must reach us; a failure is an
+ *    ordinary failure (PREFLIGHT_FAILED), retried on the backoff schedule, and no order is placed.
+ * The decisions are pure (src/domain/budget.ts, src/domain/rate-limit.ts); this class gathers
+ * their inputs and records outcomes. It never waits: a deferral goes back to the queue.
+ */
+import { budgetKeys, budgetScopeKey, checkBudgets, DEFAULT_BUDGETS, type Budget } from '../domain/budget.js';
+import { pauseLedgerKey, pausesFor, rateLimitScope } from '../domain/rate-limit.js';
+import { AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
+import { F, type Logger } from '../logging.js';
+import type { BudgetLedger } from '../ports/budget-ledger.js';
+import type { Clock } from '../ports/clock.js';
+import type { Preflight } from '../ports/preflight.js';
+
+export type Admission = { admitted: true } | { admitted: false; until: Date; why: string };
+
+/** ACME problem types that mean an authorization failed (the CA counts them per name). */
+const FAILED_AUTHORIZATION_TYPES = new Set(['unauthorized', 'connection', 'dns', 'incorrectResponse', 'caa', 'tls']);
+
+export interface OrderGateDeps {
+  ledger: BudgetLedger | undefined;
+  preflight: Preflight | undefined;
+  budgets?: readonly Budget[];
+  clock: Clock;
+  logger: Logger;
+}
+
+export class OrderGate {
+  private readonly log: Logger;
+  private readonly budgets: readonly Budget[];
+
+  constructor(private readonly deps: OrderGateDeps) {
+    this.log = deps.logger.child({ [F.component]: 'order-gate' });
+    this.budgets = deps.budgets ?? DEFAULT_BUDGETS;
+  }
+
+  /** Whether an order for `hostnames` may be placed now. Throws PREFLIGHT_FAILED when the route is broken. */
+  async admit(hostnames: readonly string[], isRenewal: boolean, signal?: AbortSignal): Promise<Admission> {
+    const now = this.deps.clock.now();
+    const ledger = this.deps.ledger;
+    if (ledger) {
+      for (const pause of pausesFor(hostnames)) {
+        const ends = await ledger.events(pauseLedgerKey(pause), now);
+        const until = ends.reduce<Date | undefined>((latest, d) => (d > now && (!latest || d > latest) ? d : latest), undefined);
+        if (until) return { admitted: false, until, why: `rate limited by the CA for ${pause.scope} ${pause.key}` };
+      }
+      const keys = [...budgetKeys(hostnames, 'new-order', isRenewal), ...budgetKeys(hostnames, 'failed-authorization', isRenewal)];
+      const windowStart = new Date(now.getTime() - Math.max(...this.budgets.map((b) => b.windowMs)));
+      const entries = await Promise.all(keys.map(async (key) => ({ key, events: await ledger.events(budgetScopeKey(key), windowStart) })));
+      const check = checkBudgets(now, entries, this.budgets);
+      if (!check.ok) {
+        return { admitted: false, until: check.until, why: `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})` };
+      }
+    }
+    if (this.deps.preflight) {
+      for (const hostname of hostnames) {
+        const result = await this.deps.preflight.check(hostname, signal);
+        if (!result.ok) {
+          throw new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, { retryable: true });
+        }
+      }
+    }
+    return { admitted: true };
+  }
+
+  /** Records the order the CA is about to count. */
+  async recordOrder(hostnames: readonly string[], isRenewal: boolean): Promise<void> {
+    await this.record(budgetKeys(hostnames, 'new-order', isRenewal).map(budgetScopeKey), this.deps.clock.now());
+  }
+
+  /** Records what a failed order costs: a failed authorization per name, or a pause for a rate limit. */
+  async recordFailure(hostnames: readonly string[], err: unknown): Promise<void> {
+    if (!(err instanceof AcmeProblemError)) return;
+    const now = this.deps.clock.now();
+    if (err.code === 'ACME_RATE_LIMITED') {
+      const pause = rateLimitScope(err.message, hostnames);
+      const until = new Date(now.getTime() + (err.retryAfterSeconds ?? 3600) * 1000);
+      this.log.warn({ scope: pause.scope, key: pause.key, until: until.toISOString() }, 'rate limited by the CA; pausing that scope');
+      await this.record([pauseLedgerKey(pause)], until);
+      return;
+    }
+    const type = err.problemType?.split(':').pop();
+    if (type && FAILED_AUTHORIZATION_TYPES.has(type)) await this.record(budgetKeys(hostnames, 'failed-authorization', false).map(budgetScopeKey), now);
+  }
+
+  private async record(scopeKeys: string[], at: Date): Promise<void> {
+    const ledger = this.deps.ledger;
+    if (!ledger) return;
+    for (const key of scopeKeys) {
+      try {
+        await ledger.record(key, at);
+      } catch (err) {
+        this.log.warn({ key, [F.err]: describeError(err) }, 'could not record a budget event');
+      }
+    }
+  }
+}

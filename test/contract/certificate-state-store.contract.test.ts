@@ -1,0 +1,188 @@
+/**
+ * One set of cases for every CertificateStateStore: MemoryCertificateStateStore and
+ * ConsulCertificateStateStore (real Consul 1.8.7). Consul-only cases: two instances share the
+ * state, and a value that is not a state we wrote reads as undefined (it is only a hint).
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
+import { ConsulCertificateStateStore } from '../../src/adapters/consul/consul-certificate-state-store.js';
+import { MemoryCertificateStateStore } from '../../src/adapters/memory/memory-certificate-state-store.js';
+import type { CertificateState, CertificateStateStore } from '../../src/ports/certificate-state-store.js';
+import { startConsul, type ConsulInstance } from '../support/consul.js';
+
+interface Subject {
+  name: string;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  create(): CertificateStateStore;
+  /** Writes `text` where the store keeps certId's state, as another writer could; undefined when the store has no such place. */
+  writeRaw?: (certId: string, text: string) => Promise<void>;
+}
+
+let consulServer: ConsulInstance | undefined;
+const clients: Consul[] = [];
+const prefix = `consul-acme-test/${randomUUID()}/state/`;
+
+function consulClient(): Consul {
+  if (!consulServer) throw new Error('consul not started');
+  const client = createConsulClient({ address: consulServer.address });
+  clients.push(client);
+  return client;
+}
+
+function newCertId(): string {
+  return `${randomUUID().slice(0, 8)}.example.test`;
+}
+
+function failingState(certId: string): CertificateState {
+  return {
+    certId,
+    consecutiveFailures: 3,
+    lastAttemptAt: new Date('2030-01-02T03:04:05.678Z'),
+    lastError: 'ACME_RATE_LIMITED: too many certificates (Retry-After 3600 s)',
+    nextAttemptAt: new Date('2030-01-02T04:04:05.678Z'),
+  };
+}
+
+const subjects: Subject[] = [
+  {
+    name: 'MemoryCertificateStateStore',
+    setup: async () => undefined,
+    teardown: async () => undefined,
+    create: () => new MemoryCertificateStateStore(),
+  },
+  {
+    name: 'ConsulCertificateStateStore',
+    setup: async () => {
+      consulServer = await startConsul();
+    },
+    teardown: async () => {
+      for (const c of clients) c.destroy();
+      await consulServer?.stop();
+    },
+    create: () => new ConsulCertificateStateStore({ consul: consulClient(), prefix }),
+    writeRaw: async (certId, text) => {
+      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${certId}`, { method: 'PUT', body: text });
+      assert.equal(res.status, 200, `writing ${prefix}${certId}: ${await res.text()}`);
+    },
+  },
+];
+
+for (const subject of subjects) {
+  describe(`CertificateStateStore contract: ${subject.name}`, () => {
+    before(() => subject.setup());
+    after(() => subject.teardown());
+
+    it('resolves undefined for a certificate it never stored', async () => {
+      const store = subject.create();
+      assert.equal(await store.get(newCertId()), undefined);
+    });
+
+    it('returns what was put, dates included, to the millisecond', async () => {
+      const store = subject.create();
+      const state = failingState(newCertId());
+      await store.put(state);
+      const read = await store.get(state.certId);
+      assert.deepEqual(read, state);
+      assert.ok(read?.nextAttemptAt instanceof Date && read.lastAttemptAt instanceof Date, 'dates come back as Date objects');
+    });
+
+    it('keeps absent optional fields absent', async () => {
+      const store = subject.create();
+      const state: CertificateState = { certId: newCertId(), consecutiveFailures: 0, lastAttemptAt: undefined, lastError: undefined, nextAttemptAt: undefined };
+      await store.put(state);
+      assert.deepEqual(await store.get(state.certId), state);
+    });
+
+    it('lets a second put overwrite the first', async () => {
+      const store = subject.create();
+      const first = failingState(newCertId());
+      await store.put(first);
+      const second: CertificateState = { ...first, consecutiveFailures: 4, lastError: 'ACME_CONNECTION: refused', nextAttemptAt: new Date('2030-01-03T00:00:00.000Z') };
+      await store.put(second);
+      assert.deepEqual(await store.get(first.certId), second);
+    });
+
+    it('keeps each certificate apart', async () => {
+      const store = subject.create();
+      const a = failingState(newCertId());
+      const b: CertificateState = { ...failingState(newCertId()), consecutiveFailures: 1 };
+      await store.put(a);
+      await store.put(b);
+      assert.equal((await store.get(a.certId))?.consecutiveFailures, 3);
+      assert.equal((await store.get(b.certId))?.consecutiveFailures, 1);
+    });
+
+    it('forgets a deleted certificate and leaves the others', async () => {
+      const store = subject.create();
+      const gone = failingState(newCertId());
+      const kept = failingState(newCertId());
+      await store.put(gone);
+      await store.put(kept);
+      await store.delete(gone.certId);
+      assert.equal(await store.get(gone.certId), undefined);
+      assert.deepEqual(await store.get(kept.certId), kept);
+    });
+
+    it('treats deleting an unknown certificate as a no-op', async () => {
+      const store = subject.create();
+      await store.delete(newCertId());
+    });
+
+    it('does not hand out its own copy: changing a returned state changes nothing stored', async () => {
+      const store = subject.create();
+      const state = failingState(newCertId());
+      await store.put(state);
+      const read = await store.get(state.certId);
+      assert.ok(read);
+      read.consecutiveFailures = 99;
+      state.consecutiveFailures = 98;
+      assert.equal((await store.get(state.certId))?.consecutiveFailures, 3);
+    });
+
+    if (subject.writeRaw) {
+      const writeRaw = subject.writeRaw;
+      const unparseable: Array<[string, string]> = [
+        ['text that is not JSON', 'not json at all'],
+        ['an empty value', ''],
+        ['JSON null', 'null'],
+        ['a JSON number', '42'],
+        ['a JSON array', '[1,2]'],
+        ['an object without a failure count', '{"last_error":"x"}'],
+        ['a failure count that is not a number', '{"consecutive_failures":"3"}'],
+      ];
+      for (const [what, text] of unparseable) {
+        it(`resolves undefined, without throwing, for ${what}`, async () => {
+          const store = subject.create();
+          const certId = newCertId();
+          await writeRaw(certId, text);
+          assert.equal(await store.get(certId), undefined);
+        });
+      }
+
+      it('drops a date it cannot parse but keeps the rest of the state', async () => {
+        const store = subject.create();
+        const certId = newCertId();
+        await writeRaw(certId, JSON.stringify({ consecutive_failures: 2, last_attempt_at: 'yesterday', next_attempt_at: '2030-01-02T04:04:05.678Z' }));
+        assert.deepEqual(await store.get(certId), {
+          certId,
+          consecutiveFailures: 2,
+          lastAttemptAt: undefined,
+          lastError: undefined,
+          nextAttemptAt: new Date('2030-01-02T04:04:05.678Z'),
+        });
+      });
+
+      it('shares the state between two instances', async () => {
+        const [one, two] = [subject.create(), subject.create()];
+        const state = failingState(newCertId());
+        await one.put(state);
+        assert.deepEqual(await two.get(state.certId), state);
+        await two.delete(state.certId);
+        assert.equal(await one.get(state.certId), undefined);
+      });
+    }
+  });
+}
