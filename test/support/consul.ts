@@ -23,12 +23,16 @@ const START_ATTEMPTS = 3;
 export interface StartConsulOptions {
   /** Enables ACLs with default_policy "deny" and this master (bootstrap) token. */
   acl?: { masterToken: string };
+  /** Also serves the HTTP API over TLS with this certificate and key (PEM files). */
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface ConsulInstance {
   /** http://127.0.0.1:PORT (no /v1). */
   address: string;
   httpPort: number;
+  /** https://127.0.0.1:PORT when started with `tls`. */
+  httpsAddress: string | undefined;
   /** The agent's node name (unique per instance). */
   nodeName: string;
   /** Stops the agent (SIGTERM, then SIGKILL after 10 s) and removes its config directory. */
@@ -106,14 +110,16 @@ class PortInUseError extends Error {}
 
 async function startOnce(binary: string, opts: StartConsulOptions): Promise<ConsulInstance> {
   const [httpPort, serfLanPort, serverPort] = [await freePort(), await freePort(), await freePort()];
+  const httpsPort = opts.tls ? await freePort() : -1;
   const nodeName = `consul-acme-test-${httpPort}`;
   const dir = await mkdtemp(join(tmpdir(), 'consul-acme-consul-'));
   const acl = opts.acl
     ? `acl {\n  enabled = true\n  default_policy = "deny"\n  tokens {\n    master = ${JSON.stringify(opts.acl.masterToken)}\n  }\n}\n`
     : '';
+  const tls = opts.tls ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n` : '';
   const config =
-    `ports {\n  http = ${httpPort}\n  https = -1\n  dns = -1\n  grpc = -1\n` +
-    `  serf_lan = ${serfLanPort}\n  serf_wan = -1\n  server = ${serverPort}\n}\n${acl}`;
+    `ports {\n  http = ${httpPort}\n  https = ${httpsPort}\n  dns = -1\n  grpc = -1\n` +
+    `  serf_lan = ${serfLanPort}\n  serf_wan = -1\n  server = ${serverPort}\n}\n${acl}${tls}`;
   const configFile = join(dir, 'consul.hcl');
   await writeFile(configFile, config);
 
@@ -172,6 +178,7 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
   return {
     address,
     httpPort,
+    httpsAddress: opts.tls ? `https://127.0.0.1:${httpsPort}` : undefined,
     nodeName,
     logs: () => logs.toString(),
     kill9: () => {
