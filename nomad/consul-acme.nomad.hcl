@@ -98,16 +98,20 @@ variable "log_level" {
   description = "fatal, error, warn, info, debug, trace or silent."
 }
 
+# Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle ~1 % of a 2.6 GHz core
+# (~25 MHz), ~75 ms of CPU per certificate issued; peak RSS 135-157 MiB issuing 50-100 certificates
+# (concurrency 4-8), the same with CONSUL_ACME_CA_BUNDLE. cpu is a share, so issuance bursts use
+# spare CPU above it; memory is a hard limit.
 variable "cpu" {
   type        = number
   default     = 200
-  description = "CPU in MHz."
+  description = "CPU in MHz (idle ~25 MHz; see docs/operations.md)."
 }
 
 variable "memory" {
   type        = number
-  default     = 256
-  description = "Memory in MiB."
+  default     = 320
+  description = "Memory in MiB: about twice the measured peak RSS (157 MiB; see docs/operations.md)."
 }
 
 job "consul-acme" {

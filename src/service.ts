@@ -48,6 +48,7 @@ import type { Budget, BudgetScope } from './domain/budget.js';
 import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
 import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
 import { HttpPreflight } from './adapters/net/http-preflight.js';
+import { accountId } from './adapters/account-record.js';
 
 export interface ServiceDeps {
   config: Config;
@@ -295,7 +296,7 @@ export function buildService(config: Config, logger: Logger): Service {
   if (config.store === 'vault') {
     const vault = createVaultClient({ address: config.vaultAddress, token: config.vaultToken ?? '', caCertPath: config.vaultCaCert });
     certificateStore = new VaultCertificateStore({ client: vault, mount: config.vaultMount, prefix: config.vaultPrefix, logger });
-    accountStore = new VaultAccountStore({ client: vault, mount: config.vaultMount, path: config.vaultAccountPath });
+    accountStore = new VaultAccountStore({ client: vault, mount: config.vaultMount, path: config.vaultAccountPath, certificatePrefix: config.vaultPrefix });
   } else {
     certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
@@ -358,7 +359,8 @@ export function buildService(config: Config, logger: Logger): Service {
     healthRegistration,
     metrics,
     policySource: new ConsulPolicySource({ consul, prefix: config.kvPrefix, waitSeconds: config.watchWaitSeconds, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
-    budgetLedger: new ConsulBudgetLedger({ consul, prefix: consulKvFolder(config.kvPrefix, 'budgets'), logger }),
+    // Budgets and CA pauses are per ACME directory: staging orders never spend production's.
+    budgetLedger: new ConsulBudgetLedger({ consul, prefix: `${consulKvFolder(config.kvPrefix, 'budgets')}${accountId(config.directoryUrl)}/`, logger }),
     preflight: config.preflight
       ? new HttpPreflight({ challengeStore, dnsServers: [...config.preflightDnsServers], httpPort: config.preflightHttpPort, timeoutMs: config.preflightTimeoutMs, logger })
       : undefined,

@@ -5,7 +5,7 @@
  * (or the CA's Retry-After, when that is longer). Nothing else in the service sleeps.
  */
 import { retryDelayMs } from '../domain/backoff.js';
-import { AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
+import { AbortedError, AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
 import type { CertificateState, CertificateStateStore } from '../ports/certificate-state-store.js';
 import type { Clock } from '../ports/clock.js';
 import { EVENTS, F, type Logger } from '../logging.js';
@@ -157,7 +157,7 @@ export class IssuanceQueue {
     const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
     if ((await Promise.race([finished, timeout])) === 'timeout') {
       this.log.warn({ in_flight: this.running }, 'shutdown timeout reached, abandoning orders in flight');
-      for (const e of this.entries.values()) e.controller?.abort(new Error('shutting down'));
+      for (const e of this.entries.values()) e.controller?.abort(new AbortedError('order in flight at shutdown'));
       await finished;
     }
   }

@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { ConsulAcmeError } from '../../errors.js';
 import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
-import { accountFromFields, accountId, accountToFields } from '../vault/vault-account-store.js';
+import { accountFromFields, accountId, accountToFields } from '../account-record.js';
 import { syncDirectory, writeFileAtomic } from './file-certificate-store.js';
 
 export interface FileAccountStoreOptions {

@@ -3,9 +3,9 @@
  * the first 16 hex digits of sha256(directoryUrl). Kept apart from the certificates Fabio lists.
  * `create` is check-and-set 0, so instances starting together end up sharing one account.
  */
-import { createHash } from 'node:crypto';
 import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
+import { accountFromFields, accountId, accountToFields } from '../account-record.js';
 import { DEFAULT_VAULT_CERT_PREFIX, DEFAULT_VAULT_MOUNT } from './vault-certificate-store.js';
 import { classifyVaultError, kvPath, readKv, trimSlashes, type VaultClient } from './vault-client.js';
 
@@ -19,55 +19,6 @@ export interface VaultAccountStoreOptions {
   path?: string;
   /** Fabio's certificate prefix on the same mount (default DEFAULT_VAULT_CERT_PREFIX); `path` must not be inside it. */
   certificatePrefix?: string;
-}
-
-/** The key of an account: first 16 hex digits of sha256(directoryUrl). */
-export function accountId(directoryUrl: string): string {
-  return createHash('sha256').update(directoryUrl).digest('hex').slice(0, 16);
-}
-
-/** The stored fields of an account (snake_case, strings only). */
-export interface AccountFields {
-  directory_url: string;
-  account_key: string;
-  account_url?: string;
-  email?: string;
-  created_at: string;
-}
-
-export function accountToFields(account: AcmeAccount): AccountFields {
-  const fields: AccountFields = {
-    directory_url: account.directoryUrl,
-    account_key: account.accountKeyPem,
-    created_at: account.createdAt.toISOString(),
-  };
-  if (account.accountUrl !== undefined) fields.account_url = account.accountUrl;
-  if (account.email !== undefined) fields.email = account.email;
-  return fields;
-}
-
-/** Parses stored account fields; throws when the record is unusable (a missing key cannot be guessed). */
-export function accountFromFields(fields: Record<string, unknown>, directoryUrl: string, where: string): AcmeAccount {
-  const text = (name: string): string | undefined => {
-    const value = fields[name];
-    return typeof value === 'string' && value !== '' ? value : undefined;
-  };
-  const storedUrl = text('directory_url');
-  const accountKeyPem = text('account_key');
-  if (storedUrl !== directoryUrl) {
-    throw new ConsulAcmeError('INTERNAL', `${where} belongs to directory ${JSON.stringify(storedUrl)}, not ${directoryUrl}`, { retryable: false });
-  }
-  if (accountKeyPem === undefined) {
-    throw new ConsulAcmeError('INTERNAL', `${where} has no account_key field`, { retryable: false });
-  }
-  const createdAt = new Date(text('created_at') ?? 0);
-  return {
-    directoryUrl,
-    accountKeyPem,
-    accountUrl: text('account_url'),
-    email: text('email'),
-    createdAt: Number.isNaN(createdAt.getTime()) ? new Date(0) : createdAt,
-  };
 }
 
 const MAX_UPDATE_ATTEMPTS = 3;
