@@ -8,8 +8,10 @@
  *    from the account and registered-domain budgets, as at Let's Encrypt.
  * 3. Pre-flight: the name must resolve and its challenge path must reach us; a failure is an
  *    ordinary failure (PREFLIGHT_FAILED), retried on the backoff schedule, and no order is placed.
+ * Pauses and budgets are checked again after the pre-flight, and an admitted order is recorded
+ * against the budgets in the same step, one admission at a time in this process.
  * The decisions are pure (src/domain/budget.ts, src/domain/rate-limit.ts); this class gathers
- * their inputs and records outcomes. It never waits: a deferral goes back to the queue.
+ * their inputs and records outcomes. It never waits for a limit: a deferral goes back to the queue.
  */
 import { budgetKeys, budgetScopeKey, checkBudgets, DEFAULT_BUDGETS, type Budget } from '../domain/budget.js';
 import { pauseLedgerKey, pausesFor, rateLimitScope } from '../domain/rate-limit.js';
@@ -35,30 +37,23 @@ export interface OrderGateDeps {
 export class OrderGate {
   private readonly log: Logger;
   private readonly budgets: readonly Budget[];
+  /** The end of the chain of admissions in progress (see `exclusively`). */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly deps: OrderGateDeps) {
     this.log = deps.logger.child({ [F.component]: 'order-gate' });
     this.budgets = deps.budgets ?? DEFAULT_BUDGETS;
   }
 
-  /** Whether an order for `hostnames` may be placed now. Throws PREFLIGHT_FAILED when the route is broken. */
+  /**
+   * Whether an order for `hostnames` may be placed now; when it may, the order is recorded against
+   * the budgets before this resolves (the caller places it next). Throws PREFLIGHT_FAILED when the
+   * route is broken.
+   */
   async admit(hostnames: readonly string[], isRenewal: boolean, signal?: AbortSignal): Promise<Admission> {
-    const now = this.deps.clock.now();
-    const ledger = this.deps.ledger;
-    if (ledger) {
-      for (const pause of pausesFor(hostnames)) {
-        const ends = await ledger.events(pauseLedgerKey(pause), now);
-        const until = ends.reduce<Date | undefined>((latest, d) => (d > now && (!latest || d > latest) ? d : latest), undefined);
-        if (until) return { admitted: false, until, why: `rate limited by the CA for ${pause.scope} ${pause.key}` };
-      }
-      const keys = [...budgetKeys(hostnames, 'new-order', isRenewal), ...budgetKeys(hostnames, 'failed-authorization', isRenewal)];
-      const windowStart = new Date(now.getTime() - Math.max(...this.budgets.map((b) => b.windowMs)));
-      const entries = await Promise.all(keys.map(async (key) => ({ key, events: await ledger.events(budgetScopeKey(key), windowStart) })));
-      const check = checkBudgets(now, entries, this.budgets);
-      if (!check.ok) {
-        return { admitted: false, until: check.until, why: `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})` };
-      }
-    }
+    // A first look, so that a paused or spent name waits (not fails) without a pre-flight probe.
+    const held = await this.holdFor(hostnames, isRenewal);
+    if (held) return held;
     if (this.deps.preflight) {
       for (const hostname of hostnames) {
         const result = await this.deps.preflight.check(hostname, signal);
@@ -67,12 +62,42 @@ export class OrderGate {
         }
       }
     }
-    return { admitted: true };
+    // The check that counts and the record of the order are one step in this process: orders
+    // admitted at the same moment could otherwise all see the same free slot and overspend a
+    // budget. (Instances can still race each other; see domain/budget.ts checkBudget.)
+    return this.exclusively(async () => {
+      const heldNow = await this.holdFor(hostnames, isRenewal);
+      if (heldNow) return heldNow;
+      await this.record(budgetKeys(hostnames, 'new-order', isRenewal).map(budgetScopeKey), this.deps.clock.now());
+      return { admitted: true };
+    });
   }
 
-  /** Records the order the CA is about to count. */
-  async recordOrder(hostnames: readonly string[], isRenewal: boolean): Promise<void> {
-    await this.record(budgetKeys(hostnames, 'new-order', isRenewal).map(budgetScopeKey), this.deps.clock.now());
+  /** Why an order for `hostnames` must wait now (a CA pause or a spent budget), or undefined. */
+  private async holdFor(hostnames: readonly string[], isRenewal: boolean): Promise<Admission | undefined> {
+    const now = this.deps.clock.now();
+    const ledger = this.deps.ledger;
+    if (!ledger) return undefined;
+    for (const pause of pausesFor(hostnames)) {
+      const ends = await ledger.events(pauseLedgerKey(pause), now);
+      const until = ends.reduce<Date | undefined>((latest, d) => (d > now && (!latest || d > latest) ? d : latest), undefined);
+      if (until) return { admitted: false, until, why: `rate limited by the CA for ${pause.scope} ${pause.key}` };
+    }
+    const keys = [...budgetKeys(hostnames, 'new-order', isRenewal), ...budgetKeys(hostnames, 'failed-authorization', isRenewal)];
+    const windowStart = new Date(now.getTime() - Math.max(...this.budgets.map((b) => b.windowMs)));
+    const entries = await Promise.all(keys.map(async (key) => ({ key, events: await ledger.events(budgetScopeKey(key), windowStart) })));
+    const check = checkBudgets(now, entries, this.budgets);
+    if (!check.ok) {
+      return { admitted: false, until: check.until, why: `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})` };
+    }
+    return undefined;
+  }
+
+  /** Runs `fn` after every earlier call has settled (a one-process mutex). */
+  private exclusively<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
   }
 
   /** Records what a failed order costs: a failed authorization per name, or a pause for a rate limit. */
@@ -82,7 +107,8 @@ export class OrderGate {
     if (err.code === 'ACME_RATE_LIMITED') {
       const pause = rateLimitScope(err.message, hostnames);
       const until = new Date(now.getTime() + (err.retryAfterSeconds ?? 3600) * 1000);
-      this.log.warn({ scope: pause.scope, key: pause.key, until: until.toISOString() }, 'rate limited by the CA; pausing that scope');
+      // Not `key`: the logger redacts fields of that name (private keys).
+      this.log.warn({ scope: pause.scope, paused: pause.key, until: until.toISOString() }, 'rate limited by the CA; pausing that scope');
       await this.record([pauseLedgerKey(pause)], until);
       return;
     }

@@ -78,11 +78,15 @@ export class CertificateWorker {
         return { kind: 'done' };
       }
       if (!desired) return { kind: 'done' };
-      // Let's Encrypt exempts renewals of the same set of names from its order limits.
-      const isRenewal = stored?.certificate !== undefined && sameHostnames(stored.certificate.hostnames, desired.hostnames);
+      // Let's Encrypt exempts renewals of the same set of names from its order limits; a
+      // certificate from another directory (staging, before production) is new to this CA.
+      const isRenewal =
+        stored?.certificate !== undefined &&
+        stored.certificate.directoryUrl === desired.directoryUrl &&
+        sameHostnames(stored.certificate.hostnames, desired.hostnames);
       const admission = await this.deps.gate?.admit(desired.hostnames, isRenewal, work);
       if (admission && !admission.admitted) return { kind: 'deferred', until: admission.until, why: admission.why };
-      await this.obtain(certId, desired, stored, plan, work, attempt, isRenewal);
+      await this.obtain(certId, desired, stored, plan, work, attempt);
       return { kind: 'done' };
     } catch (err) {
       if (lock.signal.aborted && !signal.aborted) throw new LockLostError(certificateLockKey(certId), { cause: err });
@@ -100,11 +104,10 @@ export class CertificateWorker {
     plan: Plan,
     signal: AbortSignal,
     attempt: number,
-    isRenewal: boolean,
   ): Promise<void> {
     const log = this.log.child({ [F.certId]: certId, [F.hostname]: desired.hostnames[0], [F.reason]: plan.reason, [F.attempt]: attempt });
+    // The gate recorded this order against the budgets when it admitted it.
     log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
-    await this.deps.gate?.recordOrder(desired.hostnames, isRenewal);
     try {
       const issued = await this.deps.issuer.issue({ hostnames: desired.hostnames, keyType: desired.keyType }, signal);
       const certificate: CertificateData = {
