@@ -4,10 +4,10 @@
  * and only a different one is passed on. The loop is rate-limited by a token bucket (burst 2) and
  * backs off exponentially on errors, reporting each through `onError`.
  */
-import { AbortedError, asConsulAcmeError, describeError } from '../../errors.js';
-import { F, EVENTS, silentLogger, type Logger } from '../../logging.js';
+import { F, silentLogger, type Logger } from '../../logging.js';
 import type { CatalogSnapshot, Discovery } from '../../ports/discovery.js';
-import { blockingGet, sleep, TokenBucket, type Consul } from './consul-client.js';
+import type { Consul } from './consul-client.js';
+import { watchBlocking } from './consul-watch.js';
 
 export const DEFAULT_DISCOVERY_WAIT_SECONDS = 300;
 export const DEFAULT_DISCOVERY_BACKOFF_MIN_MS = 1_000;
@@ -26,12 +26,6 @@ export interface ConsulDiscoveryOptions {
   /** Token-bucket rate (burst 2) of catalog requests. */
   requestsPerSecond?: number;
   logger?: Logger;
-}
-
-/** Exponential backoff: minMs after the first failure, doubling, never above maxMs. */
-export function discoveryBackoffMs(consecutiveFailures: number, minMs: number, maxMs: number): number {
-  const exponent = Math.min(Math.max(0, consecutiveFailures - 1), 30);
-  return Math.min(maxMs, minMs * 2 ** exponent);
 }
 
 /** Sorted copy: services by name, each tag list sorted and without duplicates. */
@@ -73,63 +67,28 @@ export class ConsulDiscovery implements Discovery {
     onSnapshot: (snapshot: CatalogSnapshot) => Promise<void> | void,
     onError?: (err: unknown) => void,
   ): Promise<void> {
-    const bucket = new TokenBucket({ ratePerSecond: this.requestsPerSecond });
-    let index = 0;
-    let lastEmitted: string | undefined;
-    let failures = 0;
-    const report = (err: unknown): void => {
-      try {
-        onError?.(err);
-      } catch (hookErr) {
-        this.log.warn({ [F.err]: describeError(hookErr) }, 'discovery onError threw');
-      }
-    };
-
-    while (!signal.aborted) {
-      if (!(await bucket.take(signal))) break;
-      let result;
-      try {
-        result = await blockingGet<Record<string, string[] | null> | undefined>(
-          this.consul,
-          'catalog.service.list',
-          {},
-          { index, waitSeconds: this.waitSeconds, stale: this.stale, signal },
-        );
-      } catch (err) {
-        if (signal.aborted || err instanceof AbortedError) break;
-        failures += 1;
-        const retryInMs = discoveryBackoffMs(failures, this.backoffMinMs, this.backoffMaxMs);
-        this.log.warn({ [F.err]: describeError(err), [F.attempt]: failures, [F.retryInMs]: retryInMs }, 'catalog query failed');
-        report(err);
-        if (!(await sleep(retryInMs, signal))) break;
-        continue;
-      }
-      failures = 0;
-      this.returns += 1;
-      if (result.indexReset) this.log.info({ consul_index: result.consulIndex }, 'catalog index went backwards; index reset');
-
-      const services = normalizeServices(result.body ?? {});
-      const content = JSON.stringify(services);
-      if (content === lastEmitted) {
-        index = result.index;
-        continue;
-      }
-      try {
-        await onSnapshot({ services, index: result.consulIndex });
-        lastEmitted = content;
-        index = result.index;
-        this.log.debug(
-          { [F.event]: EVENTS.discoverySnapshot, services: Object.keys(services).length, consul_index: result.consulIndex },
-          'catalog snapshot',
-        );
-      } catch (err) {
-        // Keep the old index so the next request answers at once and the snapshot is offered again.
-        failures += 1;
-        const retryInMs = discoveryBackoffMs(failures, this.backoffMinMs, this.backoffMaxMs);
-        this.log.warn({ [F.err]: describeError(err), [F.attempt]: failures, [F.retryInMs]: retryInMs }, 'snapshot consumer failed');
-        report(asConsulAcmeError(err, 'discovery onSnapshot'));
-        if (!(await sleep(retryInMs, signal))) break;
-      }
-    }
+    await watchBlocking<Record<string, string[] | null>, Record<string, string[]>>(
+      signal,
+      {
+        consul: this.consul,
+        method: 'catalog.service.list',
+        methodOptions: {},
+        waitSeconds: this.waitSeconds,
+        stale: this.stale,
+        requestsPerSecond: this.requestsPerSecond,
+        backoff: { minMs: this.backoffMinMs, maxMs: this.backoffMaxMs },
+        toValue: (body) => normalizeServices(body ?? {}),
+        what: 'catalog',
+        log: this.log,
+        onReturn: () => {
+          this.returns += 1;
+        },
+      },
+      async (services, consulIndex) => {
+        await onSnapshot({ services, index: consulIndex });
+        this.log.debug({ services: Object.keys(services).length, consul_index: consulIndex }, 'catalog snapshot');
+      },
+      onError,
+    );
   }
 }

@@ -12,12 +12,11 @@
  * rate-limited by a token bucket (burst 2) and backs off exponentially on errors.
  */
 import { CONSUL_KV_FOLDERS } from '../../naming.js';
-import { AbortedError, asConsulAcmeError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import { policyFromTexts, type Policy, type PolicyListName } from '../../domain/policy.js';
 import type { PolicySource } from '../../ports/policy-source.js';
-import { blockingGet, sleep, TokenBucket, type Consul } from './consul-client.js';
-import { discoveryBackoffMs } from './consul-discovery.js';
+import type { Consul } from './consul-client.js';
+import { watchBlocking } from './consul-watch.js';
 
 export const DEFAULT_POLICY_WAIT_SECONDS = 300;
 export const DEFAULT_POLICY_BACKOFF_MIN_MS = 1_000;
@@ -99,72 +98,24 @@ export class ConsulPolicySource implements PolicySource {
     onPolicy: (policy: Policy) => Promise<void> | void,
     onError?: (err: unknown) => void,
   ): Promise<void> {
-    const bucket = new TokenBucket({ ratePerSecond: this.requestsPerSecond });
-    let index = 0;
-    let lastEmitted: string | undefined;
-    let failures = 0;
-    const report = (err: unknown): void => {
-      try {
-        onError?.(err);
-      } catch (hookErr) {
-        this.log.warn({ [F.err]: describeError(hookErr) }, 'policy onError threw');
-      }
-    };
-
-    while (!signal.aborted) {
-      if (!(await bucket.take(signal))) break;
-      let result;
-      try {
-        result = await blockingGet<KvItem[] | undefined>(
-          this.consul,
-          'kv.get',
-          { key: this.folder, recurse: true },
-          { index, waitSeconds: this.waitSeconds, signal },
-        );
-      } catch (err) {
-        if (signal.aborted || err instanceof AbortedError) break;
-        failures += 1;
-        const retryInMs = discoveryBackoffMs(failures, this.backoffMinMs, this.backoffMaxMs);
-        this.log.warn({ [F.err]: describeError(err), [F.attempt]: failures, [F.retryInMs]: retryInMs }, 'policy query failed');
-        report(err);
-        if (!(await sleep(retryInMs, signal))) break;
-        continue;
-      }
-      failures = 0;
-      this.returns += 1;
-      if (result.indexReset) this.log.info({ consul_index: result.consulIndex }, 'policy index went backwards; index reset');
-
-      const policy = this.policyFromItems(Array.isArray(result.body) ? result.body : undefined);
-      const content = JSON.stringify(policy);
-      if (content === lastEmitted) {
-        index = result.index;
-        continue;
-      }
-      try {
-        await onPolicy(policy);
-        lastEmitted = content;
-        index = result.index;
-        this.log.info(
-          {
-            deny: policy.deny.length,
-            allow: policy.allow.length,
-            always: policy.always.length,
-            invalid: policy.invalid.length,
-            consul_index: result.consulIndex,
-          },
-          'policy loaded',
-        );
-        for (const problem of policy.invalid) {
-          this.log.warn({ list: problem.list, line: problem.line, text: problem.text, [F.reason]: problem.reason }, 'policy line skipped');
-        }
-      } catch (err) {
-        // Keep the old index so the next request answers at once and the policy is offered again.
-        failures += 1;
-        const retryInMs = discoveryBackoffMs(failures, this.backoffMinMs, this.backoffMaxMs);
-        this.log.warn({ [F.err]: describeError(err), [F.attempt]: failures, [F.retryInMs]: retryInMs }, 'policy consumer failed');
-        report(asConsulAcmeError(err, 'policy onPolicy'));
-        if (!(await sleep(retryInMs, signal))) break;
-      }
-    }
+    await watchBlocking<KvItem[], Policy>(
+      signal,
+      {
+        consul: this.consul,
+        method: 'kv.get',
+        methodOptions: { key: this.folder, recurse: true },
+        waitSeconds: this.waitSeconds,
+        requestsPerSecond: this.requestsPerSecond,
+        backoff: { minMs: this.backoffMinMs, maxMs: this.backoffMaxMs },
+        toValue: (body) => this.policyFromItems(Array.isArray(body) ? body : undefined),
+        what: 'policy',
+        log: this.log,
+        onReturn: () => {
+          this.returns += 1;
+        },
+      },
+      onPolicy,
+      onError,
+    );
   }
 }

@@ -1,0 +1,93 @@
+/**
+ * The one watch loop over a Consul blocking query, shared by the catalog discovery and the policy
+ * source (reference/protocols.md §1.1): the index rules live in `blockingGet`; this loop adds a
+ * token bucket (burst 2) so a churning result degrades to polling, exponential backoff on
+ * errors (each reported through `onError`), and change detection — a blocking return is not a
+ * change, so a value is passed on only when its content differs from the last one accepted. A
+ * consumer that throws gets the same value again after the backoff.
+ */
+import { AbortedError, asConsulAcmeError, describeError } from '../../errors.js';
+import { F, type Logger } from '../../logging.js';
+import { blockingGet, sleep, TokenBucket, type BlockingMethod, type Consul } from './consul-client.js';
+
+export interface BlockingWatchOptions<Body, Value> {
+  consul: Consul;
+  method: BlockingMethod;
+  methodOptions: Record<string, unknown>;
+  waitSeconds: number;
+  stale?: boolean;
+  requestsPerSecond: number;
+  backoff: { minMs: number; maxMs: number };
+  /** Turns a response body (undefined for a 404) into the value, in a canonical form for comparison. */
+  toValue: (body: Body | undefined) => Value;
+  /** What is watched, for log messages, e.g. `catalog`. */
+  what: string;
+  log: Logger;
+  /** Called after every successful blocking return (for tests and metrics). */
+  onReturn?: () => void;
+}
+
+/** Exponential backoff: minMs after the first failure, doubling, never above maxMs. */
+export function watchBackoffMs(consecutiveFailures: number, minMs: number, maxMs: number): number {
+  const exponent = Math.min(Math.max(0, consecutiveFailures - 1), 30);
+  return Math.min(maxMs, minMs * 2 ** exponent);
+}
+
+/** Runs until `signal` aborts; never rejects for a transient error. */
+export async function watchBlocking<Body, Value>(
+  signal: AbortSignal,
+  opts: BlockingWatchOptions<Body, Value>,
+  onValue: (value: Value, consulIndex: number) => Promise<void> | void,
+  onError?: (err: unknown) => void,
+): Promise<void> {
+  const bucket = new TokenBucket({ ratePerSecond: opts.requestsPerSecond });
+  let index = 0;
+  let lastAccepted: string | undefined;
+  let failures = 0;
+  const fail = async (err: unknown, message: string): Promise<boolean> => {
+    failures += 1;
+    const retryInMs = watchBackoffMs(failures, opts.backoff.minMs, opts.backoff.maxMs);
+    opts.log.warn({ [F.err]: describeError(err), [F.attempt]: failures, [F.retryInMs]: retryInMs }, message);
+    try {
+      onError?.(err);
+    } catch (hookErr) {
+      opts.log.warn({ [F.err]: describeError(hookErr) }, `${opts.what} onError threw`);
+    }
+    return sleep(retryInMs, signal);
+  };
+
+  while (!signal.aborted) {
+    if (!(await bucket.take(signal))) break;
+    let result;
+    try {
+      result = await blockingGet<Body | undefined>(opts.consul, opts.method, opts.methodOptions, {
+        index,
+        waitSeconds: opts.waitSeconds,
+        stale: opts.stale ?? false,
+        signal,
+      });
+    } catch (err) {
+      if (signal.aborted || err instanceof AbortedError) break;
+      if (!(await fail(err, `${opts.what} query failed`))) break;
+      continue;
+    }
+    failures = 0;
+    opts.onReturn?.();
+    if (result.indexReset) opts.log.info({ consul_index: result.consulIndex }, `${opts.what} index went backwards; index reset`);
+
+    const value = opts.toValue(result.body);
+    const content = JSON.stringify(value);
+    if (content === lastAccepted) {
+      index = result.index;
+      continue;
+    }
+    try {
+      await onValue(value, result.consulIndex);
+      lastAccepted = content;
+      index = result.index;
+    } catch (err) {
+      // Keep the old index so the next request answers at once and the value is offered again.
+      if (!(await fail(asConsulAcmeError(err, `${opts.what} consumer`), `${opts.what} consumer failed`))) break;
+    }
+  }
+}
