@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { startConsul, type ConsulInstance as RunningConsul } from '../support/consul.js';
+import { registerService, startConsul, type ConsulInstance as RunningConsul } from '../support/consul.js';
 import { startPebble, type RunningPebble } from '../support/pebble.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 import { startService, type RunningService } from '../support/service-harness.js';
@@ -21,14 +21,6 @@ const FABIO_HOST = 'fabio.example.test';
 const TRAEFIK_HOST = 'traefik.example.test';
 const EXPLICIT_HOST = 'explicit.example.test';
 const LATER_HOST = 'later.example.test';
-
-async function registerService(consulAddress: string, id: string, tags: string[]): Promise<void> {
-  const res = await fetch(`${consulAddress}/v1/agent/service/register`, {
-    method: 'PUT',
-    body: JSON.stringify({ ID: id, Name: id, Port: 9000, Address: '127.0.0.1', Tags: tags }),
-  });
-  assert.equal(res.status, 200, `registering ${id}: ${await res.text()}`);
-}
 
 async function vaultSecret(vault: VaultStandin, hostname: string): Promise<{ data: Record<string, string>; version: number } | undefined> {
   const res = await fetch(`${vault.address}/v1/secret/data/fabio/certs/${hostname}`, { headers: { 'X-Vault-Token': vault.token } });

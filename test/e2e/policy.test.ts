@@ -11,48 +11,20 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startConsul, type ConsulInstance } from '../support/consul.js';
+import { fabioTags, registerService, startConsul, type ConsulInstance } from '../support/consul.js';
 import { startPebble, type PebbleInstance } from '../support/pebble.js';
 import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { startService, type RunningService } from '../support/service-harness.js';
 import { freePort } from '../support/net.js';
 import { waitFor } from '../support/wait.js';
-import { createLogger } from '../../src/logging.js';
 import type { CertificateStatus, StatusReport } from '../../src/engine/status.js';
+import { captureLogs } from '../support/logs.js';
 
 /** Retry after 1 s, then every 2 s: a failing name would be ordered again within any 5 s. */
 const RETRY_SCHEDULE = '1s,2s';
 /** Longer than two steps of the schedule: how long a stopped name is watched for new orders. */
 const QUIET_WINDOW_MS = 5_000;
 const NOWHERE = '127.0.0.2';
-
-interface LogLine {
-  msg?: string;
-  event?: string;
-  hostname?: string;
-  cert_id?: string;
-  time?: string;
-  [field: string]: unknown;
-}
-
-/** A logger at info level whose JSON lines the test reads. */
-function captureLogs(): { logger: ReturnType<typeof createLogger>; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = createLogger('info', {
-    write(chunk: string) {
-      for (const line of chunk.split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
-    },
-  });
-  return { logger, lines };
-}
-
-async function registerService(consulAddress: string, id: string, hostnames: string[]): Promise<void> {
-  const res = await fetch(`${consulAddress}/v1/agent/service/register`, {
-    method: 'PUT',
-    body: JSON.stringify({ ID: id, Name: id, Port: 9000, Address: '127.0.0.1', Tags: hostnames.map((h) => `urlprefix-${h}/`) }),
-  });
-  assert.equal(res.status, 200, `registering ${id}: ${await res.text()}`);
-}
 
 /** Writes one policy list the way an operator would: a plain PUT to Consul's KV API. */
 async function putList(consulAddress: string, list: 'deny' | 'allow' | 'always', text: string): Promise<void> {
@@ -124,7 +96,7 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
     const doomed = 'doomed.example.test';
     const healthy = 'healthy.example.test';
     await pebble.addA(doomed, NOWHERE);
-    await registerService(consul.address, 'deny-story', [doomed, healthy]);
+    await registerService(consul.address, 'deny-story', fabioTags([doomed, healthy]));
     await waitForStatus(svc, healthy, 'valid', (s) => s.state === 'valid');
     // The doomed name is in retry: ordered, failed at validation, ordered again.
     await waitFor(`two orders for ${doomed}`, () => proxy.newOrders(doomed).length >= 2, { timeoutMs: 30_000 });
@@ -153,7 +125,7 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
     const always = 'always.example.test';
     await putLists(consul.address, { allow: `${allowed}\n`, always: `${always}  # issued whoever declares it\n` });
     await waitForPolicy(svc, { deny: 0, allow: 1, always: 1, invalid: 0 });
-    await registerService(consul.address, 'allow-story', [allowed, outsider]);
+    await registerService(consul.address, 'allow-story', fabioTags([allowed, outsider]));
 
     const outside = await waitForStatus(svc, outsider, 'refused', (s) => s.state === 'refused');
     assert.equal(outside.policy, 'not on the allow list');
@@ -181,7 +153,7 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
     assert.equal(logged.line, 1);
     assert.equal(logged.list, 'deny');
 
-    await registerService(consul.address, 'bad-line-story', [listed, bystander]);
+    await registerService(consul.address, 'bad-line-story', fabioTags([listed, bystander]));
     const refused = await waitForStatus(svc, listed, 'refused', (s) => s.state === 'refused');
     assert.equal(refused.policy, `denied by ${listed}`);
     await waitForStatus(svc, bystander, 'valid', (s) => s.state === 'valid');
@@ -193,7 +165,7 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
     const twoLabels = 'a.b.example.test';
     await putLists(consul.address, { deny: '*.example.test\n' });
     await waitForPolicy(svc, { deny: 1, allow: 0, always: 0, invalid: 0 });
-    await registerService(consul.address, 'wildcard-story', [oneLabel, twoLabels]);
+    await registerService(consul.address, 'wildcard-story', fabioTags([oneLabel, twoLabels]));
     const refused = await waitForStatus(svc, oneLabel, 'refused', (s) => s.state === 'refused');
     assert.equal(refused.policy, 'denied by *.example.test');
     const issued = await waitForStatus(svc, twoLabels, 'valid', (s) => s.state === 'valid');

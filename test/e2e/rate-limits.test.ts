@@ -10,7 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startConsul, type ConsulInstance } from '../support/consul.js';
+import { deregisterService, fabioTags, registerService, startConsul, type ConsulInstance } from '../support/consul.js';
 import { startPebble, type PebbleInstance } from '../support/pebble.js';
 import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 import { startService, type RunningService } from '../support/service-harness.js';
@@ -21,18 +21,6 @@ import type { CertificateStatus, StatusReport } from '../../src/engine/status.js
 
 /** Loopback, but nothing listens there: the responder is bound to 127.0.0.1 only. */
 const NOWHERE = '127.0.0.2';
-
-async function registerService(consulAddress: string, id: string, hostnames: string[]): Promise<void> {
-  const res = await fetch(`${consulAddress}/v1/agent/service/register`, {
-    method: 'PUT',
-    body: JSON.stringify({ ID: id, Name: id, Port: 9000, Address: '127.0.0.1', Tags: hostnames.map((h) => `urlprefix-${h}/`) }),
-  });
-  assert.equal(res.status, 200, `registering ${id}: ${await res.text()}`);
-}
-
-async function deregisterService(consulAddress: string, id: string): Promise<void> {
-  await fetch(`${consulAddress}/v1/agent/service/deregister/${id}`, { method: 'PUT' });
-}
 
 async function fetchStatus(svc: RunningService): Promise<StatusReport> {
   return (await (await fetch(`${svc.listening.adminUrl}/status`)).json()) as StatusReport;
@@ -99,7 +87,7 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       const unrouted = 'unrouted-checked.example.test';
       const healthy = 'healthy-checked.example.test';
       await pebble.addA(unrouted, NOWHERE);
-      await registerService(consul.address, 'preflight-on', [unrouted, healthy]);
+      await registerService(consul.address, 'preflight-on', fabioTags([unrouted, healthy]));
       const svc = await serviceFor({ preflight: true, env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s,4s' } });
       try {
         await waitForState(svc, healthy, 'valid');
@@ -127,7 +115,7 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       const scheduleMs = [1_000, 2_000, 4_000, 8_000];
       const runMs = 16_000;
       await pebble.addA(unrouted, NOWHERE);
-      await registerService(consul.address, 'preflight-off', [unrouted]);
+      await registerService(consul.address, 'preflight-off', fabioTags([unrouted]));
       // The failed-authorization budget (5/1h) would also stop the orders; switched off, only the schedule paces them.
       const svc = await serviceFor({
         preflight: false,
@@ -169,13 +157,13 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
         detail: `too many failed authorizations (5) for "${limited}" in the last 1h0m0s, retry after 2030-01-01 00:00:00 UTC`,
         retryAfterSeconds: 8,
       });
-      await registerService(consul.address, 'name-limit', [limited, bystander]);
+      await registerService(consul.address, 'name-limit', fabioTags([limited, bystander]));
       const svc = await serviceFor({ preflight: false, env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s' } });
       try {
         await waitFor(`a refused order for ${limited}`, () => proxy.refusedNewOrders(limited)[0], { timeoutMs: 30_000 });
         const failed = await waitForState(svc, limited, 'failed', 10_000);
         assert.match(failed.lastError ?? '', /ACME_RATE_LIMITED/);
-        await registerService(consul.address, 'name-limit-late', [latecomer]);
+        await registerService(consul.address, 'name-limit-late', fabioTags([latecomer]));
         await waitForState(svc, bystander, 'valid');
         await waitForState(svc, latecomer, 'valid');
         const [window] = proxy.rateLimitWindows();
@@ -204,11 +192,11 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       const second = 'second-account.example.test';
       const before = proxy.requests().length;
       proxy.rateLimitNewOrders({ detail: 'too many new orders (300) from this account in the last 3h0m0s, retry after 2030-01-01 00:00:00 UTC', retryAfterSeconds: 6 });
-      await registerService(consul.address, 'account-limit', [first]);
+      await registerService(consul.address, 'account-limit', fabioTags([first]));
       const svc = await serviceFor({ preflight: false, env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s' } });
       try {
         await waitFor(`a refused order for ${first}`, () => proxy.refusedNewOrders(first)[0], { timeoutMs: 30_000 });
-        await registerService(consul.address, 'account-limit-late', [second]);
+        await registerService(consul.address, 'account-limit-late', fabioTags([second]));
         const waiting = await waitForState(svc, second, 'waiting', 10_000);
         assert.match(waiting.waitingFor ?? '', /rate limited by the CA for account/);
         assert.ok(waiting.nextAttemptAt);
@@ -267,7 +255,7 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
         assert.ok(next > Date.now() + 55 * 60_000 && next <= Date.now() + 60 * 60_000, `${label}: next attempt about an hour away (${status.nextAttemptAt})`);
       };
 
-      await registerService(consul.address, 'budgeted', names);
+      await registerService(consul.address, 'budgeted', fabioTags(names));
       let svc = await serviceFor({ preflight: false, prefix, env });
       let waitingName: string;
       try {

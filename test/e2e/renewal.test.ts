@@ -12,7 +12,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startConsul, type ConsulInstance } from '../support/consul.js';
+import { registerService, startConsul, type ConsulInstance } from '../support/consul.js';
 import { startPebble, type RunningPebble } from '../support/pebble.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 import { startService, type RunningService } from '../support/service-harness.js';
@@ -22,6 +22,7 @@ import { chainsToRoot, dnsNames, keyMatches, splitPem } from '../support/x509.js
 import type { StatusReport, CertificateStatus } from '../../src/engine/status.js';
 import type { RenewalScheduler, ScanOutcome } from '../../src/engine/renewal-scheduler.js';
 import { createLogger } from '../../src/logging.js';
+import { captureLogs, type LogLine } from '../support/logs.js';
 
 const FIRST_HOST = 'renew-first.example.test';
 const SECOND_HOST = 'renew-second.example.test';
@@ -41,35 +42,6 @@ const RENEWAL_ENV = {
   CONSUL_ACME_RENEW_SPREAD: '0ms',
   CONSUL_ACME_RETIRE_GRACE: `${RETIRE_GRACE_SECONDS}s`,
 };
-
-interface LogLine {
-  msg?: string;
-  event?: string;
-  reason?: string;
-  cert_id?: string;
-  component?: string;
-  err?: string;
-  [field: string]: unknown;
-}
-
-/** A logger at info level whose JSON lines the test reads. */
-function captureLogs(): { logger: ReturnType<typeof createLogger>; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const logger = createLogger('info', {
-    write(chunk: string) {
-      for (const line of chunk.split('\n')) if (line.trim() !== '') lines.push(JSON.parse(line) as LogLine);
-    },
-  });
-  return { logger, lines };
-}
-
-async function registerService(consulAddress: string, id: string, tags: string[]): Promise<void> {
-  const res = await fetch(`${consulAddress}/v1/agent/service/register`, {
-    method: 'PUT',
-    body: JSON.stringify({ ID: id, Name: id, Port: 9000, Address: '127.0.0.1', Tags: tags }),
-  });
-  assert.equal(res.status, 200, `registering ${id}: ${await res.text()}`);
-}
 
 /** The latest version of a certificate secret, read over HTTP as Fabio reads it. */
 async function vaultSecret(vault: VaultStandin, hostname: string): Promise<{ data: Record<string, string>; version: number } | undefined> {

@@ -221,3 +221,23 @@ async function isReady(
     return false; // not listening yet
   }
 }
+
+/** Registers (or re-registers, replacing its tags) a service in the agent, as an application would. */
+export async function registerService(consulAddress: string, id: string, tags: string[]): Promise<void> {
+  const res = await fetch(`${consulAddress}/v1/agent/service/register`, {
+    method: 'PUT',
+    body: JSON.stringify({ ID: id, Name: id, Port: 9000, Address: '127.0.0.1', Tags: tags }),
+  });
+  if (res.status !== 200) throw new Error(`registering ${id}: ${res.status} ${await res.text()}`);
+}
+
+/** Removes a service registered with `registerService`. */
+export async function deregisterService(consulAddress: string, id: string): Promise<void> {
+  const res = await fetch(`${consulAddress}/v1/agent/service/deregister/${encodeURIComponent(id)}`, { method: 'PUT' });
+  if (res.status !== 200) throw new Error(`deregistering ${id}: ${res.status} ${await res.text()}`);
+}
+
+/** Fabio route tags (`urlprefix-<host>/`) for some hostnames. */
+export function fabioTags(hostnames: readonly string[]): string[] {
+  return hostnames.map((h) => `urlprefix-${h}/`);
+}

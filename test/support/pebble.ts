@@ -21,6 +21,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './net.js';
 
 export const PEBBLE_BINARY = process.env.PEBBLE_BINARY ?? '/usr/bin/pebble';
 export const CHALLTESTSRV_BINARY = process.env.PEBBLE_CHALLTESTSRV_BINARY ?? '/usr/bin/pebble-challtestsrv';
@@ -121,22 +122,6 @@ async function isTcpPortFree(port: number): Promise<boolean> {
     server.unref();
     server.once('error', () => resolve(false));
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-async function freeTcpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      if (address === null || typeof address === 'string') {
-        reject(new Error('no port'));
-        return;
-      }
-      server.close(() => resolve(address.port));
-    });
   });
 }
 
@@ -265,10 +250,10 @@ async function startOnce(
 ): Promise<PebbleInstance> {
   const logs = new LogBuffer();
   const [wfePort, managementPort, dnsPort, challManagementPort] = [
-    await freeTcpPort(),
-    await freeTcpPort(),
+    await freePort(),
+    await freePort(),
     await freeUdpAndTcpPort(),
-    await freeTcpPort(),
+    await freePort(),
   ];
   const challtestsrvManagementUrl = `http://127.0.0.1:${challManagementPort}`;
   const directoryUrl = `https://127.0.0.1:${wfePort}/dir`;
