@@ -3,24 +3,31 @@
  * run the real engine with any mix of real and in-memory adapters; `buildService(config)` makes
  * the real adapters from the configuration, for `consul-acme run`.
  */
-import type { FastifyInstance } from 'fastify';
 import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import { accountId } from './adapters/account-record.js';
 import { AcmeIssuer } from './adapters/acme/acme-issuer.js';
+import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
 import { ConsulCertificateStateStore } from './adapters/consul/consul-certificate-state-store.js';
 import { ConsulChallengeStore } from './adapters/consul/consul-challenge-store.js';
 import { createConsulClient } from './adapters/consul/consul-client.js';
 import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
 import { ConsulLocker } from './adapters/consul/consul-locker.js';
+import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
 import { ConsulServiceRegistration } from './adapters/consul/consul-service-registration.js';
 import { FileAccountStore } from './adapters/file/file-account-store.js';
 import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
+import { HttpPreflight } from './adapters/net/http-preflight.js';
 import { VaultAccountStore } from './adapters/vault/vault-account-store.js';
 import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
 import { createVaultClient } from './adapters/vault/vault-client.js';
 import type { Config } from './config/schema.js';
+import type { Budget, BudgetScope } from './domain/budget.js';
+import { certificateHealth } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
-import { Reconciler } from './engine/reconciler.js';
+import { OrderGate } from './engine/order-gate.js';
 import { IssuanceQueue, type JobOutcome } from './engine/queue.js';
+import { Reconciler } from './engine/reconciler.js';
 import { RenewalScheduler } from './engine/renewal-scheduler.js';
 import type { StatusReport } from './engine/status.js';
 import { CertificateWorker } from './engine/worker.js';
@@ -29,26 +36,19 @@ import { buildAdminServer } from './http/admin-server.js';
 import { buildChallengeServer } from './http/challenge-server.js';
 import { F, type Logger } from './logging.js';
 import { ServiceMetrics } from './metrics.js';
-import { certificateHealth } from './domain/certificate-health.js';
 import { ADMIN_HEALTH_PATHS, certificateHealthServiceName, consulKvFolder } from './naming.js';
 import type { AccountStore } from './ports/account-store.js';
-import type { CertificateStore } from './ports/certificate-store.js';
+import type { BudgetLedger } from './ports/budget-ledger.js';
 import type { CertificateStateStore } from './ports/certificate-state-store.js';
+import type { CertificateStore } from './ports/certificate-store.js';
 import type { ChallengeStore } from './ports/challenge-store.js';
 import { systemClock, type Clock } from './ports/clock.js';
 import type { Discovery } from './ports/discovery.js';
 import type { Issuer } from './ports/issuer.js';
 import type { Locker } from './ports/locker.js';
-import type { ServiceRegistration } from './ports/service-registration.js';
-import type { BudgetLedger } from './ports/budget-ledger.js';
 import type { PolicySource } from './ports/policy-source.js';
 import type { Preflight } from './ports/preflight.js';
-import { OrderGate } from './engine/order-gate.js';
-import type { Budget, BudgetScope } from './domain/budget.js';
-import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
-import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
-import { HttpPreflight } from './adapters/net/http-preflight.js';
-import { accountId } from './adapters/account-record.js';
+import type { ServiceRegistration } from './ports/service-registration.js';
 
 export interface ServiceDeps {
   config: Config;
