@@ -119,6 +119,7 @@ export function createService(deps: ServiceDeps): Service {
   const queue: IssuanceQueue = new IssuanceQueue((certId, signal, attempt): Promise<JobOutcome> => worker.process(certId, signal, attempt), {
     concurrency: config.queueConcurrency,
     retryScheduleMs: config.retryScheduleMs,
+    busyRecheckMs: config.lockedRecheckMs,
     clock,
     logger,
     state: deps.stateStore,

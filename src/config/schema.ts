@@ -229,6 +229,7 @@ export const SETTINGS = {
   // Queue
   queueConcurrency: setting({ key: 'queueConcurrency', env: 'CONSUL_ACME_QUEUE_CONCURRENCY', default: 4, type: 'integer 1–64', description: 'Orders in flight at once in this instance.', parse: int(1, 64) }),
   retryScheduleMs: setting({ key: 'retryScheduleMs', env: 'CONSUL_ACME_RETRY_SCHEDULE', default: [60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000], defaultDoc: '`1m,2m,5m,10m,30m,1h,2h,6h,12h,24h`', type: 'durations', description: 'Delay before retry n after n consecutive failures; the last entry repeats. A longer `Retry-After` from the CA wins.', parse: durationList() }),
+  lockedRecheckMs: setting({ key: 'lockedRecheckMs', env: 'CONSUL_ACME_LOCKED_RECHECK', default: 30_000, defaultDoc: '`30s`', type: 'duration', description: 'When another instance holds a certificate\'s lock, look at it again after this long (it bounds how soon survivors take over a dead instance\'s work, after its session is reaped).', parse: duration() }),
   // Renewal
   renewRemainingFraction: setting({ key: 'renewRemainingFraction', env: 'CONSUL_ACME_RENEW_REMAINING_FRACTION', default: 1 / 3, defaultDoc: '`0.3333` (one third)', type: 'number 0–1', description: 'Renew when less than this fraction of the lifetime is left.', parse: fraction() }),
   renewSchedule: setting({ key: 'renewSchedule', env: 'CONSUL_ACME_RENEW_SCHEDULE', default: '*/10 * * * *', type: 'cron', description: 'When the renewal scan runs (and once at start).', parse: cronExpression() }),

@@ -197,7 +197,12 @@ describe('AcmeIssuer against Pebble', () => {
     const account = await accountStore.get(pebble.directoryUrl);
     assert.ok(account?.accountUrl, 'the account URL is stored');
     assert.equal(accountStore.createCalls, 1, 'one account key created');
-    assert.equal(firstRequests.filter((r) => r.endpoint === 'newAccount').length, 1, 'one newAccount request');
+    // One lookup (onlyReturnExisting, answered 400 accountDoesNotExist), then one registration (201).
+    assert.deepEqual(
+      firstRequests.filter((r) => r.endpoint === 'newAccount').map((r) => r.status),
+      [400, 201],
+      'one lookup, then one registration',
+    );
 
     const second = track(makeIssuer(pebble, { accountStore, challengeStore }, secondRequests));
     await bounded(pebble, second.issue({ hostnames: ['three.shared.example.test'], keyType: 'ec-p256' }));

@@ -251,8 +251,13 @@ export class AcmeIssuer implements Issuer {
     });
     this.http.attach(client);
     if (knownUrl === undefined) {
-      // With the same key, a second registration (another instance, a lost update) returns the same account.
-      await client.createAccount({ termsOfServiceAgreed: true, ...(email ? { contact: [`mailto:${email}`] } : {}) });
+      // Another instance may have registered this key already (it won the race, or died before
+      // storing the URL): look the account up first (RFC 8555 §7.3.1), and register only when the
+      // CA has none. Registering again instead makes acme-client send an empty update, which
+      // strict CAs refuse as malformed.
+      if (!(await this.findExistingAccount(client))) {
+        await client.createAccount({ termsOfServiceAgreed: true, ...(email ? { contact: [`mailto:${email}`] } : {}) });
+      }
       const accountUrl = client.getAccountUrl();
       await accountStore.update({ ...account, accountUrl, email: email ?? account.email });
       this.staleAccountUrl = undefined;
@@ -260,6 +265,18 @@ export class AcmeIssuer implements Issuer {
     }
     this.currentClient = client;
     return client;
+  }
+
+  /** Whether the CA already knows the client's key; sets the client's account URL when it does. */
+  private async findExistingAccount(client: acme.Client): Promise<boolean> {
+    try {
+      await client.createAccount({ onlyReturnExisting: true });
+      return true;
+    } catch (err) {
+      const classified = classifyAcmeError(err, this.clock.now());
+      if (classified instanceof AcmeProblemError && classified.problemType === ACCOUNT_DOES_NOT_EXIST) return false;
+      throw err;
+    }
   }
 
   // ---------------------------------------------------------------- authorizations
@@ -309,6 +326,10 @@ export class AcmeIssuer implements Issuer {
     }
 
     let settled = false; // the authorization reached valid or invalid: nothing to deactivate
+    // Once the challenge is submitted the CA's validation settles the authorization by itself;
+    // deactivating it mid-validation gains nothing and wedges Pebble 2.4.0 (a leaked lock makes
+    // every later new-order hang).
+    let submitted = false;
     try {
       const challenge = (authz.challenges as Challenge[]).find((c) => c.type === 'http-01');
       if (!challenge) {
@@ -329,6 +350,7 @@ export class AcmeIssuer implements Issuer {
         log.debug({ identifier: name, authorization: authz.url }, 'acme challenge published');
         throwIfAborted(signal, what);
         await client.completeChallenge(challenge as Parameters<acme.Client['completeChallenge']>[0]);
+        submitted = true;
         const final = await this.poll(
           `authorization for ${name}`,
           async () => (await client.getAuthorizations({ authorizations: [authz.url] } as Order))[0] ?? authz,
@@ -346,7 +368,7 @@ export class AcmeIssuer implements Issuer {
       }
     } catch (err) {
       if (err instanceof AcmeServerProblem && err.response === undefined) settled = true; // became invalid
-      if (!settled) await this.deactivate(client, authz, log);
+      if (!settled && !submitted) await this.deactivate(client, authz, log);
       throw err;
     }
   }
