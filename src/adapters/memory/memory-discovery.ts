@@ -1,12 +1,5 @@
+import { MemoryWatch } from './memory-watch.js';
 import type { CatalogSnapshot, Discovery } from '../../ports/discovery.js';
-
-interface Watcher {
-  lastEmitted: string | undefined;
-  /** Deliveries run one after another: onSnapshot is awaited before the next. */
-  chain: Promise<void>;
-  onSnapshot: (snapshot: CatalogSnapshot) => Promise<void> | void;
-  onError: ((err: unknown) => void) | undefined;
-}
 
 function normalize(services: Record<string, readonly string[]>): Record<string, string[]> {
   const out: Record<string, string[]> = {};
@@ -22,24 +15,17 @@ function normalize(services: Record<string, readonly string[]>): Record<string, 
 export class MemoryDiscovery implements Discovery {
   private services: Record<string, string[]>;
   private index = 1;
-  private readonly watchers = new Set<Watcher>();
+  private readonly watches = new MemoryWatch<CatalogSnapshot>(
+    () => ({ services: normalize(this.services), index: this.index }),
+    (snapshot) => JSON.stringify(snapshot.services),
+  );
 
   constructor(initial: Record<string, readonly string[]> = {}) {
     this.services = normalize(initial);
   }
 
-  async watch(
-    signal: AbortSignal,
-    onSnapshot: (snapshot: CatalogSnapshot) => Promise<void> | void,
-    onError?: (err: unknown) => void,
-  ): Promise<void> {
-    if (signal.aborted) return;
-    const watcher: Watcher = { lastEmitted: undefined, chain: Promise.resolve(), onSnapshot, onError };
-    this.watchers.add(watcher);
-    void this.deliver(watcher);
-    await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-    this.watchers.delete(watcher);
-    await watcher.chain;
+  watch(signal: AbortSignal, onSnapshot: (snapshot: CatalogSnapshot) => Promise<void> | void, onError?: (err: unknown) => void): Promise<void> {
+    return this.watches.watch(signal, onSnapshot, onError);
   }
 
   /**
@@ -49,37 +35,16 @@ export class MemoryDiscovery implements Discovery {
   async push(services: Record<string, readonly string[]>): Promise<void> {
     this.services = normalize(services);
     this.index += 1;
-    await Promise.all([...this.watchers].map((w) => this.deliver(w)));
+    await this.watches.publish();
   }
 
   /** Reports `err` to every watcher's onError, as a failing Consul would. */
   fail(err: unknown): void {
-    for (const w of this.watchers) w.onError?.(err);
+    this.watches.fail(err);
   }
 
   /** The catalog as last pushed (sorted). */
   current(): Record<string, string[]> {
     return normalize(this.services);
-  }
-
-  private deliver(watcher: Watcher): Promise<void> {
-    const services = this.services;
-    const index = this.index;
-    watcher.chain = watcher.chain.then(async () => {
-      const content = JSON.stringify(services);
-      if (content === watcher.lastEmitted) return;
-      try {
-        await watcher.onSnapshot({ services: normalize(services), index });
-        watcher.lastEmitted = content;
-      } catch (err) {
-        // Offered again on the next push; a throwing onError must not break the chain.
-        try {
-          watcher.onError?.(err);
-        } catch {
-          /* ignored */
-        }
-      }
-    });
-    return watcher.chain;
   }
 }

@@ -1,19 +1,12 @@
 import { EMPTY_POLICY, policyFromTexts, type Policy } from '../../domain/policy.js';
 import type { PolicySource } from '../../ports/policy-source.js';
+import { MemoryWatch } from './memory-watch.js';
 
 /** The three lists as text, as they are stored in Consul KV; a missing list is empty. */
 export interface PolicyTexts {
   deny?: string;
   allow?: string;
   always?: string;
-}
-
-interface Watcher {
-  lastEmitted: string | undefined;
-  /** Deliveries run one after another: onPolicy is awaited before the next. */
-  chain: Promise<void>;
-  onPolicy: (policy: Policy) => Promise<void> | void;
-  onError: ((err: unknown) => void) | undefined;
 }
 
 function isPolicy(value: Policy | PolicyTexts): value is Policy {
@@ -36,24 +29,14 @@ function copy(policy: Policy): Policy {
  */
 export class MemoryPolicySource implements PolicySource {
   private policy: Policy;
-  private readonly watchers = new Set<Watcher>();
+  private readonly watches = new MemoryWatch<Policy>(() => copy(this.policy));
 
   constructor(initial: Policy | PolicyTexts = EMPTY_POLICY) {
     this.policy = isPolicy(initial) ? copy(initial) : policyFromTexts(initial);
   }
 
-  async watch(
-    signal: AbortSignal,
-    onPolicy: (policy: Policy) => Promise<void> | void,
-    onError?: (err: unknown) => void,
-  ): Promise<void> {
-    if (signal.aborted) return;
-    const watcher: Watcher = { lastEmitted: undefined, chain: Promise.resolve(), onPolicy, onError };
-    this.watchers.add(watcher);
-    void this.deliver(watcher);
-    await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-    this.watchers.delete(watcher);
-    await watcher.chain;
+  watch(signal: AbortSignal, onPolicy: (policy: Policy) => Promise<void> | void, onError?: (err: unknown) => void): Promise<void> {
+    return this.watches.watch(signal, onPolicy, onError);
   }
 
   /**
@@ -62,36 +45,16 @@ export class MemoryPolicySource implements PolicySource {
    */
   async set(policy: Policy | PolicyTexts): Promise<void> {
     this.policy = isPolicy(policy) ? copy(policy) : policyFromTexts(policy);
-    await Promise.all([...this.watchers].map((w) => this.deliver(w)));
+    await this.watches.publish();
   }
 
   /** Reports `err` to every watcher's onError, as a failing Consul would. */
   fail(err: unknown): void {
-    for (const w of this.watchers) w.onError?.(err);
+    this.watches.fail(err);
   }
 
   /** The policy as last set (a copy). */
   current(): Policy {
     return copy(this.policy);
-  }
-
-  private deliver(watcher: Watcher): Promise<void> {
-    const policy = this.policy;
-    watcher.chain = watcher.chain.then(async () => {
-      const content = JSON.stringify(policy);
-      if (content === watcher.lastEmitted) return;
-      try {
-        await watcher.onPolicy(copy(policy));
-        watcher.lastEmitted = content;
-      } catch (err) {
-        // Offered again on the next set; a throwing onError must not break the chain.
-        try {
-          watcher.onError?.(err);
-        } catch {
-          /* ignored */
-        }
-      }
-    });
-    return watcher.chain;
   }
 }
