@@ -83,11 +83,13 @@ for (const subject of subjects) {
     it('returns recorded events oldest first, from `since` on', async () => {
       const [ledger] = subject.pair();
       const key = newKey();
-      const times = [minutesAgo(5), minutesAgo(30), minutesAgo(10)];
-      for (const at of times) await ledger.record(key, at);
-      assert.deepEqual(await ledger.events(key, EPOCH), [minutesAgo(30), minutesAgo(10), minutesAgo(5)]);
-      assert.deepEqual(await ledger.events(key, minutesAgo(10)), [minutesAgo(10), minutesAgo(5)], 'since is inclusive');
-      assert.deepEqual(await ledger.events(key, minutesAgo(1)), []);
+      // One reading of the clock, so the expected times cannot straddle a second boundary.
+      const now = minutesAgo(0).getTime();
+      const [m30, m10, m5, m1] = [30, 10, 5, 1].map((n) => new Date(now - n * MINUTE)) as [Date, Date, Date, Date];
+      for (const at of [m5, m30, m10]) await ledger.record(key, at);
+      assert.deepEqual(await ledger.events(key, EPOCH), [m30, m10, m5]);
+      assert.deepEqual(await ledger.events(key, m10), [m10, m5], 'since is inclusive');
+      assert.deepEqual(await ledger.events(key, m1), []);
     });
 
     it('keeps keys apart', async () => {
