@@ -116,7 +116,7 @@ function table(header: string[], rows: string[][]): string[] {
 function problemCell(c: CertificateStatus): string {
   let text: string | undefined;
   if (c.policy) text = c.policy;
-  else if (c.waitingFor) text = `${c.waitingFor} until ${shortDate(c.nextAttemptAt)}`;
+  else if (c.waitingFor) text = `until ${shortDate(c.nextAttemptAt)}: ${c.waitingFor}`;
   else if (c.lastError && c.lastError.trim() !== '') text = c.attempts > 0 && c.nextAttemptAt ? `${c.lastError} (try ${c.attempts + 1} at ${shortDate(c.nextAttemptAt)})` : c.lastError;
   return text === undefined ? EMPTY : truncate(clean(text), LAST_ERROR_MAX_CHARS);
 }

@@ -115,6 +115,52 @@ describe('renderStatusTable', () => {
   });
 });
 
+describe('renderStatusTable for policy and budgets', () => {
+  const row = (c: Partial<StatusReport['certificates'][number]>): StatusReport['certificates'][number] => ({
+    hostname: 'x.example.com',
+    state: 'pending',
+    reason: undefined,
+    services: ['web'],
+    expiresAt: undefined,
+    renewsAt: undefined,
+    lastError: undefined,
+    policy: undefined,
+    waitingFor: undefined,
+    attempts: 0,
+    nextAttemptAt: undefined,
+    ...c,
+  });
+  const report: StatusReport = {
+    ...REPORT,
+    certificates: [
+      row({ hostname: 'denied.example.com', state: 'refused', policy: 'denied by *.example.com' }),
+      row({ hostname: 'budget.example.com', state: 'waiting', waitingFor: 'budget account default spent (300/300)', nextAttemptAt: '2025-03-01T15:00:00.000Z' }),
+      row({ hostname: 'unrouted.example.com', state: 'failed', lastError: 'PREFLIGHT_FAILED: NotRouted', attempts: 2, nextAttemptAt: '2025-03-01T12:05:00.000Z' }),
+    ],
+    policy: { deny: 1, allow: 0, always: 0, invalid: [{ list: 'deny', line: 3, text: 'bad*.example.com', reason: 'not a pattern' }] },
+  };
+  const lines = renderStatusTable(report, NOW).split('\n');
+  const line = (host: string): string => lines.find((l) => l.startsWith(host)) ?? '';
+
+  it('a refused name shows the policy verdict', () => {
+    assert.match(line('denied.example.com'), /refused\s.*denied by \*\.example\.com/);
+  });
+
+  it('a waiting name shows the spent budget and until when', () => {
+    assert.match(line('budget.example.com'), /waiting\s.*until 2025-03-01 15:00: budget account default spent/);
+  });
+
+  it('a failing name shows its last error and when the next try is', () => {
+    assert.match(line('unrouted.example.com'), /failed\s.*PREFLIGHT_FAILED: NotRouted \(try 3 at 2025-03-01 12:05\)/);
+  });
+
+  it('ignored policy lines are listed with list, line, text and reason', () => {
+    const at = lines.indexOf('Ignored policy lines');
+    assert.ok(at > 0);
+    assert.match(lines[at + 2] ?? '', /^deny\s+3\s+bad\*\.example\.com\s+not a pattern$/);
+  });
+});
+
 describe('formatStatus', () => {
   it('prints the report as JSON with --json', () => {
     assert.deepEqual(JSON.parse(formatStatus(REPORT, { json: true, now: NOW })), JSON.parse(JSON.stringify(REPORT)));
