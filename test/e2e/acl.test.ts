@@ -6,14 +6,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Writable } from 'node:stream';
-import { createLogger } from '../../src/logging.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 import { startPebble, type PebbleInstance } from '../support/pebble.js';
 import { startService, type RunningService } from '../support/service-harness.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 import { freePort } from '../support/net.js';
 import { waitFor } from '../support/wait.js';
+import { captureLogs } from '../support/logs.js';
 import type { StatusReport } from '../../src/engine/status.js';
 
 const MASTER = 'b1a0c7de-0000-4000-8000-00000000acl1';
@@ -38,7 +37,7 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
   let vault: VaultStandin;
   let svc: RunningService;
   let token: string;
-  const logLines: string[] = [];
+  const logs = captureLogs('debug');
 
   before(async () => {
     const challengePort = await freePort();
@@ -50,19 +49,13 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
     token = created.SecretID;
     await consulAsMaster(consul, 'PUT', '/v1/agent/service/register', { ID: 'web', Name: 'web', Port: 9000, Tags: [`urlprefix-${ALLOWED}/`, `urlprefix-${DENIED}/`] });
     await consulAsMaster(consul, 'PUT', '/v1/kv/consul-acme/policy/deny', `# refused on purpose\n${DENIED}\n`);
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        logLines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
-        done();
-      },
-    });
     svc = await startService({
       consulAddress: consul.address,
       directoryUrl: pebble.directoryUrl,
       caBundlePem: pebble.caBundlePem,
       challengePort,
       dnsServer: pebble.dnsServer,
-      logger: createLogger('debug', sink),
+      logger: logs.logger,
       env: { CONSUL_HTTP_TOKEN: token, CONSUL_ACME_STORE: 'vault', VAULT_ADDR: vault.address, VAULT_TOKEN: vault.token },
     });
   });
@@ -102,7 +95,7 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
   });
 
   test('nothing asked Consul for more than the policy grants', () => {
-    const denials = logLines.filter((l) => /CONSUL_PERMISSION_DENIED|Permission denied|ACL not found/.test(l));
+    const denials = logs.lines.map((l) => JSON.stringify(l)).filter((l) => /CONSUL_PERMISSION_DENIED|Permission denied|ACL not found/.test(l));
     assert.deepEqual(denials, []);
   });
 });

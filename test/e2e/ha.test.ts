@@ -568,12 +568,9 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
       await cluster?.stop();
     });
 
-    // EXPECTED TO FAIL until src/adapters/acme/acme-issuer.ts (loadClient) can register a key the CA
-    // already knows: acme-client's createAccount turns Pebble's "200, account exists" into an
-    // update carrying only termsOfServiceAgreed, which Pebble refuses as "Use POST-as-GET to
-    // retrieve account data instead of doing an empty update" (malformed), and the URL is never
-    // stored, so every attempt fails the same way. In the three-instance scenario the same race
-    // fails the losers' first attempts in most runs.
+    // The issuer looks the key up at the CA first (onlyReturnExisting) and stores the URL it gets,
+    // instead of registering again: acme-client would follow a second registration of a known key
+    // with an empty update, which Pebble refuses as malformed, and no attempt could ever succeed.
     test('its first order succeeds', { timeout: 60_000 }, async () => {
       const [instance] = cluster.instances;
       const outcome = await waitWithPebble(

@@ -5,37 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { MemoryChallengeStore } from '../../src/adapters/memory/memory-challenge-store.js';
 import { CHALLENGE_PATH, HttpPreflight } from '../../src/adapters/net/http-preflight.js';
 import { AbortedError } from '../../src/errors.js';
 import { CHALLTESTSRV_BINARY } from '../support/pebble.js';
-import { freePort } from '../support/net.js';
+import { freePort, freeUdpAndTcpPort } from '../support/net.js';
 import { waitFor } from '../support/wait.js';
-
-/** A port free for both UDP and TCP on 127.0.0.1 (the DNS server listens on both). */
-async function freeDnsPort(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const socket = createSocket('udp4');
-      socket.on('error', reject);
-      socket.bind(0, '127.0.0.1', () => {
-        const { port: p } = socket.address();
-        socket.close(() => resolve(p));
-      });
-    });
-    const tcpFree = await new Promise<boolean>((resolve) => {
-      const server = createTcpServer();
-      server.once('error', () => resolve(false));
-      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-    });
-    if (tcpFree) return port;
-  }
-  throw new Error('no port free for both UDP and TCP');
-}
 
 interface DnsServer {
   address: string;
@@ -44,7 +22,7 @@ interface DnsServer {
 }
 
 async function startDns(): Promise<DnsServer> {
-  const [dnsPort, managementPort] = [await freeDnsPort(), await freePort()];
+  const [dnsPort, managementPort] = [await freeUdpAndTcpPort(), await freePort()];
   const management = `http://127.0.0.1:${managementPort}`;
   let logs = '';
   const child: ChildProcess = spawn(

@@ -21,14 +21,13 @@
  *
  * Every upstream request has a deadline; an unreachable Pebble is answered 502 and recorded.
  */
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, request as httpsRequest, type Server } from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { makeLocalhostCertificate } from './tls.js';
 
 const UPSTREAM_TIMEOUT_MS = 15_000;
 export const RATE_LIMITED_TYPE = 'urn:ietf:params:acme:error:rateLimited';
@@ -89,21 +88,11 @@ export interface StartAcmeProxyOptions {
   caBundlePem: string;
 }
 
-async function generateCertificate(): Promise<{ certPem: string; keyPem: string }> {
+/** The proxy's own certificate (made in a temporary folder that is removed at once). */
+async function localhostCertificate(): Promise<{ certPem: string; keyPem: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'acme-proxy-'));
   try {
-    const certPath = join(dir, 'cert.pem');
-    const keyPath = join(dir, 'key.pem');
-    await promisify(execFile)(
-      'openssl',
-      [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-keyout', keyPath, '-out', certPath, '-days', '30',
-        '-subj', '/CN=acme-proxy-local', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ],
-      { timeout: 10_000 },
-    );
-    return { certPem: await readFile(certPath, 'utf8'), keyPem: await readFile(keyPath, 'utf8') };
+    return await makeLocalhostCertificate(dir, 'acme-proxy-local');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -150,7 +139,7 @@ function endpointOfPath(path: string): string {
 export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeProxy> {
   const upstream = new URL(opts.directoryUrl);
   const upstreamOrigin = upstream.origin;
-  const tls = await generateCertificate();
+  const tls = await localhostCertificate();
   const log: AcmeProxyRequest[] = [];
   /** Directory path → resource name (newNonce, newAccount, newOrder, …), learned from Pebble. */
   const directoryPaths = new Map<string, string>([[upstream.pathname, 'directory']]);

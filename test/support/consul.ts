@@ -7,13 +7,14 @@
  * Binary: $CONSUL_BIN, else <repo>/.cache/consul/usr/bin/consul, else `consul` on PATH.
  * Every agent started here is killed when the test process exits.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './net.js';
+import { killOnExit } from './processes.js';
 
 const STARTUP_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
@@ -41,17 +42,6 @@ export interface ConsulInstance {
   kill9(): void;
   /** The agent's output so far (for failure messages). */
   logs(): string;
-}
-
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
-  });
 }
 
 /** Finds the consul binary; throws naming `npm run setup` when there is none. */
@@ -92,7 +82,6 @@ class LogBuffer {
 
 export async function startConsul(opts: StartConsulOptions = {}): Promise<ConsulInstance> {
   const binary = consulBinary();
-  installExitHook();
   let lastError: unknown;
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     try {
@@ -129,12 +118,11 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
     ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-node', nodeName, '-config-file', configFile],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  running.add(child);
+  killOnExit(child);
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   const exitPromise = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {
       exited = { code, signal };
-      running.delete(child);
       resolve();
     });
   });

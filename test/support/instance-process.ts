@@ -7,9 +7,10 @@
  * cert_obtained, cert_failed...); `lines()` returns every parsed line; `logs()` the raw output,
  * for failure messages. Every process spawned here is SIGKILLed when the test process exits.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './wait.js';
+import { killOnExit } from './processes.js';
 
 /** The compiled entry point, next to this file in dist/ (dist/test/support → dist/src/main.js). */
 export const MAIN_JS = fileURLToPath(new URL('../../src/main.js', import.meta.url));
@@ -55,17 +56,6 @@ export interface InstanceProcess {
   waitForExit(timeoutMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
-  });
-}
-
 /** Settings from the test's own environment must not leak into the instance. */
 function baseEnvironment(): Record<string, string> {
   const env: Record<string, string> = {};
@@ -79,7 +69,6 @@ function baseEnvironment(): Record<string, string> {
 
 /** Spawns one instance and resolves once its listeners are up (its `listening` log line). */
 export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProcess> {
-  installExitHook();
   const env = {
     ...baseEnvironment(),
     CONSUL_ACME_CHALLENGE_HOST: '127.0.0.1',
@@ -91,7 +80,7 @@ export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProc
     CONSUL_ACME_ADMIN_PORT: String(opts.adminPort),
   };
   const child = spawn(process.execPath, [MAIN_JS, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
+  killOnExit(child);
 
   let raw = '';
   let partial = '';
@@ -100,7 +89,6 @@ export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProc
   const exitPromise = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
       exitState = { code, signal };
-      running.delete(child);
       resolve(exitState);
     });
   });

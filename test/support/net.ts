@@ -1,3 +1,4 @@
+import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it). */
@@ -15,4 +16,29 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(address.port));
     });
   });
+}
+
+async function isTcpPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** A port free for both UDP and TCP on 127.0.0.1 (a DNS server listens on both). */
+export async function freeUdpAndTcpPort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const socket = createSocket('udp4');
+      socket.on('error', reject);
+      socket.bind(0, '127.0.0.1', () => {
+        const { port: p } = socket.address();
+        socket.close(() => resolve(p));
+      });
+    });
+    if (await isTcpPortFree(port)) return port;
+  }
+  throw new Error('no port free for both UDP and TCP on 127.0.0.1');
 }

@@ -11,17 +11,15 @@
  *
  * Every wait is bounded; a Pebble that stops answering fails with "Pebble stopped answering".
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { rmSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { freePort } from './net.js';
+import { freePort, freeUdpAndTcpPort } from './net.js';
+import { killOnExit, removeOnExit } from './processes.js';
+import { makeLocalhostCertificate } from './tls.js';
 
 export const PEBBLE_BINARY = process.env.PEBBLE_BINARY ?? '/usr/bin/pebble';
 export const CHALLTESTSRV_BINARY = process.env.PEBBLE_CHALLTESTSRV_BINARY ?? '/usr/bin/pebble-challtestsrv';
@@ -66,28 +64,6 @@ export interface PebbleInstance {
 /** The name other tests use for a started Pebble. */
 export type RunningPebble = PebbleInstance;
 
-const running = new Set<ChildProcess>();
-const tempDirs = new Set<string>();
-let exitHookInstalled = false;
-
-/** Kills every Pebble and challtestsrv when this process ends, also by a signal (a killed test run). */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  const killAll = (): void => {
-    for (const child of running) child.kill('SIGKILL');
-    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-  };
-  process.on('exit', killAll);
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      killAll();
-      // Keep the default behaviour (exit) unless someone else handles the signal.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    });
-  }
-}
-
 class LogBuffer {
   private text = '';
   append(prefix: string, chunk: Buffer | string): void {
@@ -98,31 +74,6 @@ class LogBuffer {
   toString(): string {
     return this.text;
   }
-}
-
-/** A port free for both UDP and TCP on 127.0.0.1 (challtestsrv's DNS server listens on both). */
-async function freeUdpAndTcpPort(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const socket = createSocket('udp4');
-      socket.on('error', reject);
-      socket.bind(0, '127.0.0.1', () => {
-        const { port: p } = socket.address();
-        socket.close(() => resolve(p));
-      });
-    });
-    if (await isTcpPortFree(port)) return port;
-  }
-  throw new Error('no port free for both UDP and TCP on 127.0.0.1');
-}
-
-async function isTcpPortFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
 }
 
 interface SimpleResponse {
@@ -161,12 +112,11 @@ async function simpleRequest(
 
 function spawnLogged(binary: string, args: string[], env: NodeJS.ProcessEnv, name: string, logs: LogBuffer): ChildProcess {
   const child = spawn(binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
+  killOnExit(child);
   child.stdout?.on('data', (c: Buffer) => logs.append(name, c));
   child.stderr?.on('data', (c: Buffer) => logs.append(name, c));
   child.on('error', (err) => logs.append(name, `spawn error: ${err.message}`));
   child.on('exit', (code, signal) => {
-    running.delete(child);
     logs.append(name, `exited code=${code ?? 'null'} signal=${signal ?? 'null'}`);
   });
   return child;
@@ -204,29 +154,13 @@ async function waitUntilUp(what: string, probe: () => Promise<boolean>, children
   }
 }
 
-async function generateTlsCertificate(dir: string): Promise<{ certPath: string; keyPath: string; certPem: string }> {
-  const certPath = join(dir, 'cert.pem');
-  const keyPath = join(dir, 'key.pem');
-  await promisify(execFile)(
-    'openssl',
-    [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-      '-keyout', keyPath, '-out', certPath, '-days', '30',
-      '-subj', '/CN=pebble-local', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    ],
-    { timeout: REQUEST_TIMEOUT_MS },
-  );
-  return { certPath, keyPath, certPem: await readFile(certPath, 'utf8') };
-}
-
 const ADDRESS_IN_USE = /address already in use/i;
 
 export async function startPebble(opts: StartPebbleOptions): Promise<PebbleInstance> {
-  installExitHook();
   const dir = await mkdtemp(join(tmpdir(), 'pebble-'));
-  tempDirs.add(dir);
+  removeOnExit(dir);
   try {
-    const tls = await generateTlsCertificate(dir);
+    const tls = await makeLocalhostCertificate(dir, 'pebble-local');
     // The ports are free when picked but another process may take one before we bind: retry.
     for (let attempt = 1; ; attempt++) {
       try {
@@ -238,7 +172,6 @@ export async function startPebble(opts: StartPebbleOptions): Promise<PebbleInsta
     }
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
-    tempDirs.delete(dir);
     throw err;
   }
 }
@@ -307,7 +240,6 @@ async function startOnce(
     stopped = true;
     await Promise.all(children.map(stopChild));
     await rm(dir, { recursive: true, force: true });
-    tempDirs.delete(dir);
   };
 
   try {

@@ -1,5 +1,7 @@
-/** A throw-away CA and a server certificate for 127.0.0.1/localhost, made with openssl. */
-import { execFileSync } from 'node:child_process';
+/** Throw-away TLS material for loopback servers, made with openssl. */
+import { execFile, execFileSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,4 +23,27 @@ export function makeTestPki(): TestPki {
   writeFileSync(f('san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
   openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '2', '-extfile', f('san.ext'));
   return { caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') };
+}
+
+export interface LocalhostCertificate {
+  certPath: string;
+  keyPath: string;
+  certPem: string;
+  keyPem: string;
+}
+
+/** A self-signed P-256 certificate for localhost and 127.0.0.1, written as cert.pem and key.pem into `dir`. */
+export async function makeLocalhostCertificate(dir: string, commonName: string): Promise<LocalhostCertificate> {
+  const certPath = join(dir, 'cert.pem');
+  const keyPath = join(dir, 'key.pem');
+  await promisify(execFile)(
+    'openssl',
+    [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-keyout', keyPath, '-out', certPath, '-days', '30',
+      '-subj', `/CN=${commonName}`, '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ],
+    { timeout: 10_000 },
+  );
+  return { certPath, keyPath, certPem: await readFile(certPath, 'utf8'), keyPem: await readFile(keyPath, 'utf8') };
 }
