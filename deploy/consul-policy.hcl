@@ -1,4 +1,4 @@
-# Consul ACL policy for consul-acme's token (Consul 1.8 rule syntax; reference/protocols.md §1.9).
+# Consul ACL policy for consul-acme's token (Consul 1.8 rule syntax; docs/protocols.md §1.9).
 # Least privilege, as computed by consulRules() in src/deploy-contract.ts and checked by
 # test/unit/deploy-agreement.test.ts.
 #

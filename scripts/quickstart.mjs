@@ -66,7 +66,13 @@ try {
 
   const reg = await fetch(`${consul.address}/v1/agent/service/register`, {
     method: 'PUT',
-    body: JSON.stringify({ ID: 'web', Name: 'web', Port: 9000, Address: '127.0.0.1', Tags: [`urlprefix-${hostname}/`] }),
+    body: JSON.stringify({
+      ID: 'web',
+      Name: 'web',
+      Port: 9000,
+      Address: '127.0.0.1',
+      Tags: [`urlprefix-${hostname}/`],
+    }),
   });
   if (!reg.ok) throw new Error(`registering the sample service failed: ${reg.status} ${await reg.text()}`);
   say(`registered service "web" with tag urlprefix-${hostname}/`);

@@ -7,5 +7,8 @@ const readme = readFileSync(path, 'utf8');
 const start = readme.indexOf(SETTINGS_TABLE_START);
 const end = readme.indexOf(SETTINGS_TABLE_END);
 if (start < 0 || end < start) throw new Error('README.md has no settings markers');
-writeFileSync(path, `${readme.slice(0, start + SETTINGS_TABLE_START.length)}\n${settingsTableMarkdown()}\n${readme.slice(end)}`);
+writeFileSync(
+  path,
+  `${readme.slice(0, start + SETTINGS_TABLE_START.length)}\n${settingsTableMarkdown()}\n${readme.slice(end)}`,
+);
 console.log('README.md settings table updated');

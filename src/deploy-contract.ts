@@ -39,7 +39,11 @@ export interface VaultLayout {
 
 /** The layout with the schema's defaults (`secret`, `fabio/certs`, `consul-acme/accounts`). */
 export function defaultVaultLayout(): VaultLayout {
-  return { mount: SETTINGS.vaultMount.default, prefix: SETTINGS.vaultPrefix.default, accountPath: SETTINGS.vaultAccountPath.default };
+  return {
+    mount: SETTINGS.vaultMount.default,
+    prefix: SETTINGS.vaultPrefix.default,
+    accountPath: SETTINGS.vaultAccountPath.default,
+  };
 }
 
 /**
@@ -64,10 +68,26 @@ export function storeVaultRules(layout: VaultLayout): VaultRule[] {
   const prefix = trimSlashes(layout.prefix);
   const accountPath = trimSlashes(layout.accountPath);
   return [
-    { path: `${kvPath(mount, 'data', prefix)}/*`, capabilities: ['create', 'read', 'update'], why: 'certificates are read, written with check-and-set and read back' },
-    { path: listRulePath(kvPath(mount, 'metadata', prefix)), capabilities: ['list'], why: 'the renewal scan lists the stored certificates' },
-    { path: `${kvPath(mount, 'metadata', prefix)}/*`, capabilities: ['read', 'delete'], why: 'retiring a certificate deletes its metadata (every version)' },
-    { path: `${kvPath(mount, 'data', accountPath)}/*`, capabilities: ['create', 'read', 'update'], why: 'the ACME account key is read and written with check-and-set' },
+    {
+      path: `${kvPath(mount, 'data', prefix)}/*`,
+      capabilities: ['create', 'read', 'update'],
+      why: 'certificates are read, written with check-and-set and read back',
+    },
+    {
+      path: listRulePath(kvPath(mount, 'metadata', prefix)),
+      capabilities: ['list'],
+      why: 'the renewal scan lists the stored certificates',
+    },
+    {
+      path: `${kvPath(mount, 'metadata', prefix)}/*`,
+      capabilities: ['read', 'delete'],
+      why: 'retiring a certificate deletes its metadata (every version)',
+    },
+    {
+      path: `${kvPath(mount, 'data', accountPath)}/*`,
+      capabilities: ['create', 'read', 'update'],
+      why: 'the ACME account key is read and written with check-and-set',
+    },
   ];
 }
 
@@ -81,14 +101,21 @@ export function fabioVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): 
   const mount = trimSlashes(layout.mount);
   const prefix = trimSlashes(layout.prefix);
   return [
-    { path: listRulePath(kvPath(mount, 'metadata', prefix)), capabilities: ['list'], why: 'Fabio lists the certificate secrets' },
-    { path: `${kvPath(mount, 'data', prefix)}/*`, capabilities: ['read'], why: 'Fabio reads each secret\'s cert and key' },
+    {
+      path: listRulePath(kvPath(mount, 'metadata', prefix)),
+      capabilities: ['list'],
+      why: 'Fabio lists the certificate secrets',
+    },
+    {
+      path: `${kvPath(mount, 'data', prefix)}/*`,
+      capabilities: ['read'],
+      why: "Fabio reads each secret's cert and key",
+    },
   ];
 }
 
 // ---------------------------------------------------------------------------------------------
 // (c) Consul
-
 
 export type ConsulResource = 'key_prefix' | 'session_prefix' | 'service_prefix' | 'node_prefix' | 'service';
 export type ConsulPolicy = 'read' | 'write';
@@ -109,32 +136,57 @@ export interface ConsulNeeds {
 
 /** The needs with the schema's defaults (`consul-acme/`, service `consul-acme`, registration on). */
 export function defaultConsulNeeds(): ConsulNeeds {
-  return { kvPrefix: SETTINGS.kvPrefix.default, serviceName: SETTINGS.serviceName.default, registerService: SETTINGS.registerService.default };
+  return {
+    kvPrefix: SETTINGS.kvPrefix.default,
+    serviceName: SETTINGS.serviceName.default,
+    registerService: SETTINGS.registerService.default,
+  };
 }
 
 /** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets). */
 export function consulKvPrefixes(kvPrefix: string): Record<keyof typeof CONSUL_KV_FOLDERS, string> {
-  return Object.fromEntries(Object.keys(CONSUL_KV_FOLDERS).map((k) => [k, consulKvFolder(kvPrefix, k as keyof typeof CONSUL_KV_FOLDERS)])) as Record<keyof typeof CONSUL_KV_FOLDERS, string>;
+  return Object.fromEntries(
+    Object.keys(CONSUL_KV_FOLDERS).map((k) => [k, consulKvFolder(kvPrefix, k as keyof typeof CONSUL_KV_FOLDERS)]),
+  ) as Record<keyof typeof CONSUL_KV_FOLDERS, string>;
 }
 
 /** The least-privilege rules for the service's Consul token (Consul 1.8 ACL syntax). */
 export function consulRules(needs: ConsulNeeds): ConsulRule[] {
   const rules: ConsulRule[] = [
-    { resource: 'key_prefix', name: needs.kvPrefix, policy: 'write', why: 'challenge tokens, locks, state, policy lists and budgets live under the KV prefix' },
-    { resource: 'session_prefix', name: '', policy: 'write', why: 'locks are held with a session on the local agent\'s node' },
-    { resource: 'service_prefix', name: '', policy: 'read', why: 'the catalog watch reads every service\'s tags' },
+    {
+      resource: 'key_prefix',
+      name: needs.kvPrefix,
+      policy: 'write',
+      why: 'challenge tokens, locks, state, policy lists and budgets live under the KV prefix',
+    },
+    {
+      resource: 'session_prefix',
+      name: '',
+      policy: 'write',
+      why: "locks are held with a session on the local agent's node",
+    },
+    { resource: 'service_prefix', name: '', policy: 'read', why: "the catalog watch reads every service's tags" },
     { resource: 'node_prefix', name: '', policy: 'read', why: 'catalog reads list the nodes of each service' },
   ];
   if (needs.registerService) {
-    rules.push({ resource: 'service', name: needs.serviceName, policy: 'write', why: 'the instance registers itself with the challenge-route tags' });
-    rules.push({ resource: 'service', name: certificateHealthServiceName(needs.serviceName), policy: 'write', why: 'the certificate health check is registered beside it' });
+    rules.push({
+      resource: 'service',
+      name: needs.serviceName,
+      policy: 'write',
+      why: 'the instance registers itself with the challenge-route tags',
+    });
+    rules.push({
+      resource: 'service',
+      name: certificateHealthServiceName(needs.serviceName),
+      policy: 'write',
+      why: 'the certificate health check is registered beside it',
+    });
   }
   return rules;
 }
 
 // ---------------------------------------------------------------------------------------------
 // (d) Listeners and health
-
 
 /** The path of the HTTP check the instance registers with its own Consul service. */
 export const REGISTRATION_CHECK_PATH = ADMIN_HEALTH_PATHS.ready;

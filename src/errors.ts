@@ -19,7 +19,8 @@ export const ERROR_CODES = {
   LOCK_LOST: 'The Consul session behind a lock was lost; the work under it was abandoned.',
   ABORTED: 'The operation was aborted (shutdown or lost lock).',
   INVALID_HOSTNAME: 'A hostname cannot be issued (see the reason).',
-  PREFLIGHT_FAILED: 'The pre-flight check found that the name does not resolve (NoDNS) or its challenge path does not reach consul-acme (NotRouted); no order was placed.',
+  PREFLIGHT_FAILED:
+    'The pre-flight check found that the name does not resolve (NoDNS) or its challenge path does not reach consul-acme (NotRouted); no order was placed.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 
@@ -63,7 +64,11 @@ export class AcmeProblemError extends ConsulAcmeError {
   readonly problemType: string | undefined;
   readonly status: number | undefined;
   readonly retryAfterSeconds: number | undefined;
-  constructor(code: 'ACME_PROBLEM' | 'ACME_RATE_LIMITED' | 'ACME_UNREACHABLE', message: string, options: AcmeProblemOptions = {}) {
+  constructor(
+    code: 'ACME_PROBLEM' | 'ACME_RATE_LIMITED' | 'ACME_UNREACHABLE',
+    message: string,
+    options: AcmeProblemOptions = {},
+  ) {
     super(code, message, { retryable: options.retryable ?? true, cause: options.cause });
     this.problemType = options.problemType;
     this.status = options.status;
@@ -73,10 +78,14 @@ export class AcmeProblemError extends ConsulAcmeError {
 
 export class StoreConflictError extends ConsulAcmeError {
   constructor(what: string, expectedVersion: number, options: ConsulAcmeErrorOptions = {}) {
-    super('STORE_CONFLICT', `${what}: check-and-set expected version ${expectedVersion} but the stored version differs`, {
-      retryable: false,
-      cause: options.cause,
-    });
+    super(
+      'STORE_CONFLICT',
+      `${what}: check-and-set expected version ${expectedVersion} but the stored version differs`,
+      {
+        retryable: false,
+        cause: options.cause,
+      },
+    );
   }
 }
 

@@ -48,12 +48,13 @@ export class ServiceMetrics {
       registers,
       collect() {
         this.reset();
-        for (const c of current()?.certificates() ?? []) this.set({ hostname: c.hostname, state: c.state }, c.state === 'valid' ? 1 : 0);
+        for (const c of current()?.certificates() ?? [])
+          this.set({ hostname: c.hostname, state: c.state }, c.state === 'valid' ? 1 : 0);
       },
     });
     new Gauge({
       name: `${METRIC_PREFIX}queue_depth`,
-      help: 'Certificate jobs waiting in this instance\'s queue (not running).',
+      help: "Certificate jobs waiting in this instance's queue (not running).",
       registers,
       collect() {
         this.set(current()?.queueDepth() ?? 0);
@@ -78,7 +79,7 @@ export class ServiceMetrics {
     });
     this.outcomes = new Counter({
       name: `${METRIC_PREFIX}issuance_outcomes_total`,
-      help: 'Issuance attempts by the planner\'s reason and their outcome (obtained, renewed, failed, retired); code is the error code of a failure.',
+      help: "Issuance attempts by the planner's reason and their outcome (obtained, renewed, failed, retired); code is the error code of a failure.",
       labelNames: ['reason', 'outcome', 'code'],
       registers,
     });
@@ -95,7 +96,11 @@ export class ServiceMetrics {
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
-    this.watchErrors = new Counter({ name: `${METRIC_PREFIX}consul_watch_errors_total`, help: 'Failed Consul catalog watch requests.', registers });
+    this.watchErrors = new Counter({
+      name: `${METRIC_PREFIX}consul_watch_errors_total`,
+      help: 'Failed Consul catalog watch requests.',
+      registers,
+    });
     this.scans = new Counter({
       name: `${METRIC_PREFIX}renewal_ticks_total`,
       help: 'Renewal scheduler ticks by outcome (scanned, not-leader, failed, busy).',

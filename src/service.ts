@@ -116,18 +116,25 @@ export function createService(deps: ServiceDeps): Service {
 
   // The queue calls the worker, the worker asks the reconciler what is desired, and the
   // reconciler feeds the queue: the closures below are only called after all three exist.
-  const queue: IssuanceQueue = new IssuanceQueue((certId, signal, attempt): Promise<JobOutcome> => worker.process(certId, signal, attempt), {
-    concurrency: config.queueConcurrency,
-    retryScheduleMs: config.retryScheduleMs,
-    busyRecheckMs: config.lockedRecheckMs,
-    clock,
-    logger,
-    state: deps.stateStore,
-  });
+  const queue: IssuanceQueue = new IssuanceQueue(
+    (certId, signal, attempt): Promise<JobOutcome> => worker.process(certId, signal, attempt),
+    {
+      concurrency: config.queueConcurrency,
+      retryScheduleMs: config.retryScheduleMs,
+      busyRecheckMs: config.lockedRecheckMs,
+      clock,
+      logger,
+      state: deps.stateStore,
+    },
+  );
   const reconciler: Reconciler = new Reconciler(
     { store: deps.certificateStore, queue, registration: deps.registration, clock, logger },
     {
-      desired: { tagPrefix: config.tagPrefix, fabioTagPrefix: config.fabioTagPrefix, requireEnableTag: config.requireEnableTag },
+      desired: {
+        tagPrefix: config.tagPrefix,
+        fabioTagPrefix: config.fabioTagPrefix,
+        requireEnableTag: config.requireEnableTag,
+      },
       ownServiceName: config.serviceName,
       extraHostnames: config.extraHostnames,
       directoryUrl: deps.issuer.directoryUrl,
@@ -147,7 +154,13 @@ export function createService(deps: ServiceDeps): Service {
     undeclaredSince: (certId) => reconciler.undeclaredSince(certId),
     onPlanned: (certId, plan, stored) => reconciler.recordPlan(certId, plan, stored),
     onOutcome: (event) => metrics.onOutcome(event),
-    gate: new OrderGate({ ledger: deps.budgetLedger, preflight: deps.preflight, budgets: budgetsFrom(config), clock, logger }),
+    gate: new OrderGate({
+      ledger: deps.budgetLedger,
+      preflight: deps.preflight,
+      budgets: budgetsFrom(config),
+      clock,
+      logger,
+    }),
   });
   const metrics = deps.metrics ?? new ServiceMetrics();
   const renewal = new RenewalScheduler({
@@ -159,7 +172,10 @@ export function createService(deps: ServiceDeps): Service {
     onTick: (outcome) => metrics.onRenewalTick(outcome),
   });
 
-  const challengeServer = buildChallengeServer({ challengeStore: deps.challengeStore, logger: logger.child({ [F.component]: 'challenge-http' }) });
+  const challengeServer = buildChallengeServer({
+    challengeStore: deps.challengeStore,
+    logger: logger.child({ [F.component]: 'challenge-http' }),
+  });
   let lastDiscoveryError: string | undefined;
   let stopping = false;
   const status = (): StatusReport => {
@@ -210,9 +226,13 @@ export function createService(deps: ServiceDeps): Service {
     await queue.stop(config.shutdownTimeoutMs);
     await deps.locker.close();
     if (deps.registration) {
-      await deps.registration.deregister().catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration failed'));
+      await deps.registration
+        .deregister()
+        .catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration failed'));
     }
-    await deps.healthRegistration?.deregister().catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration of the health check failed'));
+    await deps.healthRegistration
+      ?.deregister()
+      .catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration of the health check failed'));
     await Promise.allSettled([challengeServer.close(), adminServer.close()]);
     await deps.onStopped?.();
     log.info('stopped');
@@ -228,7 +248,11 @@ export function createService(deps: ServiceDeps): Service {
       await adminServer.listen({ host: config.adminHost, port: config.adminPort });
       const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
       log.info(listening, 'listening');
-      await deps.healthRegistration?.update([]).catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'could not register the certificate health check'));
+      await deps.healthRegistration
+        ?.update([])
+        .catch((err: unknown) =>
+          log.warn({ [F.err]: describeError(err) }, 'could not register the certificate health check'),
+        );
       // Deny wins over everything, so no catalog name is planned before the policy is known.
       const firstPolicy = new Promise<void>((resolve) => {
         if (!deps.policySource) {
@@ -280,7 +304,9 @@ function budgetsFrom(config: Config): Budget[] {
     ['registered-domain', config.budgetRegisteredDomain],
     ['failed-authorizations', config.budgetFailedAuthorizations],
   ];
-  return settings.flatMap(([scope, value]) => (value === 'off' ? [] : [{ scope, limit: value.limit, windowMs: value.windowMs }]));
+  return settings.flatMap(([scope, value]) =>
+    value === 'off' ? [] : [{ scope, limit: value.limit, windowMs: value.windowMs }],
+  );
 }
 
 /**
@@ -291,13 +317,31 @@ const DISCOVERY_REQUESTS_PER_SECOND = 0.5;
 
 /** Builds the real adapters from the configuration. */
 export function buildService(config: Config, logger: Logger): Service {
-  const consul = createConsulClient({ address: config.consulAddress, token: config.consulToken, caCertPath: config.consulCaCert });
+  const consul = createConsulClient({
+    address: config.consulAddress,
+    token: config.consulToken,
+    caCertPath: config.consulCaCert,
+  });
   let certificateStore: CertificateStore;
   let accountStore: AccountStore;
   if (config.store === 'vault') {
-    const vault = createVaultClient({ address: config.vaultAddress, token: config.vaultToken ?? '', caCertPath: config.vaultCaCert });
-    certificateStore = new VaultCertificateStore({ client: vault, mount: config.vaultMount, prefix: config.vaultPrefix, logger });
-    accountStore = new VaultAccountStore({ client: vault, mount: config.vaultMount, path: config.vaultAccountPath, certificatePrefix: config.vaultPrefix });
+    const vault = createVaultClient({
+      address: config.vaultAddress,
+      token: config.vaultToken ?? '',
+      caCertPath: config.vaultCaCert,
+    });
+    certificateStore = new VaultCertificateStore({
+      client: vault,
+      mount: config.vaultMount,
+      prefix: config.vaultPrefix,
+      logger,
+    });
+    accountStore = new VaultAccountStore({
+      client: vault,
+      mount: config.vaultMount,
+      path: config.vaultAccountPath,
+      certificatePrefix: config.vaultPrefix,
+    });
   } else {
     certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
@@ -343,7 +387,13 @@ export function buildService(config: Config, logger: Logger): Service {
   return createService({
     config,
     logger,
-    discovery: new ConsulDiscovery({ consul, waitSeconds: config.watchWaitSeconds, stale: config.consulStale, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
+    discovery: new ConsulDiscovery({
+      consul,
+      waitSeconds: config.watchWaitSeconds,
+      stale: config.consulStale,
+      requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND,
+      logger,
+    }),
     certificateStore,
     challengeStore,
     stateStore: new ConsulCertificateStateStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'state') }),
@@ -359,11 +409,27 @@ export function buildService(config: Config, logger: Logger): Service {
     registration,
     healthRegistration,
     metrics,
-    policySource: new ConsulPolicySource({ consul, prefix: config.kvPrefix, waitSeconds: config.watchWaitSeconds, requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND, logger }),
+    policySource: new ConsulPolicySource({
+      consul,
+      prefix: config.kvPrefix,
+      waitSeconds: config.watchWaitSeconds,
+      requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND,
+      logger,
+    }),
     // Budgets and CA pauses are per ACME directory: staging orders never spend production's.
-    budgetLedger: new ConsulBudgetLedger({ consul, prefix: `${consulKvFolder(config.kvPrefix, 'budgets')}${accountId(config.directoryUrl)}/`, logger }),
+    budgetLedger: new ConsulBudgetLedger({
+      consul,
+      prefix: `${consulKvFolder(config.kvPrefix, 'budgets')}${accountId(config.directoryUrl)}/`,
+      logger,
+    }),
     preflight: config.preflight
-      ? new HttpPreflight({ challengeStore, dnsServers: [...config.preflightDnsServers], httpPort: config.preflightHttpPort, timeoutMs: config.preflightTimeoutMs, logger })
+      ? new HttpPreflight({
+          challengeStore,
+          dnsServers: [...config.preflightDnsServers],
+          httpPort: config.preflightHttpPort,
+          timeoutMs: config.preflightTimeoutMs,
+          logger,
+        })
       : undefined,
     onStopped: async () => issuer.close(),
   });

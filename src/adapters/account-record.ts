@@ -40,7 +40,11 @@ export function accountFromFields(fields: Record<string, unknown>, directoryUrl:
   const storedUrl = text('directory_url');
   const accountKeyPem = text('account_key');
   if (storedUrl !== directoryUrl) {
-    throw new ConsulAcmeError('INTERNAL', `${where} belongs to directory ${JSON.stringify(storedUrl)}, not ${directoryUrl}`, { retryable: false });
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `${where} belongs to directory ${JSON.stringify(storedUrl)}, not ${directoryUrl}`,
+      { retryable: false },
+    );
   }
   if (accountKeyPem === undefined) {
     throw new ConsulAcmeError('INTERNAL', `${where} has no account_key field`, { retryable: false });
@@ -54,4 +58,3 @@ export function accountFromFields(fields: Record<string, unknown>, directoryUrl:
     createdAt: Number.isNaN(createdAt.getTime()) ? new Date(0) : createdAt,
   };
 }
-

@@ -28,7 +28,14 @@ type OptionSpec = Record<string, { type: 'boolean' | 'string'; short?: string }>
 
 /** parseArgs' token shape for strict: false, spelled out so the walk below is typed simply. */
 type Token =
-  | { kind: 'option'; name: string; rawName: string; index: number; value?: string | undefined; inlineValue?: boolean | undefined }
+  | {
+      kind: 'option';
+      name: string;
+      rawName: string;
+      index: number;
+      value?: string | undefined;
+      inlineValue?: boolean | undefined;
+    }
   | { kind: 'positional'; index: number; value: string }
   | { kind: 'option-terminator'; index: number };
 
@@ -134,9 +141,11 @@ export function parseCli(argv: string[], env: Readonly<Record<string, string | u
   for (const token of tokenize(argv, TOP_LEVEL_OPTIONS)) {
     if (token.kind === 'option-terminator') continue;
     if (token.kind === 'option') {
-      if (token.name === 'help' && token.value === undefined) return { kind: 'help', command: undefined, text: helpText() };
+      if (token.name === 'help' && token.value === undefined)
+        return { kind: 'help', command: undefined, text: helpText() };
       if (token.name === 'version' && token.value === undefined) return { kind: 'version' };
-      if (token.name === 'help' || token.name === 'version') return usageError(`option '${token.rawName}' does not take a value`);
+      if (token.name === 'help' || token.name === 'version')
+        return usageError(`option '${token.rawName}' does not take a value`);
       return usageError(`unknown option '${token.rawName}'`);
     }
     const name = token.value;

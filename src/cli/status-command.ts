@@ -38,20 +38,32 @@ export async function fetchStatus(adminUrl: string, timeoutMs = DEFAULT_STATUS_T
     response = await fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
     const reason = reasonOf(err);
-    throw new ConsulAcmeError('INTERNAL', `cannot reach consul-acme at ${base}: ${reason === 'no answer in time' ? `no answer within ${timeoutMs} ms` : reason}`, {
-      cause: err,
-      retryable: true,
-    });
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `cannot reach consul-acme at ${base}: ${reason === 'no answer in time' ? `no answer within ${timeoutMs} ms` : reason}`,
+      {
+        cause: err,
+        retryable: true,
+      },
+    );
   }
   let body: string;
   try {
     body = await response.text();
   } catch (err) {
-    throw new ConsulAcmeError('INTERNAL', `cannot reach consul-acme at ${base}: reading the answer failed: ${reasonOf(err)}`, { cause: err, retryable: true });
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `cannot reach consul-acme at ${base}: reading the answer failed: ${reasonOf(err)}`,
+      { cause: err, retryable: true },
+    );
   }
   if (!response.ok) {
     const snippet = body.replace(/\s+/g, ' ').trim().slice(0, 200);
-    throw new ConsulAcmeError('INTERNAL', `consul-acme at ${base} answered ${url} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}`, { retryable: true });
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `consul-acme at ${base} answered ${url} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}`,
+      { retryable: true },
+    );
   }
   let parsed: unknown;
   try {
@@ -60,7 +72,10 @@ export async function fetchStatus(adminUrl: string, timeoutMs = DEFAULT_STATUS_T
     parsed = undefined;
   }
   if (!isStatusReport(parsed)) {
-    throw new ConsulAcmeError('INTERNAL', `${url} did not return a consul-acme status report (is ${base} the admin address?)`);
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `${url} did not return a consul-acme status report (is ${base} the admin address?)`,
+    );
   }
   return parsed;
 }
@@ -75,7 +90,10 @@ export function shortDate(iso: string | undefined): string {
 
 /** One line, no control characters: values come from Consul tags and error messages. */
 function clean(text: string): string {
-  return text.replace(/\s+/g, ' ').replace(/\p{Cc}/gu, '?').trim();
+  return text
+    .replace(/\s+/g, ' ')
+    .replace(/\p{Cc}/gu, '?')
+    .trim();
 }
 
 /** Shortened to at most `max` characters, ending in `…` when cut. */
@@ -117,7 +135,11 @@ function problemCell(c: CertificateStatus): string {
   let text: string | undefined;
   if (c.policy) text = c.policy;
   else if (c.waitingFor) text = `until ${shortDate(c.nextAttemptAt)}: ${c.waitingFor}`;
-  else if (c.lastError && c.lastError.trim() !== '') text = c.attempts > 0 && c.nextAttemptAt ? `${c.lastError} (try ${c.attempts + 1} at ${shortDate(c.nextAttemptAt)})` : c.lastError;
+  else if (c.lastError && c.lastError.trim() !== '')
+    text =
+      c.attempts > 0 && c.nextAttemptAt
+        ? `${c.lastError} (try ${c.attempts + 1} at ${shortDate(c.nextAttemptAt)})`
+        : c.lastError;
   return text === undefined ? EMPTY : truncate(clean(text), LAST_ERROR_MAX_CHARS);
 }
 
@@ -149,15 +171,30 @@ export function renderStatusTable(report: StatusReport, now: Date): string {
   if (report.certificates.length === 0) {
     lines.push('No certificates.');
   } else {
-    lines.push(...table(['HOSTNAME', 'STATE', 'EXPIRES', 'RENEWS AT', 'LAST ERROR', 'SERVICES'], report.certificates.map(certificateRow)));
+    lines.push(
+      ...table(
+        ['HOSTNAME', 'STATE', 'EXPIRES', 'RENEWS AT', 'LAST ERROR', 'SERVICES'],
+        report.certificates.map(certificateRow),
+      ),
+    );
   }
   if (report.policy.invalid.length > 0) {
     lines.push('', 'Ignored policy lines');
-    lines.push(...table(['LIST', 'LINE', 'TEXT', 'REASON'], report.policy.invalid.map((p) => [p.list, String(p.line), orDash(p.text), orDash(p.reason)])));
+    lines.push(
+      ...table(
+        ['LIST', 'LINE', 'TEXT', 'REASON'],
+        report.policy.invalid.map((p) => [p.list, String(p.line), orDash(p.text), orDash(p.reason)]),
+      ),
+    );
   }
   if (report.rejected.length > 0) {
     lines.push('', 'Refused names');
-    lines.push(...table(['NAME', 'REASON', 'SERVICE'], report.rejected.map((r) => [orDash(r.value), orDash(r.reason), orDash(r.service)])));
+    lines.push(
+      ...table(
+        ['NAME', 'REASON', 'SERVICE'],
+        report.rejected.map((r) => [orDash(r.value), orDash(r.reason), orDash(r.service)]),
+      ),
+    );
   }
   return `${lines.join('\n')}\n`;
 }

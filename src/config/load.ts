@@ -63,7 +63,12 @@ export function loadConfig(input: LoadConfigInput): Config {
   const values: Record<string, unknown> = {};
   for (const spec of settingsList) {
     const envRaw = env[spec.env];
-    const source = envRaw !== undefined && envRaw !== '' ? { raw: envRaw, where: spec.env } : spec.key in fromFile ? { raw: fromFile[spec.key], where: `${configFile}: ${spec.key}` } : undefined;
+    const source =
+      envRaw !== undefined && envRaw !== ''
+        ? { raw: envRaw, where: spec.env }
+        : spec.key in fromFile
+          ? { raw: fromFile[spec.key], where: `${configFile}: ${spec.key}` }
+          : undefined;
     if (source === undefined) {
       values[spec.key] = spec.default;
       continue;
@@ -87,13 +92,21 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
     problems.push(`${SETTINGS.vaultToken.env} is required when ${SETTINGS.store.env}=vault`);
   }
   if (typeof c.acmePollMinMs === 'number' && typeof c.acmePollMaxMs === 'number' && c.acmePollMinMs > c.acmePollMaxMs) {
-    problems.push(`${SETTINGS.acmePollMinMs.env} (${c.acmePollMinMs}) must not exceed ${SETTINGS.acmePollMaxMs.env} (${c.acmePollMaxMs})`);
+    problems.push(
+      `${SETTINGS.acmePollMinMs.env} (${c.acmePollMinMs}) must not exceed ${SETTINGS.acmePollMaxMs.env} (${c.acmePollMaxMs})`,
+    );
   }
   if (c.challengePort !== 0 && c.challengePort === c.adminPort) {
     problems.push(`${SETTINGS.challengePort.env} and ${SETTINGS.adminPort.env} must differ (both ${c.challengePort})`);
   }
-  if (typeof c.vaultPrefix === 'string' && typeof c.vaultAccountPath === 'string' && (c.vaultAccountPath === c.vaultPrefix || c.vaultAccountPath.startsWith(`${c.vaultPrefix}/`))) {
-    problems.push(`${SETTINGS.vaultAccountPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the account key as a certificate`);
+  if (
+    typeof c.vaultPrefix === 'string' &&
+    typeof c.vaultAccountPath === 'string' &&
+    (c.vaultAccountPath === c.vaultPrefix || c.vaultAccountPath.startsWith(`${c.vaultPrefix}/`))
+  ) {
+    problems.push(
+      `${SETTINGS.vaultAccountPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the account key as a certificate`,
+    );
   }
   for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
     const path = c[spec.key as 'caBundle'];
@@ -105,7 +118,16 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
 export function describeConfig(config: Config): string {
   const rows = settingsList.map((spec) => {
     const value = (config as unknown as Record<string, unknown>)[spec.key];
-    const shown = value === undefined ? '(not set)' : spec.secret ? '(set, hidden)' : Array.isArray(value) ? value.join(',') || '(empty)' : typeof value === 'string' ? value : JSON.stringify(value);
+    const shown =
+      value === undefined
+        ? '(not set)'
+        : spec.secret
+          ? '(set, hidden)'
+          : Array.isArray(value)
+            ? value.join(',') || '(empty)'
+            : typeof value === 'string'
+              ? value
+              : JSON.stringify(value);
     return [spec.key, spec.env, shown] as const;
   });
   const w0 = Math.max(...rows.map((r) => r[0].length));

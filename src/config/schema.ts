@@ -34,60 +34,76 @@ function text(raw: unknown): string | undefined {
   return undefined;
 }
 
-const str = (opts: { nonEmpty?: boolean; pattern?: RegExp; patternDoc?: string } = {}) => (raw: unknown): Parsed<string> => {
-  const s = text(raw);
-  if (s === undefined) return bad('must be a string');
-  if (opts.nonEmpty && s === '') return bad('must not be empty');
-  if (opts.pattern && !opts.pattern.test(s)) return bad(`must be ${opts.patternDoc ?? `like ${String(opts.pattern)}`}, got "${s}"`);
-  return ok(s);
-};
+const str =
+  (opts: { nonEmpty?: boolean; pattern?: RegExp; patternDoc?: string } = {}) =>
+  (raw: unknown): Parsed<string> => {
+    const s = text(raw);
+    if (s === undefined) return bad('must be a string');
+    if (opts.nonEmpty && s === '') return bad('must not be empty');
+    if (opts.pattern && !opts.pattern.test(s))
+      return bad(`must be ${opts.patternDoc ?? `like ${String(opts.pattern)}`}, got "${s}"`);
+    return ok(s);
+  };
 
-const int = (min: number, max: number) => (raw: unknown): Parsed<number> => {
-  const s = text(raw);
-  if (s === undefined || !/^-?\d+$/.test(s)) return bad(`must be a whole number, got "${String(raw)}"`);
-  const n = Number(s);
-  if (n < min || n > max) return bad(`must be between ${min} and ${max}, got ${n}`);
-  return ok(n);
-};
+const int =
+  (min: number, max: number) =>
+  (raw: unknown): Parsed<number> => {
+    const s = text(raw);
+    if (s === undefined || !/^-?\d+$/.test(s)) return bad(`must be a whole number, got "${String(raw)}"`);
+    const n = Number(s);
+    if (n < min || n > max) return bad(`must be between ${min} and ${max}, got ${n}`);
+    return ok(n);
+  };
 
-const fraction = () => (raw: unknown): Parsed<number> => {
-  const s = text(raw);
-  const n = s === undefined || s === '' ? NaN : Number(s);
-  if (!Number.isFinite(n) || n <= 0 || n >= 1) return bad(`must be a number between 0 and 1 (exclusive), got "${String(raw)}"`);
-  return ok(n);
-};
+const fraction =
+  () =>
+  (raw: unknown): Parsed<number> => {
+    const s = text(raw);
+    const n = s === undefined || s === '' ? NaN : Number(s);
+    if (!Number.isFinite(n) || n <= 0 || n >= 1)
+      return bad(`must be a number between 0 and 1 (exclusive), got "${String(raw)}"`);
+    return ok(n);
+  };
 
-const bool = () => (raw: unknown): Parsed<boolean> => {
-  const s = text(raw)?.toLowerCase();
-  if (s === 'true' || s === '1' || s === 'yes') return ok(true);
-  if (s === 'false' || s === '0' || s === 'no') return ok(false);
-  return bad(`must be true or false, got "${String(raw)}"`);
-};
+const bool =
+  () =>
+  (raw: unknown): Parsed<boolean> => {
+    const s = text(raw)?.toLowerCase();
+    if (s === 'true' || s === '1' || s === 'yes') return ok(true);
+    if (s === 'false' || s === '0' || s === 'no') return ok(false);
+    return bad(`must be true or false, got "${String(raw)}"`);
+  };
 
-const oneOf = <T extends string>(values: readonly T[]) => (raw: unknown): Parsed<T> => {
-  const s = text(raw);
-  if (s !== undefined && (values as readonly string[]).includes(s)) return ok(s as T);
-  return bad(`must be one of ${values.join(', ')}, got "${String(raw)}"`);
-};
+const oneOf =
+  <T extends string>(values: readonly T[]) =>
+  (raw: unknown): Parsed<T> => {
+    const s = text(raw);
+    if (s !== undefined && (values as readonly string[]).includes(s)) return ok(s as T);
+    return bad(`must be one of ${values.join(', ')}, got "${String(raw)}"`);
+  };
 
-const httpUrl = () => (raw: unknown): Parsed<string> => {
-  const s = text(raw);
-  if (!s) return bad('must be a URL');
-  try {
-    const url = new URL(s);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') return bad(`must be an http or https URL, got "${s}"`);
-    return ok(s.replace(/\/+$/, ''));
-  } catch {
-    return bad(`must be a URL, got "${s}"`);
-  }
-};
+const httpUrl =
+  () =>
+  (raw: unknown): Parsed<string> => {
+    const s = text(raw);
+    if (!s) return bad('must be a URL');
+    try {
+      const url = new URL(s);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') return bad(`must be an http or https URL, got "${s}"`);
+      return ok(s.replace(/\/+$/, ''));
+    } catch {
+      return bad(`must be a URL, got "${s}"`);
+    }
+  };
 
 /** Consul accepts CONSUL_HTTP_ADDR with or without a scheme (`127.0.0.1:8500`). */
-const consulAddress = () => (raw: unknown): Parsed<string> => {
-  const s = text(raw);
-  if (!s) return bad('must be an address such as http://127.0.0.1:8500');
-  return httpUrl()(/^[a-z]+:\/\//i.test(s) ? s : `http://${s}`);
-};
+const consulAddress =
+  () =>
+  (raw: unknown): Parsed<string> => {
+    const s = text(raw);
+    if (!s) return bad('must be an address such as http://127.0.0.1:8500');
+    return httpUrl()(/^[a-z]+:\/\//i.test(s) ? s : `http://${s}`);
+  };
 
 /** Well-known ACME directories, so that production is one documented word. */
 export const DIRECTORY_ALIASES: Record<string, string> = {
@@ -95,14 +111,19 @@ export const DIRECTORY_ALIASES: Record<string, string> = {
   'letsencrypt-production': 'https://acme-v02.api.letsencrypt.org/directory',
 };
 
-const directory = () => (raw: unknown): Parsed<string> => {
-  const s = text(raw);
-  if (s !== undefined && DIRECTORY_ALIASES[s]) return ok(DIRECTORY_ALIASES[s]);
-  const parsed = httpUrl()(raw);
-  if (!parsed.ok) return bad(`must be an ACME directory URL or one of ${Object.keys(DIRECTORY_ALIASES).join(', ')}, got "${String(raw)}"`);
-  if (!parsed.value.startsWith('https://')) return bad(`must use https (RFC 8555 §6.1), got "${parsed.value}"`);
-  return parsed;
-};
+const directory =
+  () =>
+  (raw: unknown): Parsed<string> => {
+    const s = text(raw);
+    if (s !== undefined && DIRECTORY_ALIASES[s]) return ok(DIRECTORY_ALIASES[s]);
+    const parsed = httpUrl()(raw);
+    if (!parsed.ok)
+      return bad(
+        `must be an ACME directory URL or one of ${Object.keys(DIRECTORY_ALIASES).join(', ')}, got "${String(raw)}"`,
+      );
+    if (!parsed.value.startsWith('https://')) return bad(`must use https (RFC 8555 §6.1), got "${parsed.value}"`);
+    return parsed;
+  };
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -113,24 +134,29 @@ export function parseDurationMs(s: string): number | undefined {
   return Number(match[1]) * (DURATION_UNITS[match[2]!] ?? NaN);
 }
 
-const durationList = () => (raw: unknown): Parsed<number[]> => {
-  const items = Array.isArray(raw) ? raw.map(String) : text(raw)?.split(',');
-  if (!items || items.length === 0) return bad('must be a comma-separated list of durations such as 1m,5m,1h');
-  const values: number[] = [];
-  for (const item of items) {
-    const ms = parseDurationMs(item);
-    if (ms === undefined || ms <= 0) return bad(`"${item.trim()}" is not a duration (use ms, s, m, h or d, e.g. 90s)`);
-    values.push(ms);
-  }
-  return ok(values);
-};
+const durationList =
+  () =>
+  (raw: unknown): Parsed<number[]> => {
+    const items = Array.isArray(raw) ? raw.map(String) : text(raw)?.split(',');
+    if (!items || items.length === 0) return bad('must be a comma-separated list of durations such as 1m,5m,1h');
+    const values: number[] = [];
+    for (const item of items) {
+      const ms = parseDurationMs(item);
+      if (ms === undefined || ms <= 0)
+        return bad(`"${item.trim()}" is not a duration (use ms, s, m, h or d, e.g. 90s)`);
+      values.push(ms);
+    }
+    return ok(values);
+  };
 
-const duration = () => (raw: unknown): Parsed<number> => {
-  const s = text(raw);
-  const ms = s === undefined ? undefined : parseDurationMs(s);
-  if (ms === undefined) return bad(`must be a duration such as 30s, 5m, 2h or 7d, got "${String(raw)}"`);
-  return ok(ms);
-};
+const duration =
+  () =>
+  (raw: unknown): Parsed<number> => {
+    const s = text(raw);
+    const ms = s === undefined ? undefined : parseDurationMs(s);
+    if (ms === undefined) return bad(`must be a duration such as 30s, 5m, 2h or 7d, got "${String(raw)}"`);
+    return ok(ms);
+  };
 
 /** A budget `limit/window`, e.g. `300/3h`, or `off`. */
 export interface BudgetSetting {
@@ -138,26 +164,33 @@ export interface BudgetSetting {
   windowMs: number;
 }
 
-const budget = () => (raw: unknown): Parsed<BudgetSetting | 'off'> => {
-  const s = text(raw);
-  if (s === 'off') return ok('off');
-  const match = s === undefined ? null : /^(\d+)\/(\S+)$/.exec(s);
-  const windowMs = match ? parseDurationMs(match[2]!) : undefined;
-  if (!match || windowMs === undefined || Number(match[1]) < 1) return bad(`must be "<count>/<window>" such as 50/7d, or off, got "${String(raw)}"`);
-  return ok({ limit: Number(match[1]), windowMs });
-};
+const budget =
+  () =>
+  (raw: unknown): Parsed<BudgetSetting | 'off'> => {
+    const s = text(raw);
+    if (s === 'off') return ok('off');
+    const match = s === undefined ? null : /^(\d+)\/(\S+)$/.exec(s);
+    const windowMs = match ? parseDurationMs(match[2]!) : undefined;
+    if (!match || windowMs === undefined || Number(match[1]) < 1)
+      return bad(`must be "<count>/<window>" such as 50/7d, or off, got "${String(raw)}"`);
+    return ok({ limit: Number(match[1]), windowMs });
+  };
 
-const cronExpression = () => (raw: unknown): Parsed<string> => {
-  const s = text(raw);
-  if (!s || !cron.validate(s)) return bad(`must be a cron expression such as "*/10 * * * *", got "${String(raw)}"`);
-  return ok(s);
-};
+const cronExpression =
+  () =>
+  (raw: unknown): Parsed<string> => {
+    const s = text(raw);
+    if (!s || !cron.validate(s)) return bad(`must be a cron expression such as "*/10 * * * *", got "${String(raw)}"`);
+    return ok(s);
+  };
 
-const listOf = () => (raw: unknown): Parsed<string[]> => {
-  const items = Array.isArray(raw) ? raw.map(String) : text(raw)?.split(',');
-  if (!items) return bad('must be a comma-separated list');
-  return ok(items.map((i) => i.trim()).filter((i) => i !== ''));
-};
+const listOf =
+  () =>
+  (raw: unknown): Parsed<string[]> => {
+    const items = Array.isArray(raw) ? raw.map(String) : text(raw)?.split(',');
+    if (!items) return bad('must be a comma-separated list');
+    return ok(items.map((i) => i.trim()).filter((i) => i !== ''));
+  };
 
 interface RequiredSetting<T> extends SettingSpec<T> {
   default: T;
@@ -186,76 +219,499 @@ export const DEFAULT_ADMIN_PORT = 8081;
 /** Every setting. Order is the order of the README table. */
 export const SETTINGS = {
   // Consul
-  consulAddress: setting({ key: 'consulAddress', env: 'CONSUL_HTTP_ADDR', default: 'http://127.0.0.1:8500', type: 'URL or host:port', description: 'Consul HTTP API of the local agent.', parse: consulAddress() }),
-  consulToken: optional<string>({ key: 'consulToken', env: 'CONSUL_HTTP_TOKEN', default: undefined, type: 'string', secret: true, description: 'Consul ACL token (see deploy/consul-policy.hcl).', parse: str() }),
-  consulCaCert: optional<string>({ key: 'consulCaCert', env: 'CONSUL_CACERT', default: undefined, type: 'file path', description: 'CA bundle to verify Consul\'s TLS certificate.', parse: str({ nonEmpty: true }) }),
-  consulStale: setting({ key: 'consulStale', env: 'CONSUL_ACME_CONSUL_STALE', default: false, type: 'boolean', description: 'Read the catalog with `?stale`, so any Consul server can answer the watch.', parse: bool() }),
-  watchWaitSeconds: setting({ key: 'watchWaitSeconds', env: 'CONSUL_ACME_WATCH_WAIT_SECONDS', default: 300, type: 'integer 1–600', description: 'How long one blocking query may wait for a change.', parse: int(1, 600) }),
-  kvPrefix: setting({ key: 'kvPrefix', env: 'CONSUL_ACME_KV_PREFIX', default: 'consul-acme/', type: 'string ending in /', description: 'Consul KV prefix for challenges, locks and state.', parse: str({ pattern: /^[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]\/$/, patternDoc: 'a KV path ending in /' }) }),
-  sessionTtlSeconds: setting({ key: 'sessionTtlSeconds', env: 'CONSUL_ACME_SESSION_TTL_SECONDS', default: 15, type: 'integer 10–86400', description: 'TTL of the Consul session behind this instance\'s locks; renewed at half of it. A dead instance\'s locks are freed after up to twice this, plus the lock delay.', parse: int(10, 86_400) }),
-  lockDelaySeconds: setting({ key: 'lockDelaySeconds', env: 'CONSUL_ACME_LOCK_DELAY_SECONDS', default: 15, type: 'integer 0–60', description: 'Consul lock-delay: after a holder\'s session is lost, its locks cannot be taken for this long.', parse: int(0, 60) }),
+  consulAddress: setting({
+    key: 'consulAddress',
+    env: 'CONSUL_HTTP_ADDR',
+    default: 'http://127.0.0.1:8500',
+    type: 'URL or host:port',
+    description: 'Consul HTTP API of the local agent.',
+    parse: consulAddress(),
+  }),
+  consulToken: optional<string>({
+    key: 'consulToken',
+    env: 'CONSUL_HTTP_TOKEN',
+    default: undefined,
+    type: 'string',
+    secret: true,
+    description: 'Consul ACL token (see deploy/consul-policy.hcl).',
+    parse: str(),
+  }),
+  consulCaCert: optional<string>({
+    key: 'consulCaCert',
+    env: 'CONSUL_CACERT',
+    default: undefined,
+    type: 'file path',
+    description: "CA bundle to verify Consul's TLS certificate.",
+    parse: str({ nonEmpty: true }),
+  }),
+  consulStale: setting({
+    key: 'consulStale',
+    env: 'CONSUL_ACME_CONSUL_STALE',
+    default: false,
+    type: 'boolean',
+    description: 'Read the catalog with `?stale`, so any Consul server can answer the watch.',
+    parse: bool(),
+  }),
+  watchWaitSeconds: setting({
+    key: 'watchWaitSeconds',
+    env: 'CONSUL_ACME_WATCH_WAIT_SECONDS',
+    default: 300,
+    type: 'integer 1–600',
+    description: 'How long one blocking query may wait for a change.',
+    parse: int(1, 600),
+  }),
+  kvPrefix: setting({
+    key: 'kvPrefix',
+    env: 'CONSUL_ACME_KV_PREFIX',
+    default: 'consul-acme/',
+    type: 'string ending in /',
+    description: 'Consul KV prefix for challenges, locks and state.',
+    parse: str({ pattern: /^[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]\/$/, patternDoc: 'a KV path ending in /' }),
+  }),
+  sessionTtlSeconds: setting({
+    key: 'sessionTtlSeconds',
+    env: 'CONSUL_ACME_SESSION_TTL_SECONDS',
+    default: 15,
+    type: 'integer 10–86400',
+    description:
+      "TTL of the Consul session behind this instance's locks; renewed at half of it. A dead instance's locks are freed after up to twice this, plus the lock delay.",
+    parse: int(10, 86_400),
+  }),
+  lockDelaySeconds: setting({
+    key: 'lockDelaySeconds',
+    env: 'CONSUL_ACME_LOCK_DELAY_SECONDS',
+    default: 15,
+    type: 'integer 0–60',
+    description: "Consul lock-delay: after a holder's session is lost, its locks cannot be taken for this long.",
+    parse: int(0, 60),
+  }),
   // Which names
-  tagPrefix: setting({ key: 'tagPrefix', env: 'CONSUL_ACME_TAG_PREFIX', default: 'consul-acme', type: 'string', description: 'Prefix of our own tags: `<prefix>.hosts=a,b` and `<prefix>.enable`.', parse: str({ pattern: /^[A-Za-z0-9_.-]+$/, patternDoc: 'letters, digits, ".", "_" or "-"' }) }),
-  fabioTagPrefix: setting({ key: 'fabioTagPrefix', env: 'CONSUL_ACME_FABIO_TAG_PREFIX', default: 'urlprefix-', type: 'string', description: 'Fabio\'s `registry.consul.tagprefix`.', parse: str({ nonEmpty: true }) }),
-  requireEnableTag: setting({ key: 'requireEnableTag', env: 'CONSUL_ACME_REQUIRE_ENABLE_TAG', default: false, type: 'boolean', description: 'Consider only services tagged `<tagPrefix>.enable`.', parse: bool() }),
+  tagPrefix: setting({
+    key: 'tagPrefix',
+    env: 'CONSUL_ACME_TAG_PREFIX',
+    default: 'consul-acme',
+    type: 'string',
+    description: 'Prefix of our own tags: `<prefix>.hosts=a,b` and `<prefix>.enable`.',
+    parse: str({ pattern: /^[A-Za-z0-9_.-]+$/, patternDoc: 'letters, digits, ".", "_" or "-"' }),
+  }),
+  fabioTagPrefix: setting({
+    key: 'fabioTagPrefix',
+    env: 'CONSUL_ACME_FABIO_TAG_PREFIX',
+    default: 'urlprefix-',
+    type: 'string',
+    description: "Fabio's `registry.consul.tagprefix`.",
+    parse: str({ nonEmpty: true }),
+  }),
+  requireEnableTag: setting({
+    key: 'requireEnableTag',
+    env: 'CONSUL_ACME_REQUIRE_ENABLE_TAG',
+    default: false,
+    type: 'boolean',
+    description: 'Consider only services tagged `<tagPrefix>.enable`.',
+    parse: bool(),
+  }),
   // ACME
-  directoryUrl: setting({ key: 'directoryUrl', env: 'CONSUL_ACME_DIRECTORY_URL', default: LETS_ENCRYPT_STAGING, defaultDoc: '`letsencrypt-staging`', type: 'URL, `letsencrypt-staging` or `letsencrypt-production`', description: 'ACME directory. Staging by default, so a first run cannot spend production rate limits; set `letsencrypt-production` for trusted certificates.', parse: directory() }),
-  caBundle: optional<string>({ key: 'caBundle', env: 'CONSUL_ACME_CA_BUNDLE', default: undefined, type: 'file path', description: 'Extra CA certificates (PEM) to trust for the ACME directory (step-ca, Vault PKI, Pebble).', parse: str({ nonEmpty: true }) }),
-  email: optional<string>({ key: 'email', env: 'CONSUL_ACME_EMAIL', default: undefined, type: 'email', description: 'Contact address for the ACME account.', parse: str({ pattern: /^[^@\s]+@[^@\s]+$/, patternDoc: 'an email address' }) }),
-  eabKid: optional<string>({ key: 'eabKid', env: 'CONSUL_ACME_EAB_KID', default: undefined, type: 'string', description: 'External Account Binding key id, for CAs that require it.', parse: str({ nonEmpty: true }) }),
-  eabHmacKey: optional<string>({ key: 'eabHmacKey', env: 'CONSUL_ACME_EAB_HMAC_KEY', default: undefined, type: 'base64url', secret: true, description: 'External Account Binding HMAC key.', parse: str({ pattern: /^[A-Za-z0-9_-]+=*$/, patternDoc: 'base64url' }) }),
-  keyType: setting<KeyType>({ key: 'keyType', env: 'CONSUL_ACME_KEY_TYPE', default: 'ec-p256', type: KEY_TYPES.join(', '), description: 'Private key type of new certificates.', parse: oneOf(KEY_TYPES) }),
-  acmePollMinMs: setting({ key: 'acmePollMinMs', env: 'CONSUL_ACME_ACME_POLL_MIN_MS', default: 1000, type: 'integer ms', description: 'First delay when polling an order or challenge for its status.', parse: int(10, 600_000) }),
-  acmePollMaxMs: setting({ key: 'acmePollMaxMs', env: 'CONSUL_ACME_ACME_POLL_MAX_MS', default: 10_000, type: 'integer ms', description: 'Longest delay between status polls.', parse: int(10, 600_000) }),
-  acmePollAttempts: setting({ key: 'acmePollAttempts', env: 'CONSUL_ACME_ACME_POLL_ATTEMPTS', default: 30, type: 'integer 1–1000', description: 'Status polls before an order is given up (and retried later by the queue).', parse: int(1, 1000) }),
-  acmeRequestTimeoutMs: setting({ key: 'acmeRequestTimeoutMs', env: 'CONSUL_ACME_ACME_REQUEST_TIMEOUT_MS', default: 30_000, type: 'integer ms', description: 'Timeout of one request to the ACME server.', parse: int(100, 600_000) }),
+  directoryUrl: setting({
+    key: 'directoryUrl',
+    env: 'CONSUL_ACME_DIRECTORY_URL',
+    default: LETS_ENCRYPT_STAGING,
+    defaultDoc: '`letsencrypt-staging`',
+    type: 'URL, `letsencrypt-staging` or `letsencrypt-production`',
+    description:
+      'ACME directory. Staging by default, so a first run cannot spend production rate limits; set `letsencrypt-production` for trusted certificates.',
+    parse: directory(),
+  }),
+  caBundle: optional<string>({
+    key: 'caBundle',
+    env: 'CONSUL_ACME_CA_BUNDLE',
+    default: undefined,
+    type: 'file path',
+    description: 'Extra CA certificates (PEM) to trust for the ACME directory (step-ca, Vault PKI, Pebble).',
+    parse: str({ nonEmpty: true }),
+  }),
+  email: optional<string>({
+    key: 'email',
+    env: 'CONSUL_ACME_EMAIL',
+    default: undefined,
+    type: 'email',
+    description: 'Contact address for the ACME account.',
+    parse: str({ pattern: /^[^@\s]+@[^@\s]+$/, patternDoc: 'an email address' }),
+  }),
+  eabKid: optional<string>({
+    key: 'eabKid',
+    env: 'CONSUL_ACME_EAB_KID',
+    default: undefined,
+    type: 'string',
+    description: 'External Account Binding key id, for CAs that require it.',
+    parse: str({ nonEmpty: true }),
+  }),
+  eabHmacKey: optional<string>({
+    key: 'eabHmacKey',
+    env: 'CONSUL_ACME_EAB_HMAC_KEY',
+    default: undefined,
+    type: 'base64url',
+    secret: true,
+    description: 'External Account Binding HMAC key.',
+    parse: str({ pattern: /^[A-Za-z0-9_-]+=*$/, patternDoc: 'base64url' }),
+  }),
+  keyType: setting<KeyType>({
+    key: 'keyType',
+    env: 'CONSUL_ACME_KEY_TYPE',
+    default: 'ec-p256',
+    type: KEY_TYPES.join(', '),
+    description: 'Private key type of new certificates.',
+    parse: oneOf(KEY_TYPES),
+  }),
+  acmePollMinMs: setting({
+    key: 'acmePollMinMs',
+    env: 'CONSUL_ACME_ACME_POLL_MIN_MS',
+    default: 1000,
+    type: 'integer ms',
+    description: 'First delay when polling an order or challenge for its status.',
+    parse: int(10, 600_000),
+  }),
+  acmePollMaxMs: setting({
+    key: 'acmePollMaxMs',
+    env: 'CONSUL_ACME_ACME_POLL_MAX_MS',
+    default: 10_000,
+    type: 'integer ms',
+    description: 'Longest delay between status polls.',
+    parse: int(10, 600_000),
+  }),
+  acmePollAttempts: setting({
+    key: 'acmePollAttempts',
+    env: 'CONSUL_ACME_ACME_POLL_ATTEMPTS',
+    default: 30,
+    type: 'integer 1–1000',
+    description: 'Status polls before an order is given up (and retried later by the queue).',
+    parse: int(1, 1000),
+  }),
+  acmeRequestTimeoutMs: setting({
+    key: 'acmeRequestTimeoutMs',
+    env: 'CONSUL_ACME_ACME_REQUEST_TIMEOUT_MS',
+    default: 30_000,
+    type: 'integer ms',
+    description: 'Timeout of one request to the ACME server.',
+    parse: int(100, 600_000),
+  }),
   // Safety before ordering
-  preflight: setting({ key: 'preflight', env: 'CONSUL_ACME_PREFLIGHT', default: true, type: 'boolean', description: 'Before any order, check that the name resolves and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.', parse: bool() }),
-  preflightDnsServers: setting({ key: 'preflightDnsServers', env: 'CONSUL_ACME_PREFLIGHT_DNS_SERVERS', default: [] as string[], defaultDoc: 'the system resolver', type: 'comma-separated host:port', description: 'DNS servers the pre-flight check asks.', parse: listOf() }),
-  preflightHttpPort: setting({ key: 'preflightHttpPort', env: 'CONSUL_ACME_PREFLIGHT_HTTP_PORT', default: 80, type: 'port', description: 'Port the pre-flight probe connects to (where the CA validates: 80).', parse: int(1, 65535) }),
-  preflightTimeoutMs: setting({ key: 'preflightTimeoutMs', env: 'CONSUL_ACME_PREFLIGHT_TIMEOUT_MS', default: 5000, type: 'integer ms', description: 'Timeout of the pre-flight DNS lookup and probe request.', parse: int(100, 60_000) }),
-  budgetNewOrders: setting<BudgetSetting | 'off'>({ key: 'budgetNewOrders', env: 'CONSUL_ACME_BUDGET_NEW_ORDERS', default: { limit: 300, windowMs: 3 * 3_600_000 }, defaultDoc: '`300/3h`', type: '`<count>/<window>` or `off`', description: 'New orders per ACME account, shared by every instance (Let\'s Encrypt\'s limit); renewals of the same names are exempt.', parse: budget() }),
-  budgetRegisteredDomain: setting<BudgetSetting | 'off'>({ key: 'budgetRegisteredDomain', env: 'CONSUL_ACME_BUDGET_REGISTERED_DOMAIN', default: { limit: 50, windowMs: 7 * 86_400_000 }, defaultDoc: '`50/7d`', type: '`<count>/<window>` or `off`', description: 'New certificates per registered domain (Public Suffix List); renewals of the same names are exempt.', parse: budget() }),
-  budgetFailedAuthorizations: setting<BudgetSetting | 'off'>({ key: 'budgetFailedAuthorizations', env: 'CONSUL_ACME_BUDGET_FAILED_AUTHORIZATIONS', default: { limit: 5, windowMs: 3_600_000 }, defaultDoc: '`5/1h`', type: '`<count>/<window>` or `off`', description: 'Failed authorizations per hostname before it waits for the window.', parse: budget() }),
+  preflight: setting({
+    key: 'preflight',
+    env: 'CONSUL_ACME_PREFLIGHT',
+    default: true,
+    type: 'boolean',
+    description:
+      'Before any order, check that the name resolves and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.',
+    parse: bool(),
+  }),
+  preflightDnsServers: setting({
+    key: 'preflightDnsServers',
+    env: 'CONSUL_ACME_PREFLIGHT_DNS_SERVERS',
+    default: [] as string[],
+    defaultDoc: 'the system resolver',
+    type: 'comma-separated host:port',
+    description: 'DNS servers the pre-flight check asks.',
+    parse: listOf(),
+  }),
+  preflightHttpPort: setting({
+    key: 'preflightHttpPort',
+    env: 'CONSUL_ACME_PREFLIGHT_HTTP_PORT',
+    default: 80,
+    type: 'port',
+    description: 'Port the pre-flight probe connects to (where the CA validates: 80).',
+    parse: int(1, 65535),
+  }),
+  preflightTimeoutMs: setting({
+    key: 'preflightTimeoutMs',
+    env: 'CONSUL_ACME_PREFLIGHT_TIMEOUT_MS',
+    default: 5000,
+    type: 'integer ms',
+    description: 'Timeout of the pre-flight DNS lookup and probe request.',
+    parse: int(100, 60_000),
+  }),
+  budgetNewOrders: setting<BudgetSetting | 'off'>({
+    key: 'budgetNewOrders',
+    env: 'CONSUL_ACME_BUDGET_NEW_ORDERS',
+    default: { limit: 300, windowMs: 3 * 3_600_000 },
+    defaultDoc: '`300/3h`',
+    type: '`<count>/<window>` or `off`',
+    description:
+      "New orders per ACME account, shared by every instance (Let's Encrypt's limit); renewals of the same names are exempt.",
+    parse: budget(),
+  }),
+  budgetRegisteredDomain: setting<BudgetSetting | 'off'>({
+    key: 'budgetRegisteredDomain',
+    env: 'CONSUL_ACME_BUDGET_REGISTERED_DOMAIN',
+    default: { limit: 50, windowMs: 7 * 86_400_000 },
+    defaultDoc: '`50/7d`',
+    type: '`<count>/<window>` or `off`',
+    description: 'New certificates per registered domain (Public Suffix List); renewals of the same names are exempt.',
+    parse: budget(),
+  }),
+  budgetFailedAuthorizations: setting<BudgetSetting | 'off'>({
+    key: 'budgetFailedAuthorizations',
+    env: 'CONSUL_ACME_BUDGET_FAILED_AUTHORIZATIONS',
+    default: { limit: 5, windowMs: 3_600_000 },
+    defaultDoc: '`5/1h`',
+    type: '`<count>/<window>` or `off`',
+    description: 'Failed authorizations per hostname before it waits for the window.',
+    parse: budget(),
+  }),
   // Store
-  store: setting<'file' | 'vault'>({ key: 'store', env: 'CONSUL_ACME_STORE', default: 'file', type: '`file` or `vault`', description: 'Where certificates are written: a directory (single node) or Vault KV v2 in Fabio\'s layout.', parse: oneOf(['file', 'vault'] as const) }),
-  fileStoreDir: setting({ key: 'fileStoreDir', env: 'CONSUL_ACME_FILE_STORE_DIR', default: './consul-acme-data', type: 'directory', description: 'Directory of the file store: `<dir>/<hostname>/{cert.pem,key.pem,meta.json}`.', parse: str({ nonEmpty: true }) }),
-  vaultAddress: setting({ key: 'vaultAddress', env: 'VAULT_ADDR', default: 'http://127.0.0.1:8200', type: 'URL', description: 'Vault address (store `vault`).', parse: httpUrl() }),
-  vaultToken: optional<string>({ key: 'vaultToken', env: 'VAULT_TOKEN', default: undefined, type: 'string', secret: true, description: 'Vault token (store `vault`; see deploy/vault-policy.hcl).', parse: str({ nonEmpty: true }) }),
-  vaultCaCert: optional<string>({ key: 'vaultCaCert', env: 'VAULT_CACERT', default: undefined, type: 'file path', description: 'CA bundle to verify Vault\'s TLS certificate. Verification is never switched off.', parse: str({ nonEmpty: true }) }),
-  vaultMount: setting({ key: 'vaultMount', env: 'CONSUL_ACME_VAULT_MOUNT', default: 'secret', type: 'string', description: 'KV v2 mount.', parse: str({ pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, patternDoc: 'a mount path without leading or trailing /' }) }),
-  vaultPrefix: setting({ key: 'vaultPrefix', env: 'CONSUL_ACME_VAULT_PREFIX', default: 'fabio/certs', type: 'string', description: 'Path under the mount where certificates go; Fabio\'s `cert=<mount>/<prefix>`.', parse: str({ pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, patternDoc: 'a path without leading or trailing /' }) }),
-  vaultAccountPath: setting({ key: 'vaultAccountPath', env: 'CONSUL_ACME_VAULT_ACCOUNT_PATH', default: 'consul-acme/accounts', type: 'string', description: 'Path under the mount where the ACME account key is kept (never under the Fabio prefix).', parse: str({ pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/, patternDoc: 'a path without leading or trailing /' }) }),
+  store: setting<'file' | 'vault'>({
+    key: 'store',
+    env: 'CONSUL_ACME_STORE',
+    default: 'file',
+    type: '`file` or `vault`',
+    description: "Where certificates are written: a directory (single node) or Vault KV v2 in Fabio's layout.",
+    parse: oneOf(['file', 'vault'] as const),
+  }),
+  fileStoreDir: setting({
+    key: 'fileStoreDir',
+    env: 'CONSUL_ACME_FILE_STORE_DIR',
+    default: './consul-acme-data',
+    type: 'directory',
+    description: 'Directory of the file store: `<dir>/<hostname>/{cert.pem,key.pem,meta.json}`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultAddress: setting({
+    key: 'vaultAddress',
+    env: 'VAULT_ADDR',
+    default: 'http://127.0.0.1:8200',
+    type: 'URL',
+    description: 'Vault address (store `vault`).',
+    parse: httpUrl(),
+  }),
+  vaultToken: optional<string>({
+    key: 'vaultToken',
+    env: 'VAULT_TOKEN',
+    default: undefined,
+    type: 'string',
+    secret: true,
+    description: 'Vault token (store `vault`; see deploy/vault-policy.hcl).',
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultCaCert: optional<string>({
+    key: 'vaultCaCert',
+    env: 'VAULT_CACERT',
+    default: undefined,
+    type: 'file path',
+    description: "CA bundle to verify Vault's TLS certificate. Verification is never switched off.",
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultMount: setting({
+    key: 'vaultMount',
+    env: 'CONSUL_ACME_VAULT_MOUNT',
+    default: 'secret',
+    type: 'string',
+    description: 'KV v2 mount.',
+    parse: str({
+      pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/,
+      patternDoc: 'a mount path without leading or trailing /',
+    }),
+  }),
+  vaultPrefix: setting({
+    key: 'vaultPrefix',
+    env: 'CONSUL_ACME_VAULT_PREFIX',
+    default: 'fabio/certs',
+    type: 'string',
+    description: "Path under the mount where certificates go; Fabio's `cert=<mount>/<prefix>`.",
+    parse: str({
+      pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/,
+      patternDoc: 'a path without leading or trailing /',
+    }),
+  }),
+  vaultAccountPath: setting({
+    key: 'vaultAccountPath',
+    env: 'CONSUL_ACME_VAULT_ACCOUNT_PATH',
+    default: 'consul-acme/accounts',
+    type: 'string',
+    description: 'Path under the mount where the ACME account key is kept (never under the Fabio prefix).',
+    parse: str({
+      pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/,
+      patternDoc: 'a path without leading or trailing /',
+    }),
+  }),
   // Queue
-  queueConcurrency: setting({ key: 'queueConcurrency', env: 'CONSUL_ACME_QUEUE_CONCURRENCY', default: 4, type: 'integer 1–64', description: 'Orders in flight at once in this instance.', parse: int(1, 64) }),
-  retryScheduleMs: setting({ key: 'retryScheduleMs', env: 'CONSUL_ACME_RETRY_SCHEDULE', default: [60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000], defaultDoc: '`1m,2m,5m,10m,30m,1h,2h,6h,12h,24h`', type: 'durations', description: 'Delay before retry n after n consecutive failures; the last entry repeats. A longer `Retry-After` from the CA wins.', parse: durationList() }),
-  lockedRecheckMs: setting({ key: 'lockedRecheckMs', env: 'CONSUL_ACME_LOCKED_RECHECK', default: 30_000, defaultDoc: '`30s`', type: 'duration', description: 'When another instance holds a certificate\'s lock, look at it again after this long (it bounds how soon survivors take over a dead instance\'s work, after its session is reaped).', parse: duration() }),
+  queueConcurrency: setting({
+    key: 'queueConcurrency',
+    env: 'CONSUL_ACME_QUEUE_CONCURRENCY',
+    default: 4,
+    type: 'integer 1–64',
+    description: 'Orders in flight at once in this instance.',
+    parse: int(1, 64),
+  }),
+  retryScheduleMs: setting({
+    key: 'retryScheduleMs',
+    env: 'CONSUL_ACME_RETRY_SCHEDULE',
+    default: [60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000],
+    defaultDoc: '`1m,2m,5m,10m,30m,1h,2h,6h,12h,24h`',
+    type: 'durations',
+    description:
+      'Delay before retry n after n consecutive failures; the last entry repeats. A longer `Retry-After` from the CA wins.',
+    parse: durationList(),
+  }),
+  lockedRecheckMs: setting({
+    key: 'lockedRecheckMs',
+    env: 'CONSUL_ACME_LOCKED_RECHECK',
+    default: 30_000,
+    defaultDoc: '`30s`',
+    type: 'duration',
+    description:
+      "When another instance holds a certificate's lock, look at it again after this long (it bounds how soon survivors take over a dead instance's work, after its session is reaped).",
+    parse: duration(),
+  }),
   // Renewal
-  renewRemainingFraction: setting({ key: 'renewRemainingFraction', env: 'CONSUL_ACME_RENEW_REMAINING_FRACTION', default: 1 / 3, defaultDoc: '`0.3333` (one third)', type: 'number 0–1', description: 'Renew when less than this fraction of the lifetime is left.', parse: fraction() }),
-  renewSchedule: setting({ key: 'renewSchedule', env: 'CONSUL_ACME_RENEW_SCHEDULE', default: '*/10 * * * *', type: 'cron', description: 'When the renewal scan runs (and once at start).', parse: cronExpression() }),
-  renewSpreadMs: setting({ key: 'renewSpreadMs', env: 'CONSUL_ACME_RENEW_SPREAD', default: 3_600_000, defaultDoc: '`1h`', type: 'duration', description: 'Routine renewals that fall due together are spread over this window (never beyond a quarter of the remaining lifetime); emergencies are not delayed.', parse: duration() }),
-  retireGraceMs: optional<number>({ key: 'retireGraceMs', env: 'CONSUL_ACME_RETIRE_GRACE', default: undefined, defaultDoc: 'until it expires', type: 'duration', description: 'How long a certificate whose hostname no longer appears in Consul stays in the store before it is removed.', parse: duration() }),
+  renewRemainingFraction: setting({
+    key: 'renewRemainingFraction',
+    env: 'CONSUL_ACME_RENEW_REMAINING_FRACTION',
+    default: 1 / 3,
+    defaultDoc: '`0.3333` (one third)',
+    type: 'number 0–1',
+    description: 'Renew when less than this fraction of the lifetime is left.',
+    parse: fraction(),
+  }),
+  renewSchedule: setting({
+    key: 'renewSchedule',
+    env: 'CONSUL_ACME_RENEW_SCHEDULE',
+    default: '*/10 * * * *',
+    type: 'cron',
+    description: 'When the renewal scan runs (and once at start).',
+    parse: cronExpression(),
+  }),
+  renewSpreadMs: setting({
+    key: 'renewSpreadMs',
+    env: 'CONSUL_ACME_RENEW_SPREAD',
+    default: 3_600_000,
+    defaultDoc: '`1h`',
+    type: 'duration',
+    description:
+      'Routine renewals that fall due together are spread over this window (never beyond a quarter of the remaining lifetime); emergencies are not delayed.',
+    parse: duration(),
+  }),
+  retireGraceMs: optional<number>({
+    key: 'retireGraceMs',
+    env: 'CONSUL_ACME_RETIRE_GRACE',
+    default: undefined,
+    defaultDoc: 'until it expires',
+    type: 'duration',
+    description:
+      'How long a certificate whose hostname no longer appears in Consul stays in the store before it is removed.',
+    parse: duration(),
+  }),
   // Listeners and registration
-  challengeHost: setting({ key: 'challengeHost', env: 'CONSUL_ACME_CHALLENGE_HOST', default: '0.0.0.0', type: 'address', description: 'Listen address of the HTTP-01 responder.', parse: str({ nonEmpty: true }) }),
-  challengePort: setting({ key: 'challengePort', env: 'CONSUL_ACME_CHALLENGE_PORT', default: DEFAULT_CHALLENGE_PORT, type: 'port', description: 'Port of the HTTP-01 responder; Fabio proxies `/.well-known/acme-challenge/` here.', parse: int(0, 65535) }),
-  adminHost: setting({ key: 'adminHost', env: 'CONSUL_ACME_ADMIN_HOST', default: '0.0.0.0', type: 'address', description: 'Listen address of the admin API (health, status).', parse: str({ nonEmpty: true }) }),
-  adminPort: setting({ key: 'adminPort', env: 'CONSUL_ACME_ADMIN_PORT', default: DEFAULT_ADMIN_PORT, type: 'port', description: 'Port of the admin API.', parse: int(0, 65535) }),
-  registerService: setting({ key: 'registerService', env: 'CONSUL_ACME_REGISTER_SERVICE', default: true, type: 'boolean', description: 'Register this instance in the local Consul agent with one Fabio challenge route per managed hostname.', parse: bool() }),
-  serviceName: setting({ key: 'serviceName', env: 'CONSUL_ACME_SERVICE_NAME', default: 'consul-acme', type: 'string', description: 'Consul service name of the registration.', parse: str({ pattern: /^[A-Za-z0-9-]+$/, patternDoc: 'letters, digits and -' }) }),
-  serviceAddress: optional<string>({ key: 'serviceAddress', env: 'CONSUL_ACME_SERVICE_ADDRESS', default: undefined, defaultDoc: 'the agent\'s address', type: 'address', description: 'Address Fabio should proxy challenges to.', parse: str({ nonEmpty: true }) }),
-  instanceName: setting({ key: 'instanceName', env: 'CONSUL_ACME_INSTANCE_NAME', default: `${osHostname()}-${process.pid}`, defaultDoc: '`<hostname>-<pid>`', type: 'string', description: 'Name of this instance in locks, logs and the status.', parse: str({ pattern: /^[A-Za-z0-9_.-]+$/, patternDoc: 'letters, digits, ".", "_" or "-"' }) }),
-  expiryWarningMs: setting({ key: 'expiryWarningMs', env: 'CONSUL_ACME_EXPIRY_WARNING', default: 14 * 86_400_000, defaultDoc: '`14d`', type: 'duration', description: 'The certificate health check in Consul turns warning when a certificate expires within this time (critical once one has expired or has failed on every step of the retry schedule).', parse: duration() }),
+  challengeHost: setting({
+    key: 'challengeHost',
+    env: 'CONSUL_ACME_CHALLENGE_HOST',
+    default: '0.0.0.0',
+    type: 'address',
+    description: 'Listen address of the HTTP-01 responder.',
+    parse: str({ nonEmpty: true }),
+  }),
+  challengePort: setting({
+    key: 'challengePort',
+    env: 'CONSUL_ACME_CHALLENGE_PORT',
+    default: DEFAULT_CHALLENGE_PORT,
+    type: 'port',
+    description: 'Port of the HTTP-01 responder; Fabio proxies `/.well-known/acme-challenge/` here.',
+    parse: int(0, 65535),
+  }),
+  adminHost: setting({
+    key: 'adminHost',
+    env: 'CONSUL_ACME_ADMIN_HOST',
+    default: '0.0.0.0',
+    type: 'address',
+    description: 'Listen address of the admin API (health, status).',
+    parse: str({ nonEmpty: true }),
+  }),
+  adminPort: setting({
+    key: 'adminPort',
+    env: 'CONSUL_ACME_ADMIN_PORT',
+    default: DEFAULT_ADMIN_PORT,
+    type: 'port',
+    description: 'Port of the admin API.',
+    parse: int(0, 65535),
+  }),
+  registerService: setting({
+    key: 'registerService',
+    env: 'CONSUL_ACME_REGISTER_SERVICE',
+    default: true,
+    type: 'boolean',
+    description:
+      'Register this instance in the local Consul agent with one Fabio challenge route per managed hostname.',
+    parse: bool(),
+  }),
+  serviceName: setting({
+    key: 'serviceName',
+    env: 'CONSUL_ACME_SERVICE_NAME',
+    default: 'consul-acme',
+    type: 'string',
+    description: 'Consul service name of the registration.',
+    parse: str({ pattern: /^[A-Za-z0-9-]+$/, patternDoc: 'letters, digits and -' }),
+  }),
+  serviceAddress: optional<string>({
+    key: 'serviceAddress',
+    env: 'CONSUL_ACME_SERVICE_ADDRESS',
+    default: undefined,
+    defaultDoc: "the agent's address",
+    type: 'address',
+    description: 'Address Fabio should proxy challenges to.',
+    parse: str({ nonEmpty: true }),
+  }),
+  instanceName: setting({
+    key: 'instanceName',
+    env: 'CONSUL_ACME_INSTANCE_NAME',
+    default: `${osHostname()}-${process.pid}`,
+    defaultDoc: '`<hostname>-<pid>`',
+    type: 'string',
+    description: 'Name of this instance in locks, logs and the status.',
+    parse: str({ pattern: /^[A-Za-z0-9_.-]+$/, patternDoc: 'letters, digits, ".", "_" or "-"' }),
+  }),
+  expiryWarningMs: setting({
+    key: 'expiryWarningMs',
+    env: 'CONSUL_ACME_EXPIRY_WARNING',
+    default: 14 * 86_400_000,
+    defaultDoc: '`14d`',
+    type: 'duration',
+    description:
+      'The certificate health check in Consul turns warning when a certificate expires within this time (critical once one has expired or has failed on every step of the retry schedule).',
+    parse: duration(),
+  }),
   // Process
-  logLevel: setting<LogLevel>({ key: 'logLevel', env: 'CONSUL_ACME_LOG_LEVEL', default: 'info', type: LOG_LEVELS.join(', '), description: 'Log level (JSON lines on stdout).', parse: oneOf(LOG_LEVELS) }),
-  shutdownTimeoutMs: setting({ key: 'shutdownTimeoutMs', env: 'CONSUL_ACME_SHUTDOWN_TIMEOUT_MS', default: 30_000, type: 'integer ms', description: 'How long SIGTERM waits for orders in flight before abandoning them.', parse: int(0, 600_000) }),
-  extraHostnames: setting({ key: 'extraHostnames', env: 'CONSUL_ACME_EXTRA_HOSTNAMES', default: [] as string[], defaultDoc: 'empty', type: 'comma-separated names', description: 'Names to manage even when no service declares them.', parse: listOf() }),
+  logLevel: setting<LogLevel>({
+    key: 'logLevel',
+    env: 'CONSUL_ACME_LOG_LEVEL',
+    default: 'info',
+    type: LOG_LEVELS.join(', '),
+    description: 'Log level (JSON lines on stdout).',
+    parse: oneOf(LOG_LEVELS),
+  }),
+  shutdownTimeoutMs: setting({
+    key: 'shutdownTimeoutMs',
+    env: 'CONSUL_ACME_SHUTDOWN_TIMEOUT_MS',
+    default: 30_000,
+    type: 'integer ms',
+    description: 'How long SIGTERM waits for orders in flight before abandoning them.',
+    parse: int(0, 600_000),
+  }),
+  extraHostnames: setting({
+    key: 'extraHostnames',
+    env: 'CONSUL_ACME_EXTRA_HOSTNAMES',
+    default: [] as string[],
+    defaultDoc: 'empty',
+    type: 'comma-separated names',
+    description: 'Names to manage even when no service declares them.',
+    parse: listOf(),
+  }),
 } as const;
 
 type SettingsTable = typeof SETTINGS;
 type ValueOf<S> = S extends OptionalSetting<infer T> ? T | undefined : S extends RequiredSetting<infer T> ? T : never;
 
 /** The effective configuration: frozen, every value parsed. */
-export type Config = { readonly [K in keyof SettingsTable]: ValueOf<SettingsTable[K]> } & { readonly configFile: string | undefined };
+export type Config = { readonly [K in keyof SettingsTable]: ValueOf<SettingsTable[K]> } & {
+  readonly configFile: string | undefined;
+};
 
 /** The environment variable that names the optional config file (JSON, keys as in SETTINGS). */
 export const CONFIG_FILE_ENV = 'CONSUL_ACME_CONFIG_FILE';

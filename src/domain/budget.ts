@@ -1,6 +1,6 @@
 /**
  * Client-side rate-limit budgets that mirror Let's Encrypt's production limits
- * (reference/anchors.md §4), so that a bug or a flood of declared names stops here, before the CA
+ * (docs/protocols.md §7), so that a bug or a flood of declared names stops here, before the CA
  * starts refusing us for hours. Pure: events and `now` are arguments.
  *
  * Each budget is a sliding window: an event counts until `windowMs` after it happened. Let's
@@ -77,7 +77,10 @@ export function budgetKeys(
   }
   if (isRenewal || names.length === 0) return [];
   const domains = [...new Set(names.map(registeredDomain))].sort();
-  return [{ scope: 'account', key: accountKey }, ...domains.map((key): BudgetKey => ({ scope: 'registered-domain', key }))];
+  return [
+    { scope: 'account', key: accountKey },
+    ...domains.map((key): BudgetKey => ({ scope: 'registered-domain', key })),
+  ];
 }
 
 /** The ledger key of a budget key: `<scope>/<key>`, e.g. `registered-domain/example.co.uk`. */

@@ -27,9 +27,12 @@ export function certificateHealth(
   const warning: string[] = [];
   for (const c of certificates) {
     const expiresAt = c.expiresAt ? Date.parse(c.expiresAt) : undefined;
-    if (expiresAt !== undefined && expiresAt <= now.getTime()) critical.push(`${c.hostname}: expired at ${c.expiresAt}`);
-    else if (c.attempts >= options.criticalAfterFailures) critical.push(`${c.hostname}: failed ${c.attempts} times in a row`);
-    else if (expiresAt !== undefined && expiresAt - now.getTime() < options.warnBeforeMs) warning.push(`${c.hostname}: expires at ${c.expiresAt}`);
+    if (expiresAt !== undefined && expiresAt <= now.getTime())
+      critical.push(`${c.hostname}: expired at ${c.expiresAt}`);
+    else if (c.attempts >= options.criticalAfterFailures)
+      critical.push(`${c.hostname}: failed ${c.attempts} times in a row`);
+    else if (expiresAt !== undefined && expiresAt - now.getTime() < options.warnBeforeMs)
+      warning.push(`${c.hostname}: expires at ${c.expiresAt}`);
   }
   const status: HealthStatus = critical.length > 0 ? 'critical' : warning.length > 0 ? 'warning' : 'passing';
   return { status, problems: [...critical, ...warning] };

@@ -5,7 +5,7 @@
  * `urlprefix-app.example.com/` would swallow `app.example.com/.well-known/acme-challenge/…`
  * ahead of a host-less `urlprefix-/.well-known/acme-challenge/` route. One host-specific route
  * per managed hostname wins, because Fabio sorts paths within a host in reverse order and the
- * challenge path sorts before `/` (reference/protocols.md §4.2).
+ * challenge path sorts before `/` (docs/protocols.md §4.2).
  */
 import { DEFAULT_FABIO_TAG_PREFIX } from './tags.js';
 

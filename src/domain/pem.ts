@@ -154,7 +154,13 @@ export function storedRecordFromPem(
   where: string,
 ): StoredRecord {
   if (!managed) {
-    return { certId, version, managed, certificate: undefined, problem: `${where} was not written by consul-acme; it is left alone` };
+    return {
+      certId,
+      version,
+      managed,
+      certificate: undefined,
+      problem: `${where} was not written by consul-acme; it is left alone`,
+    };
   }
   const missing = (['cert', 'key', 'directoryUrl'] as const).filter((name) => fields[name] === undefined);
   if (missing.length > 0) {
@@ -168,7 +174,13 @@ export function storedRecordFromPem(
     return { certId, version, managed, certificate: undefined, problem: `${where}: ${inspected.problem}` };
   }
   if (inspected.keyType === undefined) {
-    return { certId, version, managed, certificate: undefined, problem: `${where}: the private key's type is not one consul-acme issues` };
+    return {
+      certId,
+      version,
+      managed,
+      certificate: undefined,
+      problem: `${where}: the private key's type is not one consul-acme issues`,
+    };
   }
   const obtainedAt = fields.obtainedAt === undefined ? inspected.notBefore : new Date(fields.obtainedAt);
   const certificate: CertificateData = {

@@ -124,7 +124,9 @@ export function planCertificate(
 ): Plan {
   if (stored !== undefined && !stored.managed) return plan('keep', 'NotManaged');
   if (desired === undefined) {
-    return stored === undefined ? plan('keep', 'NoLongerDeclared') : planUndeclared(now, stored, options, undeclaredSince);
+    return stored === undefined
+      ? plan('keep', 'NoLongerDeclared')
+      : planUndeclared(now, stored, options, undeclaredSince);
   }
   if (stored === undefined) return plan('issue', 'Missing');
   const cert = stored.certificate;
@@ -135,6 +137,7 @@ export function planCertificate(
   if (cert.directoryUrl !== desired.directoryUrl) return plan('renew', 'IssuerChanged', undefined, emergency);
   if (!sameHostnames(cert.hostnames, desired.hostnames)) return plan('renew', 'HostnamesChanged', undefined, emergency);
   if (cert.keyType !== desired.keyType) return plan('renew', 'KeyTypeChanged', undefined, emergency);
-  if (needsRenewal(now, cert, options.renewWhenRemainingFraction)) return plan('renew', 'Expiring', undefined, emergency);
+  if (needsRenewal(now, cert, options.renewWhenRemainingFraction))
+    return plan('renew', 'Expiring', undefined, emergency);
   return plan('keep', 'NotYetDue', renewAt(cert, options.renewWhenRemainingFraction));
 }

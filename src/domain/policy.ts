@@ -161,7 +161,10 @@ export interface RefusedHostname {
  * they only exempt matching declared names from the allow list. `refused` lists each refused name
  * once, sorted, including `always` names that the deny list refuses.
  */
-export function applyPolicy(declared: readonly string[], policy: Policy): { hostnames: string[]; refused: RefusedHostname[] } {
+export function applyPolicy(
+  declared: readonly string[],
+  policy: Policy,
+): { hostnames: string[]; refused: RefusedHostname[] } {
   const candidates = new Set(declared.map(canonicalHostname));
   for (const pattern of policy.always) if (!pattern.startsWith(WILDCARD_PREFIX)) candidates.add(pattern);
   const hostnames: string[] = [];

@@ -58,7 +58,9 @@ export class OrderGate {
       for (const hostname of hostnames) {
         const result = await this.deps.preflight.check(hostname, signal);
         if (!result.ok) {
-          throw new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, { retryable: true });
+          throw new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, {
+            retryable: true,
+          });
         }
       }
     }
@@ -80,15 +82,27 @@ export class OrderGate {
     if (!ledger) return undefined;
     for (const pause of pausesFor(hostnames)) {
       const ends = await ledger.events(pauseLedgerKey(pause), now);
-      const until = ends.reduce<Date | undefined>((latest, d) => (d > now && (!latest || d > latest) ? d : latest), undefined);
+      const until = ends.reduce<Date | undefined>(
+        (latest, d) => (d > now && (!latest || d > latest) ? d : latest),
+        undefined,
+      );
       if (until) return { admitted: false, until, why: `rate limited by the CA for ${pause.scope} ${pause.key}` };
     }
-    const keys = [...budgetKeys(hostnames, 'new-order', isRenewal), ...budgetKeys(hostnames, 'failed-authorization', isRenewal)];
+    const keys = [
+      ...budgetKeys(hostnames, 'new-order', isRenewal),
+      ...budgetKeys(hostnames, 'failed-authorization', isRenewal),
+    ];
     const windowStart = new Date(now.getTime() - Math.max(...this.budgets.map((b) => b.windowMs)));
-    const entries = await Promise.all(keys.map(async (key) => ({ key, events: await ledger.events(budgetScopeKey(key), windowStart) })));
+    const entries = await Promise.all(
+      keys.map(async (key) => ({ key, events: await ledger.events(budgetScopeKey(key), windowStart) })),
+    );
     const check = checkBudgets(now, entries, this.budgets);
     if (!check.ok) {
-      return { admitted: false, until: check.until, why: `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})` };
+      return {
+        admitted: false,
+        until: check.until,
+        why: `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})`,
+      };
     }
     return undefined;
   }
@@ -108,12 +122,16 @@ export class OrderGate {
       const pause = rateLimitScope(err.message, hostnames);
       const until = new Date(now.getTime() + (err.retryAfterSeconds ?? 3600) * 1000);
       // Not `key`: the logger redacts fields of that name (private keys).
-      this.log.warn({ scope: pause.scope, paused: pause.key, until: until.toISOString() }, 'rate limited by the CA; pausing that scope');
+      this.log.warn(
+        { scope: pause.scope, paused: pause.key, until: until.toISOString() },
+        'rate limited by the CA; pausing that scope',
+      );
       await this.record([pauseLedgerKey(pause)], until);
       return;
     }
     const type = err.problemType?.split(':').pop();
-    if (type && FAILED_AUTHORIZATION_TYPES.has(type)) await this.record(budgetKeys(hostnames, 'failed-authorization', false).map(budgetScopeKey), now);
+    if (type && FAILED_AUTHORIZATION_TYPES.has(type))
+      await this.record(budgetKeys(hostnames, 'failed-authorization', false).map(budgetScopeKey), now);
   }
 
   private async record(scopeKeys: string[], at: Date): Promise<void> {

@@ -196,7 +196,8 @@ export class IssuanceQueue {
     let best: Entry | undefined;
     for (const e of this.entries.values()) {
       if (e.phase === 'running' || e.dueAt.getTime() > now) continue;
-      if (!best || (e.emergency && !best.emergency) || (e.emergency === best.emergency && e.dueAt < best.dueAt)) best = e;
+      if (!best || (e.emergency && !best.emergency) || (e.emergency === best.emergency && e.dueAt < best.dueAt))
+        best = e;
     }
     return best;
   }
@@ -216,7 +217,9 @@ export class IssuanceQueue {
     entry.controller = new AbortController();
     this.running++;
     void this.run(entry)
-      .catch((err: unknown) => this.log.error({ [F.certId]: entry.certId, [F.err]: describeError(err) }, 'queue bookkeeping failed'))
+      .catch((err: unknown) =>
+        this.log.error({ [F.certId]: entry.certId, [F.err]: describeError(err) }, 'queue bookkeeping failed'),
+      )
       .finally(() => {
         this.running--;
         this.pump();
@@ -246,7 +249,10 @@ export class IssuanceQueue {
     try {
       persisted = await this.options.state?.get(entry.certId);
     } catch (err) {
-      this.log.warn({ [F.certId]: entry.certId, [F.err]: describeError(err) }, 'could not read persisted backoff; going ahead');
+      this.log.warn(
+        { [F.certId]: entry.certId, [F.err]: describeError(err) },
+        'could not read persisted backoff; going ahead',
+      );
       return false;
     }
     if (!persisted) return false;
@@ -255,7 +261,14 @@ export class IssuanceQueue {
     const now = this.options.clock.now().getTime();
     if (entry.emergency || !persisted.nextAttemptAt || persisted.nextAttemptAt.getTime() <= now) return false;
     this.reschedule(entry, persisted.nextAttemptAt.getTime());
-    this.log.info({ [F.certId]: entry.certId, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: persisted.nextAttemptAt.getTime() - now }, 'waiting out persisted backoff');
+    this.log.info(
+      {
+        [F.certId]: entry.certId,
+        [F.attempt]: entry.consecutiveFailures,
+        [F.retryInMs]: persisted.nextAttemptAt.getTime() - now,
+      },
+      'waiting out persisted backoff',
+    );
     return true;
   }
 
@@ -270,7 +283,15 @@ export class IssuanceQueue {
     if (outcome?.kind === 'deferred') {
       entry.deferredBecause = outcome.why;
       this.reschedule(entry, Math.max(now.getTime(), outcome.until.getTime()));
-      this.log.info({ [F.event]: EVENTS.certDeferred, [F.certId]: entry.certId, [F.reason]: outcome.why, until: outcome.until.toISOString() }, 'certificate deferred');
+      this.log.info(
+        {
+          [F.event]: EVENTS.certDeferred,
+          [F.certId]: entry.certId,
+          [F.reason]: outcome.why,
+          until: outcome.until.toISOString(),
+        },
+        'certificate deferred',
+      );
       return;
     }
     entry.deferredBecause = undefined;
@@ -287,7 +308,13 @@ export class IssuanceQueue {
     const delay = this.retryDelayFor(entry.consecutiveFailures, err);
     this.reschedule(entry, now.getTime() + delay);
     this.log.warn(
-      { [F.event]: EVENTS.retryScheduled, [F.certId]: entry.certId, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: delay, [F.err]: entry.lastError },
+      {
+        [F.event]: EVENTS.retryScheduled,
+        [F.certId]: entry.certId,
+        [F.attempt]: entry.consecutiveFailures,
+        [F.retryInMs]: delay,
+        [F.err]: entry.lastError,
+      },
       'job failed, retry scheduled',
     );
     await this.persist(entry.certId, {
@@ -312,9 +339,11 @@ export class IssuanceQueue {
 
   private retryDelayFor(failures: number, err: unknown): number {
     const schedule = this.options.retryScheduleMs;
-    const retryAfterMs = err instanceof AcmeProblemError && err.retryAfterSeconds !== undefined ? err.retryAfterSeconds * 1000 : undefined;
+    const retryAfterMs =
+      err instanceof AcmeProblemError && err.retryAfterSeconds !== undefined ? err.retryAfterSeconds * 1000 : undefined;
     // A problem that will not go away by itself waits the longest step of the schedule.
-    if (err instanceof ConsulAcmeError && !err.retryable) return Math.max(schedule[schedule.length - 1] ?? 0, retryAfterMs ?? 0);
+    if (err instanceof ConsulAcmeError && !err.retryable)
+      return Math.max(schedule[schedule.length - 1] ?? 0, retryAfterMs ?? 0);
     return retryDelayMs(failures, schedule, retryAfterMs);
   }
 

@@ -76,7 +76,9 @@ export class Reconciler {
 
   /** Applies one whole catalog snapshot. */
   async applySnapshot(snapshot: CatalogSnapshot): Promise<void> {
-    const services = Object.fromEntries(Object.entries(snapshot.services).filter(([name]) => name !== this.options.ownServiceName));
+    const services = Object.fromEntries(
+      Object.entries(snapshot.services).filter(([name]) => name !== this.options.ownServiceName),
+    );
     const { hostnames, rejected } = desiredFromCatalog(services, this.options.desired);
     const catalog = new Map(hostnames.map((h) => [h.hostname, h]));
     for (const extra of this.options.extraHostnames) {
@@ -86,7 +88,10 @@ export class Reconciler {
         continue;
       }
       const existing = catalog.get(normalized.hostname);
-      catalog.set(normalized.hostname, { hostname: normalized.hostname, services: [...(existing?.services ?? []), EXTRA_SOURCE].sort() });
+      catalog.set(normalized.hostname, {
+        hostname: normalized.hostname,
+        services: [...(existing?.services ?? []), EXTRA_SOURCE].sort(),
+      });
     }
     this.logNewRejections(rejected);
     this.catalog = catalog;
@@ -99,19 +104,42 @@ export class Reconciler {
   async applyPolicy(policy: Policy): Promise<void> {
     this.policy = policy;
     for (const problem of policy.invalid) {
-      this.log.warn({ [F.event]: EVENTS.policyLineInvalid, list: problem.list, line: problem.line, text: problem.text, [F.reason]: problem.reason }, 'policy line ignored');
+      this.log.warn(
+        {
+          [F.event]: EVENTS.policyLineInvalid,
+          list: problem.list,
+          line: problem.line,
+          text: problem.text,
+          [F.reason]: problem.reason,
+        },
+        'policy line ignored',
+      );
     }
-    this.log.info({ [F.event]: EVENTS.policyChanged, deny: policy.deny.length, allow: policy.allow.length, always: policy.always.length, invalid: policy.invalid.length }, 'policy lists applied');
+    this.log.info(
+      {
+        [F.event]: EVENTS.policyChanged,
+        deny: policy.deny.length,
+        allow: policy.allow.length,
+        always: policy.always.length,
+        invalid: policy.invalid.length,
+      },
+      'policy lists applied',
+    );
     if (this.hasSynced()) await this.recompute('policy change');
   }
 
   private async recompute(cause: string): Promise<void> {
     const { hostnames, refused } = applyPolicy([...this.catalog.keys()], this.policy);
     const next = new Map<string, DeclaredHostname>();
-    for (const hostname of hostnames) next.set(hostname, this.catalog.get(hostname) ?? { hostname, services: [ALWAYS_SOURCE] });
+    for (const hostname of hostnames)
+      next.set(hostname, this.catalog.get(hostname) ?? { hostname, services: [ALWAYS_SOURCE] });
     const refusedNow = new Map(refused.map((r) => [r.hostname, r]));
     for (const r of refused) {
-      if (!this.refusedByPolicy.has(r.hostname)) this.log.warn({ [F.event]: EVENTS.hostnameDenied, [F.hostname]: r.hostname, [F.reason]: r.message }, 'hostname refused by policy');
+      if (!this.refusedByPolicy.has(r.hostname))
+        this.log.warn(
+          { [F.event]: EVENTS.hostnameDenied, [F.hostname]: r.hostname, [F.reason]: r.message },
+          'hostname refused by policy',
+        );
     }
     this.refusedByPolicy = refusedNow;
 
@@ -126,7 +154,18 @@ export class Reconciler {
       this.deps.queue.cancel(name, 'no longer managed');
     }
     for (const name of next.keys()) this.undeclared.delete(name);
-    this.log.info({ [F.event]: EVENTS.discoverySnapshot, cause, managed: next.size, added: added.length, removed: removed.length, rejected: this.rejectedNames.length, refused: refused.length }, 'managed hostnames updated');
+    this.log.info(
+      {
+        [F.event]: EVENTS.discoverySnapshot,
+        cause,
+        managed: next.size,
+        added: added.length,
+        removed: removed.length,
+        rejected: this.rejectedNames.length,
+        refused: refused.length,
+      },
+      'managed hostnames updated',
+    );
 
     await this.updateRegistration();
     await Promise.all([...added, ...removed].map((hostname) => this.reconcile(hostname)));
@@ -148,7 +187,10 @@ export class Reconciler {
     try {
       stored = await this.deps.store.get(certId);
     } catch (err) {
-      this.log.warn({ [F.certId]: certId, [F.err]: describeError(err) }, 'store read failed; will retry from the queue');
+      this.log.warn(
+        { [F.certId]: certId, [F.err]: describeError(err) },
+        'store read failed; will retry from the queue',
+      );
       if (submit) this.deps.queue.submit(certId, { reason: 'StoreUnreadable' });
       return undefined;
     }
@@ -160,12 +202,17 @@ export class Reconciler {
     this.recordPlan(certId, plan, stored);
     if (plan.action === 'keep' || !submit) return plan;
     if (plan.reason === 'Unparseable') {
-      this.log.warn({ [F.certId]: certId, [F.reason]: plan.reason, [F.err]: stored?.problem }, 'stored certificate is unreadable; reissuing');
+      this.log.warn(
+        { [F.certId]: certId, [F.reason]: plan.reason, [F.err]: stored?.problem },
+        'stored certificate is unreadable; reissuing',
+      );
     }
     let notBefore: Date | undefined;
     const notAfter = stored?.certificate?.notAfter;
     if (plan.reason === 'Expiring' && !plan.emergency && notAfter) {
-      notBefore = new Date(now.getTime() + renewalSpreadDelayMs(certId, this.options.renewSpreadMs, notAfter.getTime() - now.getTime()));
+      notBefore = new Date(
+        now.getTime() + renewalSpreadDelayMs(certId, this.options.renewSpreadMs, notAfter.getTime() - now.getTime()),
+      );
     }
     this.deps.queue.submit(certId, { reason: plan.reason, emergency: plan.emergency, notBefore });
     return plan;
@@ -207,7 +254,12 @@ export class Reconciler {
 
   /** The policy lists in force and their ignored lines, for the status. */
   policyStatus(): PolicyStatus {
-    return { deny: this.policy.deny.length, allow: this.policy.allow.length, always: this.policy.always.length, invalid: [...this.policy.invalid] };
+    return {
+      deny: this.policy.deny.length,
+      allow: this.policy.allow.length,
+      always: this.policy.always.length,
+      invalid: [...this.policy.invalid],
+    };
   }
 
   /** One line per declared, refused or stored name, for GET /status. */
@@ -247,7 +299,10 @@ export class Reconciler {
       await this.deps.registration.update(tags);
       this.log.debug({ [F.event]: EVENTS.registrationUpdated, tags: tags.length }, 'challenge routes registered');
     } catch (err) {
-      this.log.error({ [F.err]: describeError(err) }, 'could not update the service registration; challenge routes may be stale');
+      this.log.error(
+        { [F.err]: describeError(err) },
+        'could not update the service registration; challenge routes may be stale',
+      );
     }
   }
 
@@ -255,7 +310,16 @@ export class Reconciler {
     const before = new Set(this.rejectedNames.map((r) => `${r.service}\u0000${r.value}`));
     for (const r of rejected) {
       if (before.has(`${r.service}\u0000${r.value}`)) continue;
-      this.log.warn({ [F.event]: EVENTS.hostnameRejected, [F.hostname]: r.value, [F.reason]: r.reason, [F.service]: r.service, tag: r.tag }, 'hostname refused');
+      this.log.warn(
+        {
+          [F.event]: EVENTS.hostnameRejected,
+          [F.hostname]: r.value,
+          [F.reason]: r.reason,
+          [F.service]: r.service,
+          tag: r.tag,
+        },
+        'hostname refused',
+      );
     }
   }
 }

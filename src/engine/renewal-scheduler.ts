@@ -82,7 +82,9 @@ export class RenewalScheduler {
           return 'not-leader';
         }
         this.log.info('became renewal leader');
-        this.leadership.signal.addEventListener('abort', () => this.log.warn('lost renewal leadership'), { once: true });
+        this.leadership.signal.addEventListener('abort', () => this.log.warn('lost renewal leadership'), {
+          once: true,
+        });
       }
       const started = Date.now();
       await this.deps.scan();

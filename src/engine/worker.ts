@@ -6,7 +6,13 @@
  * certificate.
  */
 import type { CertificateData, StoredRecord } from '../domain/certificate.js';
-import { planCertificate, sameHostnames, type DesiredCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
+import {
+  planCertificate,
+  sameHostnames,
+  type DesiredCertificate,
+  type Plan,
+  type PlanOptions,
+} from '../domain/plan.js';
 import { AbortedError, ConsulAcmeError, describeError, LockLostError } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
@@ -66,14 +72,24 @@ export class CertificateWorker {
     try {
       const stored = await this.deps.store.get(certId);
       const desired = this.deps.desiredFor(certId);
-      const plan = planCertificate(this.deps.clock.now(), desired, stored, this.deps.planOptions, this.deps.undeclaredSince(certId));
+      const plan = planCertificate(
+        this.deps.clock.now(),
+        desired,
+        stored,
+        this.deps.planOptions,
+        this.deps.undeclaredSince(certId),
+      );
       this.deps.onPlanned(certId, plan, stored);
       if (plan.action === 'keep') return { kind: 'done' };
       if (plan.action === 'retire') {
         if (stored) {
           await this.retire(certId, stored, plan);
           // Nothing is stored any more: a fresh plan lets the status forget the name.
-          this.deps.onPlanned(certId, planCertificate(this.deps.clock.now(), desired, undefined, this.deps.planOptions), undefined);
+          this.deps.onPlanned(
+            certId,
+            planCertificate(this.deps.clock.now(), desired, undefined, this.deps.planOptions),
+            undefined,
+          );
         }
         return { kind: 'done' };
       }
@@ -105,7 +121,12 @@ export class CertificateWorker {
     signal: AbortSignal,
     attempt: number,
   ): Promise<void> {
-    const log = this.log.child({ [F.certId]: certId, [F.hostname]: desired.hostnames[0], [F.reason]: plan.reason, [F.attempt]: attempt });
+    const log = this.log.child({
+      [F.certId]: certId,
+      [F.hostname]: desired.hostnames[0],
+      [F.reason]: plan.reason,
+      [F.attempt]: attempt,
+    });
     // The gate recorded this order against the budgets when it admitted it.
     log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
     try {
@@ -126,15 +147,31 @@ export class CertificateWorker {
       const fresh = await this.deps.store.get(certId);
       this.deps.onPlanned(certId, planCertificate(this.deps.clock.now(), desired, fresh, this.deps.planOptions), fresh);
       const renewed = stored?.certificate !== undefined;
-      this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: renewed ? 'renewed' : 'obtained', code: undefined });
+      this.deps.onOutcome?.({
+        certId,
+        reason: plan.reason,
+        outcome: renewed ? 'renewed' : 'obtained',
+        code: undefined,
+      });
       log.info(
-        { [F.event]: renewed ? EVENTS.certRenewed : EVENTS.certObtained, version, not_after: issued.notAfter.toISOString(), issuer: issued.issuer, store: this.deps.store.description },
+        {
+          [F.event]: renewed ? EVENTS.certRenewed : EVENTS.certObtained,
+          version,
+          not_after: issued.notAfter.toISOString(),
+          issuer: issued.issuer,
+          store: this.deps.store.description,
+        },
         renewed ? 'certificate renewed' : 'certificate obtained',
       );
     } catch (err) {
       log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
       await this.deps.gate?.recordFailure(desired.hostnames, err);
-      this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: 'failed', code: err instanceof ConsulAcmeError ? err.code : 'INTERNAL' });
+      this.deps.onOutcome?.({
+        certId,
+        reason: plan.reason,
+        outcome: 'failed',
+        code: err instanceof ConsulAcmeError ? err.code : 'INTERNAL',
+      });
       throw err;
     }
   }
@@ -143,7 +180,12 @@ export class CertificateWorker {
     await this.deps.store.delete(certId, stored.version);
     this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: 'retired', code: undefined });
     this.log.info(
-      { [F.event]: EVENTS.certRetired, [F.certId]: certId, [F.reason]: plan.reason, not_after: stored.certificate?.notAfter.toISOString() },
+      {
+        [F.event]: EVENTS.certRetired,
+        [F.certId]: certId,
+        [F.reason]: plan.reason,
+        not_after: stored.certificate?.notAfter.toISOString(),
+      },
       'certificate retired',
     );
   }

@@ -8,7 +8,13 @@
 import { createHash } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+} from 'fastify';
 import type { ChallengeStore } from '../ports/challenge-store.js';
 import { F, type Logger } from '../logging.js';
 
@@ -42,7 +48,10 @@ export function isValidChallengeToken(token: string): boolean {
 
 /** Log-safe facts about a token: its length and the first 8 hex digits of its SHA-256. */
 function tokenFacts(token: string): { token_length: number; token_sha256_prefix: string } {
-  return { token_length: token.length, token_sha256_prefix: createHash('sha256').update(token).digest('hex').slice(0, 8) };
+  return {
+    token_length: token.length,
+    token_sha256_prefix: createHash('sha256').update(token).digest('hex').slice(0, 8),
+  };
 }
 
 /** An error as a log field, with every occurrence of `secret` cut out of its message. */

@@ -73,7 +73,8 @@ interface Options {
 function positiveInt(name: string, raw: string | undefined, fallback: number, max: number): number {
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > max) usage(`--${name} must be a whole number from 1 to ${max}, got "${raw}"`);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    usage(`--${name} must be a whole number from 1 to ${max}, got "${raw}"`);
   return n;
 }
 
@@ -179,7 +180,14 @@ class Sampler {
     this.take();
     const seconds = (this.last.at - this.first.at) / 1000;
     const cpuSeconds = this.last.cpuSeconds - this.first.cpuSeconds;
-    return { seconds, cpuSeconds, cpuPercent: seconds > 0 ? (100 * cpuSeconds) / seconds : 0, maxRssKb: this.maxRssKb, endRssKb: this.last.rssKb, hwmKb: this.last.hwmKb };
+    return {
+      seconds,
+      cpuSeconds,
+      cpuPercent: seconds > 0 ? (100 * cpuSeconds) / seconds : 0,
+      maxRssKb: this.maxRssKb,
+      endRssKb: this.last.rssKb,
+      hwmKb: this.last.hwmKb,
+    };
   }
 }
 
@@ -227,7 +235,8 @@ function abort(message: string): void {
   if (cleaningUp) return;
   process.stderr.write(`bench: FAILED during ${phase}: ${message}\n`);
   const output = childOutput();
-  if (output !== '') process.stderr.write(`--- consul-acme output (last ${MAX_OUTPUT_CHARS / 1024} KiB) ---\n${output}\n`);
+  if (output !== '')
+    process.stderr.write(`--- consul-acme output (last ${MAX_OUTPUT_CHARS / 1024} KiB) ---\n${output}\n`);
   void cleanup().finally(() => process.exit(1));
 }
 
@@ -251,7 +260,10 @@ function spawnService(env: Record<string, string>, challengePort: number, adminP
   for (const [key, value] of Object.entries(process.env)) {
     if (value !== undefined && !/^(CONSUL_|VAULT_|PEBBLE_)/.test(key)) base[key] = value;
   }
-  const child = spawn(process.execPath, [MAIN_JS, 'run'], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN_JS, 'run'], {
+    env: { ...base, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let raw = '';
   let partial = '';
   const eventCounts = new Map<string, number>();
@@ -302,7 +314,13 @@ function spawnService(env: Record<string, string>, challengePort: number, adminP
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitUntil<T>(what: string, child: Child, probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number, intervalMs = 100): Promise<T> {
+async function waitUntil<T>(
+  what: string,
+  child: Child,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const state = child.exited();
@@ -341,11 +359,14 @@ interface LoadResult {
 
 function get(agent: Agent, port: number, path: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, agent, headers: { host: 'app.bench.example.test' }, timeout: 10_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', reject);
-    });
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, agent, headers: { host: 'app.bench.example.test' }, timeout: 10_000 },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
     req.on('error', reject);
     req.end();
@@ -371,8 +392,17 @@ async function load(port: number, paths: () => string, total: number, concurrenc
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   agent.destroy();
   latencies.sort((a, b) => a - b);
-  const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
-  return { requests: latencies.length, seconds, perSecond: latencies.length / seconds, p50Ms: pct(50), p99Ms: pct(99), maxMs: latencies[latencies.length - 1] ?? NaN, statuses };
+  const pct = (p: number): number =>
+    latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
+  return {
+    requests: latencies.length,
+    seconds,
+    perSecond: latencies.length / seconds,
+    p50Ms: pct(50),
+    p99Ms: pct(99),
+    maxMs: latencies[latencies.length - 1] ?? NaN,
+    statuses,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,8 +417,13 @@ interface HeapNumbers {
 async function heapFromMetrics(adminUrl: string): Promise<HeapNumbers | undefined> {
   try {
     const text = await (await fetch(`${adminUrl}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
-    const value = (name: string): number => Number(new RegExp(`^consul_acme_${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN) / 1024;
-    return { heapUsedKb: value('nodejs_heap_size_used_bytes'), heapTotalKb: value('nodejs_heap_size_total_bytes'), externalKb: value('nodejs_external_memory_bytes') };
+    const value = (name: string): number =>
+      Number(new RegExp(`^consul_acme_${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN) / 1024;
+    return {
+      heapUsedKb: value('nodejs_heap_size_used_bytes'),
+      heapTotalKb: value('nodejs_heap_size_total_bytes'),
+      externalKb: value('nodejs_external_memory_bytes'),
+    };
   } catch {
     return undefined;
   }
@@ -406,19 +441,28 @@ function table(rows: Array<[string, string]>): string {
 }
 
 function statusText(statuses: Map<number, number>): string {
-  return [...statuses.entries()].sort(([a], [b]) => a - b).map(([code, n]) => `${n}×${code}`).join(', ');
+  return [...statuses.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([code, n]) => `${n}×${code}`)
+    .join(', ');
 }
 
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const opts = readOptions(process.argv.slice(2));
-  const deadline = setTimeout(() => abort(`the benchmark did not finish within ${OVERALL_TIMEOUT_MS / 60_000} minutes`), OVERALL_TIMEOUT_MS);
+  const deadline = setTimeout(
+    () => abort(`the benchmark did not finish within ${OVERALL_TIMEOUT_MS / 60_000} minutes`),
+    OVERALL_TIMEOUT_MS,
+  );
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => abort(`interrupted by ${signal}`));
 
   const dir = mkdtempSync(join(tmpdir(), 'consul-acme-bench-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const hostnames = Array.from({ length: opts.hostnames }, (_, i) => `app-${String(i + 1).padStart(3, '0')}.bench.example.test`);
+  const hostnames = Array.from(
+    { length: opts.hostnames },
+    (_, i) => `app-${String(i + 1).padStart(3, '0')}.bench.example.test`,
+  );
 
   phase = 'starting Consul, Pebble and the Vault stand-in';
   const challengePort = await freePort();
@@ -470,7 +514,13 @@ async function main(): Promise<void> {
     adminPort,
   );
   childOutput = () => child.output();
-  await waitUntil('/health/ready', child, async () => ((await fetch(`${child.adminUrl}/health/ready`)).status === 200 ? true : undefined), READY_TIMEOUT_MS, 50);
+  await waitUntil(
+    '/health/ready',
+    child,
+    async () => ((await fetch(`${child.adminUrl}/health/ready`)).status === 200 ? true : undefined),
+    READY_TIMEOUT_MS,
+    50,
+  );
   const startupSeconds = (Date.now() - spawnedAt) / 1000;
   const afterStart = sampleProc(child.pid);
 
@@ -486,7 +536,11 @@ async function main(): Promise<void> {
   for (let i = 0; i < hostnames.length; i += NAMES_PER_SERVICE) {
     const names = hostnames.slice(i, i + NAMES_PER_SERVICE);
     const id = `bench-app-${i / NAMES_PER_SERVICE + 1}`;
-    await consulPut(consul, 'agent/service/register', JSON.stringify({ ID: id, Name: id, Port: 9000, Tags: [`consul-acme.hosts=${names.join(',')}`] }));
+    await consulPut(
+      consul,
+      'agent/service/register',
+      JSON.stringify({ ID: id, Name: id, Port: 9000, Tags: [`consul-acme.hosts=${names.join(',')}`] }),
+    );
   }
   let firstAt: number | undefined;
   const pending = new Set(hostnames);
@@ -520,13 +574,29 @@ async function main(): Promise<void> {
   phase = 'challenge responder load';
   const token = 'bench-token_0123456789abcdefghijklmnopqrstuv';
   await consulPut(consul, `kv/${KV_PREFIX}challenges/${token}`, `${token}.bench-key-authorization`);
-  await waitUntil('the challenge token to be served', child, async () => ((await get(new Agent(), challengePort, `/.well-known/acme-challenge/${token}`)) === 200 ? true : undefined), 10_000);
+  await waitUntil(
+    'the challenge token to be served',
+    child,
+    async () =>
+      (await get(new Agent(), challengePort, `/.well-known/acme-challenge/${token}`)) === 200 ? true : undefined,
+    10_000,
+  );
   sampler = new Sampler(child.pid);
-  const hits = await load(challengePort, () => `/.well-known/acme-challenge/${token}`, opts.requests, opts.fetchConcurrency);
+  const hits = await load(
+    challengePort,
+    () => `/.well-known/acme-challenge/${token}`,
+    opts.requests,
+    opts.fetchConcurrency,
+  );
   const hitsUsage = sampler.stop();
   let miss = 0;
   sampler = new Sampler(child.pid);
-  const misses = await load(challengePort, () => `/.well-known/acme-challenge/unknown-${++miss}`, Math.max(1, Math.floor(opts.requests / 4)), opts.fetchConcurrency);
+  const misses = await load(
+    challengePort,
+    () => `/.well-known/acme-challenge/unknown-${++miss}`,
+    Math.max(1, Math.floor(opts.requests / 4)),
+    opts.fetchConcurrency,
+  );
   const missesUsage = sampler.stop();
 
   phase = 'shutdown';
@@ -557,18 +627,36 @@ async function main(): Promise<void> {
         ['registration → all certificates in Vault', s(issueSeconds)],
         ['certificates per second', (opts.hostnames / issueSeconds).toFixed(2)],
         ['failed attempts (retry_scheduled events)', String(failures)],
-        ['CPU', `${issuance.cpuSeconds.toFixed(2)} s (${issuance.cpuPercent.toFixed(1)} % of one core; ${(issuance.cpuSeconds / opts.hostnames * 1000).toFixed(0)} ms per certificate)`],
+        [
+          'CPU',
+          `${issuance.cpuSeconds.toFixed(2)} s (${issuance.cpuPercent.toFixed(1)} % of one core; ${((issuance.cpuSeconds / opts.hostnames) * 1000).toFixed(0)} ms per certificate)`,
+        ],
         ['RSS max sampled / peak (VmHWM)', `${mb(issuance.maxRssKb)} / ${mb(issuance.hwmKb)}`],
         ['Vault requests', `${vaultRequests} (${(vaultRequests / opts.hostnames).toFixed(1)} per certificate)`],
         [`steady, ${opts.hostnames} certificates managed (${steady.seconds.toFixed(0)} s)`, ''],
         ['RSS at end / max', `${mb(steady.endRssKb)} / ${mb(steady.maxRssKb)}`],
         ['CPU', `${steady.cpuSeconds.toFixed(2)} s (${steady.cpuPercent.toFixed(1)} % of one core)`],
-        ['V8 heap used / total, external (/metrics)', memory ? `${mb(memory.heapUsedKb)} / ${mb(memory.heapTotalKb)}, ${mb(memory.externalKb)}` : 'unavailable'],
+        [
+          'V8 heap used / total, external (/metrics)',
+          memory ? `${mb(memory.heapUsedKb)} / ${mb(memory.heapTotalKb)}, ${mb(memory.externalKb)}` : 'unavailable',
+        ],
         [`challenge responder, ${opts.fetchConcurrency} concurrent keep-alive clients`, ''],
-        [`known token × ${hits.requests}`, `${hits.perSecond.toFixed(0)} req/s, p50 ${hits.p50Ms.toFixed(2)} ms, p99 ${hits.p99Ms.toFixed(2)} ms, max ${hits.maxMs.toFixed(1)} ms (${statusText(hits.statuses)})`],
-        ['  CPU', `${hitsUsage.cpuSeconds.toFixed(2)} s (${hitsUsage.cpuPercent.toFixed(0)} % of one core), RSS max ${mb(hitsUsage.maxRssKb)}`],
-        [`unknown token × ${misses.requests} (Consul KV read each)`, `${misses.perSecond.toFixed(0)} req/s, p50 ${misses.p50Ms.toFixed(2)} ms, p99 ${misses.p99Ms.toFixed(2)} ms, max ${misses.maxMs.toFixed(1)} ms (${statusText(misses.statuses)})`],
-        ['  CPU', `${missesUsage.cpuSeconds.toFixed(2)} s (${missesUsage.cpuPercent.toFixed(0)} % of one core), RSS max ${mb(missesUsage.maxRssKb)}`],
+        [
+          `known token × ${hits.requests}`,
+          `${hits.perSecond.toFixed(0)} req/s, p50 ${hits.p50Ms.toFixed(2)} ms, p99 ${hits.p99Ms.toFixed(2)} ms, max ${hits.maxMs.toFixed(1)} ms (${statusText(hits.statuses)})`,
+        ],
+        [
+          '  CPU',
+          `${hitsUsage.cpuSeconds.toFixed(2)} s (${hitsUsage.cpuPercent.toFixed(0)} % of one core), RSS max ${mb(hitsUsage.maxRssKb)}`,
+        ],
+        [
+          `unknown token × ${misses.requests} (Consul KV read each)`,
+          `${misses.perSecond.toFixed(0)} req/s, p50 ${misses.p50Ms.toFixed(2)} ms, p99 ${misses.p99Ms.toFixed(2)} ms, max ${misses.maxMs.toFixed(1)} ms (${statusText(misses.statuses)})`,
+        ],
+        [
+          '  CPU',
+          `${missesUsage.cpuSeconds.toFixed(2)} s (${missesUsage.cpuPercent.toFixed(0)} % of one core), RSS max ${mb(missesUsage.maxRssKb)}`,
+        ],
         ['shutdown', ''],
         ['SIGTERM → exit', `${s(stopSeconds)} (exit ${exit.code ?? exit.signal})`],
         ['peak RSS over the whole run (VmHWM)', mb(Math.max(issuance.hwmKb, hitsUsage.hwmKb, missesUsage.hwmKb))],
@@ -580,5 +668,6 @@ async function main(): Promise<void> {
 
 main().then(
   () => process.exit(0),
-  (err: unknown) => abort(err instanceof BenchFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)),
+  (err: unknown) =>
+    abort(err instanceof BenchFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)),
 );

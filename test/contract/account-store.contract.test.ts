@@ -21,7 +21,9 @@ const DIRECTORY = 'https://acme-staging-v02.api.letsencrypt.org/directory';
 const OTHER_DIRECTORY = 'https://127.0.0.1:14000/dir';
 
 function accountKeyPem(): string {
-  return generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  return generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+    .privateKey.export({ type: 'pkcs8', format: 'pem' })
+    .toString();
 }
 
 function newAccount(directoryUrl = DIRECTORY, overrides: Partial<AcmeAccount> = {}): AcmeAccount {
@@ -146,12 +148,18 @@ describe('Vault stand-in lifecycle', () => {
     prefixNumber += 1;
     const path = `t${prefixNumber}/accounts`;
     const client = () => createVaultClient({ address: standin.address, token: standin.token });
-    return { store: new VaultAccountStore({ client: client(), path }), twin: new VaultAccountStore({ client: client(), path }), cleanup: async () => {} };
+    return {
+      store: new VaultAccountStore({ client: client(), path }),
+      twin: new VaultAccountStore({ client: client(), path }),
+      cleanup: async () => {},
+    };
   });
 
   describe('VaultAccountStore only', () => {
     it('stores the account at secret/data/consul-acme/accounts/<sha256 prefix>, outside Fabio’s certificate path', async () => {
-      const store = new VaultAccountStore({ client: createVaultClient({ address: standin.address, token: standin.token }) });
+      const store = new VaultAccountStore({
+        client: createVaultClient({ address: standin.address, token: standin.token }),
+      });
       const account = newAccount(DIRECTORY, { accountUrl: 'https://acme.test/acct/1' });
       await store.create(account);
       const id = accountId(DIRECTORY);
@@ -165,14 +173,19 @@ describe('Vault stand-in lifecycle', () => {
         email: 'ops@example.com',
         created_at: '2026-01-01T00:00:00.000Z',
       });
-      const list = await fetch(`${standin.address}/v1/secret/metadata/fabio/certs?list=true`, { headers: { 'X-Vault-Token': standin.token } });
+      const list = await fetch(`${standin.address}/v1/secret/metadata/fabio/certs?list=true`, {
+        headers: { 'X-Vault-Token': standin.token },
+      });
       assert.equal(list.status, 404, 'nothing was written where Fabio looks');
     });
 
     it('refuses an account path inside the certificate prefix Fabio reads', () => {
       const client = createVaultClient({ address: standin.address, token: standin.token });
       assert.throws(() => new VaultAccountStore({ client, path: 'fabio/certs/accounts' }), ConfigError);
-      assert.throws(() => new VaultAccountStore({ client, path: 'my/certs', certificatePrefix: 'my/certs' }), ConfigError);
+      assert.throws(
+        () => new VaultAccountStore({ client, path: 'my/certs', certificatePrefix: 'my/certs' }),
+        ConfigError,
+      );
     });
   });
 });
@@ -184,7 +197,11 @@ if (realVaultAddress && realVaultToken) {
   const caCertPath = process.env.VAULT_CACERT;
   accountStoreContract(`vault (real, ${realVaultAddress})`, async () => {
     const path = `consul-acme-contract-${randomBytes(4).toString('hex')}/accounts`;
-    const client = createVaultClient({ address: realVaultAddress, token: realVaultToken, ...(caCertPath ? { caCertPath } : {}) });
+    const client = createVaultClient({
+      address: realVaultAddress,
+      token: realVaultToken,
+      ...(caCertPath ? { caCertPath } : {}),
+    });
     return {
       store: new VaultAccountStore({ client, mount, path }),
       twin: new VaultAccountStore({ client, mount, path }),

@@ -54,7 +54,10 @@ const subjects: Subject[] = [
       for (const c of clients) c.destroy();
       await consulServer?.stop();
     },
-    pair: () => [new ConsulBudgetLedger({ consul: consulClient(), prefix }), new ConsulBudgetLedger({ consul: consulClient(), prefix })],
+    pair: () => [
+      new ConsulBudgetLedger({ consul: consulClient(), prefix }),
+      new ConsulBudgetLedger({ consul: consulClient(), prefix }),
+    ],
   },
 ];
 
@@ -142,8 +145,16 @@ for (const subject of subjects) {
     it('rejects a scope key that is not a path of plain segments', async () => {
       const [ledger] = subject.pair();
       for (const bad of ['', '/account', 'account/', 'a//b', 'a/../b', 'a b', 'a/ü']) {
-        await assert.rejects(ledger.record(bad, new Date()), (err: unknown) => err instanceof ConsulAcmeError && err.code === 'INTERNAL', bad);
-        await assert.rejects(ledger.events(bad, EPOCH), (err: unknown) => err instanceof ConsulAcmeError && err.code === 'INTERNAL', bad);
+        await assert.rejects(
+          ledger.record(bad, new Date()),
+          (err: unknown) => err instanceof ConsulAcmeError && err.code === 'INTERNAL',
+          bad,
+        );
+        await assert.rejects(
+          ledger.events(bad, EPOCH),
+          (err: unknown) => err instanceof ConsulAcmeError && err.code === 'INTERNAL',
+          bad,
+        );
       }
     });
   });
@@ -205,7 +216,10 @@ describe('ConsulBudgetLedger storage', () => {
   it('retries a write that lost a race and keeps both events', async () => {
     const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
     const key = 'failed-authorizations/race.example.com';
-    const ledger = new ConsulBudgetLedger({ consul: racingClient(client!, `${ledgerPrefix}${key}`, 2), prefix: ledgerPrefix });
+    const ledger = new ConsulBudgetLedger({
+      consul: racingClient(client!, `${ledgerPrefix}${key}`, 2),
+      prefix: ledgerPrefix,
+    });
     await ledger.record(key, new Date('2030-01-01T00:00:00Z'));
     assert.equal(ledger.casConflicts, 2);
     assert.deepEqual(
@@ -217,7 +231,11 @@ describe('ConsulBudgetLedger storage', () => {
   it('gives up with a retryable STORE_CONFLICT after losing every attempt', async () => {
     const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
     const key = 'failed-authorizations/busy.example.com';
-    const ledger = new ConsulBudgetLedger({ consul: racingClient(client!, `${ledgerPrefix}${key}`, 3), prefix: ledgerPrefix, casAttempts: 3 });
+    const ledger = new ConsulBudgetLedger({
+      consul: racingClient(client!, `${ledgerPrefix}${key}`, 3),
+      prefix: ledgerPrefix,
+      casAttempts: 3,
+    });
     await assert.rejects(
       ledger.record(key, new Date('2030-01-01T00:00:00Z')),
       (err: unknown) => err instanceof ConsulAcmeError && err.code === 'STORE_CONFLICT' && err.retryable,

@@ -86,12 +86,21 @@ for (const subject of subjects) {
       await store.put(state);
       const read = await store.get(state.certId);
       assert.deepEqual(read, state);
-      assert.ok(read?.nextAttemptAt instanceof Date && read.lastAttemptAt instanceof Date, 'dates come back as Date objects');
+      assert.ok(
+        read?.nextAttemptAt instanceof Date && read.lastAttemptAt instanceof Date,
+        'dates come back as Date objects',
+      );
     });
 
     it('keeps absent optional fields absent', async () => {
       const store = subject.create();
-      const state: CertificateState = { certId: newCertId(), consecutiveFailures: 0, lastAttemptAt: undefined, lastError: undefined, nextAttemptAt: undefined };
+      const state: CertificateState = {
+        certId: newCertId(),
+        consecutiveFailures: 0,
+        lastAttemptAt: undefined,
+        lastError: undefined,
+        nextAttemptAt: undefined,
+      };
       await store.put(state);
       assert.deepEqual(await store.get(state.certId), state);
     });
@@ -100,7 +109,12 @@ for (const subject of subjects) {
       const store = subject.create();
       const first = failingState(newCertId());
       await store.put(first);
-      const second: CertificateState = { ...first, consecutiveFailures: 4, lastError: 'ACME_CONNECTION: refused', nextAttemptAt: new Date('2030-01-03T00:00:00.000Z') };
+      const second: CertificateState = {
+        ...first,
+        consecutiveFailures: 4,
+        lastError: 'ACME_CONNECTION: refused',
+        nextAttemptAt: new Date('2030-01-03T00:00:00.000Z'),
+      };
       await store.put(second);
       assert.deepEqual(await store.get(first.certId), second);
     });
@@ -165,7 +179,14 @@ for (const subject of subjects) {
       it('drops a date it cannot parse but keeps the rest of the state', async () => {
         const store = subject.create();
         const certId = newCertId();
-        await writeRaw(certId, JSON.stringify({ consecutive_failures: 2, last_attempt_at: 'yesterday', next_attempt_at: '2030-01-02T04:04:05.678Z' }));
+        await writeRaw(
+          certId,
+          JSON.stringify({
+            consecutive_failures: 2,
+            last_attempt_at: 'yesterday',
+            next_attempt_at: '2030-01-02T04:04:05.678Z',
+          }),
+        );
         assert.deepEqual(await store.get(certId), {
           certId,
           consecutiveFailures: 2,

@@ -45,7 +45,9 @@ const certC = await makeCertificateData({ certId: HOST_C });
 const foreign = await makeTestCertificate({ hostnames: ['manual.example.com'], issuer: null });
 
 function otherKeyPem(): string {
-  return generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  return generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+    .privateKey.export({ type: 'pkcs8', format: 'pem' })
+    .toString();
 }
 
 function isConflict(err: unknown): boolean {
@@ -127,7 +129,10 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
     });
 
     it('put refuses a certificate whose key does not match and stores nothing', async () => {
-      await assert.rejects(h.store.put({ ...certA1, keyPem: otherKeyPem() }, 0), /private key does not match the certificate/);
+      await assert.rejects(
+        h.store.put({ ...certA1, keyPem: otherKeyPem() }, 0),
+        /private key does not match the certificate/,
+      );
       assert.equal(await h.store.get(HOST_A), undefined);
     });
 
@@ -324,15 +329,16 @@ describe('FileCertificateStore only', () => {
   });
 
   // Root reads every file, so this case exists only where the tests run as another user.
-  if (process.getuid?.() !== 0) it('an unreadable directory is STORE_PERMISSION_DENIED', async () => {
-    await h.store.put(certA1, 0);
-    await fs.chmod(join(h.directory, HOST_A, 'key.pem'), 0o000);
-    try {
-      await assert.rejects(h.store.get(HOST_A), hasCode('STORE_PERMISSION_DENIED'));
-    } finally {
-      await fs.chmod(join(h.directory, HOST_A, 'key.pem'), 0o600);
-    }
-  });
+  if (process.getuid?.() !== 0)
+    it('an unreadable directory is STORE_PERMISSION_DENIED', async () => {
+      await h.store.put(certA1, 0);
+      await fs.chmod(join(h.directory, HOST_A, 'key.pem'), 0o000);
+      try {
+        await assert.rejects(h.store.get(HOST_A), hasCode('STORE_PERMISSION_DENIED'));
+      } finally {
+        await fs.chmod(join(h.directory, HOST_A, 'key.pem'), 0o600);
+      }
+    });
 
   it('list of a directory that does not exist yet resolves []', async () => {
     const store = new FileCertificateStore({ directory: join(h.directory, 'not-yet') });
@@ -345,7 +351,13 @@ describe('FileCertificateStore only', () => {
 // Vault (stand-in, and a real Vault when VAULT_ADDR and VAULT_TOKEN are set)
 
 /** A harness on any Vault: `raw` is a plain client used to play the outside writer. */
-function vaultHarness(raw: VaultClient, client: VaultClient, mount: string, prefix: string, cleanupAll: boolean): Harness {
+function vaultHarness(
+  raw: VaultClient,
+  client: VaultClient,
+  mount: string,
+  prefix: string,
+  cleanupAll: boolean,
+): Harness {
   const store = new VaultCertificateStore({ client, mount, prefix });
   const dataPath = (certId: string): string => `${mount}/data/${prefix}/${certId}`;
   return {
@@ -389,21 +401,29 @@ describe('Vault stand-in lifecycle', () => {
     it('stores the secret at secret/data/fabio/certs/<host> with the cert and key fields Fabio reads', async () => {
       const vault = await startVaultStandin();
       try {
-        const store = new VaultCertificateStore({ client: createVaultClient({ address: vault.address, token: vault.token }) });
+        const store = new VaultCertificateStore({
+          client: createVaultClient({ address: vault.address, token: vault.token }),
+        });
         assert.equal(store.description, 'vault:secret/fabio/certs');
         await store.put(certA1, 0);
         const headers = { 'X-Vault-Token': vault.token };
         // What Fabio does: detect the KV version, list the metadata, read each secret's data.
-        const mounts = (await (await fetch(`${vault.address}/v1/sys/internal/ui/mounts/secret/fabio/certs`, { headers })).json()) as {
+        const mounts = (await (
+          await fetch(`${vault.address}/v1/sys/internal/ui/mounts/secret/fabio/certs`, { headers })
+        ).json()) as {
           data: { path: string; options: { version: string } };
         };
         assert.equal(mounts.data.path, 'secret/');
         assert.equal(mounts.data.options.version, '2');
-        const list = (await (await fetch(`${vault.address}/v1/secret/metadata/fabio/certs?list=true`, { headers })).json()) as { data: { keys: string[] } };
+        const list = (await (
+          await fetch(`${vault.address}/v1/secret/metadata/fabio/certs?list=true`, { headers })
+        ).json()) as { data: { keys: string[] } };
         assert.deepEqual(list.data.keys, [HOST_A]);
         const response = await fetch(`${vault.address}/v1/secret/data/fabio/certs/${HOST_A}`, { headers });
         assert.equal(response.status, 200);
-        const secret = ((await response.json()) as { data: { data: Record<string, string>; metadata: { version: number } } }).data;
+        const secret = (
+          (await response.json()) as { data: { data: Record<string, string>; metadata: { version: number } } }
+        ).data;
         assert.equal(secret.data.cert, certA1.certPem);
         assert.equal(secret.data.key, certA1.keyPem);
         assert.match(secret.data.key, /^-----BEGIN PRIVATE KEY-----/);
@@ -420,20 +440,27 @@ describe('Vault stand-in lifecycle', () => {
 
     it('a token Vault refuses gives STORE_PERMISSION_DENIED naming the path', async () => {
       standin.restrictToken('read-only', (method) => method === 'GET');
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: standin.address, token: 'read-only' }), prefix: 'denied/certs' });
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: 'read-only' }),
+        prefix: 'denied/certs',
+      });
       await assert.rejects(store.put(certA1, 0), (err) => {
         hasCode('STORE_PERMISSION_DENIED', false)(err);
         assert.match((err as Error).message, /permission denied/);
         assert.match((err as Error).message, /secret\/data\/denied\/certs\/a\.example\.com/);
         return true;
       });
-      const wrong = new VaultCertificateStore({ client: createVaultClient({ address: standin.address, token: 'wrong-token' }) });
+      const wrong = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: 'wrong-token' }),
+      });
       await assert.rejects(wrong.get(HOST_A), hasCode('STORE_PERMISSION_DENIED', false));
       await assert.rejects(wrong.list(), hasCode('STORE_PERMISSION_DENIED', false));
     });
 
     it('503 (sealed), 500, 429, 472 and 473 are retryable STORE_UNAVAILABLE', async () => {
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: standin.address, token: standin.token }) });
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: standin.token }),
+      });
       for (const status of [503, 500, 502, 429, 472, 473]) {
         standin.failNext(status, status === 503 ? ['Vault is sealed'] : []);
         await assert.rejects(store.get(HOST_A), hasCode('STORE_UNAVAILABLE', true), String(status));
@@ -452,7 +479,9 @@ describe('Vault stand-in lifecycle', () => {
 
     it('an unreachable Vault is a retryable STORE_UNAVAILABLE', async () => {
       const port = await freePort();
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: `http://127.0.0.1:${port}`, token: 't', timeoutMs: 2000 }) });
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: `http://127.0.0.1:${port}`, token: 't', timeoutMs: 2000 }),
+      });
       await assert.rejects(store.get(HOST_A), hasCode('STORE_UNAVAILABLE', true));
     });
 
@@ -469,7 +498,10 @@ describe('Vault stand-in lifecycle', () => {
 
     it('delete removes every version (metadata delete), so Fabio no longer lists it', async () => {
       const prefix = 'permanent/certs';
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: standin.address, token: standin.token }), prefix });
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: standin.token }),
+        prefix,
+      });
       await store.put(certA1, 0);
       await store.put(certA2, 1);
       await store.delete(HOST_A, 2);
@@ -478,7 +510,10 @@ describe('Vault stand-in lifecycle', () => {
 
     it('list leaves out sub-folders under the prefix', async () => {
       const prefix = 'folders/certs';
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: standin.address, token: standin.token }), prefix });
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: standin.token }),
+        prefix,
+      });
       await store.put(certB, 0);
       standin.writeRaw('secret', `${prefix}/nested/${HOST_C}`, { cert: 'x', key: 'y' });
       assert.deepEqual(await store.list(), [HOST_B]);
@@ -486,15 +521,22 @@ describe('Vault stand-in lifecycle', () => {
 
     it('a managed record missing its key field reads with a problem naming the field', async () => {
       const prefix = 'fields/certs';
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: standin.address, token: standin.token }), prefix });
-      standin.writeRaw('secret', `${prefix}/${HOST_A}`, { cert: certA1.certPem, managed_by: MANAGED_BY, directory_url: certA1.directoryUrl });
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: standin.token }),
+        prefix,
+      });
+      standin.writeRaw('secret', `${prefix}/${HOST_A}`, {
+        cert: certA1.certPem,
+        managed_by: MANAGED_BY,
+        directory_url: certA1.directoryUrl,
+      });
       const record = await store.get(HOST_A);
       assert.equal(record?.managed, true);
       assert.equal(record?.certificate, undefined);
       assert.match(record?.problem ?? '', /has no key field/);
     });
 
-    it('verifies Vault\'s TLS certificate against the CA file, even when VAULT_SKIP_VERIFY is set', async () => {
+    it("verifies Vault's TLS certificate against the CA file, even when VAULT_SKIP_VERIFY is set", async () => {
       const tls = await makeTestCertificate({ hostnames: ['127.0.0.1'] });
       const caPem = splitPemCertificates(tls.certPem)[1];
       assert.ok(caPem);
@@ -531,7 +573,9 @@ describe('Vault stand-in lifecycle', () => {
         response: { statusCode: 400, body: { errors: ['check-and-set parameter did not match the current version'] } },
       });
       assert.ok(classifyVaultError(err, 'write secret/data/x', 3) instanceof StoreConflictError);
-      const other = Object.assign(new Error('no data provided'), { response: { statusCode: 400, body: { errors: ['no data provided'] } } });
+      const other = Object.assign(new Error('no data provided'), {
+        response: { statusCode: 400, body: { errors: ['no data provided'] } },
+      });
       assert.equal(classifyVaultError(other, 'write secret/data/x').code, 'STORE_UNAVAILABLE');
       assert.equal(classifyVaultError(other, 'write secret/data/x').retryable, false);
     });
@@ -544,7 +588,11 @@ if (realVaultAddress && realVaultToken) {
   const mount = process.env.VAULT_KV_MOUNT ?? 'secret';
   const caCertPath = process.env.VAULT_CACERT;
   certificateStoreContract(`vault (real, ${realVaultAddress})`, async () => {
-    const client = createVaultClient({ address: realVaultAddress, token: realVaultToken, ...(caCertPath ? { caCertPath } : {}) });
+    const client = createVaultClient({
+      address: realVaultAddress,
+      token: realVaultToken,
+      ...(caCertPath ? { caCertPath } : {}),
+    });
     return vaultHarness(client, client, mount, `consul-acme-contract-${randomBytes(4).toString('hex')}/certs`, true);
   });
 }

@@ -44,7 +44,10 @@ function recorder(): Recorder {
 }
 
 /** Starts a watch; `done` turns true when it resolves, `stop` aborts it and waits for that. */
-function startWatch(discovery: Discovery, rec: Recorder): { stop(): Promise<void>; done: () => boolean; controller: AbortController } {
+function startWatch(
+  discovery: Discovery,
+  rec: Recorder,
+): { stop(): Promise<void>; done: () => boolean; controller: AbortController } {
   const controller = new AbortController();
   let finished = false;
   let failure: unknown;
@@ -63,7 +66,8 @@ function startWatch(discovery: Discovery, rec: Recorder): { stop(): Promise<void
     stop: async () => {
       controller.abort();
       await waitFor('watch to resolve after abort', () => finished, { timeoutMs: 5_000, intervalMs: 20 });
-      if (failure !== undefined) throw failure instanceof Error ? failure : new Error(`watch rejected with ${JSON.stringify(failure)}`);
+      if (failure !== undefined)
+        throw failure instanceof Error ? failure : new Error(`watch rejected with ${JSON.stringify(failure)}`);
     },
   };
 }
@@ -120,7 +124,12 @@ const subjects: Subject[] = [
       const d = discovery as ConsulDiscovery;
       const start = d.blockingReturns;
       // A second instance with the same tags moves X-Consul-Index but not the service → tags map.
-      await consul!.agent.service.register({ name: existing.name, id: `${existing.name}-2`, tags: existing.tags, port: 8081 });
+      await consul!.agent.service.register({
+        name: existing.name,
+        id: `${existing.name}-2`,
+        tags: existing.tags,
+        port: 8081,
+      });
       // With waitSeconds 1 every request also returns unchanged after about a second.
       await waitFor('three more blocking returns', () => d.blockingReturns >= start + 3, { timeoutMs: 20_000 });
     },
@@ -152,7 +161,9 @@ for (const subject of subjects) {
         await waitFor('first snapshot', () => rec.snapshots[0]);
         const name = `web-${randomUUID()}`;
         await subject.addService(name, ['urlprefix-app.example.com/', 'acme=app.example.com']);
-        const snapshot = await waitFor('a snapshot listing the new service', () => rec.snapshots.find((s) => name in s.services));
+        const snapshot = await waitFor('a snapshot listing the new service', () =>
+          rec.snapshots.find((s) => name in s.services),
+        );
         assert.deepEqual(snapshot.services[name], ['acme=app.example.com', 'urlprefix-app.example.com/']);
         assert.ok(rec.snapshots.length >= 2);
       } finally {
@@ -169,7 +180,11 @@ for (const subject of subjects) {
       try {
         await waitFor('first snapshot', () => rec.snapshots[0]);
         await subject.unchangedReturns(discovery, existing);
-        assert.equal(rec.snapshots.length, 1, `expected one snapshot, got ${JSON.stringify(rec.snapshots.map((s) => s.index))}`);
+        assert.equal(
+          rec.snapshots.length,
+          1,
+          `expected one snapshot, got ${JSON.stringify(rec.snapshots.map((s) => s.index))}`,
+        );
         assert.deepEqual(rec.errors, []);
       } finally {
         await watch.stop();
@@ -207,7 +222,12 @@ describe('ConsulDiscovery when Consul goes away', () => {
   });
 
   it('reports errors through onError without rejecting, and still ends on abort', async () => {
-    const discovery = new ConsulDiscovery({ consul: client!, waitSeconds: 30, requestsPerSecond: 20, backoff: { minMs: 50, maxMs: 200 } });
+    const discovery = new ConsulDiscovery({
+      consul: client!,
+      waitSeconds: 30,
+      requestsPerSecond: 20,
+      backoff: { minMs: 50, maxMs: 200 },
+    });
     const rec = recorder();
     const watch = startWatch(discovery, rec);
     await waitFor('first snapshot', () => rec.snapshots[0]);
@@ -247,12 +267,22 @@ describe('blockingGet index rules (a stub answering with scripted X-Consul-Index
 
   it('passes index and wait, resets to 0 when the index goes backwards, and never returns an index below 1 otherwise', async () => {
     script.push(100, 5, 0);
-    const first = await blockingGet<Record<string, string[]>>(client!, 'catalog.service.list', {}, { index: 0, waitSeconds: 2 });
+    const first = await blockingGet<Record<string, string[]>>(
+      client!,
+      'catalog.service.list',
+      {},
+      { index: 0, waitSeconds: 2 },
+    );
     assert.deepEqual(first.body, { consul: [] });
     assert.equal(first.index, 100);
     assert.equal(seen[0]?.get('index'), null, 'the first request does not block');
 
-    const backwards = await blockingGet(client!, 'catalog.service.list', {}, { index: first.index, waitSeconds: 2, stale: true });
+    const backwards = await blockingGet(
+      client!,
+      'catalog.service.list',
+      {},
+      { index: first.index, waitSeconds: 2, stale: true },
+    );
     assert.equal(seen[1]?.get('index'), '100');
     assert.equal(seen[1]?.get('wait'), '2s');
     assert.equal(seen[1]?.has('stale'), true);

@@ -28,7 +28,13 @@ const prefix = `consul-acme-test/${randomUUID()}/locks/`;
 const lockers: Locker[] = [];
 
 function consulLocker(name: string, lockDelaySeconds = 15): ConsulLocker {
-  const locker = new ConsulLocker({ consul: consul!, prefix, sessionName: name, sessionTtlSeconds: 10, lockDelaySeconds });
+  const locker = new ConsulLocker({
+    consul: consul!,
+    prefix,
+    sessionName: name,
+    sessionTtlSeconds: 10,
+    lockDelaySeconds,
+  });
   lockers.push(locker);
   return locker;
 }
@@ -207,7 +213,10 @@ describe('ConsulLocker with a real Consul', () => {
     const res = await fetch(`${consulServer!.address}/v1/session/destroy/${lost.sessionId}`, { method: 'PUT' });
     assert.equal(res.status, 200);
     assert.equal(await other.tryAcquire(key), undefined, 'lock-delay (3 s) is running');
-    const next = await waitFor('the key to be acquirable after lock-delay', () => other.tryAcquire(key), { timeoutMs: 15_000, intervalMs: 500 });
+    const next = await waitFor('the key to be acquirable after lock-delay', () => other.tryAcquire(key), {
+      timeoutMs: 15_000,
+      intervalMs: 500,
+    });
     await next.release();
   });
 

@@ -57,7 +57,8 @@ function startWatch(source: PolicySource, rec: Recorder): { stop(): Promise<void
     stop: async () => {
       controller.abort();
       await waitFor('watch to resolve after abort', () => finished, { timeoutMs: 5_000, intervalMs: 20 });
-      if (failure !== undefined) throw failure instanceof Error ? failure : new Error(`watch rejected with ${JSON.stringify(failure)}`);
+      if (failure !== undefined)
+        throw failure instanceof Error ? failure : new Error(`watch rejected with ${JSON.stringify(failure)}`);
     },
   };
 }
@@ -114,7 +115,14 @@ const subjects: Subject[] = [
       consul?.destroy();
       await consulServer?.stop();
     },
-    create: (prefix) => new ConsulPolicySource({ consul: consul!, prefix, waitSeconds: 60, requestsPerSecond: 20, backoff: { minMs: 50, maxMs: 200 } }),
+    create: (prefix) =>
+      new ConsulPolicySource({
+        consul: consul!,
+        prefix,
+        waitSeconds: 60,
+        requestsPerSecond: 20,
+        backoff: { minMs: 50, maxMs: 200 },
+      }),
     write: async (prefix, list, text) => {
       assert.equal(await consul!.kv.set({ key: policyKey(prefix, list), value: text }), true);
     },
@@ -168,10 +176,18 @@ for (const subject of subjects) {
       try {
         await waitFor('first policy', () => rec.policies[0]);
         await subject.write(prefix, 'deny', '# no staging\n*.staging.example.com\nAdmin.Example.com  # internal\n');
-        const changed = await waitFor('a policy with the deny list', () => rec.policies.find((p) => p.deny.length > 0), {
-          timeoutMs: CHANGE_TIMEOUT_MS,
+        const changed = await waitFor(
+          'a policy with the deny list',
+          () => rec.policies.find((p) => p.deny.length > 0),
+          {
+            timeoutMs: CHANGE_TIMEOUT_MS,
+          },
+        );
+        assert.deepEqual(lists(changed), {
+          deny: ['*.staging.example.com', 'admin.example.com'],
+          allow: [],
+          always: [],
         });
-        assert.deepEqual(lists(changed), { deny: ['*.staging.example.com', 'admin.example.com'], allow: [], always: [] });
         assert.deepEqual(changed.invalid, []);
       } finally {
         await watch.stop();
@@ -185,9 +201,13 @@ for (const subject of subjects) {
       try {
         await waitFor('first policy', () => rec.policies[0]);
         await subject.write(prefix, 'allow', 'a.example.com\n*foo.com\nb.example.com');
-        const changed = await waitFor('a policy with the allow list', () => rec.policies.find((p) => p.allow.length > 0), {
-          timeoutMs: CHANGE_TIMEOUT_MS,
-        });
+        const changed = await waitFor(
+          'a policy with the allow list',
+          () => rec.policies.find((p) => p.allow.length > 0),
+          {
+            timeoutMs: CHANGE_TIMEOUT_MS,
+          },
+        );
         assert.deepEqual(changed.allow, ['a.example.com', 'b.example.com']);
         assert.deepEqual(changed.invalid, [{ list: 'allow', line: 2, text: '*foo.com', reason: BAD_WILDCARD_REASON }]);
       } finally {
@@ -202,12 +222,18 @@ for (const subject of subjects) {
       try {
         await waitFor('first policy', () => rec.policies[0]);
         await subject.write(prefix, 'deny', 'bad.example.com');
-        await waitFor('the deny list', () => rec.policies.some((p) => p.deny.length === 1), { timeoutMs: CHANGE_TIMEOUT_MS });
-        const before = rec.policies.length;
-        await subject.remove(prefix, 'deny');
-        const emptied = await waitFor('the deny list emptied', () => rec.policies.slice(before).find((p) => p.deny.length === 0), {
+        await waitFor('the deny list', () => rec.policies.some((p) => p.deny.length === 1), {
           timeoutMs: CHANGE_TIMEOUT_MS,
         });
+        const before = rec.policies.length;
+        await subject.remove(prefix, 'deny');
+        const emptied = await waitFor(
+          'the deny list emptied',
+          () => rec.policies.slice(before).find((p) => p.deny.length === 0),
+          {
+            timeoutMs: CHANGE_TIMEOUT_MS,
+          },
+        );
         assert.deepEqual(lists(emptied), { deny: [], allow: [], always: [] });
       } finally {
         await watch.stop();
@@ -221,10 +247,14 @@ for (const subject of subjects) {
       try {
         await waitFor('first policy', () => rec.policies[0]);
         await subject.write(prefix, 'deny', 'a.example.com');
-        await waitFor('the deny list', () => rec.policies.some((p) => p.deny.length === 1), { timeoutMs: CHANGE_TIMEOUT_MS });
+        await waitFor('the deny list', () => rec.policies.some((p) => p.deny.length === 1), {
+          timeoutMs: CHANGE_TIMEOUT_MS,
+        });
         await subject.write(prefix, 'deny', 'a.example.com   # still the same list');
         await subject.write(prefix, 'always', 'b.example.com');
-        await waitFor('the always list', () => rec.policies.some((p) => p.always.length === 1), { timeoutMs: CHANGE_TIMEOUT_MS });
+        await waitFor('the always list', () => rec.policies.some((p) => p.always.length === 1), {
+          timeoutMs: CHANGE_TIMEOUT_MS,
+        });
         assert.deepEqual(rec.policies.map(lists), [
           { deny: [], allow: [], always: [] },
           { deny: ['a.example.com'], allow: [], always: [] },
@@ -271,7 +301,10 @@ describe('ConsulPolicySource specifics', () => {
     await client!.kv.set({ key: `${prefix}policy/deny/extra`, value: 'x.example.com' });
     await client!.kv.set({ key: `${prefix}policy/deny`, value: 'd.example.com' });
     const rec = recorder();
-    const watch = startWatch(new ConsulPolicySource({ consul: client!, prefix: prefix.slice(0, -1), waitSeconds: 60 }), rec);
+    const watch = startWatch(
+      new ConsulPolicySource({ consul: client!, prefix: prefix.slice(0, -1), waitSeconds: 60 }),
+      rec,
+    );
     try {
       const first = await waitFor('first policy', () => rec.policies[0]);
       assert.deepEqual(lists(first), { deny: ['d.example.com'], allow: [], always: [] });
@@ -281,7 +314,13 @@ describe('ConsulPolicySource specifics', () => {
   });
 
   it('reports errors through onError without rejecting while Consul is down, and still ends on abort', async () => {
-    const source = new ConsulPolicySource({ consul: client!, prefix: newPrefix(), waitSeconds: 30, requestsPerSecond: 20, backoff: { minMs: 50, maxMs: 200 } });
+    const source = new ConsulPolicySource({
+      consul: client!,
+      prefix: newPrefix(),
+      waitSeconds: 30,
+      requestsPerSecond: 20,
+      backoff: { minMs: 50, maxMs: 200 },
+    });
     const rec = recorder();
     const watch = startWatch(source, rec);
     await waitFor('first policy', () => rec.policies[0]);

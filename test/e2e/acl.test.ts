@@ -44,10 +44,21 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
     consul = await startConsul({ acl: { masterToken: MASTER } });
     pebble = await startPebble({ httpPort: challengePort });
     vault = await startVaultStandin();
-    const policy = (await consulAsMaster(consul, 'PUT', '/v1/acl/policy', { Name: 'consul-acme', Rules: POLICY_RULES })) as { ID: string };
-    const created = (await consulAsMaster(consul, 'PUT', '/v1/acl/token', { Description: 'consul-acme', Policies: [{ ID: policy.ID }] })) as { SecretID: string };
+    const policy = (await consulAsMaster(consul, 'PUT', '/v1/acl/policy', {
+      Name: 'consul-acme',
+      Rules: POLICY_RULES,
+    })) as { ID: string };
+    const created = (await consulAsMaster(consul, 'PUT', '/v1/acl/token', {
+      Description: 'consul-acme',
+      Policies: [{ ID: policy.ID }],
+    })) as { SecretID: string };
     token = created.SecretID;
-    await consulAsMaster(consul, 'PUT', '/v1/agent/service/register', { ID: 'web', Name: 'web', Port: 9000, Tags: [`urlprefix-${ALLOWED}/`, `urlprefix-${DENIED}/`] });
+    await consulAsMaster(consul, 'PUT', '/v1/agent/service/register', {
+      ID: 'web',
+      Name: 'web',
+      Port: 9000,
+      Tags: [`urlprefix-${ALLOWED}/`, `urlprefix-${DENIED}/`],
+    });
     await consulAsMaster(consul, 'PUT', '/v1/kv/consul-acme/policy/deny', `# refused on purpose\n${DENIED}\n`);
     svc = await startService({
       consulAddress: consul.address,
@@ -56,7 +67,12 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
       challengePort,
       dnsServer: pebble.dnsServer,
       logger: logs.logger,
-      env: { CONSUL_HTTP_TOKEN: token, CONSUL_ACME_STORE: 'vault', VAULT_ADDR: vault.address, VAULT_TOKEN: vault.token },
+      env: {
+        CONSUL_HTTP_TOKEN: token,
+        CONSUL_ACME_STORE: 'vault',
+        VAULT_ADDR: vault.address,
+        VAULT_TOKEN: vault.token,
+      },
     });
   });
 
@@ -68,10 +84,16 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
   });
 
   test('the catalog watch, the challenge store and the per-certificate lock let a certificate be issued', async () => {
-    await waitFor(`certificate for ${ALLOWED} in Vault`, async () => {
-      const res = await fetch(`${vault.address}/v1/secret/data/fabio/certs/${ALLOWED}`, { headers: { 'X-Vault-Token': vault.token } });
-      return res.status === 200;
-    }, { timeoutMs: 60_000 });
+    await waitFor(
+      `certificate for ${ALLOWED} in Vault`,
+      async () => {
+        const res = await fetch(`${vault.address}/v1/secret/data/fabio/certs/${ALLOWED}`, {
+          headers: { 'X-Vault-Token': vault.token },
+        });
+        return res.status === 200;
+      },
+      { timeoutMs: 60_000 },
+    );
   });
 
   test('the deny list is read from Consul KV with the same token', async () => {
@@ -82,20 +104,28 @@ describe('under Consul ACLs with the shipped least-privilege policy', () => {
   });
 
   test('the renewal leader lock is held through a session the token may create', async () => {
-    const entries = (await consulAsMaster(consul, 'GET', '/v1/kv/consul-acme/locks/?recurse')) as Array<{ Key: string; Session?: string }>;
+    const entries = (await consulAsMaster(consul, 'GET', '/v1/kv/consul-acme/locks/?recurse')) as Array<{
+      Key: string;
+      Session?: string;
+    }>;
     const leader = entries.find((e) => e.Key === 'consul-acme/locks/leader/renewal-scan');
     assert.ok(leader?.Session, 'the leader lock has a session');
   });
 
   test('both registrations are in the catalog: the challenge routes and the certificate health check', async () => {
-    const services = (await consulAsMaster(consul, 'GET', '/v1/agent/services')) as Record<string, { Service: string; Tags: string[] }>;
+    const services = (await consulAsMaster(consul, 'GET', '/v1/agent/services')) as Record<
+      string,
+      { Service: string; Tags: string[] }
+    >;
     const own = Object.values(services).find((s) => s.Service === 'consul-acme');
     assert.deepEqual(own?.Tags, [`urlprefix-${ALLOWED}/.well-known/acme-challenge/`]);
     assert.ok(Object.values(services).some((s) => s.Service === 'consul-acme-certificates'));
   });
 
   test('nothing asked Consul for more than the policy grants', () => {
-    const denials = logs.lines.map((l) => JSON.stringify(l)).filter((l) => /CONSUL_PERMISSION_DENIED|Permission denied|ACL not found/.test(l));
+    const denials = logs.lines
+      .map((l) => JSON.stringify(l))
+      .filter((l) => /CONSUL_PERMISSION_DENIED|Permission denied|ACL not found/.test(l));
     assert.deepEqual(denials, []);
   });
 });

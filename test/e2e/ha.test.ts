@@ -49,7 +49,12 @@ import { makeTestCertificate, TEST_CA_NAME, TEST_DIRECTORY_URL } from '../suppor
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 import { spawnInstance, type InstanceProcess } from '../support/instance-process.js';
 import { freePort } from '../support/net.js';
-import { normalizeSerial, pebbleActivity, waitWithPebble, type PebbleActivity } from '../support/pebble-order-counter.js';
+import {
+  normalizeSerial,
+  pebbleActivity,
+  waitWithPebble,
+  type PebbleActivity,
+} from '../support/pebble-order-counter.js';
 import { startPebble, type PebbleInstance } from '../support/pebble.js';
 import { startRoundRobinProxy, type RoundRobinProxy } from '../support/round-robin-proxy.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
@@ -106,7 +111,9 @@ async function registerService(consulAddress: string, id: string, tags: string[]
 function isChallengeWrite(request: { method: string; path: string; body?: string }): boolean {
   // The consul client percent-encodes the key's slashes.
   const path = decodeURIComponent(request.path);
-  return request.method === 'PUT' && path.startsWith(`/v1/kv/${KV_PREFIX}challenges/`) && (request.body ?? '').includes('.');
+  return (
+    request.method === 'PUT' && path.startsWith(`/v1/kv/${KV_PREFIX}challenges/`) && (request.body ?? '').includes('.')
+  );
 }
 
 /** A request from Pebble's validation authority (not the instances' own pre-flight probes). */
@@ -145,8 +152,10 @@ async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       mkdirSync(logDir, { recursive: true });
       for (const i of started.instances) writeFileSync(join(logDir, `${i.name}.log`), i.logs());
       if (started.pebble) writeFileSync(join(logDir, `${opts.label}-pebble.log`), started.pebble.logs());
-      if (started.proxy) writeFileSync(join(logDir, `${opts.label}-proxy.json`), JSON.stringify(started.proxy.requests(), null, 1));
-      for (const [name, p] of started.consulProxies) writeFileSync(join(logDir, `${name}-consul-proxy.json`), JSON.stringify(p.requests(), null, 1));
+      if (started.proxy)
+        writeFileSync(join(logDir, `${opts.label}-proxy.json`), JSON.stringify(started.proxy.requests(), null, 1));
+      for (const [name, p] of started.consulProxies)
+        writeFileSync(join(logDir, `${name}-consul-proxy.json`), JSON.stringify(p.requests(), null, 1));
     }
     await Promise.all(
       started.instances.map(async (i) => {
@@ -175,7 +184,11 @@ async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     // Declared before the instances start, so every instance's first snapshot holds them all.
     const hostnames = hostnamesFor(opts.label, opts.hostnameCount);
     for (let s = 0; s * 10 < hostnames.length; s++) {
-      await registerService(started.consul.address, `web-${s + 1}`, hostnames.slice(s * 10, s * 10 + 10).map((h) => `urlprefix-${h}/`));
+      await registerService(
+        started.consul.address,
+        `web-${s + 1}`,
+        hostnames.slice(s * 10, s * 10 + 10).map((h) => `urlprefix-${h}/`),
+      );
     }
 
     const env: Record<string, string> = {
@@ -209,7 +222,12 @@ async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         consulAddress = consulProxy.url;
       }
       const instanceEnv = { ...env, CONSUL_HTTP_ADDR: consulAddress };
-      const instance = await spawnInstance({ name, challengePort: ports[i]!.challenge, adminPort: ports[i]!.admin, env: instanceEnv });
+      const instance = await spawnInstance({
+        name,
+        challengePort: ports[i]!.challenge,
+        adminPort: ports[i]!.admin,
+        env: instanceEnv,
+      });
       started.instances.push(instance);
       return instance;
     });
@@ -287,10 +305,14 @@ async function waitUntilSettled(cluster: Cluster, timeoutMs: number): Promise<vo
     for (const instance of cluster.instances.filter((i) => !i.exited())) {
       const status = await fetchStatus(instance).catch(() => undefined);
       for (const c of status?.certificates.filter((c) => c.state !== 'valid') ?? []) {
-        lines.push(`  ${instance.name} ${c.hostname}: ${c.state} reason=${c.reason ?? '-'} attempts=${c.attempts} next=${c.nextAttemptAt ?? '-'} ${c.lastError ?? ''}`);
+        lines.push(
+          `  ${instance.name} ${c.hostname}: ${c.state} reason=${c.reason ?? '-'} attempts=${c.attempts} next=${c.nextAttemptAt ?? '-'} ${c.lastError ?? ''}`,
+        );
       }
     }
-    throw new Error(`${err instanceof Error ? err.message : String(err)}\nnot valid yet:\n${lines.join('\n')}`, { cause: err });
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\nnot valid yet:\n${lines.join('\n')}`, {
+      cause: err,
+    });
   }
 }
 
@@ -337,7 +359,9 @@ async function waitUntilAllStored(cluster: Cluster, timeoutMs: number, onProbe?:
       { timeoutMs, intervalMs: 200 },
     );
   } catch (err) {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${await describeMissing(cluster)}`, { cause: err });
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${await describeMissing(cluster)}`, {
+      cause: err,
+    });
   }
 }
 
@@ -349,7 +373,9 @@ async function describeMissing(cluster: Cluster): Promise<string> {
     try {
       const status = await fetchStatus(instance);
       for (const c of status.certificates.filter((c) => missing.includes(c.hostname))) {
-        lines.push(`  ${instance.name} ${c.hostname}: ${c.state} attempts=${c.attempts} next=${c.nextAttemptAt ?? '-'} ${c.lastError ?? ''}`);
+        lines.push(
+          `  ${instance.name} ${c.hostname}: ${c.state} attempts=${c.attempts} next=${c.nextAttemptAt ?? '-'} ${c.lastError ?? ''}`,
+        );
       }
     } catch (err) {
       lines.push(`  ${instance.name}: no status (${err instanceof Error ? err.message : String(err)})`);
@@ -390,7 +416,10 @@ function assertPebbleIssuedStored(cluster: Cluster, serials: Map<string, string>
   for (const [hostname, serial] of serials) {
     const order = activity.issued.get(serial);
     assert.ok(order, `${hostname}: Pebble logged issuing serial ${serial}`);
-    assert.ok(orders.has(order) && finalized.has(order), `${hostname}: its order ${order} was created and finalized at Pebble`);
+    assert.ok(
+      orders.has(order) && finalized.has(order),
+      `${hostname}: its order ${order} was created and finalized at Pebble`,
+    );
     ordersOfStored.add(order);
   }
   assert.equal(ordersOfStored.size, serials.size, 'every stored certificate comes from a different order');
@@ -402,7 +431,8 @@ function assertPebbleIssuedStored(cluster: Cluster, serials: Map<string, string>
 function issuingInstances(cluster: Cluster): Map<string, string> {
   const byHost = new Map<string, string[]>();
   for (const instance of cluster.instances) {
-    for (const e of instance.events('cert_obtained')) byHost.set(e.cert_id!, [...(byHost.get(e.cert_id!) ?? []), instance.name]);
+    for (const e of instance.events('cert_obtained'))
+      byHost.set(e.cert_id!, [...(byHost.get(e.cert_id!) ?? []), instance.name]);
   }
   const result = new Map<string, string>();
   for (const hostname of cluster.hostnames) {
@@ -458,7 +488,9 @@ async function waitUntilStalled(cluster: Cluster, instance: InstanceProcess): Pr
       const obtaining = new Set(instance.events('cert_obtaining').map((e) => e.cert_id));
       const inFlight = locked.filter((c) => obtaining.has(c));
       const tokenPaths = consulProxy.held().map((r) => r.path.split('?')[0]!);
-      return inFlight.length > 0 && tokenPaths.length === inFlight.length ? { sessionIds, inFlight, tokenPaths } : undefined;
+      return inFlight.length > 0 && tokenPaths.length === inFlight.length
+        ? { sessionIds, inFlight, tokenPaths }
+        : undefined;
     },
     { timeoutMs: 30_000, intervalMs: 50 },
   );
@@ -492,43 +524,59 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
       await cluster?.stop();
     });
 
-    test('each hostname is ordered and finalized once at Pebble, and each secret ends at version 1', { timeout: 180_000 }, async (t: TestContext) => {
-      const startedAt = Date.now();
-      await waitUntilAllStored(cluster, 60_000);
-      const storedAfterMs = Date.now() - startedAt;
-      // Instances that found a name locked look again after the busy recheck: wait for that too,
-      // so that a second order, if one were coming, would be counted. Two instances rechecking
-      // together means one of them waits a second recheck.
-      await waitUntilSettled(cluster, 2 * LOCKED_RECHECK_MS + SLACK_MS);
+    test(
+      'each hostname is ordered and finalized once at Pebble, and each secret ends at version 1',
+      { timeout: 180_000 },
+      async (t: TestContext) => {
+        const startedAt = Date.now();
+        await waitUntilAllStored(cluster, 60_000);
+        const storedAfterMs = Date.now() - startedAt;
+        // Instances that found a name locked look again after the busy recheck: wait for that too,
+        // so that a second order, if one were coming, would be counted. Two instances rechecking
+        // together means one of them waits a second recheck.
+        await waitUntilSettled(cluster, 2 * LOCKED_RECHECK_MS + SLACK_MS);
 
-      const serials = await assertEachStoredOnce(cluster);
-      const activity = assertPebbleIssuedStored(cluster, serials);
-      assert.equal(activity.orders.length, 30, 'Pebble received 30 new orders');
-      assert.equal(activity.finalized.length, 30, 'Pebble finalized 30 orders');
-      assert.equal(activity.issued.size, 30, 'Pebble issued 30 certificates');
-      for (const hostname of cluster.hostnames) {
-        assert.equal(activity.validationsByName.get(hostname), 1, `${hostname}: one challenge submitted to Pebble`);
-      }
+        const serials = await assertEachStoredOnce(cluster);
+        const activity = assertPebbleIssuedStored(cluster, serials);
+        assert.equal(activity.orders.length, 30, 'Pebble received 30 new orders');
+        assert.equal(activity.finalized.length, 30, 'Pebble finalized 30 orders');
+        assert.equal(activity.issued.size, 30, 'Pebble issued 30 certificates');
+        for (const hostname of cluster.hostnames) {
+          assert.equal(activity.validationsByName.get(hostname), 1, `${hostname}: one challenge submitted to Pebble`);
+        }
 
-      const issuers = issuingInstances(cluster);
-      const perInstance = cluster.instances.map((i) => `${i.name}=${[...issuers.values()].filter((n) => n === i.name).length}`);
-      const failedAttempts = cluster.instances.flatMap((i) => i.events('cert_failed')).length;
-      t.diagnostic(
-        `all 30 stored after ${seconds(storedAfterMs)}; Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations; ` +
-          `issued by ${perInstance.join(' ')}; failed attempts (none reached Pebble as an order): ${failedAttempts}`,
-      );
-    });
+        const issuers = issuingInstances(cluster);
+        const perInstance = cluster.instances.map(
+          (i) => `${i.name}=${[...issuers.values()].filter((n) => n === i.name).length}`,
+        );
+        const failedAttempts = cluster.instances.flatMap((i) => i.events('cert_failed')).length;
+        t.diagnostic(
+          `all 30 stored after ${seconds(storedAfterMs)}; Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations; ` +
+            `issued by ${perInstance.join(' ')}; failed attempts (none reached Pebble as an order): ${failedAttempts}`,
+        );
+      },
+    );
 
     test('validations reach every instance, and an instance answers tokens for orders another placed', async (t: TestContext) => {
       const issuers = issuingInstances(cluster);
       const validations = cluster.proxy.requests().filter(isPebbleValidation);
-      assert.ok(validations.length >= 30, `at least one validation per hostname went through the proxy (saw ${validations.length})`);
-      for (const r of validations) assert.equal(r.status, 200, `${r.backend} answered ${r.host}${r.path} with ${r.status} ${r.error ?? ''}`);
+      assert.ok(
+        validations.length >= 30,
+        `at least one validation per hostname went through the proxy (saw ${validations.length})`,
+      );
+      for (const r of validations)
+        assert.equal(r.status, 200, `${r.backend} answered ${r.host}${r.path} with ${r.status} ${r.error ?? ''}`);
       for (const instance of cluster.instances) {
-        assert.ok(validations.some((r) => r.backend === instance.name), `${instance.name} answered at least one validation`);
+        assert.ok(
+          validations.some((r) => r.backend === instance.name),
+          `${instance.name} answered at least one validation`,
+        );
       }
       const byOther = validations.filter((r) => issuers.get(r.host) !== undefined && r.backend !== issuers.get(r.host));
-      assert.ok(byOther.length > 0, 'at least one validation was answered by an instance other than the one that placed the order');
+      assert.ok(
+        byOther.length > 0,
+        'at least one validation was answered by an instance other than the one that placed the order',
+      );
       const example = byOther[0]!;
       t.diagnostic(
         `${validations.length} validation requests; ${byOther.length} answered by a non-issuing instance, covering ` +
@@ -555,12 +603,22 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           const previousAgent: unknown = acme.axios.defaults.httpsAgent;
           acme.axios.defaults.httpsAgent = new HttpsAgent({ ca: pebble.caBundlePem });
           try {
-            await new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey }).createAccount({ termsOfServiceAgreed: true });
+            await new acme.Client({ directoryUrl: pebble.directoryUrl, accountKey }).createAccount({
+              termsOfServiceAgreed: true,
+            });
           } finally {
             acme.axios.defaults.httpsAgent = previousAgent;
           }
-          const accounts = new VaultAccountStore({ client: createVaultClient({ address: vault.address, token: vault.token }) });
-          await accounts.create({ directoryUrl: pebble.directoryUrl, accountKeyPem: accountKey.toString('utf8'), accountUrl: undefined, email: undefined, createdAt: new Date() });
+          const accounts = new VaultAccountStore({
+            client: createVaultClient({ address: vault.address, token: vault.token }),
+          });
+          await accounts.create({
+            directoryUrl: pebble.directoryUrl,
+            accountKeyPem: accountKey.toString('utf8'),
+            accountUrl: undefined,
+            email: undefined,
+            createdAt: new Date(),
+          });
         },
       });
     });
@@ -597,266 +655,387 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
       await cluster?.stop();
     });
 
-    test('the other instances complete every certificate once the dead session is reaped; nothing lost, nothing doubled', { timeout: 180_000 }, async (t: TestContext) => {
-      const victim = cluster.instances[1]!;
-      const survivors = cluster.instances.filter((i) => i !== victim);
-      const mid = await waitUntilMidIssuance(cluster, victim);
+    test(
+      'the other instances complete every certificate once the dead session is reaped; nothing lost, nothing doubled',
+      { timeout: 180_000 },
+      async (t: TestContext) => {
+        const victim = cluster.instances[1]!;
+        const survivors = cluster.instances.filter((i) => i !== victim);
+        const mid = await waitUntilMidIssuance(cluster, victim);
 
-      victim.kill9();
-      const exit = await victim.waitForExit(10_000);
-      const killedAt = Date.now();
-      assert.equal(exit.signal, 'SIGKILL');
-      const lockedAtKill = (await locksHeldBy(cluster.consul, mid.sessionIds)).filter((k) => cluster.hostnames.includes(k));
-      assert.ok(lockedAtKill.length > 0, 'the dead instance still holds certificate locks in Consul');
-      const obtainedByVictim = new Set(victim.events('cert_obtained').map((e) => e.cert_id));
-      for (const certId of lockedAtKill) assert.ok(!obtainedByVictim.has(certId), `${certId}: killed before it was obtained`);
-      assert.ok(storedCount(cluster) === 0, 'nothing was stored while every validation was held');
+        victim.kill9();
+        const exit = await victim.waitForExit(10_000);
+        const killedAt = Date.now();
+        assert.equal(exit.signal, 'SIGKILL');
+        const lockedAtKill = (await locksHeldBy(cluster.consul, mid.sessionIds)).filter((k) =>
+          cluster.hostnames.includes(k),
+        );
+        assert.ok(lockedAtKill.length > 0, 'the dead instance still holds certificate locks in Consul');
+        const obtainedByVictim = new Set(victim.events('cert_obtained').map((e) => e.cert_id));
+        for (const certId of lockedAtKill)
+          assert.ok(!obtainedByVictim.has(certId), `${certId}: killed before it was obtained`);
+        assert.ok(storedCount(cluster) === 0, 'nothing was stored while every validation was held');
 
-      // Fabio would stop routing to the dead instance once its health check fails.
-      cluster.proxy.removeBackend(victim.name);
-      cluster.proxy.release();
+        // Fabio would stop routing to the dead instance once its health check fails.
+        cluster.proxy.removeBackend(victim.name);
+        cluster.proxy.release();
 
-      let reapedAfterMs: number | undefined;
-      const watchReaping = async (): Promise<void> => {
-        if (reapedAfterMs === undefined && (await locksHeldBy(cluster.consul, mid.sessionIds)).length === 0) reapedAfterMs = Date.now() - killedAt;
-      };
-      const boundMs = LOCK_FREED_AFTER_CRASH_MS + LOCKED_RECHECK_MS + SLACK_MS;
-      await waitUntilAllStored(cluster, boundMs, watchReaping);
-      const completedAfterMs = Date.now() - killedAt;
-      await watchReaping();
-      // Two instances that found a name locked may recheck together: one then waits a second recheck.
-      await waitUntilSettled(cluster, 2 * LOCKED_RECHECK_MS + SLACK_MS);
+        let reapedAfterMs: number | undefined;
+        const watchReaping = async (): Promise<void> => {
+          if (reapedAfterMs === undefined && (await locksHeldBy(cluster.consul, mid.sessionIds)).length === 0)
+            reapedAfterMs = Date.now() - killedAt;
+        };
+        const boundMs = LOCK_FREED_AFTER_CRASH_MS + LOCKED_RECHECK_MS + SLACK_MS;
+        await waitUntilAllStored(cluster, boundMs, watchReaping);
+        const completedAfterMs = Date.now() - killedAt;
+        await watchReaping();
+        // Two instances that found a name locked may recheck together: one then waits a second recheck.
+        await waitUntilSettled(cluster, 2 * LOCKED_RECHECK_MS + SLACK_MS);
 
-      const serials = await assertEachStoredOnce(cluster);
-      const activity = assertPebbleIssuedStored(cluster, serials);
-      assert.equal(activity.finalized.length, 30, 'Pebble finalized exactly 30 orders (the dead instance finalized none)');
-      assert.equal(activity.issued.size, 30, 'Pebble issued exactly 30 certificates');
-      const extraOrders = activity.orders.length - 30;
-      assert.ok(extraOrders >= 0 && extraOrders <= lockedAtKill.length, `orders beyond one per name (${extraOrders}) are at most the dead instance's orders in flight (${lockedAtKill.length})`);
+        const serials = await assertEachStoredOnce(cluster);
+        const activity = assertPebbleIssuedStored(cluster, serials);
+        assert.equal(
+          activity.finalized.length,
+          30,
+          'Pebble finalized exactly 30 orders (the dead instance finalized none)',
+        );
+        assert.equal(activity.issued.size, 30, 'Pebble issued exactly 30 certificates');
+        const extraOrders = activity.orders.length - 30;
+        assert.ok(
+          extraOrders >= 0 && extraOrders <= lockedAtKill.length,
+          `orders beyond one per name (${extraOrders}) are at most the dead instance's orders in flight (${lockedAtKill.length})`,
+        );
 
-      const issuers = issuingInstances(cluster);
-      for (const certId of lockedAtKill) {
-        assert.ok(survivors.some((s) => s.name === issuers.get(certId)), `${certId}: obtained by a surviving instance`);
-      }
-      const orphanTokens = (await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`)).length;
-      t.diagnostic(
-        `killed ${victim.name} holding ${lockedAtKill.length} certificate locks (${lockedAtKill.join(', ')}); its session's locks were freed ` +
-          `${reapedAfterMs === undefined ? 'at an unobserved time' : `after ${seconds(reapedAfterMs)}`}; every certificate stored ${seconds(completedAfterMs)} after the kill ` +
-          `(bound ${seconds(boundMs)} = 2×TTL ${2 * SESSION_TTL_SECONDS} s + lock-delay ${LOCK_DELAY_SECONDS} s + busy recheck ${LOCKED_RECHECK_MS / 1000} s + ${SLACK_MS / 1000} s); ` +
-          `Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations; challenge tokens the dead instance left in Consul KV: ${orphanTokens}`,
-      );
-    });
+        const issuers = issuingInstances(cluster);
+        for (const certId of lockedAtKill) {
+          assert.ok(
+            survivors.some((s) => s.name === issuers.get(certId)),
+            `${certId}: obtained by a surviving instance`,
+          );
+        }
+        const orphanTokens = (await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`)).length;
+        t.diagnostic(
+          `killed ${victim.name} holding ${lockedAtKill.length} certificate locks (${lockedAtKill.join(', ')}); its session's locks were freed ` +
+            `${reapedAfterMs === undefined ? 'at an unobserved time' : `after ${seconds(reapedAfterMs)}`}; every certificate stored ${seconds(completedAfterMs)} after the kill ` +
+            `(bound ${seconds(boundMs)} = 2×TTL ${2 * SESSION_TTL_SECONDS} s + lock-delay ${LOCK_DELAY_SECONDS} s + busy recheck ${LOCKED_RECHECK_MS / 1000} s + ${SLACK_MS / 1000} s); ` +
+            `Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations; challenge tokens the dead instance left in Consul KV: ${orphanTokens}`,
+        );
+      },
+    );
   });
 
   describe('a session destroyed through the Consul API', () => {
     let cluster: Cluster;
 
     before(async () => {
-      cluster = await startCluster({ label: 'desession', hostnameCount: 12, instanceCount: 3, holdValidations: false, stallChallengeWritesOf: [0] });
+      cluster = await startCluster({
+        label: 'desession',
+        hostnameCount: 12,
+        instanceCount: 3,
+        holdValidations: false,
+        stallChallengeWritesOf: [0],
+      });
     });
     after(async () => {
       await cluster?.stop();
     });
 
-    test("aborts that instance's orders in flight; every certificate is still written exactly once", { timeout: 150_000 }, async (t: TestContext) => {
-      const target = cluster.instances[0]!;
-      const stalled = await waitUntilStalled(cluster, target);
-      assert.equal(stalled.sessionIds.length, 1, 'one session per instance');
-      const sessionId = stalled.sessionIds[0]!;
+    test(
+      "aborts that instance's orders in flight; every certificate is still written exactly once",
+      { timeout: 150_000 },
+      async (t: TestContext) => {
+        const target = cluster.instances[0]!;
+        const stalled = await waitUntilStalled(cluster, target);
+        assert.equal(stalled.sessionIds.length, 1, 'one session per instance');
+        const sessionId = stalled.sessionIds[0]!;
 
-      const res = await fetch(`${cluster.consul.address}/v1/session/destroy/${sessionId}`, { method: 'PUT' });
-      assert.equal((await res.text()).trim(), 'true');
-      const destroyedAt = Date.now();
-      assert.deepEqual(await locksHeldBy(cluster.consul, [sessionId]), [], 'Consul released the locks at once (Behavior=release)');
-
-      // The locker learns it at its next renewal (every TTL/2) and aborts every lock's signal.
-      await waitFor(`${target.name}'s locker to notice`, () => target.lines().some((l) => l.msg === 'session lost; abandoning its locks'), {
-        timeoutMs: (SESSION_TTL_SECONDS / 2) * 1000 + 5_000,
-        intervalMs: 50,
-      });
-      const noticedAfterMs = Date.now() - destroyedAt;
-      // Let the parked token writes through: each order then meets its aborted signal.
-      cluster.consulProxies.get(target.name)!.release();
-      const failed = await waitWithPebble(
-        cluster.pebble,
-        `${target.name} to abandon its ${stalled.inFlight.length} orders in flight`,
-        () => {
-          const failures = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.cert_id!));
-          return failures.length === stalled.inFlight.length ? failures : undefined;
-        },
-        { timeoutMs: 10_000, intervalMs: 50 },
-      );
-      for (const f of failed) assert.match(String(f.err), /ABORTED|LOCK_LOST/, `${f.cert_id}: abandoned because its lock was lost`);
-      for (const certId of stalled.inFlight) {
-        assert.equal(pebbleActivity(cluster.pebble.logs()).validationsByName.get(certId) ?? 0, 0, `${certId}: Pebble was never asked to validate the abandoned order`);
-      }
-      assertTokensRemoved(cluster, target, stalled.tokenPaths);
-
-      await waitUntilAllStored(cluster, LOCK_DELAY_SECONDS * 1000 + LOCKED_RECHECK_MS + SLACK_MS);
-      // Exactly-once after the queues drain is shown by the first two scenarios; here it is
-      // checked once nothing is in flight (a full drain costs another busy recheck).
-      await waitUntilNoneIssuing(cluster);
-
-      const serials = await assertEachStoredOnce(cluster);
-      const activity = assertPebbleIssuedStored(cluster, serials);
-      assert.equal(activity.finalized.length, 12, 'Pebble finalized exactly one order per name: the abandoned orders never were');
-      assert.ok(activity.orders.length >= 12 + stalled.inFlight.length, 'the abandoned orders were placed again');
-      assert.deepEqual(await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`), [], 'no challenge token left behind');
-      t.diagnostic(
-        `destroyed ${target.name}'s session with ${stalled.inFlight.length} orders in flight; its locker noticed ${seconds(noticedAfterMs)} later ` +
-          `(renewal every ${SESSION_TTL_SECONDS / 2} s) and abandoned them; Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations`,
-      );
-    });
-
-    test('a worker whose session was destroyed cannot overwrite what another instance wrote meanwhile (check-and-set)', { timeout: 60_000 }, async (t: TestContext) => {
-      // Two workers as two instances would run them, with real ConsulLockers on this Consul and
-      // the real Vault store. A's issuer ignores the abort once started, like acme-client's
-      // last requests, which cannot be aborted: the only thing between it and a late write is
-      // the check-and-set.
-      const consul = createConsulClient({ address: cluster.consul.address });
-      const store = new VaultCertificateStore({ client: createVaultClient({ address: cluster.vault.address, token: cluster.vault.token }), mount: VAULT_MOUNT, prefix: 'late-write/certs' });
-      const lockPrefix = 'late-write/locks/';
-      const lockerA = new ConsulLocker({ consul, prefix: lockPrefix, sessionName: 'late-write A', sessionTtlSeconds: SESSION_TTL_SECONDS, lockDelaySeconds: LOCK_DELAY_SECONDS });
-      const lockerB = new ConsulLocker({ consul, prefix: lockPrefix, sessionName: 'late-write B', sessionTtlSeconds: SESSION_TTL_SECONDS, lockDelaySeconds: LOCK_DELAY_SECONDS });
-      const certId = 'late.ha.test';
-      const desired: DesiredCertificate = { certId, hostnames: [certId], directoryUrl: TEST_DIRECTORY_URL, keyType: 'ec-p256' };
-
-      const issueFor = async (request: IssueRequest): Promise<IssuedCertificate> => {
-        const { certPem, keyPem } = await makeTestCertificate({ hostnames: request.hostnames });
-        const leaf = splitPem(certPem)[0]!;
-        return { certPem, keyPem, notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo), issuer: TEST_CA_NAME, directoryUrl: TEST_DIRECTORY_URL };
-      };
-      let signalSeenByA: AbortSignal | undefined;
-      let letAFinish: () => void = () => undefined;
-      const aMayFinish = new Promise<void>((resolve) => (letAFinish = resolve));
-      const slowIssuer: Issuer = {
-        directoryUrl: TEST_DIRECTORY_URL,
-        async issue(request, signal) {
-          signalSeenByA = signal;
-          await aMayFinish;
-          return issueFor(request);
-        },
-      };
-      const bCertificates: string[] = [];
-      const fastIssuer: Issuer = {
-        directoryUrl: TEST_DIRECTORY_URL,
-        async issue(request) {
-          const issued = await issueFor(request);
-          bCertificates.push(issued.certPem);
-          return issued;
-        },
-      };
-      const worker = (issuer: Issuer, locker: ConsulLocker): CertificateWorker =>
-        new CertificateWorker({
-          store,
-          issuer,
-          locker,
-          clock: systemClock,
-          logger: silentLogger(),
-          planOptions: DEFAULT_PLAN_OPTIONS,
-          desiredFor: (id) => (id === certId ? desired : undefined),
-          undeclaredSince: () => undefined,
-          onPlanned: () => undefined,
-        });
-
-      try {
-        const aRun = worker(slowIssuer, lockerA).process(certId, new AbortController().signal, 1);
-        const aOutcome = aRun.then(
-          () => undefined,
-          (err: unknown) => err,
-        );
-        await waitFor('A to be issuing under its lock', () => signalSeenByA !== undefined, { timeoutMs: 10_000, intervalMs: 20 });
-        const [entry] = await kvEntries(cluster.consul, `${lockPrefix}${certificateLockKey(certId)}`);
-        assert.ok(entry?.Session, 'A holds the lock with a session');
-        assert.equal(entry.Session, lockerA.sessionId);
-
-        const res = await fetch(`${cluster.consul.address}/v1/session/destroy/${entry.Session}`, { method: 'PUT' });
+        const res = await fetch(`${cluster.consul.address}/v1/session/destroy/${sessionId}`, { method: 'PUT' });
         assert.equal((await res.text()).trim(), 'true');
         const destroyedAt = Date.now();
-        await waitFor("A's lock signal to fire", () => signalSeenByA?.aborted === true, { timeoutMs: (SESSION_TTL_SECONDS / 2) * 1000 + 5_000, intervalMs: 50 });
-        const abortedAfterMs = Date.now() - destroyedAt;
-
-        // B takes the lock once the lock-delay is over, issues and writes version 1.
-        const workerB = worker(fastIssuer, lockerB);
-        await waitFor(
-          'B to obtain the certificate',
-          async () => {
-            const outcome = await workerB.process(certId, new AbortController().signal, 1);
-            return outcome.kind === 'done' && (await store.get(certId))?.version === 1;
-          },
-          { timeoutMs: LOCK_DELAY_SECONDS * 1000 + 10_000, intervalMs: 500 },
+        assert.deepEqual(
+          await locksHeldBy(cluster.consul, [sessionId]),
+          [],
+          'Consul released the locks at once (Behavior=release)',
         );
-        const writesBefore = cluster.vault.requests().length;
 
-        // A's issuer now returns: the worker tries to store with cas = 0, the version it read.
-        letAFinish();
-        const err = await aOutcome;
-        assert.ok(err instanceof ConsulAcmeError, `A's work fails (got ${String(err)})`);
-        assert.equal(err.code, 'LOCK_LOST');
-        const cause = err.cause;
-        assert.ok(cause instanceof ConsulAcmeError && cause.code === 'STORE_CONFLICT', `the late write was refused by check-and-set (cause: ${String(cause)})`);
+        // The locker learns it at its next renewal (every TTL/2) and aborts every lock's signal.
+        await waitFor(
+          `${target.name}'s locker to notice`,
+          () => target.lines().some((l) => l.msg === 'session lost; abandoning its locks'),
+          {
+            timeoutMs: (SESSION_TTL_SECONDS / 2) * 1000 + 5_000,
+            intervalMs: 50,
+          },
+        );
+        const noticedAfterMs = Date.now() - destroyedAt;
+        // Let the parked token writes through: each order then meets its aborted signal.
+        cluster.consulProxies.get(target.name)!.release();
+        const failed = await waitWithPebble(
+          cluster.pebble,
+          `${target.name} to abandon its ${stalled.inFlight.length} orders in flight`,
+          () => {
+            const failures = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.cert_id!));
+            return failures.length === stalled.inFlight.length ? failures : undefined;
+          },
+          { timeoutMs: 10_000, intervalMs: 50 },
+        );
+        for (const f of failed)
+          assert.match(String(f.err), /ABORTED|LOCK_LOST/, `${f.cert_id}: abandoned because its lock was lost`);
+        for (const certId of stalled.inFlight) {
+          assert.equal(
+            pebbleActivity(cluster.pebble.logs()).validationsByName.get(certId) ?? 0,
+            0,
+            `${certId}: Pebble was never asked to validate the abandoned order`,
+          );
+        }
+        assertTokensRemoved(cluster, target, stalled.tokenPaths);
 
-        const raw = cluster.vault.readRaw(VAULT_MOUNT, `late-write/certs/${certId}`);
-        assert.equal(raw?.current, 1, 'still version 1');
-        assert.equal((raw.versions[1]!.data as { cert: string }).cert, bCertificates[0], "B's certificate is the one stored");
-        const lateWrites = cluster.vault.requests().slice(writesBefore).filter((r) => /^(PUT|POST) \/v1\/secret\/data\/late-write\//.test(r));
-        assert.deepEqual(lateWrites, [], 'A sent no write to Vault');
-        t.diagnostic(`A's lock signal fired ${seconds(abortedAfterMs)} after the destroy; its late put(cas=0) failed with STORE_CONFLICT, Vault unchanged at version 1`);
-      } finally {
-        letAFinish();
-        await Promise.all([lockerA.close(), lockerB.close()]);
-      }
-    });
+        await waitUntilAllStored(cluster, LOCK_DELAY_SECONDS * 1000 + LOCKED_RECHECK_MS + SLACK_MS);
+        // Exactly-once after the queues drain is shown by the first two scenarios; here it is
+        // checked once nothing is in flight (a full drain costs another busy recheck).
+        await waitUntilNoneIssuing(cluster);
+
+        const serials = await assertEachStoredOnce(cluster);
+        const activity = assertPebbleIssuedStored(cluster, serials);
+        assert.equal(
+          activity.finalized.length,
+          12,
+          'Pebble finalized exactly one order per name: the abandoned orders never were',
+        );
+        assert.ok(activity.orders.length >= 12 + stalled.inFlight.length, 'the abandoned orders were placed again');
+        assert.deepEqual(
+          await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`),
+          [],
+          'no challenge token left behind',
+        );
+        t.diagnostic(
+          `destroyed ${target.name}'s session with ${stalled.inFlight.length} orders in flight; its locker noticed ${seconds(noticedAfterMs)} later ` +
+            `(renewal every ${SESSION_TTL_SECONDS / 2} s) and abandoned them; Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations`,
+        );
+      },
+    );
+
+    test(
+      'a worker whose session was destroyed cannot overwrite what another instance wrote meanwhile (check-and-set)',
+      { timeout: 60_000 },
+      async (t: TestContext) => {
+        // Two workers as two instances would run them, with real ConsulLockers on this Consul and
+        // the real Vault store. A's issuer ignores the abort once started, like acme-client's
+        // last requests, which cannot be aborted: the only thing between it and a late write is
+        // the check-and-set.
+        const consul = createConsulClient({ address: cluster.consul.address });
+        const store = new VaultCertificateStore({
+          client: createVaultClient({ address: cluster.vault.address, token: cluster.vault.token }),
+          mount: VAULT_MOUNT,
+          prefix: 'late-write/certs',
+        });
+        const lockPrefix = 'late-write/locks/';
+        const lockerA = new ConsulLocker({
+          consul,
+          prefix: lockPrefix,
+          sessionName: 'late-write A',
+          sessionTtlSeconds: SESSION_TTL_SECONDS,
+          lockDelaySeconds: LOCK_DELAY_SECONDS,
+        });
+        const lockerB = new ConsulLocker({
+          consul,
+          prefix: lockPrefix,
+          sessionName: 'late-write B',
+          sessionTtlSeconds: SESSION_TTL_SECONDS,
+          lockDelaySeconds: LOCK_DELAY_SECONDS,
+        });
+        const certId = 'late.ha.test';
+        const desired: DesiredCertificate = {
+          certId,
+          hostnames: [certId],
+          directoryUrl: TEST_DIRECTORY_URL,
+          keyType: 'ec-p256',
+        };
+
+        const issueFor = async (request: IssueRequest): Promise<IssuedCertificate> => {
+          const { certPem, keyPem } = await makeTestCertificate({ hostnames: request.hostnames });
+          const leaf = splitPem(certPem)[0]!;
+          return {
+            certPem,
+            keyPem,
+            notBefore: new Date(leaf.validFrom),
+            notAfter: new Date(leaf.validTo),
+            issuer: TEST_CA_NAME,
+            directoryUrl: TEST_DIRECTORY_URL,
+          };
+        };
+        let signalSeenByA: AbortSignal | undefined;
+        let letAFinish: () => void = () => undefined;
+        const aMayFinish = new Promise<void>((resolve) => (letAFinish = resolve));
+        const slowIssuer: Issuer = {
+          directoryUrl: TEST_DIRECTORY_URL,
+          async issue(request, signal) {
+            signalSeenByA = signal;
+            await aMayFinish;
+            return issueFor(request);
+          },
+        };
+        const bCertificates: string[] = [];
+        const fastIssuer: Issuer = {
+          directoryUrl: TEST_DIRECTORY_URL,
+          async issue(request) {
+            const issued = await issueFor(request);
+            bCertificates.push(issued.certPem);
+            return issued;
+          },
+        };
+        const worker = (issuer: Issuer, locker: ConsulLocker): CertificateWorker =>
+          new CertificateWorker({
+            store,
+            issuer,
+            locker,
+            clock: systemClock,
+            logger: silentLogger(),
+            planOptions: DEFAULT_PLAN_OPTIONS,
+            desiredFor: (id) => (id === certId ? desired : undefined),
+            undeclaredSince: () => undefined,
+            onPlanned: () => undefined,
+          });
+
+        try {
+          const aRun = worker(slowIssuer, lockerA).process(certId, new AbortController().signal, 1);
+          const aOutcome = aRun.then(
+            () => undefined,
+            (err: unknown) => err,
+          );
+          await waitFor('A to be issuing under its lock', () => signalSeenByA !== undefined, {
+            timeoutMs: 10_000,
+            intervalMs: 20,
+          });
+          const [entry] = await kvEntries(cluster.consul, `${lockPrefix}${certificateLockKey(certId)}`);
+          assert.ok(entry?.Session, 'A holds the lock with a session');
+          assert.equal(entry.Session, lockerA.sessionId);
+
+          const res = await fetch(`${cluster.consul.address}/v1/session/destroy/${entry.Session}`, { method: 'PUT' });
+          assert.equal((await res.text()).trim(), 'true');
+          const destroyedAt = Date.now();
+          await waitFor("A's lock signal to fire", () => signalSeenByA?.aborted === true, {
+            timeoutMs: (SESSION_TTL_SECONDS / 2) * 1000 + 5_000,
+            intervalMs: 50,
+          });
+          const abortedAfterMs = Date.now() - destroyedAt;
+
+          // B takes the lock once the lock-delay is over, issues and writes version 1.
+          const workerB = worker(fastIssuer, lockerB);
+          await waitFor(
+            'B to obtain the certificate',
+            async () => {
+              const outcome = await workerB.process(certId, new AbortController().signal, 1);
+              return outcome.kind === 'done' && (await store.get(certId))?.version === 1;
+            },
+            { timeoutMs: LOCK_DELAY_SECONDS * 1000 + 10_000, intervalMs: 500 },
+          );
+          const writesBefore = cluster.vault.requests().length;
+
+          // A's issuer now returns: the worker tries to store with cas = 0, the version it read.
+          letAFinish();
+          const err = await aOutcome;
+          assert.ok(err instanceof ConsulAcmeError, `A's work fails (got ${String(err)})`);
+          assert.equal(err.code, 'LOCK_LOST');
+          const cause = err.cause;
+          assert.ok(
+            cause instanceof ConsulAcmeError && cause.code === 'STORE_CONFLICT',
+            `the late write was refused by check-and-set (cause: ${String(cause)})`,
+          );
+
+          const raw = cluster.vault.readRaw(VAULT_MOUNT, `late-write/certs/${certId}`);
+          assert.equal(raw?.current, 1, 'still version 1');
+          assert.equal(
+            (raw.versions[1]!.data as { cert: string }).cert,
+            bCertificates[0],
+            "B's certificate is the one stored",
+          );
+          const lateWrites = cluster.vault
+            .requests()
+            .slice(writesBefore)
+            .filter((r) => /^(PUT|POST) \/v1\/secret\/data\/late-write\//.test(r));
+          assert.deepEqual(lateWrites, [], 'A sent no write to Vault');
+          t.diagnostic(
+            `A's lock signal fired ${seconds(abortedAfterMs)} after the destroy; its late put(cas=0) failed with STORE_CONFLICT, Vault unchanged at version 1`,
+          );
+        } finally {
+          letAFinish();
+          await Promise.all([lockerA.close(), lockerB.close()]);
+        }
+      },
+    );
   });
 
   describe('SIGTERM during issuance', () => {
     let cluster: Cluster;
 
     before(async () => {
-      cluster = await startCluster({ label: 'sigterm', hostnameCount: 12, instanceCount: 3, holdValidations: false, stallChallengeWritesOf: [2] });
+      cluster = await startCluster({
+        label: 'sigterm',
+        hostnameCount: 12,
+        instanceCount: 3,
+        holdValidations: false,
+        stallChallengeWritesOf: [2],
+      });
     });
     after(async () => {
       await cluster?.stop();
     });
 
-    test('leaves no lock held and, once the others are done, no challenge token behind', { timeout: 150_000 }, async (t: TestContext) => {
-      const target = cluster.instances[2]!;
-      const stalled = await waitUntilStalled(cluster, target);
+    test(
+      'leaves no lock held and, once the others are done, no challenge token behind',
+      { timeout: 150_000 },
+      async (t: TestContext) => {
+        const target = cluster.instances[2]!;
+        const stalled = await waitUntilStalled(cluster, target);
 
-      // Fabio stops routing to an instance that deregisters; take it out first so that no
-      // validation races its listener closing.
-      cluster.proxy.removeBackend(target.name);
-      const termAt = Date.now();
-      target.sigterm();
-      await waitFor(`${target.name} to give up waiting for its orders`, () => target.lines().some((l) => l.msg === 'shutdown timeout reached, abandoning orders in flight'), {
-        timeoutMs: SHUTDOWN_TIMEOUT_MS + 5_000,
-        intervalMs: 50,
-      });
-      // Let the parked token writes through: the tokens land in Consul, then the aborted orders remove them.
-      cluster.consulProxies.get(target.name)!.release();
-      const exit = await target.waitForExit(20_000);
-      const exitedAfterMs = Date.now() - termAt;
-      assert.equal(exit.code, 0, `exit status 0 (got ${exit.code ?? exit.signal})\n${target.logs().slice(-4000)}`);
+        // Fabio stops routing to an instance that deregisters; take it out first so that no
+        // validation races its listener closing.
+        cluster.proxy.removeBackend(target.name);
+        const termAt = Date.now();
+        target.sigterm();
+        await waitFor(
+          `${target.name} to give up waiting for its orders`,
+          () => target.lines().some((l) => l.msg === 'shutdown timeout reached, abandoning orders in flight'),
+          {
+            timeoutMs: SHUTDOWN_TIMEOUT_MS + 5_000,
+            intervalMs: 50,
+          },
+        );
+        // Let the parked token writes through: the tokens land in Consul, then the aborted orders remove them.
+        cluster.consulProxies.get(target.name)!.release();
+        const exit = await target.waitForExit(20_000);
+        const exitedAfterMs = Date.now() - termAt;
+        assert.equal(exit.code, 0, `exit status 0 (got ${exit.code ?? exit.signal})\n${target.logs().slice(-4000)}`);
 
-      assert.deepEqual(await locksHeldBy(cluster.consul, stalled.sessionIds), [], 'no lock entry carries its session');
-      assert.deepEqual(await sessionIdsOf(cluster.consul, target), [], 'its session is destroyed');
-      const abandoned = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.cert_id!));
-      assert.equal(abandoned.length, stalled.inFlight.length, 'each order in flight was abandoned (and logged)');
-      for (const f of abandoned) assert.match(String(f.err), /ABORTED/, `${f.cert_id}: aborted by the shutdown`);
-      assertTokensRemoved(cluster, target, stalled.tokenPaths);
+        assert.deepEqual(
+          await locksHeldBy(cluster.consul, stalled.sessionIds),
+          [],
+          'no lock entry carries its session',
+        );
+        assert.deepEqual(await sessionIdsOf(cluster.consul, target), [], 'its session is destroyed');
+        const abandoned = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.cert_id!));
+        assert.equal(abandoned.length, stalled.inFlight.length, 'each order in flight was abandoned (and logged)');
+        for (const f of abandoned) assert.match(String(f.err), /ABORTED/, `${f.cert_id}: aborted by the shutdown`);
+        assertTokensRemoved(cluster, target, stalled.tokenPaths);
 
-      await waitUntilAllStored(cluster, LOCKED_RECHECK_MS + SLACK_MS);
-      await waitUntilNoneIssuing(cluster);
-      const tokensAfter = await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`);
-      assert.deepEqual(tokensAfter.map((e) => e.Key), [], 'no challenge token left in Consul KV');
+        await waitUntilAllStored(cluster, LOCKED_RECHECK_MS + SLACK_MS);
+        await waitUntilNoneIssuing(cluster);
+        const tokensAfter = await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`);
+        assert.deepEqual(
+          tokensAfter.map((e) => e.Key),
+          [],
+          'no challenge token left in Consul KV',
+        );
 
-      const serials = await assertEachStoredOnce(cluster);
-      const activity = assertPebbleIssuedStored(cluster, serials);
-      assert.equal(activity.finalized.length, 12, 'Pebble finalized exactly one order per name');
-      t.diagnostic(
-        `SIGTERM with ${stalled.inFlight.length} orders in flight: exited 0 after ${seconds(exitedAfterMs)} (shutdown timeout ${SHUTDOWN_TIMEOUT_MS} ms), ` +
-          `locks released, session destroyed, ${stalled.tokenPaths.length} tokens written and removed; Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations`,
-      );
-    });
+        const serials = await assertEachStoredOnce(cluster);
+        const activity = assertPebbleIssuedStored(cluster, serials);
+        assert.equal(activity.finalized.length, 12, 'Pebble finalized exactly one order per name');
+        t.diagnostic(
+          `SIGTERM with ${stalled.inFlight.length} orders in flight: exited 0 after ${seconds(exitedAfterMs)} (shutdown timeout ${SHUTDOWN_TIMEOUT_MS} ms), ` +
+            `locks released, session destroyed, ${stalled.tokenPaths.length} tokens written and removed; Pebble: ${activity.orders.length} orders, ${activity.finalized.length} finalizations`,
+        );
+      },
+    );
   });
 });

@@ -22,8 +22,13 @@ const TRAEFIK_HOST = 'traefik.example.test';
 const EXPLICIT_HOST = 'explicit.example.test';
 const LATER_HOST = 'later.example.test';
 
-async function vaultSecret(vault: VaultStandin, hostname: string): Promise<{ data: Record<string, string>; version: number } | undefined> {
-  const res = await fetch(`${vault.address}/v1/secret/data/fabio/certs/${hostname}`, { headers: { 'X-Vault-Token': vault.token } });
+async function vaultSecret(
+  vault: VaultStandin,
+  hostname: string,
+): Promise<{ data: Record<string, string>; version: number } | undefined> {
+  const res = await fetch(`${vault.address}/v1/secret/data/fabio/certs/${hostname}`, {
+    headers: { 'X-Vault-Token': vault.token },
+  });
   if (res.status === 404) return undefined;
   const body = (await res.json()) as { data: { data: Record<string, string>; metadata: { version: number } } };
   return { data: body.data.data, version: body.data.metadata.version };
@@ -37,7 +42,10 @@ async function fetchStatus(adminUrl: string): Promise<StatusReport> {
 async function registeredTags(consulAddress: string): Promise<string[]> {
   const res = await fetch(`${consulAddress}/v1/agent/services`);
   const services = (await res.json()) as Record<string, { Service: string; Tags: string[] }>;
-  return Object.values(services).filter((s) => s.Service === 'consul-acme').flatMap((s) => s.Tags).sort();
+  return Object.values(services)
+    .filter((s) => s.Service === 'consul-acme')
+    .flatMap((s) => s.Tags)
+    .sort();
 }
 
 const THREE_KINDS_OF_TAG = [
@@ -68,7 +76,12 @@ describe('issuance end to end with real Consul and Pebble', () => {
 
     before(async () => {
       vault = await startVaultStandin();
-      await registerService(consul.address, 'web', [...THREE_KINDS_OF_TAG, 'urlprefix-bad_name.example.test/', 'traefik.http.routers.x.rule=Host(`', 'urlprefix-10.0.0.1/']);
+      await registerService(consul.address, 'web', [
+        ...THREE_KINDS_OF_TAG,
+        'urlprefix-bad_name.example.test/',
+        'traefik.http.routers.x.rule=Host(`',
+        'urlprefix-10.0.0.1/',
+      ]);
       svc = await startService({
         consulAddress: consul.address,
         directoryUrl: pebble.directoryUrl,
@@ -88,7 +101,9 @@ describe('issuance end to end with real Consul and Pebble', () => {
     test('each hostname from the three kinds of tag gets a certificate in Vault, in the fields Fabio reads', async () => {
       const roots = await pebble.rootsPem();
       for (const hostname of [FABIO_HOST, TRAEFIK_HOST, EXPLICIT_HOST]) {
-        const secret = await waitFor(`certificate for ${hostname} in Vault`, () => vaultSecret(vault, hostname), { timeoutMs: 60_000 });
+        const secret = await waitFor(`certificate for ${hostname} in Vault`, () => vaultSecret(vault, hostname), {
+          timeoutMs: 60_000,
+        });
         const { cert, key } = secret.data;
         assert.ok(cert && key, `${hostname}: secret has cert and key fields`);
         assert.deepEqual(dnsNames(splitPem(cert)[0]!), [hostname], `${hostname}: SAN is the hostname`);
@@ -118,15 +133,22 @@ describe('issuance end to end with real Consul and Pebble', () => {
         const t = await registeredTags(consul.address);
         return t.length === 3 ? t : undefined;
       });
-      assert.deepEqual(tags, [EXPLICIT_HOST, FABIO_HOST, TRAEFIK_HOST].map((h) => `urlprefix-${h}/.well-known/acme-challenge/`));
+      assert.deepEqual(
+        tags,
+        [EXPLICIT_HOST, FABIO_HOST, TRAEFIK_HOST].map((h) => `urlprefix-${h}/.well-known/acme-challenge/`),
+      );
     });
 
     test('adding a tag to the running service produces a new certificate without a restart', async () => {
       await registerService(consul.address, 'web', [...THREE_KINDS_OF_TAG, `urlprefix-${LATER_HOST}/api`]);
-      const secret = await waitFor(`certificate for ${LATER_HOST}`, () => vaultSecret(vault, LATER_HOST), { timeoutMs: 60_000 });
+      const secret = await waitFor(`certificate for ${LATER_HOST}`, () => vaultSecret(vault, LATER_HOST), {
+        timeoutMs: 60_000,
+      });
       assert.deepEqual(dnsNames(splitPem(secret.data.cert!)[0]!), [LATER_HOST]);
       assert.ok(chainsToRoot(secret.data.cert!, await pebble.rootsPem()));
-      await waitFor('the new challenge route', async () => (await registeredTags(consul.address)).includes(`urlprefix-${LATER_HOST}/.well-known/acme-challenge/`));
+      await waitFor('the new challenge route', async () =>
+        (await registeredTags(consul.address)).includes(`urlprefix-${LATER_HOST}/.well-known/acme-challenge/`),
+      );
     });
   });
 
@@ -135,7 +157,12 @@ describe('issuance end to end with real Consul and Pebble', () => {
 
     before(async () => {
       await registerService(consul.address, 'web', THREE_KINDS_OF_TAG);
-      svc = await startService({ consulAddress: consul.address, directoryUrl: pebble.directoryUrl, caBundlePem: pebble.caBundlePem, challengePort });
+      svc = await startService({
+        consulAddress: consul.address,
+        directoryUrl: pebble.directoryUrl,
+        caBundlePem: pebble.caBundlePem,
+        challengePort,
+      });
     });
 
     after(async () => {
@@ -146,13 +173,17 @@ describe('issuance end to end with real Consul and Pebble', () => {
       const roots = await pebble.rootsPem();
       for (const hostname of [FABIO_HOST, TRAEFIK_HOST, EXPLICIT_HOST]) {
         const folder = join(svc.dir, 'certs', hostname);
-        const cert = await waitFor(`${hostname}/cert.pem`, () => {
-          try {
-            return readFileSync(join(folder, 'cert.pem'), 'utf8');
-          } catch {
-            return undefined;
-          }
-        }, { timeoutMs: 60_000 });
+        const cert = await waitFor(
+          `${hostname}/cert.pem`,
+          () => {
+            try {
+              return readFileSync(join(folder, 'cert.pem'), 'utf8');
+            } catch {
+              return undefined;
+            }
+          },
+          { timeoutMs: 60_000 },
+        );
         const key = readFileSync(join(folder, 'key.pem'), 'utf8');
         assert.deepEqual(dnsNames(splitPem(cert)[0]!), [hostname]);
         assert.ok(chainsToRoot(cert, roots));

@@ -54,12 +54,20 @@ describe('operator signals with real Consul and Pebble', () => {
   });
 
   test('a /metrics scrape shows the expiry of every issued hostname and the outcome counters', async () => {
-    const body = await waitFor('expiry gauges for both hostnames', async () => {
-      const text = await (await fetch(`${svc.listening.adminUrl}/metrics`)).text();
-      return HOSTS.every((h) => text.includes(`consul_acme_certificate_expiry_timestamp_seconds{hostname="${h}"}`)) ? text : undefined;
-    }, { timeoutMs: 60_000 });
+    const body = await waitFor(
+      'expiry gauges for both hostnames',
+      async () => {
+        const text = await (await fetch(`${svc.listening.adminUrl}/metrics`)).text();
+        return HOSTS.every((h) => text.includes(`consul_acme_certificate_expiry_timestamp_seconds{hostname="${h}"}`))
+          ? text
+          : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
     for (const h of HOSTS) {
-      const match = new RegExp(`consul_acme_certificate_expiry_timestamp_seconds\\{hostname="${h.replace(/\./g, '\\.')}"\\} (\\d+)`).exec(body);
+      const match = new RegExp(
+        `consul_acme_certificate_expiry_timestamp_seconds\\{hostname="${h.replace(/\./g, '\\.')}"\\} (\\d+)`,
+      ).exec(body);
       const expiresAt = Number(match?.[1]) * 1000;
       assert.ok(expiresAt > Date.now() && expiresAt < Date.now() + 60_000, `${h} expires within the short lifetime`);
     }
@@ -70,11 +78,26 @@ describe('operator signals with real Consul and Pebble', () => {
   });
 
   test('the certificate health check in Consul turns warning before expiry, then critical once expired', async () => {
-    await waitFor('health check warning', async () => (await checkStatus(consul.address, 'consul-acme-certificates')) === 'warning', { timeoutMs: 60_000, intervalMs: 500 });
-    const health = (await (await fetch(`${svc.listening.adminUrl}/health/certificates`)).json()) as { status: string; problems: string[] };
+    await waitFor(
+      'health check warning',
+      async () => (await checkStatus(consul.address, 'consul-acme-certificates')) === 'warning',
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    const health = (await (await fetch(`${svc.listening.adminUrl}/health/certificates`)).json()) as {
+      status: string;
+      problems: string[];
+    };
     assert.ok(['warning', 'critical'].includes(health.status));
-    for (const h of HOSTS) assert.ok(health.problems.some((p) => p.startsWith(h)), `${h} is named`);
-    await waitFor('health check critical', async () => (await checkStatus(consul.address, 'consul-acme-certificates')) === 'critical', { timeoutMs: 60_000, intervalMs: 500 });
+    for (const h of HOSTS)
+      assert.ok(
+        health.problems.some((p) => p.startsWith(h)),
+        `${h} is named`,
+      );
+    await waitFor(
+      'health check critical',
+      async () => (await checkStatus(consul.address, 'consul-acme-certificates')) === 'critical',
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
     assert.equal(await checkStatus(consul.address, 'consul-acme'), 'passing', 'the challenge route stays routable');
   });
 });

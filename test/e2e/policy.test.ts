@@ -34,7 +34,10 @@ async function putList(consulAddress: string, list: 'deny' | 'allow' | 'always',
   assert.equal(body.trim(), 'true');
 }
 
-async function putLists(consulAddress: string, lists: { deny?: string; allow?: string; always?: string }): Promise<void> {
+async function putLists(
+  consulAddress: string,
+  lists: { deny?: string; allow?: string; always?: string },
+): Promise<void> {
   for (const list of ['deny', 'allow', 'always'] as const) await putList(consulAddress, list, lists[list] ?? '');
 }
 
@@ -42,25 +45,49 @@ async function fetchStatus(svc: RunningService): Promise<StatusReport> {
   return (await (await fetch(`${svc.listening.adminUrl}/status`)).json()) as StatusReport;
 }
 
-async function waitForStatus(svc: RunningService, hostname: string, what: string, accept: (s: CertificateStatus) => boolean, timeoutMs = 60_000): Promise<CertificateStatus> {
+async function waitForStatus(
+  svc: RunningService,
+  hostname: string,
+  what: string,
+  accept: (s: CertificateStatus) => boolean,
+  timeoutMs = 60_000,
+): Promise<CertificateStatus> {
   let last: CertificateStatus | undefined;
   try {
-    return await waitFor(`${hostname} ${what}`, async () => {
-      last = (await fetchStatus(svc)).certificates.find((c) => c.hostname === hostname);
-      return last && accept(last) ? last : undefined;
-    }, { timeoutMs, intervalMs: 200 });
+    return await waitFor(
+      `${hostname} ${what}`,
+      async () => {
+        last = (await fetchStatus(svc)).certificates.find((c) => c.hostname === hostname);
+        return last && accept(last) ? last : undefined;
+      },
+      { timeoutMs, intervalMs: 200 },
+    );
   } catch (err) {
-    throw new Error(`${err instanceof Error ? err.message : String(err)}; last status: ${JSON.stringify(last)}`, { cause: err });
+    throw new Error(`${err instanceof Error ? err.message : String(err)}; last status: ${JSON.stringify(last)}`, {
+      cause: err,
+    });
   }
 }
 
 /** Waits until the service applies lists of these sizes (the status counts the patterns in force). */
-async function waitForPolicy(svc: RunningService, sizes: { deny: number; allow: number; always: number; invalid: number }): Promise<StatusReport['policy']> {
-  return waitFor(`policy lists of ${JSON.stringify(sizes)} in force`, async () => {
-    const { policy } = await fetchStatus(svc);
-    const { deny, allow, always } = policy;
-    return deny === sizes.deny && allow === sizes.allow && always === sizes.always && policy.invalid.length === sizes.invalid ? policy : undefined;
-  }, { timeoutMs: 30_000, intervalMs: 200 });
+async function waitForPolicy(
+  svc: RunningService,
+  sizes: { deny: number; allow: number; always: number; invalid: number },
+): Promise<StatusReport['policy']> {
+  return waitFor(
+    `policy lists of ${JSON.stringify(sizes)} in force`,
+    async () => {
+      const { policy } = await fetchStatus(svc);
+      const { deny, allow, always } = policy;
+      return deny === sizes.deny &&
+        allow === sizes.allow &&
+        always === sizes.always &&
+        policy.invalid.length === sizes.invalid
+        ? policy
+        : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 200 },
+  );
 }
 
 describe('domain policy in Consul KV, with real Consul and Pebble', () => {
@@ -111,12 +138,24 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
 
     await sleep(QUIET_WINDOW_MS);
     const ordersAfter = proxy.newOrders(doomed).length;
-    console.log(`# ${doomed}: ${ordersAtDeny} orders before the deny took effect, ${ordersAfter - ordersAtDeny} in the ${QUIET_WINDOW_MS} ms after`);
+    console.log(
+      `# ${doomed}: ${ordersAtDeny} orders before the deny took effect, ${ordersAfter - ordersAtDeny} in the ${QUIET_WINDOW_MS} ms after`,
+    );
     assert.equal(ordersAfter, ordersAtDeny, 'no order for the denied name after the deny took effect');
-    assert.equal(logs.lines.filter((l) => l.event === 'cert_obtaining' && l.cert_id === doomed).length, obtainingAtDeny);
+    assert.equal(
+      logs.lines.filter((l) => l.event === 'cert_obtaining' && l.cert_id === doomed).length,
+      obtainingAtDeny,
+    );
     assert.equal((await fetchStatus(svc)).certificates.find((c) => c.hostname === doomed)?.state, 'refused');
-    assert.ok(logs.lines.some((l) => l.event === 'hostname_denied' && l.hostname === doomed), 'the refusal is logged');
-    assert.equal((await fetchStatus(svc)).certificates.find((c) => c.hostname === healthy)?.state, 'valid', 'the other name is untouched');
+    assert.ok(
+      logs.lines.some((l) => l.event === 'hostname_denied' && l.hostname === doomed),
+      'the refusal is logged',
+    );
+    assert.equal(
+      (await fetchStatus(svc)).certificates.find((c) => c.hostname === healthy)?.state,
+      'valid',
+      'the other name is untouched',
+    );
   });
 
   test('a non-empty allow list refuses a declared name not on it ("not on the allow list"), and a name on the always-issued list that no service declares gets a certificate', async () => {

@@ -30,11 +30,20 @@ async function certificateStatus(svc: RunningService, hostname: string): Promise
   return (await fetchStatus(svc)).certificates.find((c) => c.hostname === hostname);
 }
 
-async function waitForState(svc: RunningService, hostname: string, state: CertificateStatus['state'], timeoutMs = 60_000): Promise<CertificateStatus> {
-  return waitFor(`${hostname} ${state}`, async () => {
-    const s = await certificateStatus(svc, hostname);
-    return s?.state === state ? s : undefined;
-  }, { timeoutMs, intervalMs: 200 });
+async function waitForState(
+  svc: RunningService,
+  hostname: string,
+  state: CertificateStatus['state'],
+  timeoutMs = 60_000,
+): Promise<CertificateStatus> {
+  return waitFor(
+    `${hostname} ${state}`,
+    async () => {
+      const s = await certificateStatus(svc, hostname);
+      return s?.state === state ? s : undefined;
+    },
+    { timeoutMs, intervalMs: 200 },
+  );
 }
 
 /**
@@ -59,7 +68,11 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
   let scenario = 0;
 
   /** A service for one scenario: its own KV prefix; the pre-flight check on when `preflight`. */
-  const serviceFor = async (opts: { preflight: boolean; env?: Record<string, string>; prefix?: string }): Promise<RunningService> =>
+  const serviceFor = async (opts: {
+    preflight: boolean;
+    env?: Record<string, string>;
+    prefix?: string;
+  }): Promise<RunningService> =>
     startService({
       consulAddress: consul.address,
       directoryUrl: proxy.directoryUrl,
@@ -92,16 +105,26 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       try {
         await waitForState(svc, healthy, 'valid');
         const firstFailure = await waitForState(svc, unrouted, 'failed', 30_000);
-        const failing = await waitFor(`${unrouted} failing again (after ${firstFailure.attempts} attempts), at least 3 times`, async () => {
-          const s = await certificateStatus(svc, unrouted);
-          return s?.state === 'failed' && s.attempts > firstFailure.attempts && s.attempts >= 3 ? s : undefined;
-        }, { timeoutMs: 30_000, intervalMs: 200 });
-        console.log(`# ${unrouted}: attempts ${firstFailure.attempts} → ${failing.attempts}, newOrders at the CA: ${proxy.newOrders(unrouted).length}`);
+        const failing = await waitFor(
+          `${unrouted} failing again (after ${firstFailure.attempts} attempts), at least 3 times`,
+          async () => {
+            const s = await certificateStatus(svc, unrouted);
+            return s?.state === 'failed' && s.attempts > firstFailure.attempts && s.attempts >= 3 ? s : undefined;
+          },
+          { timeoutMs: 30_000, intervalMs: 200 },
+        );
+        console.log(
+          `# ${unrouted}: attempts ${firstFailure.attempts} → ${failing.attempts}, newOrders at the CA: ${proxy.newOrders(unrouted).length}`,
+        );
         for (const s of [firstFailure, failing]) {
           assert.match(s.lastError ?? '', /PREFLIGHT_FAILED: (NotRouted|NoDNS): unrouted-checked\.example\.test/);
           assert.match(s.lastError ?? '', /127\.0\.0\.2/, 'the failure names where the probe went');
         }
-        assert.equal(proxy.newOrders(unrouted).length + proxy.refusedNewOrders(unrouted).length, 0, 'no order for the unrouted name reached the CA');
+        assert.equal(
+          proxy.newOrders(unrouted).length + proxy.refusedNewOrders(unrouted).length,
+          0,
+          'no order for the unrouted name reached the CA',
+        );
         assert.equal(proxy.newOrders(healthy).length, 1, 'the healthy name took one order');
         assert.equal(proxy.finalizations(healthy).length, 1);
       } finally {
@@ -122,23 +145,37 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
         env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s,4s,8s', CONSUL_ACME_BUDGET_FAILED_AUTHORIZATIONS: 'off' },
       });
       try {
-        const first = await waitFor(`a first order for ${unrouted}`, () => proxy.newOrders(unrouted)[0], { timeoutMs: 30_000 });
+        const first = await waitFor(`a first order for ${unrouted}`, () => proxy.newOrders(unrouted)[0], {
+          timeoutMs: 30_000,
+        });
         // Observe the run: this is the window orders are counted in, not a timing assertion.
         await sleep(first.receivedAt + runMs + 250 - Date.now());
         const orders = proxy.newOrders(unrouted).filter((r) => r.receivedAt <= first.receivedAt + runMs);
         const at = orders.map((r) => r.receivedAt);
         const gaps = at.slice(1).map((t, i) => t - at[i]!);
         const bound = maxOrdersWithin(runMs, scheduleMs);
-        console.log(`# ${unrouted}: ${orders.length} orders in ${runMs} ms (bound ${bound}); gaps ${gaps.join(', ')} ms`);
-        assert.ok(orders.length <= bound, `${orders.length} orders in ${runMs} ms; the schedule allows at most ${bound}`);
+        console.log(
+          `# ${unrouted}: ${orders.length} orders in ${runMs} ms (bound ${bound}); gaps ${gaps.join(', ')} ms`,
+        );
+        assert.ok(
+          orders.length <= bound,
+          `${orders.length} orders in ${runMs} ms; the schedule allows at most ${bound}`,
+        );
         assert.ok(orders.length >= 3, `the name is retried (${orders.length} orders)`);
         gaps.forEach((gap, i) => {
-          assert.ok(gap >= scheduleMs[Math.min(i, scheduleMs.length - 1)]! - 50, `gap ${i + 1} (${gap} ms) waits at least step ${i + 1} of the schedule`);
-          if (i > 0) assert.ok(gap > gaps[i - 1]!, `gap ${i + 1} (${gap} ms) is longer than gap ${i} (${gaps[i - 1]} ms)`);
+          assert.ok(
+            gap >= scheduleMs[Math.min(i, scheduleMs.length - 1)]! - 50,
+            `gap ${i + 1} (${gap} ms) waits at least step ${i + 1} of the schedule`,
+          );
+          if (i > 0)
+            assert.ok(gap > gaps[i - 1]!, `gap ${i + 1} (${gap} ms) is longer than gap ${i} (${gaps[i - 1]} ms)`);
         });
         assert.equal(proxy.finalizations(unrouted).length, 0, 'no order got as far as finalization');
         const status = await certificateStatus(svc, unrouted);
-        assert.ok(status && status.attempts >= orders.length - 1, `the status counts the failures (${status?.attempts})`);
+        assert.ok(
+          status && status.attempts >= orders.length - 1,
+          `the status counts the failures (${status?.attempts})`,
+        );
         assert.match(status.lastError ?? '', /connection|127\.0\.0\.2/i);
       } finally {
         await svc.stop();
@@ -160,7 +197,9 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       await registerService(consul.address, 'name-limit', fabioTags([limited, bystander]));
       const svc = await serviceFor({ preflight: false, env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s' } });
       try {
-        await waitFor(`a refused order for ${limited}`, () => proxy.refusedNewOrders(limited)[0], { timeoutMs: 30_000 });
+        await waitFor(`a refused order for ${limited}`, () => proxy.refusedNewOrders(limited)[0], {
+          timeoutMs: 30_000,
+        });
         const failed = await waitForState(svc, limited, 'failed', 10_000);
         assert.match(failed.lastError ?? '', /ACME_RATE_LIMITED/);
         await registerService(consul.address, 'name-limit-late', fabioTags([latecomer]));
@@ -170,15 +209,26 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
         assert.ok(window);
         const latecomerOrder = proxy.newOrders(latecomer)[0]!;
         assert.ok(latecomerOrder.receivedAt < window.to, 'the latecomer was ordered while the limited name was paused');
-        console.log(`# ${limited}: refused at +0 ms, pause ${window.to - window.from} ms; ${latecomer} ordered at +${latecomerOrder.receivedAt - window.from} ms`);
+        console.log(
+          `# ${limited}: refused at +0 ms, pause ${window.to - window.from} ms; ${latecomer} ordered at +${latecomerOrder.receivedAt - window.from} ms`,
+        );
 
         await waitForState(svc, limited, 'valid', 30_000);
-        assert.equal(proxy.refusedNewOrders(limited).length, 1, 'the paused name was not asked for again during the pause');
+        assert.equal(
+          proxy.refusedNewOrders(limited).length,
+          1,
+          'the paused name was not asked for again during the pause',
+        );
         const orders = proxy.newOrders(limited);
         assert.equal(orders.length, 1);
         assert.ok(orders[0]!.receivedAt >= window.to, 'the limited name was ordered again only after Retry-After');
-        console.log(`# ${limited}: ordered again at +${orders[0]!.receivedAt - window.from} ms; refused ${proxy.refusedNewOrders(limited).length}, forwarded ${orders.length}`);
-        assert.deepEqual([bystander, latecomer].map((h) => proxy.newOrders(h).length), [1, 1]);
+        console.log(
+          `# ${limited}: ordered again at +${orders[0]!.receivedAt - window.from} ms; refused ${proxy.refusedNewOrders(limited).length}, forwarded ${orders.length}`,
+        );
+        assert.deepEqual(
+          [bystander, latecomer].map((h) => proxy.newOrders(h).length),
+          [1, 1],
+        );
       } finally {
         proxy.clearRateLimits();
         await svc.stop();
@@ -191,7 +241,10 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       const first = 'first-account.example.test';
       const second = 'second-account.example.test';
       const before = proxy.requests().length;
-      proxy.rateLimitNewOrders({ detail: 'too many new orders (300) from this account in the last 3h0m0s, retry after 2030-01-01 00:00:00 UTC', retryAfterSeconds: 6 });
+      proxy.rateLimitNewOrders({
+        detail: 'too many new orders (300) from this account in the last 3h0m0s, retry after 2030-01-01 00:00:00 UTC',
+        retryAfterSeconds: 6,
+      });
       await registerService(consul.address, 'account-limit', fabioTags([first]));
       const svc = await serviceFor({ preflight: false, env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s' } });
       try {
@@ -200,19 +253,38 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
         const waiting = await waitForState(svc, second, 'waiting', 10_000);
         assert.match(waiting.waitingFor ?? '', /rate limited by the CA for account/);
         assert.ok(waiting.nextAttemptAt);
-        assert.equal(proxy.requests().slice(before).filter((r) => r.identifiers.includes(second)).length, 0, `${second} was not sent to the CA during the pause`);
+        assert.equal(
+          proxy
+            .requests()
+            .slice(before)
+            .filter((r) => r.identifiers.includes(second)).length,
+          0,
+          `${second} was not sent to the CA during the pause`,
+        );
 
         await waitForState(svc, first, 'valid', 30_000);
         await waitForState(svc, second, 'valid', 30_000);
         const [window] = proxy.rateLimitWindows().slice(-1);
         assert.ok(window);
-        const newOrders = proxy.requests().slice(before).filter((r) => r.endpoint === 'newOrder' && r.method === 'POST');
+        const newOrders = proxy
+          .requests()
+          .slice(before)
+          .filter((r) => r.endpoint === 'newOrder' && r.method === 'POST');
         const duringPause = newOrders.filter((r) => r.receivedAt > window.from && r.receivedAt < window.to);
-        assert.deepEqual(duringPause.map((r) => r.identifiers), [], 'no order reached the CA during the pause');
-        console.log(`# account pause ${window.to - window.from} ms: newOrders during it ${duringPause.length}; after it ${newOrders.filter((r) => r.receivedAt >= window.to).length}`);
+        assert.deepEqual(
+          duringPause.map((r) => r.identifiers),
+          [],
+          'no order reached the CA during the pause',
+        );
+        console.log(
+          `# account pause ${window.to - window.from} ms: newOrders during it ${duringPause.length}; after it ${newOrders.filter((r) => r.receivedAt >= window.to).length}`,
+        );
         assert.equal(proxy.refusedNewOrders(first).length, 1);
         assert.equal(proxy.refusedNewOrders(second).length, 0);
-        assert.deepEqual([first, second].map((h) => proxy.newOrders(h).length), [1, 1]);
+        assert.deepEqual(
+          [first, second].map((h) => proxy.newOrders(h).length),
+          [1, 1],
+        );
       } finally {
         proxy.clearRateLimits();
         await svc.stop();
@@ -236,23 +308,44 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
     test('with a budget of 2 new orders per hour, two of three new names are issued and the third waits about an hour for the budget, and still waits, without an order, after the service restarts against the same Consul', async () => {
       const names = ['budget-one.example.test', 'budget-two.example.test', 'budget-three.example.test'];
       const prefix = 'rate-limits-budget/';
-      const env = { CONSUL_ACME_STORE: 'vault', VAULT_ADDR: vault.address, VAULT_TOKEN: vault.token, CONSUL_ACME_BUDGET_NEW_ORDERS: '2/1h' };
-      const ordersOfNames = (): number => names.reduce((n, h) => n + proxy.newOrders(h).length + proxy.refusedNewOrders(h).length, 0);
+      const env = {
+        CONSUL_ACME_STORE: 'vault',
+        VAULT_ADDR: vault.address,
+        VAULT_TOKEN: vault.token,
+        CONSUL_ACME_BUDGET_NEW_ORDERS: '2/1h',
+      };
+      const ordersOfNames = (): number =>
+        names.reduce((n, h) => n + proxy.newOrders(h).length + proxy.refusedNewOrders(h).length, 0);
       let lastSeen: CertificateStatus[] = [];
       const settled = async (svc: RunningService): Promise<{ valid: string[]; waiting: CertificateStatus[] }> =>
-        waitFor('two valid certificates and one waiting name', async () => {
-          const statuses = (await fetchStatus(svc)).certificates.filter((c) => names.includes(c.hostname));
-          lastSeen = statuses;
-          const valid = statuses.filter((c) => c.state === 'valid').map((c) => c.hostname);
-          const waiting = statuses.filter((c) => c.state === 'waiting');
-          return valid.length + waiting.length === names.length && waiting.length >= 1 ? { valid, waiting } : undefined;
-        }, { timeoutMs: 60_000, intervalMs: 200 }).catch((err: unknown) => {
-          throw new Error(`${err instanceof Error ? err.message : String(err)}; last status: ${JSON.stringify(lastSeen)}`);
+        waitFor(
+          'two valid certificates and one waiting name',
+          async () => {
+            const statuses = (await fetchStatus(svc)).certificates.filter((c) => names.includes(c.hostname));
+            lastSeen = statuses;
+            const valid = statuses.filter((c) => c.state === 'valid').map((c) => c.hostname);
+            const waiting = statuses.filter((c) => c.state === 'waiting');
+            return valid.length + waiting.length === names.length && waiting.length >= 1
+              ? { valid, waiting }
+              : undefined;
+          },
+          { timeoutMs: 60_000, intervalMs: 200 },
+        ).catch((err: unknown) => {
+          throw new Error(
+            `${err instanceof Error ? err.message : String(err)}; last status: ${JSON.stringify(lastSeen)}`,
+          );
         });
       const assertWaitsAnHour = (status: CertificateStatus, label: string): void => {
-        assert.match(status.waitingFor ?? '', /budget account default spent \(2\/2\)/, `${label}: waitingFor names the budget`);
+        assert.match(
+          status.waitingFor ?? '',
+          /budget account default spent \(2\/2\)/,
+          `${label}: waitingFor names the budget`,
+        );
         const next = Date.parse(status.nextAttemptAt ?? '');
-        assert.ok(next > Date.now() + 55 * 60_000 && next <= Date.now() + 60 * 60_000, `${label}: next attempt about an hour away (${status.nextAttemptAt})`);
+        assert.ok(
+          next > Date.now() + 55 * 60_000 && next <= Date.now() + 60 * 60_000,
+          `${label}: next attempt about an hour away (${status.nextAttemptAt})`,
+        );
       };
 
       await registerService(consul.address, 'budgeted', fabioTags(names));
@@ -260,7 +353,11 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       let waitingName: string;
       try {
         const { valid, waiting } = await settled(svc);
-        assert.equal(valid.length, 2, `two names issued (${valid.join(', ')}); waiting: ${waiting.map((w) => w.hostname).join(', ')}`);
+        assert.equal(
+          valid.length,
+          2,
+          `two names issued (${valid.join(', ')}); waiting: ${waiting.map((w) => w.hostname).join(', ')}`,
+        );
         assert.equal(waiting.length, 1);
         waitingName = waiting[0]!.hostname;
         assertWaitsAnHour(waiting[0]!, 'first run');
@@ -274,11 +371,17 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       svc = await serviceFor({ preflight: false, prefix, env });
       try {
         const { valid, waiting } = await settled(svc);
-        assert.deepEqual(waiting.map((w) => w.hostname), [waitingName], 'the same name still waits');
+        assert.deepEqual(
+          waiting.map((w) => w.hostname),
+          [waitingName],
+          'the same name still waits',
+        );
         assert.equal(valid.length, 2);
         assertWaitsAnHour(waiting[0]!, 'after the restart');
         assert.equal(ordersOfNames(), ordersBefore, 'no new order after the restart');
-        console.log(`# budget 2/1h: ${ordersBefore} orders for 3 names; ${waitingName} waits until ${waiting[0]!.nextAttemptAt} (${waiting[0]!.waitingFor}); after restart still ${ordersOfNames()}`);
+        console.log(
+          `# budget 2/1h: ${ordersBefore} orders for 3 names; ${waitingName} waits until ${waiting[0]!.nextAttemptAt} (${waiting[0]!.waitingFor}); after restart still ${ordersOfNames()}`,
+        );
       } finally {
         await svc.stop();
         await deregisterService(consul.address, 'budgeted');

@@ -44,8 +44,13 @@ const RENEWAL_ENV = {
 };
 
 /** The latest version of a certificate secret, read over HTTP as Fabio reads it. */
-async function vaultSecret(vault: VaultStandin, hostname: string): Promise<{ data: Record<string, string>; version: number } | undefined> {
-  const res = await fetch(`${vault.address}/v1/${MOUNT}/data/${PREFIX}/${hostname}`, { headers: { 'X-Vault-Token': vault.token } });
+async function vaultSecret(
+  vault: VaultStandin,
+  hostname: string,
+): Promise<{ data: Record<string, string>; version: number } | undefined> {
+  const res = await fetch(`${vault.address}/v1/${MOUNT}/data/${PREFIX}/${hostname}`, {
+    headers: { 'X-Vault-Token': vault.token },
+  });
   if (res.status === 404) return undefined;
   assert.equal(res.status, 200, `reading ${hostname}: ${res.status}`);
   const body = (await res.json()) as { data: { data: Record<string, string>; metadata: { version: number } } };
@@ -88,7 +93,11 @@ function recordTicks(renewal: RenewalScheduler): ScanOutcome[] {
 
 /** The lifecycle events logged for one certificate, for failure messages. */
 function eventsOf(lines: LogLine[], certId: string): string {
-  return JSON.stringify(lines.filter((l) => l.cert_id === certId).map((l) => ({ msg: l.msg, event: l.event, reason: l.reason, err: l.err })));
+  return JSON.stringify(
+    lines
+      .filter((l) => l.cert_id === certId)
+      .map((l) => ({ msg: l.msg, event: l.event, reason: l.reason, err: l.err })),
+  );
 }
 
 function scansDone(lines: LogLine[]): number {
@@ -103,7 +112,12 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
   let challengePort: number;
   const running: RunningService[] = [];
 
-  async function start(pebble: RunningPebble, logger: ReturnType<typeof createLogger>, env: Record<string, string> = {}, port = challengePort): Promise<RunningService> {
+  async function start(
+    pebble: RunningPebble,
+    logger: ReturnType<typeof createLogger>,
+    env: Record<string, string> = {},
+    port = challengePort,
+  ): Promise<RunningService> {
     const svc = await startService({
       consulAddress: consul.address,
       directoryUrl: pebble.directoryUrl,
@@ -130,7 +144,11 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       startVaultStandin(),
     ]);
     vault.writeRaw(MOUNT, `${PREFIX}/${FOREIGN_HOST}`, FOREIGN_DATA);
-    await registerService(consul.address, 'web', HOSTS.map((h) => `urlprefix-${h}/`));
+    await registerService(
+      consul.address,
+      'web',
+      HOSTS.map((h) => `urlprefix-${h}/`),
+    );
   });
 
   after(async () => {
@@ -143,13 +161,21 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
    * `hostname` is no longer declared: it stays in the store while its grace period runs (checked
    * right after a scheduled scan, inside the period), then it is retired and the status drops it.
    */
-  async function assertRetiredAfterGraceNotBefore(svc: RunningService, logs: LogLine[], hostname: string): Promise<void> {
+  async function assertRetiredAfterGraceNotBefore(
+    svc: RunningService,
+    logs: LogLine[],
+    hostname: string,
+  ): Promise<void> {
     const adminUrl = svc.listening.adminUrl;
     // Only a scan plans a name nobody declares: GracePeriod in the status means one has run since the removal.
-    const graced = await waitFor('the removed name in its grace period', async () => {
-      const s = await certificateStatus(adminUrl, hostname);
-      return s?.reason === 'GracePeriod' ? s : undefined;
-    }, { timeoutMs: 20_000 });
+    const graced = await waitFor(
+      'the removed name in its grace period',
+      async () => {
+        const s = await certificateStatus(adminUrl, hostname);
+        return s?.reason === 'GracePeriod' ? s : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
     assert.ok(graced.renewsAt, 'the status says when it will be retired');
     const retireAt = new Date(graced.renewsAt);
     const scansSoFar = scansDone(logs);
@@ -160,11 +186,21 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
     assert.equal(stillGraced?.reason, 'GracePeriod');
     assert.ok(stillThere, 'the secret is still there inside the grace period');
 
-    await waitFor('the removed name to be retired', async () => (await vaultSecret(vault, hostname)) === undefined, { timeoutMs: RETIRE_GRACE_SECONDS * 1000 + 15_000 });
+    await waitFor('the removed name to be retired', async () => (await vaultSecret(vault, hostname)) === undefined, {
+      timeoutMs: RETIRE_GRACE_SECONDS * 1000 + 15_000,
+    });
     assert.equal(vault.readRaw(MOUNT, `${PREFIX}/${hostname}`), undefined, 'every version is gone');
-    const retired = await waitFor('the retirement in the log', () => logs.find((l) => l.event === 'cert_retired' && l.cert_id === hostname), { timeoutMs: 5_000 });
+    const retired = await waitFor(
+      'the retirement in the log',
+      () => logs.find((l) => l.event === 'cert_retired' && l.cert_id === hostname),
+      { timeoutMs: 5_000 },
+    );
     assert.equal(retired.reason, 'NoLongerDeclared');
-    await waitFor('the status to drop the retired name', async () => (await certificateStatus(adminUrl, hostname)) === undefined, { timeoutMs: 10_000 });
+    await waitFor(
+      'the status to drop the retired name',
+      async () => (await certificateStatus(adminUrl, hostname)) === undefined,
+      { timeoutMs: 10_000 },
+    );
   }
 
   let current: RunningService;
@@ -177,17 +213,24 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
     const rootsA = await pebbleA.rootsPem();
 
     for (const hostname of HOSTS) {
-      const raw = await waitFor(`a renewal of ${hostname} (version 2)`, () => {
-        const r = vault.readRaw(MOUNT, `${PREFIX}/${hostname}`);
-        return r !== undefined && r.current >= 2 ? r : undefined;
-      }, { timeoutMs: 75_000 });
+      const raw = await waitFor(
+        `a renewal of ${hostname} (version 2)`,
+        () => {
+          const r = vault.readRaw(MOUNT, `${PREFIX}/${hostname}`);
+          return r !== undefined && r.current >= 2 ? r : undefined;
+        },
+        { timeoutMs: 75_000 },
+      );
       const first = raw.versions[1]!;
       const second = raw.versions[2]!;
       const firstData = first.data as Record<string, string>;
       const secondData = second.data as Record<string, string>;
       const firstNotAfter = new Date(firstData.not_after!);
       assert.ok(new Date(secondData.not_after!) > firstNotAfter, `${hostname}: the renewed certificate expires later`);
-      assert.ok(new Date(second.created_time) < firstNotAfter, `${hostname}: renewed at ${second.created_time}, before the old one expired at ${firstData.not_after}`);
+      assert.ok(
+        new Date(second.created_time) < firstNotAfter,
+        `${hostname}: renewed at ${second.created_time}, before the old one expired at ${firstData.not_after}`,
+      );
       assert.notEqual(secondData.cert, firstData.cert);
       assertServable(firstData, hostname, rootsA);
       assertServable(secondData, hostname, rootsA);
@@ -200,8 +243,16 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
 
     for (const hostname of HOSTS) {
       // The event is logged just after the write.
-      const renewed = await waitFor(`${hostname}: a cert_renewed event`, () => lines.find((l) => l.event === 'cert_renewed' && l.cert_id === hostname), { timeoutMs: 5_000 });
-      assert.equal(renewed.reason, 'Expiring', `${hostname}: renewed because it was expiring: ${eventsOf(lines, hostname)}`);
+      const renewed = await waitFor(
+        `${hostname}: a cert_renewed event`,
+        () => lines.find((l) => l.event === 'cert_renewed' && l.cert_id === hostname),
+        { timeoutMs: 5_000 },
+      );
+      assert.equal(
+        renewed.reason,
+        'Expiring',
+        `${hostname}: renewed because it was expiring: ${eventsOf(lines, hostname)}`,
+      );
     }
     assert.ok(scansDone(lines) >= 2, 'the renewals came from the scheduled scans');
     assert.equal(lines.filter((l) => l.msg === 'listening').length, 1, 'one start, no restart');
@@ -215,15 +266,27 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
     const [rootsA, rootsB] = await Promise.all([pebbleA.rootsPem(), pebbleB.rootsPem()]);
 
     for (const hostname of HOSTS) {
-      const secret = await waitFor(`${hostname} from Pebble B`, async () => {
-        const s = await vaultSecret(vault, hostname);
-        return s?.data.directory_url === pebbleB.directoryUrl ? s : undefined;
-      }, { timeoutMs: 60_000 });
+      const secret = await waitFor(
+        `${hostname} from Pebble B`,
+        async () => {
+          const s = await vaultSecret(vault, hostname);
+          return s?.data.directory_url === pebbleB.directoryUrl ? s : undefined;
+        },
+        { timeoutMs: 60_000 },
+      );
       assertServable(secret.data, hostname, rootsB);
       assert.equal(chainsToRoot(secret.data.cert!, rootsA), false, `${hostname}: no longer chains to Pebble A's root`);
       assert.ok(secret.version >= 3);
-      const renewed = await waitFor(`${hostname}: a cert_renewed event`, () => lines.find((l) => l.event === 'cert_renewed' && l.cert_id === hostname), { timeoutMs: 5_000 });
-      assert.equal(renewed.reason, 'IssuerChanged', `${hostname}: the log says why it was reissued: ${eventsOf(lines, hostname)}`);
+      const renewed = await waitFor(
+        `${hostname}: a cert_renewed event`,
+        () => lines.find((l) => l.event === 'cert_renewed' && l.cert_id === hostname),
+        { timeoutMs: 5_000 },
+      );
+      assert.equal(
+        renewed.reason,
+        'IssuerChanged',
+        `${hostname}: the log says why it was reissued: ${eventsOf(lines, hostname)}`,
+      );
     }
 
     const status = await waitFor('both certificates valid in the status', async () => {
@@ -231,7 +294,8 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       return HOSTS.every((h) => s.certificates.find((c) => c.hostname === h)?.state === 'valid') ? s : undefined;
     });
     assert.equal(status.directoryUrl, pebbleB.directoryUrl);
-    for (const hostname of HOSTS) assert.equal(status.certificates.find((c) => c.hostname === hostname)?.reason, 'NotYetDue');
+    for (const hostname of HOSTS)
+      assert.equal(status.certificates.find((c) => c.hostname === hostname)?.reason, 'NotYetDue');
   });
 
   test('a corrupted secret is found by the next scan, reported, and replaced by a valid certificate', async () => {
@@ -242,21 +306,38 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
     // Another Vault client breaks the cert field but leaves our marker.
     const corrupted = vault.writeRaw(MOUNT, path, { ...good, cert: 'garbage, not PEM' });
 
-    const secret = await waitFor('a valid certificate above the corrupted version', async () => {
-      const s = await vaultSecret(vault, FIRST_HOST);
-      return s !== undefined && s.version > corrupted ? s : undefined;
-    }, { timeoutMs: 30_000 });
+    const secret = await waitFor(
+      'a valid certificate above the corrupted version',
+      async () => {
+        const s = await vaultSecret(vault, FIRST_HOST);
+        return s !== undefined && s.version > corrupted ? s : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     assertServable(secret.data, FIRST_HOST, await pebbleB.rootsPem());
     assert.equal(secret.data.directory_url, pebbleB.directoryUrl);
 
     const logs = currentLogs;
-    const reissued = await waitFor('the reissue in the log', () => logs.find((l) => l.cert_id === FIRST_HOST && l.event === 'cert_obtained'), { timeoutMs: 5_000 });
-    assert.equal(reissued.reason, 'Unparseable', `the reissue is logged with reason Unparseable: ${eventsOf(logs, FIRST_HOST)}`);
-    const problem = logs.find((l) => l.cert_id === FIRST_HOST && l.msg === 'stored certificate is unreadable; reissuing');
+    const reissued = await waitFor(
+      'the reissue in the log',
+      () => logs.find((l) => l.cert_id === FIRST_HOST && l.event === 'cert_obtained'),
+      { timeoutMs: 5_000 },
+    );
+    assert.equal(
+      reissued.reason,
+      'Unparseable',
+      `the reissue is logged with reason Unparseable: ${eventsOf(logs, FIRST_HOST)}`,
+    );
+    const problem = logs.find(
+      (l) => l.cert_id === FIRST_HOST && l.msg === 'stored certificate is unreadable; reissuing',
+    );
     assert.ok(problem, `the problem itself is reported: ${eventsOf(logs, FIRST_HOST)}`);
     assert.equal(problem.reason, 'Unparseable');
     assert.match(String(problem.err), /cert field is not a PEM certificate/);
-    await waitFor('the status to show it valid again', async () => (await certificateStatus(current.listening.adminUrl, FIRST_HOST))?.state === 'valid');
+    await waitFor(
+      'the status to show it valid again',
+      async () => (await certificateStatus(current.listening.adminUrl, FIRST_HOST))?.state === 'valid',
+    );
   });
 
   test('a hostname removed from Consul is retired after the grace period and not before; a secret not ours is never touched', async () => {
@@ -289,21 +370,33 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       [one, recordTicks(one.service.renewal)],
       [two, recordTicks(two.service.renewal)],
     ]);
-    await waitFor('four ticks on each instance', () => [...ticks.values()].every((t) => t.length >= 4), { timeoutMs: 30_000 });
+    await waitFor('four ticks on each instance', () => [...ticks.values()].every((t) => t.length >= 4), {
+      timeoutMs: 30_000,
+    });
 
     const [leader, follower] = one.service.renewal.isLeader() ? [one, two] : [two, one];
     const leaderTicks = ticks.get(leader)!;
     const followerTicks = ticks.get(follower)!;
     // 'busy' (an instance's own previous tick still running) says nothing about leadership.
     const decisive = (outcomes: ScanOutcome[]): Set<ScanOutcome> => new Set(outcomes.filter((o) => o !== 'busy'));
-    assert.deepEqual(decisive(leaderTicks), new Set(['scanned']), `the leader scanned on every tick: ${leaderTicks.join(',')}`);
-    assert.deepEqual(decisive(followerTicks), new Set(['not-leader']), `the other never scanned: ${followerTicks.join(',')}`);
+    assert.deepEqual(
+      decisive(leaderTicks),
+      new Set(['scanned']),
+      `the leader scanned on every tick: ${leaderTicks.join(',')}`,
+    );
+    assert.deepEqual(
+      decisive(followerTicks),
+      new Set(['not-leader']),
+      `the other never scanned: ${followerTicks.join(',')}`,
+    );
     assert.equal(follower.service.renewal.isLeader(), false);
 
     await stop(leader);
     const followerTicksAtStop = followerTicks.length;
     // A clean stop releases the leader key, so this is well inside the 15 s lock-delay of a crash.
-    await waitFor('the other instance to scan', () => followerTicks.slice(followerTicksAtStop).includes('scanned'), { timeoutMs: 10_000 });
+    await waitFor('the other instance to scan', () => followerTicks.slice(followerTicksAtStop).includes('scanned'), {
+      timeoutMs: 10_000,
+    });
     assert.equal(follower.service.renewal.isLeader(), true);
     assert.deepEqual(vault.readRaw(MOUNT, `${PREFIX}/${FOREIGN_HOST}`)?.versions[1]?.data, FOREIGN_DATA);
   });

@@ -87,7 +87,10 @@ function makeIssuer(
 async function bounded<T>(pebble: PebbleInstance, promise: Promise<T>, ms = ISSUE_DEADLINE_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Pebble stopped answering within ${ms} ms\n${pebble.logs().slice(-4000)}`)), ms);
+    timer = setTimeout(
+      () => reject(new Error(`Pebble stopped answering within ${ms} ms\n${pebble.logs().slice(-4000)}`)),
+      ms,
+    );
   });
   try {
     return await Promise.race([promise, deadline]);
@@ -150,66 +153,89 @@ describe('AcmeIssuer against Pebble', () => {
     await responder?.stop();
   });
 
-  it('issues an ECDSA P-256 certificate for exactly the name asked, chaining to Pebble root, with a matching key', { timeout: TEST_TIMEOUT_MS }, async () => {
-    const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
-    const issued = await bounded(pebble, issuer.issue({ hostnames: ['app.example.test'], keyType: 'ec-p256' }));
+  it(
+    'issues an ECDSA P-256 certificate for exactly the name asked, chaining to Pebble root, with a matching key',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
+      const issued = await bounded(pebble, issuer.issue({ hostnames: ['app.example.test'], keyType: 'ec-p256' }));
 
-    const leaf = await assertChainsToPebbleRoot(pebble, issued);
-    assert.equal(leaf.subjectAltName, 'DNS:app.example.test');
-    assert.ok(leaf.checkPrivateKey(createPrivateKey(issued.keyPem)), 'the key matches the certificate');
-    assert.equal(leaf.publicKey.asymmetricKeyType, 'ec');
-    assert.equal(leaf.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
-    assert.equal(issued.directoryUrl, pebble.directoryUrl);
-    assert.match(issued.issuer, /^Pebble Intermediate CA/);
-    assert.equal(issued.notAfter.getTime(), new Date(leaf.validTo).getTime());
-    assert.equal(issued.notBefore.getTime(), new Date(leaf.validFrom).getTime());
-    assert.ok(
-      responder.requests().some((r) => r.host.startsWith('app.example.test') && r.status === 200),
-      'Pebble fetched the token from our responder',
-    );
-    assert.deepEqual(tokens.tokens(), [], 'no challenge token is left behind');
-  });
+      const leaf = await assertChainsToPebbleRoot(pebble, issued);
+      assert.equal(leaf.subjectAltName, 'DNS:app.example.test');
+      assert.ok(leaf.checkPrivateKey(createPrivateKey(issued.keyPem)), 'the key matches the certificate');
+      assert.equal(leaf.publicKey.asymmetricKeyType, 'ec');
+      assert.equal(leaf.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+      assert.equal(issued.directoryUrl, pebble.directoryUrl);
+      assert.match(issued.issuer, /^Pebble Intermediate CA/);
+      assert.equal(issued.notAfter.getTime(), new Date(leaf.validTo).getTime());
+      assert.equal(issued.notBefore.getTime(), new Date(leaf.validFrom).getTime());
+      assert.ok(
+        responder.requests().some((r) => r.host.startsWith('app.example.test') && r.status === 200),
+        'Pebble fetched the token from our responder',
+      );
+      assert.deepEqual(tokens.tokens(), [], 'no challenge token is left behind');
+    },
+  );
 
-  it('issues an RSA 2048 certificate with all names as SANs and the first as CN', { timeout: TEST_TIMEOUT_MS }, async () => {
-    const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
-    const issued = await bounded(pebble, issuer.issue({ hostnames: ['rsa.example.test', 'www.rsa.example.test'], keyType: 'rsa-2048' }));
+  it(
+    'issues an RSA 2048 certificate with all names as SANs and the first as CN',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
+      const issued = await bounded(
+        pebble,
+        issuer.issue({ hostnames: ['rsa.example.test', 'www.rsa.example.test'], keyType: 'rsa-2048' }),
+      );
 
-    const leaf = await assertChainsToPebbleRoot(pebble, issued);
-    assert.equal(leaf.publicKey.asymmetricKeyType, 'rsa');
-    assert.equal(leaf.publicKey.asymmetricKeyDetails?.modulusLength, 2048);
-    assert.ok(leaf.checkPrivateKey(createPrivateKey(issued.keyPem)));
-    assert.deepEqual(leaf.subjectAltName?.split(', ').sort(), ['DNS:rsa.example.test', 'DNS:www.rsa.example.test']);
-    assert.deepEqual(tokens.tokens(), []);
-  });
+      const leaf = await assertChainsToPebbleRoot(pebble, issued);
+      assert.equal(leaf.publicKey.asymmetricKeyType, 'rsa');
+      assert.equal(leaf.publicKey.asymmetricKeyDetails?.modulusLength, 2048);
+      assert.ok(leaf.checkPrivateKey(createPrivateKey(issued.keyPem)));
+      assert.deepEqual(leaf.subjectAltName?.split(', ').sort(), ['DNS:rsa.example.test', 'DNS:www.rsa.example.test']);
+      assert.deepEqual(tokens.tokens(), []);
+    },
+  );
 
-  it('registers one account for concurrent first uses, and a second issuer sharing the AccountStore reuses it', { timeout: TEST_TIMEOUT_MS }, async () => {
-    const accountStore = new TestAccountStore();
-    const firstRequests: Requests = [];
-    const secondRequests: Requests = [];
-    const first = track(makeIssuer(pebble, { accountStore, challengeStore }, firstRequests));
-    await bounded(
-      pebble,
-      Promise.all([
-        first.issue({ hostnames: ['one.shared.example.test'], keyType: 'ec-p256' }),
-        first.issue({ hostnames: ['two.shared.example.test'], keyType: 'ec-p256' }),
-      ]),
-    );
-    const account = await accountStore.get(pebble.directoryUrl);
-    assert.ok(account?.accountUrl, 'the account URL is stored');
-    assert.equal(accountStore.createCalls, 1, 'one account key created');
-    // One lookup (onlyReturnExisting, answered 400 accountDoesNotExist), then one registration (201).
-    assert.deepEqual(
-      firstRequests.filter((r) => r.endpoint === 'newAccount').map((r) => r.status),
-      [400, 201],
-      'one lookup, then one registration',
-    );
+  it(
+    'registers one account for concurrent first uses, and a second issuer sharing the AccountStore reuses it',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const accountStore = new TestAccountStore();
+      const firstRequests: Requests = [];
+      const secondRequests: Requests = [];
+      const first = track(makeIssuer(pebble, { accountStore, challengeStore }, firstRequests));
+      await bounded(
+        pebble,
+        Promise.all([
+          first.issue({ hostnames: ['one.shared.example.test'], keyType: 'ec-p256' }),
+          first.issue({ hostnames: ['two.shared.example.test'], keyType: 'ec-p256' }),
+        ]),
+      );
+      const account = await accountStore.get(pebble.directoryUrl);
+      assert.ok(account?.accountUrl, 'the account URL is stored');
+      assert.equal(accountStore.createCalls, 1, 'one account key created');
+      // One lookup (onlyReturnExisting, answered 400 accountDoesNotExist), then one registration (201).
+      assert.deepEqual(
+        firstRequests.filter((r) => r.endpoint === 'newAccount').map((r) => r.status),
+        [400, 201],
+        'one lookup, then one registration',
+      );
 
-    const second = track(makeIssuer(pebble, { accountStore, challengeStore }, secondRequests));
-    await bounded(pebble, second.issue({ hostnames: ['three.shared.example.test'], keyType: 'ec-p256' }));
-    assert.equal(secondRequests.filter((r) => r.endpoint === 'newAccount').length, 0, 'the second issuer does not register');
-    assert.equal((await accountStore.get(pebble.directoryUrl))?.accountUrl, account.accountUrl, 'still one account URL');
-    assert.equal(accountStore.createCalls, 1);
-  });
+      const second = track(makeIssuer(pebble, { accountStore, challengeStore }, secondRequests));
+      await bounded(pebble, second.issue({ hostnames: ['three.shared.example.test'], keyType: 'ec-p256' }));
+      assert.equal(
+        secondRequests.filter((r) => r.endpoint === 'newAccount').length,
+        0,
+        'the second issuer does not register',
+      );
+      assert.equal(
+        (await accountStore.get(pebble.directoryUrl))?.accountUrl,
+        account.accountUrl,
+        'still one account URL',
+      );
+      assert.equal(accountStore.createCalls, 1);
+    },
+  );
 
   const failures = [
     {
@@ -234,21 +260,28 @@ describe('AcmeIssuer against Pebble', () => {
     },
   ];
   for (const failure of failures) {
-    it(`rejects with an ACME problem naming the host for ${failure.name}, leaving no token`, { timeout: TEST_TIMEOUT_MS }, async () => {
-      const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
-      await failure.arrange();
-      try {
-        const err = await bounded(pebble, rejection(issuer.issue({ hostnames: failure.hostnames, keyType: 'ec-p256' })));
-        assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
-        assert.equal(err.code, 'ACME_PROBLEM');
-        assert.match(err.problemType ?? '', ACME_URN);
-        assert.ok(err.message.includes(`for ${failure.failing}`), err.message);
-        assert.equal(err.retryable, true, 'the name may become reachable later');
-      } finally {
-        challengeStore.dropPuts = false;
-      }
-      assert.deepEqual(tokens.tokens(), []);
-    });
+    it(
+      `rejects with an ACME problem naming the host for ${failure.name}, leaving no token`,
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
+        await failure.arrange();
+        try {
+          const err = await bounded(
+            pebble,
+            rejection(issuer.issue({ hostnames: failure.hostnames, keyType: 'ec-p256' })),
+          );
+          assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
+          assert.equal(err.code, 'ACME_PROBLEM');
+          assert.match(err.problemType ?? '', ACME_URN);
+          assert.ok(err.message.includes(`for ${failure.failing}`), err.message);
+          assert.equal(err.retryable, true, 'the name may become reachable later');
+        } finally {
+          challengeStore.dropPuts = false;
+        }
+        assert.deepEqual(tokens.tokens(), []);
+      },
+    );
   }
 
   const aborts = [
@@ -259,27 +292,34 @@ describe('AcmeIssuer against Pebble', () => {
   ];
   for (const abort of aborts) {
     const also = abort.deactivates ? ' and deactivating the pending authorization' : '';
-    it(`rejects with AbortedError when aborted ${abort.name}, leaving no token${also}`, { timeout: TEST_TIMEOUT_MS }, async () => {
-      const lines: string[] = [];
-      const logger = createLogger('debug', { write: (line: string) => lines.push(line) });
-      const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore, logger }));
-      const controller = new AbortController();
-      challengeStore[abort.hook] = () => controller.abort(new Error('shutdown'));
-      try {
-        const err = await bounded(pebble, rejection(issuer.issue({ hostnames: ['abort.example.test'], keyType: 'ec-p256' }, controller.signal)));
-        assert.ok(err instanceof AbortedError, `an AbortedError, got ${String(err)}`);
-        assert.match(err.message, /abort\.example\.test/);
-      } finally {
-        challengeStore[abort.hook] = undefined;
-      }
-      assert.deepEqual(tokens.tokens(), []);
-      if (!abort.deactivates) return;
-      const events = lines.map((line) => JSON.parse(line) as { msg: string; identifier?: string });
-      assert.ok(
-        events.some((e) => e.msg === 'acme authorization deactivated' && e.identifier === 'abort.example.test'),
-        `deactivated: ${events.map((e) => e.msg).join(' / ')}`,
-      );
-    });
+    it(
+      `rejects with AbortedError when aborted ${abort.name}, leaving no token${also}`,
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        const lines: string[] = [];
+        const logger = createLogger('debug', { write: (line: string) => lines.push(line) });
+        const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore, logger }));
+        const controller = new AbortController();
+        challengeStore[abort.hook] = () => controller.abort(new Error('shutdown'));
+        try {
+          const err = await bounded(
+            pebble,
+            rejection(issuer.issue({ hostnames: ['abort.example.test'], keyType: 'ec-p256' }, controller.signal)),
+          );
+          assert.ok(err instanceof AbortedError, `an AbortedError, got ${String(err)}`);
+          assert.match(err.message, /abort\.example\.test/);
+        } finally {
+          challengeStore[abort.hook] = undefined;
+        }
+        assert.deepEqual(tokens.tokens(), []);
+        if (!abort.deactivates) return;
+        const events = lines.map((line) => JSON.parse(line) as { msg: string; identifier?: string });
+        assert.ok(
+          events.some((e) => e.msg === 'acme authorization deactivated' && e.identifier === 'abort.example.test'),
+          `deactivated: ${events.map((e) => e.msg).join(' / ')}`,
+        );
+      },
+    );
   }
 
   it('registers again when the CA no longer knows the stored account', { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -294,21 +334,29 @@ describe('AcmeIssuer against Pebble', () => {
       createdAt: new Date(),
     });
     const issuer = track(makeIssuer(pebble, { accountStore, challengeStore }));
-    const err = await bounded(pebble, rejection(issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' })));
+    const err = await bounded(
+      pebble,
+      rejection(issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' })),
+    );
     assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
     assert.equal(err.problemType, 'urn:ietf:params:acme:error:accountDoesNotExist');
     assert.equal(err.retryable, true);
 
     await bounded(pebble, issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' }));
     const stored = await accountStore.get(pebble.directoryUrl);
-    assert.ok(stored?.accountUrl && stored.accountUrl !== forgotten, `a new account URL is stored: ${stored?.accountUrl}`);
+    assert.ok(
+      stored?.accountUrl && stored.accountUrl !== forgotten,
+      `a new account URL is stored: ${stored?.accountUrl}`,
+    );
     assert.equal(stored.accountKeyPem, key.toString(), 'with the same key');
   });
 
   it('rejects at once with AbortedError when the signal has already fired', async () => {
     const requests: Requests = [];
     const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }, requests));
-    const err = await rejection(issuer.issue({ hostnames: ['early.example.test'], keyType: 'ec-p256' }, AbortSignal.abort()));
+    const err = await rejection(
+      issuer.issue({ hostnames: ['early.example.test'], keyType: 'ec-p256' }, AbortSignal.abort()),
+    );
     assert.ok(err instanceof AbortedError);
     assert.deepEqual(requests, [], 'no request was sent');
   });
@@ -318,7 +366,17 @@ describe('AcmeIssuer against Pebble', () => {
     const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }, requests));
     await bounded(pebble, issuer.issue({ hostnames: ['metrics.example.test'], keyType: 'ec-p256' }));
     const endpoints = new Set(requests.map((r) => r.endpoint));
-    for (const expected of ['directory', 'newNonce', 'newAccount', 'newOrder', 'authorization', 'challenge', 'finalize', 'order', 'certificate']) {
+    for (const expected of [
+      'directory',
+      'newNonce',
+      'newAccount',
+      'newOrder',
+      'authorization',
+      'challenge',
+      'finalize',
+      'order',
+      'certificate',
+    ]) {
       assert.ok(endpoints.has(expected), `saw ${expected} in ${[...endpoints].join(', ')}`);
     }
     assert.ok(!endpoints.has('other'), `every request is named: ${[...endpoints].join(', ')}`);
@@ -343,7 +401,10 @@ describe('AcmeIssuer against Pebble', () => {
 
     it('fails with a clear, non-retryable problem without them', { timeout: TEST_TIMEOUT_MS }, async () => {
       const issuer = track(makeIssuer(eabPebble, { accountStore: new TestAccountStore(), challengeStore }));
-      const err = await bounded(eabPebble, rejection(issuer.issue({ hostnames: ['noeab.example.test'], keyType: 'ec-p256' })));
+      const err = await bounded(
+        eabPebble,
+        rejection(issuer.issue({ hostnames: ['noeab.example.test'], keyType: 'ec-p256' })),
+      );
       assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
       assert.equal(err.problemType, 'urn:ietf:params:acme:error:externalAccountRequired');
       assert.equal(err.retryable, false);
@@ -351,19 +412,23 @@ describe('AcmeIssuer against Pebble', () => {
       assert.match(err.message, /externalAccountBinding/);
     });
 
-    it('serves two CAs with different TLS certificates from one process at once', { timeout: TEST_TIMEOUT_MS }, async () => {
-      const plain = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
-      const bound = track(makeIssuer(eabPebble, { accountStore: new TestAccountStore(), challengeStore, eab }));
-      const [a, b] = await bounded(
-        pebble,
-        Promise.all([
-          plain.issue({ hostnames: ['first-ca.example.test'], keyType: 'ec-p256' }),
-          bound.issue({ hostnames: ['second-ca.example.test'], keyType: 'ec-p256' }),
-        ]),
-      );
-      await assertChainsToPebbleRoot(pebble, a);
-      await assertChainsToPebbleRoot(eabPebble, b);
-    });
+    it(
+      'serves two CAs with different TLS certificates from one process at once',
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        const plain = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
+        const bound = track(makeIssuer(eabPebble, { accountStore: new TestAccountStore(), challengeStore, eab }));
+        const [a, b] = await bounded(
+          pebble,
+          Promise.all([
+            plain.issue({ hostnames: ['first-ca.example.test'], keyType: 'ec-p256' }),
+            bound.issue({ hostnames: ['second-ca.example.test'], keyType: 'ec-p256' }),
+          ]),
+        );
+        await assertChainsToPebbleRoot(pebble, a);
+        await assertChainsToPebbleRoot(eabPebble, b);
+      },
+    );
   });
 });
 
@@ -386,7 +451,10 @@ describe('AcmeIssuer with Pebble rejecting 5 % of nonces (its default)', () => {
   it('still issues 5 certificates (badNonce is retried)', { timeout: TEST_TIMEOUT_MS }, async () => {
     issuer = makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore: tokens });
     const names = [1, 2, 3, 4, 5].map((n) => `nonce${n}.example.test`);
-    const issued = await bounded(pebble, Promise.all(names.map((name) => issuer!.issue({ hostnames: [name], keyType: 'ec-p256' }))));
+    const issued = await bounded(
+      pebble,
+      Promise.all(names.map((name) => issuer!.issue({ hostnames: [name], keyType: 'ec-p256' }))),
+    );
     assert.deepEqual(
       issued.map((c) => new X509Certificate(c.certPem).subjectAltName),
       names.map((n) => `DNS:${n}`),
@@ -413,31 +481,43 @@ describe('AcmeIssuer when the CA cannot be reached', () => {
   });
 
   const cases = [
-    { name: 'nothing listens', url: async () => `https://127.0.0.1:${await freePort()}/dir`, message: /could not be reached/ },
-    { name: 'the server never answers', url: async () => `https://127.0.0.1:${(silent.address() as AddressInfo).port}/dir`, message: /timed out/ },
+    {
+      name: 'nothing listens',
+      url: async () => `https://127.0.0.1:${await freePort()}/dir`,
+      message: /could not be reached/,
+    },
+    {
+      name: 'the server never answers',
+      url: async () => `https://127.0.0.1:${(silent.address() as AddressInfo).port}/dir`,
+      message: /timed out/,
+    },
   ];
   for (const c of cases) {
-    it(`rejects with a retryable ACME_UNREACHABLE naming the host when ${c.name}, without sleeping`, { timeout: 10_000 }, async () => {
-      const issuer = new AcmeIssuer({
-        directoryUrl: await c.url(),
-        accountStore: new TestAccountStore(),
-        challengeStore: new MemoryChallengeStore(),
-        pollIntervalMinMs: 50,
-        pollIntervalMaxMs: 500,
-        pollAttempts: 5,
-        requestTimeoutMs: 500,
-        logger: silentLogger(),
-      });
-      try {
-        const err = await rejection(issuer.issue({ hostnames: ['down.example.test'], keyType: 'ec-p256' }));
-        assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
-        assert.equal(err.code, 'ACME_UNREACHABLE');
-        assert.equal(err.retryable, true);
-        assert.match(err.message, /down\.example\.test/);
-        assert.match(err.message, c.message);
-      } finally {
-        issuer.close();
-      }
-    });
+    it(
+      `rejects with a retryable ACME_UNREACHABLE naming the host when ${c.name}, without sleeping`,
+      { timeout: 10_000 },
+      async () => {
+        const issuer = new AcmeIssuer({
+          directoryUrl: await c.url(),
+          accountStore: new TestAccountStore(),
+          challengeStore: new MemoryChallengeStore(),
+          pollIntervalMinMs: 50,
+          pollIntervalMaxMs: 500,
+          pollAttempts: 5,
+          requestTimeoutMs: 500,
+          logger: silentLogger(),
+        });
+        try {
+          const err = await rejection(issuer.issue({ hostnames: ['down.example.test'], keyType: 'ec-p256' }));
+          assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
+          assert.equal(err.code, 'ACME_UNREACHABLE');
+          assert.equal(err.retryable, true);
+          assert.match(err.message, /down\.example\.test/);
+          assert.match(err.message, c.message);
+        } finally {
+          issuer.close();
+        }
+      },
+    );
   }
 });

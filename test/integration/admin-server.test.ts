@@ -61,10 +61,17 @@ async function start(switches: Switches): Promise<{ app: FastifyInstance; base: 
   return { app, base: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}` };
 }
 
-async function getJson(url: string, init?: RequestInit): Promise<{ status: number; type: string | null; body: unknown }> {
+async function getJson(
+  url: string,
+  init?: RequestInit,
+): Promise<{ status: number; type: string | null; body: unknown }> {
   const res = await fetch(url, init);
   const text = await res.text();
-  return { status: res.status, type: res.headers.get('content-type'), body: text === '' ? undefined : JSON.parse(text) };
+  return {
+    status: res.status,
+    type: res.headers.get('content-type'),
+    body: text === '' ? undefined : JSON.parse(text),
+  };
 }
 
 describe('admin server over real HTTP', () => {
@@ -155,7 +162,11 @@ describe('admin server over real HTTP', () => {
     assert.equal(await res.text(), 'm 1\n');
   });
 
-  for (const [status, code] of [['passing', 200], ['warning', 429], ['critical', 503]] as const) {
+  for (const [status, code] of [
+    ['passing', 200],
+    ['warning', 429],
+    ['critical', 503],
+  ] as const) {
     it(`certificate health ${status} answers ${code}, which Consul reads as ${status}`, async () => {
       switches.health = { status, problems: status === 'passing' ? [] : ['a.example.com: expires soon'] };
       const res = await getJson(`${base}/health/certificates`);
@@ -206,14 +217,18 @@ describe('fetchStatus (what `consul-acme status` calls)', () => {
   it('reports an HTTP error status with the start of the body', async () => {
     switchesForFetch.status = 'throw';
     try {
-      await assert.rejects(fetchStatus(base), { message: `consul-acme at ${base} answered ${base}/status with HTTP 500: {"error":"status report failed"}` });
+      await assert.rejects(fetchStatus(base), {
+        message: `consul-acme at ${base} answered ${base}/status with HTTP 500: {"error":"status report failed"}`,
+      });
     } finally {
       switchesForFetch.status = 'ok';
     }
   });
 
   it('refuses an answer that is not a status report', async () => {
-    const other = createHttpServer((_req, res) => res.setHeader('content-type', 'application/json').end('{"hello":"world"}'));
+    const other = createHttpServer((_req, res) =>
+      res.setHeader('content-type', 'application/json').end('{"hello":"world"}'),
+    );
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
     const otherBase = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
     try {

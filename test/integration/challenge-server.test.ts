@@ -25,11 +25,16 @@ interface RawResponse {
 /** A request with the path sent byte for byte (fetch would normalise `..` and `%2e%2e`). */
 function rawRequest(port: number, method: string, path: string, body?: string): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+    const headers =
+      body === undefined
+        ? {}
+        : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
     const req = httpRequest({ host: '127.0.0.1', port, method, path, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -44,7 +49,8 @@ class FlakyStore implements ChallengeStore {
     return this.inner.put(token, keyAuthorization);
   }
   async get(token: string): Promise<string | undefined> {
-    if (token === FAILING_TOKEN) throw new Error(`consul GET /v1/kv/consul-acme/challenges/${token}: connect ECONNREFUSED`);
+    if (token === FAILING_TOKEN)
+      throw new Error(`consul GET /v1/kv/consul-acme/challenges/${token}: connect ECONNREFUSED`);
     return this.inner.get(token);
   }
   delete(token: string): Promise<void> {
@@ -161,14 +167,19 @@ describe('challenge server over real HTTP', () => {
     });
     assert.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/);
     assert.ok(!answer.includes(MALFORMED_TOKEN));
-    assert.ok(logLines.some((l) => l.includes('malformed http request')), 'the parse error is logged');
+    assert.ok(
+      logLines.some((l) => l.includes('malformed http request')),
+      'the parse error is logged',
+    );
   });
 
   it('answers 503 when the challenge store fails, so the CA retries', async () => {
     const res = await fetch(`${base}${PREFIX}${FAILING_TOKEN}`);
     assert.equal(res.status, 503);
     assert.equal(await res.text(), 'challenge store unavailable\n');
-    const failure = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'challenge store read failed');
+    const failure = logLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'challenge store read failed');
     assert.ok(failure, 'the store failure is logged');
     assert.equal(failure.level, 50);
     assert.equal(failure.token_length, FAILING_TOKEN.length);
@@ -178,9 +189,20 @@ describe('challenge server over real HTTP', () => {
 
   // Last: the requests above have produced the log lines this reads.
   it('never logs a token or a key authorization, at any level', () => {
-    assert.ok(logLines.some((l) => l.includes('challenge answered')), 'answers are logged (so this test can fail)');
+    assert.ok(
+      logLines.some((l) => l.includes('challenge answered')),
+      'answers are logged (so this test can fail)',
+    );
     const all = logLines.join('');
-    for (const secret of [TOKEN, KEY_AUTH, LONGEST_TOKEN, FAILING_TOKEN, TOO_LONG_TOKEN, MALFORMED_TOKEN, '9jg46WB3rR_AHD']) {
+    for (const secret of [
+      TOKEN,
+      KEY_AUTH,
+      LONGEST_TOKEN,
+      FAILING_TOKEN,
+      TOO_LONG_TOKEN,
+      MALFORMED_TOKEN,
+      '9jg46WB3rR_AHD',
+    ]) {
       assert.ok(!all.includes(secret), `log output contains ${secret.slice(0, 12)}…`);
     }
   });

@@ -89,7 +89,11 @@ describe('ConsulServiceRegistration against a real agent', () => {
     await registration.deregister(); // idempotent
 
     await registration.update([challengeTag('d.example.com')]);
-    assert.deepEqual((await agentServices())[serviceId]?.Tags, [challengeTag('d.example.com')], 're-registers after deregister');
+    assert.deepEqual(
+      (await agentServices())[serviceId]?.Tags,
+      [challengeTag('d.example.com')],
+      're-registers after deregister',
+    );
     await registration.deregister();
   });
 
@@ -120,7 +124,10 @@ describe('ConsulServiceRegistration against a real agent', () => {
         Object.values(await agentChecks()).some((c) => c.ServiceID === serviceId && c.Status === 'critical'),
       );
       await registration.deregister();
-      assert.ok(!Object.values(await agentChecks()).some((c) => c.ServiceID === serviceId), 'check removed with the service');
+      assert.ok(
+        !Object.values(await agentChecks()).some((c) => c.ServiceID === serviceId),
+        'check removed with the service',
+      );
     } finally {
       await new Promise((resolve) => http.close(resolve));
     }
@@ -142,14 +149,22 @@ describe('ConsulServiceRegistration against a real agent', () => {
 
   it('reports an unreachable agent as CONSUL_UNAVAILABLE and retries on the next update', async () => {
     const dead = createConsulClient({ address: 'http://127.0.0.1:1', requestTimeoutMs: 5_000 });
-    const registration = new ConsulServiceRegistration({ consul: dead, serviceId: `consul-acme-${randomUUID()}`, port: 8402 });
+    const registration = new ConsulServiceRegistration({
+      consul: dead,
+      serviceId: `consul-acme-${randomUUID()}`,
+      port: 8402,
+    });
     try {
       await assert.rejects(registration.update(['x']), (err: unknown) => {
         assert.ok(err instanceof ConsulAcmeError);
         assert.equal(err.code, 'CONSUL_UNAVAILABLE');
         return true;
       });
-      await assert.rejects(registration.update(['x']), (err: unknown) => err instanceof ConsulAcmeError, 'not skipped as identical');
+      await assert.rejects(
+        registration.update(['x']),
+        (err: unknown) => err instanceof ConsulAcmeError,
+        'not skipped as identical',
+      );
     } finally {
       dead.destroy();
     }

@@ -16,7 +16,10 @@ describe('Consul over TLS', () => {
   before(async () => {
     pki = makeTestPki();
     consul = await startConsul({ tls: { certFile: pki.certFile, keyFile: pki.keyFile } });
-    const res = await fetch(`${consul.address}/v1/agent/service/register`, { method: 'PUT', body: JSON.stringify({ Name: 'web', Tags: ['urlprefix-tls.example.test/'] }) });
+    const res = await fetch(`${consul.address}/v1/agent/service/register`, {
+      method: 'PUT',
+      body: JSON.stringify({ Name: 'web', Tags: ['urlprefix-tls.example.test/'] }),
+    });
     assert.equal(res.status, 200);
   });
 

@@ -28,10 +28,20 @@ async function startDns(): Promise<DnsServer> {
   const child: ChildProcess = spawn(
     CHALLTESTSRV_BINARY,
     [
-      '-dns01', `127.0.0.1:${dnsPort}`,
-      '-management', `127.0.0.1:${managementPort}`,
-      '-http01', '', '-https01', '', '-tlsalpn01', '',
-      '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '',
+      '-dns01',
+      `127.0.0.1:${dnsPort}`,
+      '-management',
+      `127.0.0.1:${managementPort}`,
+      '-http01',
+      '',
+      '-https01',
+      '',
+      '-tlsalpn01',
+      '',
+      '-defaultIPv4',
+      '127.0.0.1',
+      '-defaultIPv6',
+      '',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -39,15 +49,23 @@ async function startDns(): Promise<DnsServer> {
   child.stderr?.on('data', (c: Buffer) => (logs += c.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const post = async (path: string, body: unknown): Promise<void> => {
-    const res = await fetch(`${management}${path}`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(2_000) });
+    const res = await fetch(`${management}${path}`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(2_000),
+    });
     if (res.status !== 200) throw new Error(`challtestsrv ${path} answered ${res.status}`);
   };
   try {
-    await waitFor('pebble-challtestsrv management API', async () => {
-      if (child.exitCode !== null) throw new Error(`pebble-challtestsrv exited:\n${logs}`);
-      await post('/clear-servfail', { host: 'ready.test' });
-      return true;
-    }, { timeoutMs: 10_000 });
+    await waitFor(
+      'pebble-challtestsrv management API',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`pebble-challtestsrv exited:\n${logs}`);
+        await post('/clear-servfail', { host: 'ready.test' });
+        return true;
+      },
+      { timeoutMs: 10_000 },
+    );
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${err instanceof Error ? err.message : String(err)}\n${logs}`);
@@ -87,7 +105,12 @@ describe('HttpPreflight', () => {
   };
 
   function preflight(opts: { httpPort?: number; timeoutMs?: number } = {}): HttpPreflight {
-    return new HttpPreflight({ challengeStore: store, dnsServers: [dns!.address], httpPort: opts.httpPort ?? responderPort, timeoutMs: opts.timeoutMs ?? 3_000 });
+    return new HttpPreflight({
+      challengeStore: store,
+      dnsServers: [dns!.address],
+      httpPort: opts.httpPort ?? responderPort,
+      timeoutMs: opts.timeoutMs ?? 3_000,
+    });
   }
 
   before(async () => {
@@ -176,7 +199,12 @@ describe('HttpPreflight', () => {
       puts += 1;
       await put(token, value);
     };
-    const check = new HttpPreflight({ challengeStore: counting, dnsServers: [dns!.address], httpPort: responderPort, timeoutMs: 3_000 });
+    const check = new HttpPreflight({
+      challengeStore: counting,
+      dnsServers: [dns!.address],
+      httpPort: responderPort,
+      timeoutMs: 3_000,
+    });
     const result = await check.check('broken.preflight.test');
     assert.ok(!result.ok);
     assert.equal(result.reason, 'NoDNS');

@@ -43,8 +43,20 @@ function startInstance(
   name: string,
   { lockDelaySeconds = 15, scan }: { lockDelaySeconds?: number; scan?: (instance: Instance) => Promise<void> } = {},
 ): Instance {
-  const locker = new ConsulLocker({ consul: consul!, prefix, sessionName: `renewal-test ${name}`, sessionTtlSeconds: 10, lockDelaySeconds });
-  const instance: Instance = { name, locker, scheduler: undefined as unknown as RenewalScheduler, outcomes: [], scans: 0 };
+  const locker = new ConsulLocker({
+    consul: consul!,
+    prefix,
+    sessionName: `renewal-test ${name}`,
+    sessionTtlSeconds: 10,
+    lockDelaySeconds,
+  });
+  const instance: Instance = {
+    name,
+    locker,
+    scheduler: undefined as unknown as RenewalScheduler,
+    outcomes: [],
+    scans: 0,
+  };
   instance.scheduler = new RenewalScheduler({
     locker,
     schedule: EVERY_SECOND,
@@ -113,23 +125,41 @@ describe('renewal scheduler with real Consul locks', () => {
     fresh();
     const a = startInstance('a');
     const b = startInstance('b');
-    await waitFor('four ticks on each instance', () => a.outcomes.length >= 4 && b.outcomes.length >= 4, { timeoutMs: 15_000 });
+    await waitFor('four ticks on each instance', () => a.outcomes.length >= 4 && b.outcomes.length >= 4, {
+      timeoutMs: 15_000,
+    });
 
     const [leader, follower] = a.scans > 0 ? [a, b] : [b, a];
-    assert.deepEqual(new Set(decisive(leader.outcomes)), new Set(['scanned']), `${leader.name} scanned on every tick: ${leader.outcomes.join(',')}`);
-    assert.deepEqual(new Set(decisive(follower.outcomes)), new Set(['not-leader']), `${follower.name} never scanned: ${follower.outcomes.join(',')}`);
+    assert.deepEqual(
+      new Set(decisive(leader.outcomes)),
+      new Set(['scanned']),
+      `${leader.name} scanned on every tick: ${leader.outcomes.join(',')}`,
+    );
+    assert.deepEqual(
+      new Set(decisive(follower.outcomes)),
+      new Set(['not-leader']),
+      `${follower.name} never scanned: ${follower.outcomes.join(',')}`,
+    );
     assert.equal(follower.scans, 0);
     assert.equal(leader.scans, count(leader, 'scanned'));
     assert.equal(leader.scheduler.isLeader(), true);
     assert.equal(follower.scheduler.isLeader(), false);
-    assert.equal(await leaderSession(), leader.locker.sessionId, 'the leader key in Consul is held by the scanning instance');
+    assert.equal(
+      await leaderSession(),
+      leader.locker.sessionId,
+      'the leader key in Consul is held by the scanning instance',
+    );
   });
 
   test('when the leader stops, the other instance scans at its next tick, without waiting for the lock-delay', async () => {
     fresh();
     const a = startInstance('a');
     const b = startInstance('b');
-    await waitFor('a leader and a follower', () => (a.scans > 0 && count(b, 'not-leader') > 0) || (b.scans > 0 && count(a, 'not-leader') > 0), { timeoutMs: 10_000 });
+    await waitFor(
+      'a leader and a follower',
+      () => (a.scans > 0 && count(b, 'not-leader') > 0) || (b.scans > 0 && count(a, 'not-leader') > 0),
+      { timeoutMs: 10_000 },
+    );
     const [leader, follower] = a.scans > 0 ? [a, b] : [b, a];
 
     const leaderSessionId = leader.locker.sessionId;
@@ -155,7 +185,11 @@ describe('renewal scheduler with real Consul locks', () => {
     // 8 s lock-delay keeps the key from every instance until then.
     const a = startInstance('a', { lockDelaySeconds: 8 });
     const b = startInstance('b', { lockDelaySeconds: 8 });
-    await waitFor('a leader and a follower', () => (a.scans > 0 && count(b, 'not-leader') > 0) || (b.scans > 0 && count(a, 'not-leader') > 0), { timeoutMs: 10_000 });
+    await waitFor(
+      'a leader and a follower',
+      () => (a.scans > 0 && count(b, 'not-leader') > 0) || (b.scans > 0 && count(a, 'not-leader') > 0),
+      { timeoutMs: 10_000 },
+    );
     const [leader, follower] = a.scans > 0 ? [a, b] : [b, a];
     const lostSession = leader.locker.sessionId;
     assert.ok(lostSession);
@@ -167,7 +201,9 @@ describe('renewal scheduler with real Consul locks', () => {
     const noticed = events.length;
 
     // Whichever instance wins the key at the first tick after the lock-delay leads from then on.
-    await waitFor('a scan after the loss', () => events.slice(noticed).some((e) => e.outcome === 'scanned'), { timeoutMs: 20_000 });
+    await waitFor('a scan after the loss', () => events.slice(noticed).some((e) => e.outcome === 'scanned'), {
+      timeoutMs: 20_000,
+    });
     const firstScan = noticed + events.slice(noticed).findIndex((e) => e.outcome === 'scanned');
     const newLeader = events[firstScan]!.instance === leader.name ? leader : follower;
     const other = newLeader === leader ? follower : leader;
@@ -176,13 +212,25 @@ describe('renewal scheduler with real Consul locks', () => {
       waiting.some((e) => e.instance === leader.name && e.outcome === 'not-leader'),
       `the old leader was refused the key during the lock-delay: ${waiting.map((e) => `${e.instance}:${e.outcome}`).join(',')}`,
     );
-    await waitFor('three more ticks of each instance', () => {
-      const since = events.slice(firstScan);
-      return since.filter((e) => e.instance === 'a').length >= 3 && since.filter((e) => e.instance === 'b').length >= 3;
-    }, { timeoutMs: 10_000 });
+    await waitFor(
+      'three more ticks of each instance',
+      () => {
+        const since = events.slice(firstScan);
+        return (
+          since.filter((e) => e.instance === 'a').length >= 3 && since.filter((e) => e.instance === 'b').length >= 3
+        );
+      },
+      { timeoutMs: 10_000 },
+    );
     const since = events.slice(firstScan);
-    assert.deepEqual(new Set(decisive(since.filter((e) => e.instance === newLeader.name).map((e) => e.outcome))), new Set(['scanned']));
-    assert.deepEqual(new Set(decisive(since.filter((e) => e.instance === other.name).map((e) => e.outcome))), new Set(['not-leader']));
+    assert.deepEqual(
+      new Set(decisive(since.filter((e) => e.instance === newLeader.name).map((e) => e.outcome))),
+      new Set(['scanned']),
+    );
+    assert.deepEqual(
+      new Set(decisive(since.filter((e) => e.instance === other.name).map((e) => e.outcome))),
+      new Set(['not-leader']),
+    );
     assert.equal(newLeader.scheduler.isLeader(), true);
     assert.equal(other.scheduler.isLeader(), false);
     const holder = await leaderSession();
@@ -201,7 +249,11 @@ describe('renewal scheduler with real Consul locks', () => {
         }
       },
     });
-    await waitFor('a failed tick then a scanned one', () => a.outcomes.includes('failed') && a.outcomes.includes('scanned'), { timeoutMs: 10_000 });
+    await waitFor(
+      'a failed tick then a scanned one',
+      () => a.outcomes.includes('failed') && a.outcomes.includes('scanned'),
+      { timeoutMs: 10_000 },
+    );
     const outcomes = decisive(a.outcomes);
     assert.equal(outcomes[0], 'failed');
     assert.equal(outcomes.indexOf('scanned'), 1, `outcomes: ${a.outcomes.join(',')}`);

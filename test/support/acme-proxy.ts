@@ -153,11 +153,22 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
   const send = (method: string, path: string, headers: OutgoingHttpHeaders, body?: Buffer): Promise<UpstreamResponse> =>
     new Promise((resolve, reject) => {
       const req = httpsRequest(
-        { host: upstream.hostname, port: upstream.port, method, path, headers, ca: opts.caBundlePem, agent: false, timeout: UPSTREAM_TIMEOUT_MS },
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          method,
+          path,
+          headers,
+          ca: opts.caBundlePem,
+          agent: false,
+          timeout: UPSTREAM_TIMEOUT_MS,
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }));
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }),
+          );
           res.on('error', reject);
         },
       );
@@ -188,7 +199,12 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
     return rules.find((r) => r.identifier === undefined || identifiers.includes(r.identifier.toLowerCase()));
   };
 
-  const refuse = async (record: AcmeProxyRequest, rule: ActiveRule, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const refuse = async (
+    record: AcmeProxyRequest,
+    rule: ActiveRule,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> => {
     if (rule.firstRefusalAt === undefined) {
       rule.firstRefusalAt = record.receivedAt;
       const { firstRefusalAt: _first, ...plain } = rule;
@@ -214,7 +230,9 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
     const method = req.method ?? 'GET';
     const endpoint = directoryPaths.get(pathname) ?? endpointOfPath(pathname);
     const identifiers =
-      endpoint === 'newOrder' && method === 'POST' ? identifiersOf(jwsPayload(body)) : (orderIdentifiers.get(pathname) ?? []);
+      endpoint === 'newOrder' && method === 'POST'
+        ? identifiersOf(jwsPayload(body))
+        : (orderIdentifiers.get(pathname) ?? []);
     const record: AcmeProxyRequest = {
       seq: ++seq,
       receivedAt: Date.now(),
@@ -269,7 +287,8 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
 
     const outHeaders: Record<string, string | string[] | number> = {};
     for (const [name, value] of Object.entries(answer.headers)) {
-      if (value === undefined || ['content-length', 'transfer-encoding', 'connection', 'keep-alive'].includes(name)) continue;
+      if (value === undefined || ['content-length', 'transfer-encoding', 'connection', 'keep-alive'].includes(name))
+        continue;
       if (name === 'location' || name === 'link') {
         outHeaders[name] = Array.isArray(value) ? value.map(rewrite) : rewrite(value);
       } else {
@@ -310,9 +329,11 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
     directoryUrl: `${proxyOrigin}${upstream.pathname}`,
     caBundlePem: `${tls.certPem.trimEnd()}\n${opts.caBundlePem.trimEnd()}\n`,
     requests: () => copies(() => true),
-    newOrders: (identifier) => copies((r) => r.endpoint === 'newOrder' && r.method === 'POST' && !r.injected && concerns(r, identifier)),
+    newOrders: (identifier) =>
+      copies((r) => r.endpoint === 'newOrder' && r.method === 'POST' && !r.injected && concerns(r, identifier)),
     refusedNewOrders: (identifier) => copies((r) => r.endpoint === 'newOrder' && r.injected && concerns(r, identifier)),
-    finalizations: (identifier) => copies((r) => r.endpoint === 'finalize' && r.method === 'POST' && concerns(r, identifier)),
+    finalizations: (identifier) =>
+      copies((r) => r.endpoint === 'finalize' && r.method === 'POST' && concerns(r, identifier)),
     rateLimitNewOrders(rule) {
       rules.push({ ...rule, firstRefusalAt: undefined });
     },

@@ -48,7 +48,12 @@ async function generateKeys(keyType: KeyType): Promise<KeyPairWithAlgorithm> {
     return { keys, signingAlgorithm: { name: 'ECDSA', hash } as webcrypto.EcdsaParams };
   }
   const modulusLength = Number(keyType.slice('rsa-'.length));
-  const algorithm = { name: 'RSASSA-PKCS1-v1_5', modulusLength, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' };
+  const algorithm = {
+    name: 'RSASSA-PKCS1-v1_5',
+    modulusLength,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: 'SHA-256',
+  };
   const keys = await subtle.generateKey(algorithm, true, ['sign', 'verify']);
   return { keys, signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as webcrypto.Algorithm };
 }

@@ -105,7 +105,9 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
   const acl = opts.acl
     ? `acl {\n  enabled = true\n  default_policy = "deny"\n  tokens {\n    master = ${JSON.stringify(opts.acl.masterToken)}\n  }\n}\n`
     : '';
-  const tls = opts.tls ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n` : '';
+  const tls = opts.tls
+    ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n`
+    : '';
   const config =
     `ports {\n  http = ${httpPort}\n  https = ${httpsPort}\n  dns = -1\n  grpc = -1\n` +
     `  serf_lan = ${serfLanPort}\n  serf_wan = -1\n  server = ${serverPort}\n}\n${acl}${tls}`;
@@ -198,7 +200,10 @@ async function isReady(
     const leaderAddress: unknown = await leader.json();
     if (typeof leaderAddress !== 'string' || leaderAddress === '') return false;
     setStage(`node ${nodeName} with a passing serfHealth check`);
-    const health = await fetch(`${address}/v1/health/node/${nodeName}`, { headers, signal: AbortSignal.timeout(2_000) });
+    const health = await fetch(`${address}/v1/health/node/${nodeName}`, {
+      headers,
+      signal: AbortSignal.timeout(2_000),
+    });
     if (!health.ok) return false;
     const checks: unknown = await health.json();
     return (

@@ -133,7 +133,10 @@ export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProc
     async waitForExit(timeoutMs = 30_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`instance ${opts.name} did not exit within ${timeoutMs} ms\n${raw.slice(-8000)}`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`instance ${opts.name} did not exit within ${timeoutMs} ms\n${raw.slice(-8000)}`)),
+          timeoutMs,
+        );
       });
       try {
         return await Promise.race([exitPromise, timeout]);
@@ -149,7 +152,8 @@ export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProc
       () => (exitState ? 'exited' : parsed.some((l) => l.msg === 'listening') ? 'up' : undefined),
       { timeoutMs: STARTUP_TIMEOUT_MS, intervalMs: 50 },
     );
-    if (state === 'exited') throw new Error(`instance ${opts.name} exited (${exitState?.code ?? exitState?.signal}) during startup`);
+    if (state === 'exited')
+      throw new Error(`instance ${opts.name} exited (${exitState?.code ?? exitState?.signal}) during startup`);
   } catch (err) {
     instance.kill9();
     const reason = err instanceof Error ? err.message : String(err);

@@ -22,7 +22,8 @@ const PEBBLE_START = 'Starting Pebble ACME server';
 const ADDED_ORDER = /Added order "([^"]+)" to the db/g;
 const FINALIZING = /Order (\S+) is fully authorized\. Processing finalization/g;
 const ISSUED = /Issued certificate serial ([0-9a-fA-F]+) for order (\S+)/g;
-const VALIDATION_TASK = /Pulled a task from the Tasks queue: .*?Identifier:acme\.Identifier\{Type:"dns", Value:"([^"]+)"\}/g;
+const VALIDATION_TASK =
+  /Pulled a task from the Tasks queue: .*?Identifier:acme\.Identifier\{Type:"dns", Value:"([^"]+)"\}/g;
 
 export interface PebbleActivity {
   /** Order ids, in the order Pebble created them. */
@@ -81,7 +82,7 @@ export function unansweredNewOrders(logs: string): number {
 
 /**
  * waitFor, but a timeout says whether Pebble is the reason: "Pebble stopped answering" when its
- * directory does not answer (reference/protocols.md §8: Pebble 2.4.0 can deadlock), else the
+ * directory does not answer (docs/protocols.md §5: Pebble 2.4.0 can deadlock), else the
  * original timeout with the tail of Pebble's log (a log that stopped moving while orders were
  * pending points at the per-order deadlock, letsencrypt/pebble#554).
  */
@@ -95,7 +96,8 @@ export async function waitWithPebble<T>(
     return await waitFor(what, probe, opts);
   } catch (err) {
     const problem = await pebbleProblem(pebble);
-    if (problem !== undefined) throw new Error(`Pebble stopped answering (${problem}) while waiting for ${what}`, { cause: err });
+    if (problem !== undefined)
+      throw new Error(`Pebble stopped answering (${problem}) while waiting for ${what}`, { cause: err });
     const hanging = unansweredNewOrders(pebble.logs());
     if (hanging > 0) {
       throw new Error(

@@ -95,7 +95,8 @@ async function simpleRequest(
         method,
         ca,
         timeout: REQUEST_TIMEOUT_MS,
-        headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        headers:
+          body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -110,7 +111,13 @@ async function simpleRequest(
   });
 }
 
-function spawnLogged(binary: string, args: string[], env: NodeJS.ProcessEnv, name: string, logs: LogBuffer): ChildProcess {
+function spawnLogged(
+  binary: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  name: string,
+  logs: LogBuffer,
+): ChildProcess {
   const child = spawn(binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   killOnExit(child);
   child.stdout?.on('data', (c: Buffer) => logs.append(name, c));
@@ -136,7 +143,12 @@ function hasExited(child: ChildProcess): boolean {
 }
 
 /** Polls until `probe` resolves true, or fails when a child exits or the deadline passes. */
-async function waitUntilUp(what: string, probe: () => Promise<boolean>, children: ChildProcess[], logs: LogBuffer): Promise<void> {
+async function waitUntilUp(
+  what: string,
+  probe: () => Promise<boolean>,
+  children: ChildProcess[],
+  logs: LogBuffer,
+): Promise<void> {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let last = '';
   for (;;) {
@@ -148,7 +160,9 @@ async function waitUntilUp(what: string, probe: () => Promise<boolean>, children
       last = err instanceof Error ? err.message : String(err);
     }
     if (Date.now() > deadline) {
-      throw new Error(`${what}: not answering after ${STARTUP_TIMEOUT_MS} ms (last error: ${last})\n${logs.toString()}`);
+      throw new Error(
+        `${what}: not answering after ${STARTUP_TIMEOUT_MS} ms (last error: ${last})\n${logs.toString()}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -215,10 +229,20 @@ async function startOnce(
   const challtestsrv = spawnLogged(
     CHALLTESTSRV_BINARY,
     [
-      '-http01', '', '-https01', '', '-tlsalpn01', '',
-      '-dns01', `127.0.0.1:${dnsPort}`,
-      '-management', `127.0.0.1:${challManagementPort}`,
-      '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '',
+      '-http01',
+      '',
+      '-https01',
+      '',
+      '-tlsalpn01',
+      '',
+      '-dns01',
+      `127.0.0.1:${dnsPort}`,
+      '-management',
+      `127.0.0.1:${challManagementPort}`,
+      '-defaultIPv4',
+      '127.0.0.1',
+      '-defaultIPv6',
+      '',
     ],
     process.env,
     'challtestsrv',
@@ -231,7 +255,13 @@ async function startOnce(
     PEBBLE_AUTHZREUSE: '0',
     ...opts.env,
   };
-  const pebble = spawnLogged(PEBBLE_BINARY, ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`], pebbleEnv, 'pebble', logs);
+  const pebble = spawnLogged(
+    PEBBLE_BINARY,
+    ['-config', configPath, '-dnsserver', `127.0.0.1:${dnsPort}`],
+    pebbleEnv,
+    'pebble',
+    logs,
+  );
   const children = [challtestsrv, pebble];
 
   let stopped = false;
@@ -245,7 +275,13 @@ async function startOnce(
   try {
     await waitUntilUp(
       'pebble-challtestsrv',
-      async () => (await simpleRequest(`${challtestsrvManagementUrl}/dns-request-history`, { method: 'POST', body: '{"host":"x."}' })).status > 0,
+      async () =>
+        (
+          await simpleRequest(`${challtestsrvManagementUrl}/dns-request-history`, {
+            method: 'POST',
+            body: '{"host":"x."}',
+          })
+        ).status > 0,
       children,
       logs,
     );
@@ -262,7 +298,11 @@ async function startOnce(
     throw err;
   }
 
-  const answering = async (what: string, url: string, init: { method?: string; body?: string; ca?: string }): Promise<SimpleResponse> => {
+  const answering = async (
+    what: string,
+    url: string,
+    init: { method?: string; body?: string; ca?: string },
+  ): Promise<SimpleResponse> => {
     try {
       return await simpleRequest(url, init);
     } catch (err) {

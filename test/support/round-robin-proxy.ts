@@ -76,7 +76,10 @@ interface Parked {
   body: Buffer;
 }
 
-export async function startRoundRobinProxy(initialBackends: Backend[], opts: { port?: number } = {}): Promise<RoundRobinProxy> {
+export async function startRoundRobinProxy(
+  initialBackends: Backend[],
+  opts: { port?: number } = {},
+): Promise<RoundRobinProxy> {
   let backends = [...initialBackends];
   let next = 0;
   let holding: ((request: HoldCandidate) => boolean) | undefined;

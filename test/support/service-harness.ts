@@ -52,7 +52,10 @@ export async function startService(opts: HarnessOptions): Promise<RunningService
       CONSUL_ACME_RETRY_SCHEDULE: '1s,2s,5s',
       CONSUL_ACME_LOG_LEVEL: 'warn',
       ...(opts.dnsServer
-        ? { CONSUL_ACME_PREFLIGHT_DNS_SERVERS: opts.dnsServer, CONSUL_ACME_PREFLIGHT_HTTP_PORT: String(opts.challengePort) }
+        ? {
+            CONSUL_ACME_PREFLIGHT_DNS_SERVERS: opts.dnsServer,
+            CONSUL_ACME_PREFLIGHT_HTTP_PORT: String(opts.challengePort),
+          }
         : { CONSUL_ACME_PREFLIGHT: 'false' }),
       ...opts.env,
     },

@@ -1,6 +1,6 @@
 /**
  * A Vault stand-in for tests: plain HTTP on 127.0.0.1, port 0, faithful to the parts of Vault's
- * documented HTTP API that consul-acme and Fabio use (reference/protocols.md §3, §4.1):
+ * documented HTTP API that consul-acme and Fabio use (docs/protocols.md §3, §4.1):
  *
  * - api-docs/index: every route under /v1/; token in `X-Vault-Token` or `Authorization: Bearer`;
  *   errors as `{"errors":[…]}`; 404 for unknown paths and empty lists; 405 for unsupported methods;
@@ -113,7 +113,9 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 }
 
 function asObject(value: unknown): Record<string, unknown> | undefined {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
 }
 
 /** RFC 7396 JSON merge patch, as Vault's PATCH applies it. */
@@ -133,7 +135,11 @@ function mergePatch(target: Record<string, unknown>, patch: Record<string, unkno
 
 function parseVersions(body: unknown): number[] {
   const versions = asObject(body)?.versions;
-  const list = Array.isArray(versions) ? versions : typeof versions === 'number' || typeof versions === 'string' ? [versions] : [];
+  const list = Array.isArray(versions)
+    ? versions
+    : typeof versions === 'number' || typeof versions === 'string'
+      ? [versions]
+      : [];
   const parsed = list.map((v) => Number(v)).filter((v) => Number.isInteger(v) && v > 0);
   if (parsed.length === 0) throw invalid('no version number provided');
   return parsed;
@@ -143,7 +149,11 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
   const rootToken = opts.token ?? `standin-${randomBytes(12).toString('hex')}`;
   const mounts = new Map<string, { maxVersions: number; casRequired: boolean; secrets: Map<string, StandinSecret> }>();
   for (const mount of opts.mounts ?? ['secret']) {
-    mounts.set(mount.replace(/^\/+|\/+$/g, ''), { maxVersions: DEFAULT_MAX_VERSIONS, casRequired: false, secrets: new Map() });
+    mounts.set(mount.replace(/^\/+|\/+$/g, ''), {
+      maxVersions: DEFAULT_MAX_VERSIONS,
+      casRequired: false,
+      secrets: new Map(),
+    });
   }
   const policies = new Map<string, TokenPolicy>();
   const failures: { status: number; errors: string[] }[] = [];
@@ -189,10 +199,20 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     if (cas === undefined && (mount.casRequired || secret?.casRequired === true)) {
       throw invalid('check-and-set parameter required for this call');
     }
-    if (cas !== undefined && cas !== current) throw invalid('check-and-set parameter did not match the current version');
+    if (cas !== undefined && cas !== current)
+      throw invalid('check-and-set parameter did not match the current version');
     const time = now();
     if (secret === undefined) {
-      secret = { versions: {}, current: 0, oldest: 0, maxVersions: 0, casRequired: false, customMetadata: null, createdTime: time, updatedTime: time };
+      secret = {
+        versions: {},
+        current: 0,
+        oldest: 0,
+        maxVersions: 0,
+        casRequired: false,
+        customMetadata: null,
+        createdTime: time,
+        updatedTime: time,
+      };
       mount.secrets.set(path, secret);
     }
     const version = secret.current + 1;
@@ -212,7 +232,8 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     const options = asObject(body.options);
     if (options === undefined || options.cas === undefined || options.cas === null) return undefined;
     const cas = typeof options.cas === 'string' && options.cas.trim() !== '' ? Number(options.cas) : options.cas;
-    if (typeof cas !== 'number' || !Number.isInteger(cas) || cas < 0) throw invalid('error parsing check-and-set parameter');
+    if (typeof cas !== 'number' || !Number.isInteger(cas) || cas < 0)
+      throw invalid('error parsing check-and-set parameter');
     return cas;
   }
 
@@ -256,7 +277,8 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
           const version = Number.isInteger(asked) && asked > 0 ? asked : secret.current;
           const v = secret.versions[version];
           if (v === undefined) throw notFound();
-          if (!isLive(v)) return { status: 404, body: envelope({ data: null, metadata: versionMetadata(secret, version) }) };
+          if (!isLive(v))
+            return { status: 404, body: envelope({ data: null, metadata: versionMetadata(secret, version) }) };
           return { status: 200, body: envelope({ data: copy(v.data), metadata: versionMetadata(secret, version) }) };
         }
         if (method === 'POST' || method === 'PUT') {
@@ -324,13 +346,24 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
           const time = now();
           let secret = secrets.get(path);
           if (secret === undefined) {
-            secret = { versions: {}, current: 0, oldest: 0, maxVersions: 0, casRequired: false, customMetadata: null, createdTime: time, updatedTime: time };
+            secret = {
+              versions: {},
+              current: 0,
+              oldest: 0,
+              maxVersions: 0,
+              casRequired: false,
+              customMetadata: null,
+              createdTime: time,
+              updatedTime: time,
+            };
             secrets.set(path, secret);
           }
           if (body.max_versions !== undefined) secret.maxVersions = Number(body.max_versions) || 0;
-          if (body.cas_required !== undefined) secret.casRequired = body.cas_required === true || body.cas_required === 'true';
+          if (body.cas_required !== undefined)
+            secret.casRequired = body.cas_required === true || body.cas_required === 'true';
           const custom = asObject(body.custom_metadata);
-          if (custom !== undefined) secret.customMetadata = Object.fromEntries(Object.entries(custom).map(([k, v]) => [k, String(v)]));
+          if (custom !== undefined)
+            secret.customMetadata = Object.fromEntries(Object.entries(custom).map(([k, v]) => [k, String(v)]));
           secret.updatedTime = time;
           return { status: 204 };
         }
@@ -362,12 +395,20 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
       case 'config': {
         if (path !== '') throw notFound();
         if (method === 'GET') {
-          return { status: 200, body: envelope({ cas_required: mount.casRequired, delete_version_after: '0s', max_versions: mount.maxVersions }) };
+          return {
+            status: 200,
+            body: envelope({
+              cas_required: mount.casRequired,
+              delete_version_after: '0s',
+              max_versions: mount.maxVersions,
+            }),
+          };
         }
         if (method === 'POST' || method === 'PUT') {
           const body = asObject(await readBody(req)) ?? {};
           if (body.max_versions !== undefined) mount.maxVersions = Number(body.max_versions) || DEFAULT_MAX_VERSIONS;
-          if (body.cas_required !== undefined) mount.casRequired = body.cas_required === true || body.cas_required === 'true';
+          if (body.cas_required !== undefined)
+            mount.casRequired = body.cas_required === true || body.cas_required === 'true';
           return { status: 204 };
         }
         throw unsupported();
@@ -410,7 +451,8 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     if (sealed) throw new HttpError(503, ['Vault is sealed']);
 
     const token = tokenOf(req);
-    if (token === undefined || (token !== rootToken && !policies.has(token))) throw new HttpError(403, ['permission denied']);
+    if (token === undefined || (token !== rootToken && !policies.has(token)))
+      throw new HttpError(403, ['permission denied']);
     const policy = policies.get(token);
     const policyMethod = method === 'GET' && parseBool(url.searchParams.get('list')) ? 'LIST' : method;
     if (policy !== undefined && !policy(policyMethod, path)) {
@@ -503,7 +545,11 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
       return;
     }
     const text = JSON.stringify(body);
-    res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', 'Content-Length': Buffer.byteLength(text) });
+    res.writeHead(status, {
+      'Content-Type': 'application/json',
+      'Cache-Control': 'no-store',
+      'Content-Length': Buffer.byteLength(text),
+    });
     res.end(text);
   }
 

@@ -45,10 +45,17 @@ interface Expected {
   message: RegExp[];
 }
 
-const cases: { name: string; err: unknown; context?: typeof HOST | { hostnames: string[]; step: string }; expected: Expected }[] = [
+const cases: {
+  name: string;
+  err: unknown;
+  context?: typeof HOST | { hostnames: string[]; step: string };
+  expected: Expected;
+}[] = [
   {
     name: 'a rateLimited problem is ACME_RATE_LIMITED with Retry-After in seconds',
-    err: axiosResponseError(429, problem('rateLimited', 'too many certificates already issued', 429), { 'retry-after': '3600' }),
+    err: axiosResponseError(429, problem('rateLimited', 'too many certificates already issued', 429), {
+      'retry-after': '3600',
+    }),
     expected: {
       code: 'ACME_RATE_LIMITED',
       retryable: true,
@@ -60,18 +67,37 @@ const cases: { name: string; err: unknown; context?: typeof HOST | { hostnames: 
   },
   {
     name: 'a Retry-After given as an HTTP date counts from now',
-    err: axiosResponseError(429, problem('rateLimited', 'slow down', 429), { 'Retry-After': 'Thu, 01 Jan 2026 01:30:00 GMT' }),
-    expected: { code: 'ACME_RATE_LIMITED', retryable: true, retryAfterSeconds: 5400, status: 429, message: [/slow down/] },
+    err: axiosResponseError(429, problem('rateLimited', 'slow down', 429), {
+      'Retry-After': 'Thu, 01 Jan 2026 01:30:00 GMT',
+    }),
+    expected: {
+      code: 'ACME_RATE_LIMITED',
+      retryable: true,
+      retryAfterSeconds: 5400,
+      status: 429,
+      message: [/slow down/],
+    },
   },
   {
     name: 'a rateLimited problem sent with another status is still rate limiting',
     err: axiosResponseError(403, problem('rateLimited', 'orders per account', 403)),
-    expected: { code: 'ACME_RATE_LIMITED', retryable: true, problemType: `${URN}rateLimited`, message: [/orders per account/] },
+    expected: {
+      code: 'ACME_RATE_LIMITED',
+      retryable: true,
+      problemType: `${URN}rateLimited`,
+      message: [/orders per account/],
+    },
   },
   {
     name: 'HTTP 429 without a problem document is rate limiting',
     err: axiosResponseError(429, 'Too Many Requests', { 'retry-after': '7' }),
-    expected: { code: 'ACME_RATE_LIMITED', retryable: true, status: 429, retryAfterSeconds: 7, message: [/app\.example\.com/, /429/] },
+    expected: {
+      code: 'ACME_RATE_LIMITED',
+      retryable: true,
+      status: 429,
+      retryAfterSeconds: 7,
+      message: [/app\.example\.com/, /429/],
+    },
   },
   {
     name: 'a serverInternal problem with HTTP 503 is ACME_UNREACHABLE and keeps its type',
@@ -93,7 +119,11 @@ const cases: { name: string; err: unknown; context?: typeof HOST | { hostnames: 
   {
     name: 'a refused connection is ACME_UNREACHABLE',
     err: axiosNetworkError('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:14000'),
-    expected: { code: 'ACME_UNREACHABLE', retryable: true, message: [/could not be reached/, /ECONNREFUSED/, /app\.example\.com/] },
+    expected: {
+      code: 'ACME_UNREACHABLE',
+      retryable: true,
+      message: [/could not be reached/, /ECONNREFUSED/, /app\.example\.com/],
+    },
   },
   {
     name: 'a request timeout is ACME_UNREACHABLE and says it timed out',
@@ -105,28 +135,54 @@ const cases: { name: string; err: unknown; context?: typeof HOST | { hostnames: 
     err: axiosNetworkError('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate'),
     expected: { code: 'ACME_UNREACHABLE', retryable: true, message: [/self-signed certificate/] },
   },
-  ...['rejectedIdentifier', 'unsupportedIdentifier', 'caa', 'malformed', 'badCSR', 'externalAccountRequired', 'userActionRequired'].map(
-    (type) => ({
-      name: `a ${type} problem is not retryable`,
-      err: axiosResponseError(400, problem(type, `refused: ${type}`)),
-      expected: {
-        code: 'ACME_PROBLEM' as const,
-        retryable: false,
-        problemType: `${URN}${type}`,
-        status: 400,
-        message: [/app\.example\.com/, new RegExp(`refused: ${type} \\(${type}\\)`)],
-      },
-    }),
-  ),
-  ...['unauthorized', 'connection', 'dns', 'incorrectResponse', 'tls', 'badNonce', 'orderNotReady', 'accountDoesNotExist'].map((type) => ({
+  ...[
+    'rejectedIdentifier',
+    'unsupportedIdentifier',
+    'caa',
+    'malformed',
+    'badCSR',
+    'externalAccountRequired',
+    'userActionRequired',
+  ].map((type) => ({
+    name: `a ${type} problem is not retryable`,
+    err: axiosResponseError(400, problem(type, `refused: ${type}`)),
+    expected: {
+      code: 'ACME_PROBLEM' as const,
+      retryable: false,
+      problemType: `${URN}${type}`,
+      status: 400,
+      message: [/app\.example\.com/, new RegExp(`refused: ${type} \\(${type}\\)`)],
+    },
+  })),
+  ...[
+    'unauthorized',
+    'connection',
+    'dns',
+    'incorrectResponse',
+    'tls',
+    'badNonce',
+    'orderNotReady',
+    'accountDoesNotExist',
+  ].map((type) => ({
     name: `a ${type} problem is retryable (the name may get routed later)`,
     err: axiosResponseError(403, problem(type, `failed: ${type}`, 403)),
-    expected: { code: 'ACME_PROBLEM' as const, retryable: true, problemType: `${URN}${type}`, status: 403, message: [new RegExp(`failed: ${type}`)] },
+    expected: {
+      code: 'ACME_PROBLEM' as const,
+      retryable: true,
+      problemType: `${URN}${type}`,
+      status: 403,
+      message: [new RegExp(`failed: ${type}`)],
+    },
   })),
   {
     name: 'an unknown problem type is retryable and kept',
     err: axiosResponseError(400, { type: 'urn:example:new-thing', detail: 'something new' }),
-    expected: { code: 'ACME_PROBLEM', retryable: true, problemType: 'urn:example:new-thing', message: [/something new/] },
+    expected: {
+      code: 'ACME_PROBLEM',
+      retryable: true,
+      problemType: 'urn:example:new-thing',
+      message: [/something new/],
+    },
   },
   {
     name: 'a compound problem with a rejected name is not retryable and lists each name',
@@ -142,24 +198,36 @@ const cases: { name: string; err: unknown; context?: typeof HOST | { hostnames: 
       code: 'ACME_PROBLEM',
       retryable: false,
       problemType: `${URN}compound`,
-      message: [/bad\.example\.com: forbidden name \(rejectedIdentifier\)/, /app\.example\.com: refused \(connection\)/],
+      message: [
+        /bad\.example\.com: forbidden name \(rejectedIdentifier\)/,
+        /app\.example\.com: refused \(connection\)/,
+      ],
     },
   },
   {
     name: 'a compound problem of reachability failures is retryable',
-    err: axiosResponseError(400, { type: `${URN}compound`, detail: 'x', subproblems: [problem('dns', 'no A record'), problem('connection', 'refused')] }),
+    err: axiosResponseError(400, {
+      type: `${URN}compound`,
+      detail: 'x',
+      subproblems: [problem('dns', 'no A record'), problem('connection', 'refused')],
+    }),
     expected: { code: 'ACME_PROBLEM', retryable: true, problemType: `${URN}compound`, message: [/no A record/] },
   },
   {
     name: 'an authorization that became invalid names the failing host of a multi-name order',
-    err: new AcmeServerProblem({ ...problem('unauthorized', 'returned 404', 403), identifier: { type: 'dns', value: 'b.example.com' } }),
+    err: new AcmeServerProblem({
+      ...problem('unauthorized', 'returned 404', 403),
+      identifier: { type: 'dns', value: 'b.example.com' },
+    }),
     context: { hostnames: ['a.example.com', 'b.example.com'], step: 'validation' },
     expected: {
       code: 'ACME_PROBLEM',
       retryable: true,
       problemType: `${URN}unauthorized`,
       status: 403,
-      message: [/^acme validation for b\.example\.com \(order for a\.example\.com, b\.example\.com\) failed: returned 404 \(unauthorized\)$/],
+      message: [
+        /^acme validation for b\.example\.com \(order for a\.example\.com, b\.example\.com\) failed: returned 404 \(unauthorized\)$/,
+      ],
     },
   },
   {
@@ -168,12 +236,22 @@ const cases: { name: string; err: unknown; context?: typeof HOST | { hostnames: 
       { type: `${URN}rateLimited`, detail: 'too many new orders' },
       { status: 429, headers: { 'retry-after': '120' }, data: {} },
     ),
-    expected: { code: 'ACME_RATE_LIMITED', retryable: true, status: 429, retryAfterSeconds: 120, message: [/too many new orders/] },
+    expected: {
+      code: 'ACME_RATE_LIMITED',
+      retryable: true,
+      status: 429,
+      retryAfterSeconds: 120,
+      message: [/too many new orders/],
+    },
   },
   {
     name: 'a plain Error from acme-client is a retryable ACME_PROBLEM with its text',
     err: new Error('Creating a new order did not return an order link'),
-    expected: { code: 'ACME_PROBLEM', retryable: true, message: [/^acme new order for app\.example\.com failed: Creating a new order did not return an order link$/] },
+    expected: {
+      code: 'ACME_PROBLEM',
+      retryable: true,
+      message: [/^acme new order for app\.example\.com failed: Creating a new order did not return an order link$/],
+    },
   },
 ];
 
@@ -214,7 +292,11 @@ describe('parseRetryAfterSeconds', () => {
   const table: { name: string; value: unknown; expected: number | undefined }[] = [
     { name: 'delay-seconds are taken as they are', value: '120', expected: 120 },
     { name: 'surrounding whitespace is ignored', value: ' 5 ', expected: 5 },
-    { name: 'an HTTP date in the future counts from now, rounded up', value: 'Thu, 01 Jan 2026 00:00:01 GMT', expected: 1 },
+    {
+      name: 'an HTTP date in the future counts from now, rounded up',
+      value: 'Thu, 01 Jan 2026 00:00:01 GMT',
+      expected: 1,
+    },
     { name: 'an HTTP date in the past means now', value: 'Wed, 31 Dec 2025 23:00:00 GMT', expected: 0 },
     { name: 'a malformed value is no value', value: 'soon', expected: undefined },
     { name: 'a missing header is no value', value: undefined, expected: undefined },
@@ -226,7 +308,9 @@ describe('parseRetryAfterSeconds', () => {
 
   it('reads headers through a get() accessor, as axios headers have', () => {
     const headers = { get: (name: string) => (name === 'retry-after' ? '42' : undefined) };
-    const err = Object.assign(new Error('x'), { response: { status: 429, headers, data: problem('rateLimited', 'wait', 429) } });
+    const err = Object.assign(new Error('x'), {
+      response: { status: 429, headers, data: problem('rateLimited', 'wait', 429) },
+    });
     const result = classifyAcmeError(err, NOW, HOST);
     assert.ok(result instanceof AcmeProblemError);
     assert.equal(result.retryAfterSeconds, 42);
@@ -236,11 +320,14 @@ describe('parseRetryAfterSeconds', () => {
 describe('isRetryableProblem and parseProblemDocument', () => {
   it('treats a problem without a type as retryable', () => assert.equal(isRetryableProblem({ detail: 'x' }), true));
   it('reads a problem document from JSON text', () => {
-    assert.deepEqual(parseProblemDocument('{"type":"urn:ietf:params:acme:error:caa","detail":"CAA forbids","status":403}'), {
-      type: `${URN}caa`,
-      detail: 'CAA forbids',
-      status: 403,
-    });
+    assert.deepEqual(
+      parseProblemDocument('{"type":"urn:ietf:params:acme:error:caa","detail":"CAA forbids","status":403}'),
+      {
+        type: `${URN}caa`,
+        detail: 'CAA forbids',
+        status: 403,
+      },
+    );
   });
   it('does not mistake a certificate or an empty body for a problem', () => {
     assert.equal(parseProblemDocument('-----BEGIN CERTIFICATE-----'), undefined);

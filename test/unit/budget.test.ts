@@ -112,7 +112,13 @@ describe('pruneEvents', () => {
 });
 
 describe('budgetKeys', () => {
-  const cases: Array<{ name: string; hostnames: string | string[]; kind: BudgetEventKind; isRenewal: boolean; expected: BudgetKey[] }> = [
+  const cases: Array<{
+    name: string;
+    hostnames: string | string[];
+    kind: BudgetEventKind;
+    isRenewal: boolean;
+    expected: BudgetKey[];
+  }> = [
     {
       name: 'a new order counts against the account and its registered domain',
       hostnames: 'app.example.com',
@@ -123,7 +129,13 @@ describe('budgetKeys', () => {
         { scope: 'registered-domain', key: 'example.com' },
       ],
     },
-    { name: 'a renewal of the same names is exempt from both', hostnames: 'app.example.com', kind: 'new-order', isRenewal: true, expected: [] },
+    {
+      name: 'a renewal of the same names is exempt from both',
+      hostnames: 'app.example.com',
+      kind: 'new-order',
+      isRenewal: true,
+      expected: [],
+    },
     {
       name: 'names under one registered domain count it once per order',
       hostnames: ['a.example.co.uk', 'b.example.co.uk', 'example.co.uk'],
@@ -168,20 +180,34 @@ describe('budgetKeys', () => {
   }
 
   test('the account key can name the account', () => {
-    assert.deepEqual(budgetKeys('a.example.com', 'new-order', false, 'le-prod')[0], { scope: 'account', key: 'le-prod' });
+    assert.deepEqual(budgetKeys('a.example.com', 'new-order', false, 'le-prod')[0], {
+      scope: 'account',
+      key: 'le-prod',
+    });
   });
 
   test('the ledger key joins scope and key with a slash', () => {
-    assert.equal(budgetScopeKey({ scope: 'registered-domain', key: 'example.co.uk' }), 'registered-domain/example.co.uk');
+    assert.equal(
+      budgetScopeKey({ scope: 'registered-domain', key: 'example.co.uk' }),
+      'registered-domain/example.co.uk',
+    );
   });
 });
 
 describe('registeredDomain', () => {
   const cases: Array<{ name: string; hostname: string; expected: string }> = [
-    { name: 'a .com subdomain groups under its second-level name', hostname: 'a.b.example.com', expected: 'example.com' },
+    {
+      name: 'a .com subdomain groups under its second-level name',
+      hostname: 'a.b.example.com',
+      expected: 'example.com',
+    },
     { name: 'a.example.co.uk groups under example.co.uk', hostname: 'a.example.co.uk', expected: 'example.co.uk' },
     { name: 'b.example.co.uk shares example.co.uk', hostname: 'b.example.co.uk', expected: 'example.co.uk' },
-    { name: 'a private-section suffix separates tenants, as at Let\u2019s Encrypt', hostname: 'tenant.github.io', expected: 'tenant.github.io' },
+    {
+      name: 'a private-section suffix separates tenants, as at Let\u2019s Encrypt',
+      hostname: 'tenant.github.io',
+      expected: 'tenant.github.io',
+    },
     { name: 'an unknown TLD counts as one label', hostname: 'app.site.test', expected: 'site.test' },
     { name: 'a name that is itself a public suffix is its own key', hostname: 'co.uk', expected: 'co.uk' },
     { name: 'case and a trailing dot do not matter', hostname: 'WWW.Example.COM.', expected: 'example.com' },
@@ -194,7 +220,13 @@ describe('registeredDomain', () => {
 describe('checkBudgets', () => {
   const keys = budgetKeys(['a.example.com'], 'new-order', false);
   test('an order with room in every budget may go ahead', () => {
-    assert.deepEqual(checkBudgets(NOW, keys.map((key) => ({ key, events: events(3, HOUR, MINUTE) }))), { ok: true });
+    assert.deepEqual(
+      checkBudgets(
+        NOW,
+        keys.map((key) => ({ key, events: events(3, HOUR, MINUTE) })),
+      ),
+      { ok: true },
+    );
   });
   test('the exhausted budget that frees up last is reported', () => {
     const result = checkBudgets(NOW, [

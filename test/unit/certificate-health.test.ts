@@ -9,12 +9,45 @@ const options = { warnBeforeMs: 14 * DAY, criticalAfterFailures: 10 };
 
 const cases: Array<[string, CertificateHealthInput[], 'passing' | 'warning' | 'critical', RegExp | undefined]> = [
   ['no certificates at all is passing', [], 'passing', undefined],
-  ['certificates far from expiry are passing', [{ hostname: 'a.example.com', expiresAt: at(60), attempts: 0 }], 'passing', undefined],
-  ['a certificate inside the warning window is a warning', [{ hostname: 'a.example.com', expiresAt: at(3), attempts: 0 }], 'warning', /a\.example\.com: expires/],
-  ['an expired certificate is critical', [{ hostname: 'a.example.com', expiresAt: at(-1), attempts: 0 }], 'critical', /expired/],
-  ['a name that failed on every step of the schedule is critical', [{ hostname: 'b.example.com', expiresAt: undefined, attempts: 10 }], 'critical', /failed 10 times/],
-  ['a few failures alone are not a problem', [{ hostname: 'b.example.com', expiresAt: at(60), attempts: 3 }], 'passing', undefined],
-  ['critical wins over warning and lists first', [{ hostname: 'w.example.com', expiresAt: at(2), attempts: 0 }, { hostname: 'c.example.com', expiresAt: at(-2), attempts: 0 }], 'critical', /^c\.example\.com/],
+  [
+    'certificates far from expiry are passing',
+    [{ hostname: 'a.example.com', expiresAt: at(60), attempts: 0 }],
+    'passing',
+    undefined,
+  ],
+  [
+    'a certificate inside the warning window is a warning',
+    [{ hostname: 'a.example.com', expiresAt: at(3), attempts: 0 }],
+    'warning',
+    /a\.example\.com: expires/,
+  ],
+  [
+    'an expired certificate is critical',
+    [{ hostname: 'a.example.com', expiresAt: at(-1), attempts: 0 }],
+    'critical',
+    /expired/,
+  ],
+  [
+    'a name that failed on every step of the schedule is critical',
+    [{ hostname: 'b.example.com', expiresAt: undefined, attempts: 10 }],
+    'critical',
+    /failed 10 times/,
+  ],
+  [
+    'a few failures alone are not a problem',
+    [{ hostname: 'b.example.com', expiresAt: at(60), attempts: 3 }],
+    'passing',
+    undefined,
+  ],
+  [
+    'critical wins over warning and lists first',
+    [
+      { hostname: 'w.example.com', expiresAt: at(2), attempts: 0 },
+      { hostname: 'c.example.com', expiresAt: at(-2), attempts: 0 },
+    ],
+    'critical',
+    /^c\.example\.com/,
+  ],
 ];
 
 for (const [name, input, status, firstProblem] of cases) {

@@ -14,15 +14,31 @@ interface Case {
 
 const cases: Case[] = [
   { name: 'run without options uses no config file', argv: ['run'], expected: { kind: 'run', configFile: undefined } },
-  { name: 'run takes --config <file>', argv: ['run', '--config', '/etc/ca.json'], expected: { kind: 'run', configFile: '/etc/ca.json' } },
-  { name: 'run takes --config=<file>', argv: ['run', '--config=/etc/ca.json'], expected: { kind: 'run', configFile: '/etc/ca.json' } },
-  { name: 'the last --config wins', argv: ['run', '--config', 'a.json', '--config', 'b.json'], expected: { kind: 'run', configFile: 'b.json' } },
+  {
+    name: 'run takes --config <file>',
+    argv: ['run', '--config', '/etc/ca.json'],
+    expected: { kind: 'run', configFile: '/etc/ca.json' },
+  },
+  {
+    name: 'run takes --config=<file>',
+    argv: ['run', '--config=/etc/ca.json'],
+    expected: { kind: 'run', configFile: '/etc/ca.json' },
+  },
+  {
+    name: 'the last --config wins',
+    argv: ['run', '--config', 'a.json', '--config', 'b.json'],
+    expected: { kind: 'run', configFile: 'b.json' },
+  },
   {
     name: 'check-config takes --config',
     argv: ['check-config', '--config', 'c.json'],
     expected: { kind: 'check-config', configFile: 'c.json' },
   },
-  { name: 'check-config without options', argv: ['check-config'], expected: { kind: 'check-config', configFile: undefined } },
+  {
+    name: 'check-config without options',
+    argv: ['check-config'],
+    expected: { kind: 'check-config', configFile: undefined },
+  },
   {
     name: 'status defaults to the local admin port',
     argv: ['status'],
@@ -51,21 +67,57 @@ const cases: Case[] = [
     argv: ['status', '--json', '--admin-addr=10.1.2.3:8081'],
     expected: { kind: 'status', json: true, adminUrl: 'http://10.1.2.3:8081' },
   },
-  { name: 'status --json', argv: ['status', '--json'], expected: { kind: 'status', json: true, adminUrl: DEFAULT_ADMIN_URL } },
+  {
+    name: 'status --json',
+    argv: ['status', '--json'],
+    expected: { kind: 'status', json: true, adminUrl: DEFAULT_ADMIN_URL },
+  },
   { name: '--version prints the version', argv: ['--version'], expected: { kind: 'version' } },
-  { name: '--version before a command still prints the version', argv: ['--version', 'run'], expected: { kind: 'version' } },
-  { name: '--help shows the top-level help', argv: ['--help'], expected: { kind: 'help', command: undefined, text: helpText() } },
-  { name: '-h shows the top-level help', argv: ['-h'], expected: { kind: 'help', command: undefined, text: helpText() } },
-  { name: 'help shows the top-level help', argv: ['help'], expected: { kind: 'help', command: undefined, text: helpText() } },
-  { name: 'help <command> shows that command\'s help', argv: ['help', 'status'], expected: { kind: 'help', command: 'status', text: helpText('status') } },
-  { name: 'run --help shows the help of run', argv: ['run', '--help'], expected: { kind: 'help', command: 'run', text: helpText('run') } },
+  {
+    name: '--version before a command still prints the version',
+    argv: ['--version', 'run'],
+    expected: { kind: 'version' },
+  },
+  {
+    name: '--help shows the top-level help',
+    argv: ['--help'],
+    expected: { kind: 'help', command: undefined, text: helpText() },
+  },
+  {
+    name: '-h shows the top-level help',
+    argv: ['-h'],
+    expected: { kind: 'help', command: undefined, text: helpText() },
+  },
+  {
+    name: 'help shows the top-level help',
+    argv: ['help'],
+    expected: { kind: 'help', command: undefined, text: helpText() },
+  },
+  {
+    name: "help <command> shows that command's help",
+    argv: ['help', 'status'],
+    expected: { kind: 'help', command: 'status', text: helpText('status') },
+  },
+  {
+    name: 'run --help shows the help of run',
+    argv: ['run', '--help'],
+    expected: { kind: 'help', command: 'run', text: helpText('run') },
+  },
   {
     name: 'check-config -h shows the help of check-config',
     argv: ['check-config', '-h'],
     expected: { kind: 'help', command: 'check-config', text: helpText('check-config') },
   },
-  { name: 'status --json --help shows the help of status', argv: ['status', '--json', '--help'], expected: { kind: 'help', command: 'status', text: helpText('status') } },
-  { name: 'options after -- are not read as options', argv: ['--', 'run'], expected: { kind: 'run', configFile: undefined } },
+  {
+    name: 'status --json --help shows the help of status',
+    argv: ['status', '--json', '--help'],
+    expected: { kind: 'help', command: 'status', text: helpText('status') },
+  },
+  {
+    name: 'options after -- are not read as options',
+    argv: ['--', 'run'],
+    expected: { kind: 'run', configFile: undefined },
+  },
 ];
 
 interface ErrorCase {
@@ -80,10 +132,30 @@ interface ErrorCase {
 
 const errorCases: ErrorCase[] = [
   { name: 'no command at all', argv: [], firstLine: 'missing command', usage: /^usage: consul-acme \[--version\]/m },
-  { name: 'an unknown command', argv: ['serve'], firstLine: "unknown command 'serve'", usage: /^usage: consul-acme \[--version\]/m },
-  { name: 'an unknown top-level option', argv: ['--verbose', 'run'], firstLine: "unknown option '--verbose'", usage: /^usage: consul-acme \[--version\]/m },
-  { name: 'an unknown top-level short option', argv: ['-x'], firstLine: "unknown option '-x'", usage: /^usage: consul-acme \[--version\]/m },
-  { name: 'help for an unknown command', argv: ['help', 'serve'], firstLine: "unknown command 'serve'", usage: /^usage: consul-acme \[--version\]/m },
+  {
+    name: 'an unknown command',
+    argv: ['serve'],
+    firstLine: "unknown command 'serve'",
+    usage: /^usage: consul-acme \[--version\]/m,
+  },
+  {
+    name: 'an unknown top-level option',
+    argv: ['--verbose', 'run'],
+    firstLine: "unknown option '--verbose'",
+    usage: /^usage: consul-acme \[--version\]/m,
+  },
+  {
+    name: 'an unknown top-level short option',
+    argv: ['-x'],
+    firstLine: "unknown option '-x'",
+    usage: /^usage: consul-acme \[--version\]/m,
+  },
+  {
+    name: 'help for an unknown command',
+    argv: ['help', 'serve'],
+    firstLine: "unknown command 'serve'",
+    usage: /^usage: consul-acme \[--version\]/m,
+  },
   {
     name: 'an option another command has',
     argv: ['run', '--json'],
@@ -96,16 +168,36 @@ const errorCases: ErrorCase[] = [
     firstLine: "unknown option '--config' for command 'status'",
     usage: /^usage: consul-acme status/m,
   },
-  { name: '--config without a value', argv: ['run', '--config'], firstLine: "option '--config' needs a value", usage: /^usage: consul-acme run/m },
-  { name: '--config with an empty value', argv: ['check-config', '--config='], firstLine: "option '--config' needs a value", usage: /^usage: consul-acme check-config/m },
+  {
+    name: '--config without a value',
+    argv: ['run', '--config'],
+    firstLine: "option '--config' needs a value",
+    usage: /^usage: consul-acme run/m,
+  },
+  {
+    name: '--config with an empty value',
+    argv: ['check-config', '--config='],
+    firstLine: "option '--config' needs a value",
+    usage: /^usage: consul-acme check-config/m,
+  },
   {
     name: '--config followed by another option',
     argv: ['run', '--config', '--help'],
     firstLine: "option '--config' needs a value",
     usage: /^usage: consul-acme run/m,
   },
-  { name: 'a value given to a flag', argv: ['status', '--json=yes'], firstLine: "option '--json' does not take a value", usage: /^usage: consul-acme status/m },
-  { name: 'a stray argument', argv: ['run', 'extra'], firstLine: "unexpected argument 'extra' for command 'run'", usage: /^usage: consul-acme run/m },
+  {
+    name: 'a value given to a flag',
+    argv: ['status', '--json=yes'],
+    firstLine: "option '--json' does not take a value",
+    usage: /^usage: consul-acme status/m,
+  },
+  {
+    name: 'a stray argument',
+    argv: ['run', 'extra'],
+    firstLine: "unexpected argument 'extra' for command 'run'",
+    usage: /^usage: consul-acme run/m,
+  },
   {
     name: 'an --admin-addr that is not http(s)',
     argv: ['status', '--admin-addr', 'ftp://host:21'],

@@ -4,7 +4,12 @@ import { describeConfig, loadConfig } from '../../src/config/load.js';
 import { LETS_ENCRYPT_STAGING, parseDurationMs } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 
-const noFiles = { readFile: (p: string): string => { throw new Error(`ENOENT: ${p}`); }, isReadable: () => true };
+const noFiles = {
+  readFile: (p: string): string => {
+    throw new Error(`ENOENT: ${p}`);
+  },
+  isReadable: () => true,
+};
 
 function problemsOf(env: Record<string, string>, extra: Partial<Parameters<typeof loadConfig>[0]> = {}): string[] {
   try {
@@ -17,7 +22,7 @@ function problemsOf(env: Record<string, string>, extra: Partial<Parameters<typeo
 }
 
 describe('configuration', () => {
-  test('with no settings at all, the defaults apply and Let\'s Encrypt staging is the directory', () => {
+  test("with no settings at all, the defaults apply and Let's Encrypt staging is the directory", () => {
     const config = loadConfig({ env: {}, ...noFiles });
     assert.equal(config.directoryUrl, LETS_ENCRYPT_STAGING);
     assert.equal(config.store, 'file');
@@ -34,7 +39,10 @@ describe('configuration', () => {
   });
 
   test('a Consul address without a scheme is taken as http, as the consul CLI does', () => {
-    assert.equal(loadConfig({ env: { CONSUL_HTTP_ADDR: '10.1.2.3:8500' }, ...noFiles }).consulAddress, 'http://10.1.2.3:8500');
+    assert.equal(
+      loadConfig({ env: { CONSUL_HTTP_ADDR: '10.1.2.3:8500' }, ...noFiles }).consulAddress,
+      'http://10.1.2.3:8500',
+    );
   });
 
   test('every problem is reported at once, each naming its variable', () => {
@@ -47,14 +55,29 @@ describe('configuration', () => {
       CONSUL_ACME_EAB_KID: 'kid-only',
     });
     assert.equal(problems.length, 6, problems.join('\n'));
-    for (const name of ['CONSUL_ACME_QUEUE_CONCURRENCY', 'CONSUL_ACME_KEY_TYPE', 'CONSUL_ACME_DIRECTORY_URL', 'VAULT_TOKEN', 'CONSUL_ACME_RETRY_SCHEDULE', 'CONSUL_ACME_EAB_KID']) {
-      assert.ok(problems.some((p) => p.includes(name)), `a problem names ${name}`);
+    for (const name of [
+      'CONSUL_ACME_QUEUE_CONCURRENCY',
+      'CONSUL_ACME_KEY_TYPE',
+      'CONSUL_ACME_DIRECTORY_URL',
+      'VAULT_TOKEN',
+      'CONSUL_ACME_RETRY_SCHEDULE',
+      'CONSUL_ACME_EAB_KID',
+    ]) {
+      assert.ok(
+        problems.some((p) => p.includes(name)),
+        `a problem names ${name}`,
+      );
     }
   });
 
   test('the environment wins over the config file, and the file wins over defaults', () => {
     const file = JSON.stringify({ queueConcurrency: 8, keyType: 'rsa-2048' });
-    const config = loadConfig({ env: { CONSUL_ACME_KEY_TYPE: 'ec-p384' }, configFile: '/etc/consul-acme.json', readFile: () => file, isReadable: () => true });
+    const config = loadConfig({
+      env: { CONSUL_ACME_KEY_TYPE: 'ec-p384' },
+      configFile: '/etc/consul-acme.json',
+      readFile: () => file,
+      isReadable: () => true,
+    });
     assert.equal(config.queueConcurrency, 8);
     assert.equal(config.keyType, 'ec-p384');
     assert.equal(config.configFile, '/etc/consul-acme.json');
@@ -90,7 +113,16 @@ describe('configuration', () => {
     assert.match(text, /CONSUL_ACME_DIRECTORY_URL\s+https:\/\/acme-staging-v02/);
   });
 
-  for (const [input, expected] of [['500ms', 500], ['90s', 90_000], ['5m', 300_000], ['2h', 7_200_000], ['7d', 604_800_000], ['5', undefined], ['1.5h', undefined], ['-1m', undefined]] as const) {
+  for (const [input, expected] of [
+    ['500ms', 500],
+    ['90s', 90_000],
+    ['5m', 300_000],
+    ['2h', 7_200_000],
+    ['7d', 604_800_000],
+    ['5', undefined],
+    ['1.5h', undefined],
+    ['-1m', undefined],
+  ] as const) {
     test(`the duration "${input}" reads as ${expected ?? 'invalid'}`, () => {
       assert.equal(parseDurationMs(input), expected);
     });

@@ -31,7 +31,9 @@ import { silentLogger } from '../../src/logging.js';
 
 // @cdktf/hcl2json's typings carry `/// <reference lib="dom" />`, which would pull the DOM library
 // into the whole program and break Node-typed code elsewhere; load it untyped and type it here.
-const hcl2json = createRequire(import.meta.url)('@cdktf/hcl2json') as { parse(filename: string, contents: string): Promise<unknown> };
+const hcl2json = createRequire(import.meta.url)('@cdktf/hcl2json') as {
+  parse(filename: string, contents: string): Promise<unknown>;
+};
 
 const ROOT = new URL('../../../', import.meta.url);
 const readRepoFile = (path: string): string => readFileSync(new URL(path, ROOT), 'utf8');
@@ -70,7 +72,9 @@ function labeled(value: unknown): Array<[string, Obj]> {
 /** A scalar as text (HCL numbers and bools included); anything else as JSON. */
 function text(value: unknown): string {
   if (value === undefined || value === null) return '';
-  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean' ? String(value) : JSON.stringify(value);
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean'
+    ? String(value)
+    : JSON.stringify(value);
 }
 
 function strings(value: unknown): string[] {
@@ -149,7 +153,14 @@ function readJob(parsed: Obj): JobModel {
       const templateEnv = bodies(task.template)
         .filter((t) => t.env === true)
         .flatMap((t) => templateEnvNames(typeof t.data === 'string' ? t.data : ''));
-      return { name: taskName, raw: task, env, templateEnv, services: bodies(task.service), dockerConfig: bodies(task.config)[0] };
+      return {
+        name: taskName,
+        raw: task,
+        env,
+        templateEnv,
+        services: bodies(task.service),
+        dockerConfig: bodies(task.config)[0],
+      };
     }),
   }));
   return { name, raw, groups };
@@ -210,10 +221,15 @@ function isPlatformEnv(name: string): boolean {
 function checkJobEnv(job: JobModel, known: ReadonlySet<string>): string[] {
   const problems: string[] = [];
   for (const task of allTasks(job)) {
-    const set = [...[...task.env.keys()].map((name) => ({ name, where: 'env {}' })), ...task.templateEnv.map((name) => ({ name, where: 'a template with env = true' }))];
+    const set = [
+      ...[...task.env.keys()].map((name) => ({ name, where: 'env {}' })),
+      ...task.templateEnv.map((name) => ({ name, where: 'a template with env = true' })),
+    ];
     for (const { name, where } of set) {
       if (!known.has(name) && !isPlatformEnv(name)) {
-        problems.push(`task "${task.name}": ${where} sets ${name}, which consul-acme does not read (no setting in src/config/schema.ts has that env name)`);
+        problems.push(
+          `task "${task.name}": ${where} sets ${name}, which consul-acme does not read (no setting in src/config/schema.ts has that env name)`,
+        );
       }
     }
   }
@@ -230,20 +246,28 @@ function checkJobPorts(job: JobModel): string[] {
       continue;
     }
     if (network.mode !== undefined && network.mode !== 'host') {
-      problems.push(`group "${group.name}": network mode "${text(network.mode)}" makes NOMAD_PORT_* the container-side port, but the process registers the port it listens on; use mode "host"`);
+      problems.push(
+        `group "${group.name}": network mode "${text(network.mode)}" makes NOMAD_PORT_* the container-side port, but the process registers the port it listens on; use mode "host"`,
+      );
     }
     const ports = new Map(labeled(network.port));
     for (const listener of LISTENERS) {
       const port = ports.get(listener.name);
-      if (!port) problems.push(`group "${group.name}": network has no port "${listener.name}" (for ${listener.portEnv})`);
-      else if (port.static !== undefined) problems.push(`group "${group.name}": port "${listener.name}" is static (${text(port.static)}); use a dynamic port so instances can share a node`);
+      if (!port)
+        problems.push(`group "${group.name}": network has no port "${listener.name}" (for ${listener.portEnv})`);
+      else if (port.static !== undefined)
+        problems.push(
+          `group "${group.name}": port "${listener.name}" is static (${text(port.static)}); use a dynamic port so instances can share a node`,
+        );
     }
     for (const task of group.tasks) {
       for (const listener of LISTENERS) {
         const wanted = `\${NOMAD_PORT_${listener.name}}`;
         const actual = task.env.get(listener.portEnv);
         if (actual !== wanted) {
-          problems.push(`task "${task.name}": ${listener.portEnv} is ${actual === undefined ? 'not set' : `"${actual}"`} but must be "${wanted}", the port Nomad allocated for "${listener.name}"`);
+          problems.push(
+            `task "${task.name}": ${listener.portEnv} is ${actual === undefined ? 'not set' : `"${actual}"`} but must be "${wanted}", the port Nomad allocated for "${listener.name}"`,
+          );
         }
         if (!strings(task.dockerConfig?.ports).includes(listener.name)) {
           problems.push(`task "${task.name}": docker config ports does not publish "${listener.name}"`);
@@ -251,7 +275,9 @@ function checkJobPorts(job: JobModel): string[] {
       }
       const address = task.env.get(SETTINGS.serviceAddress.env);
       if (address !== '${NOMAD_IP_challenge}') {
-        problems.push(`task "${task.name}": ${SETTINGS.serviceAddress.env} is ${address === undefined ? 'not set' : `"${address}"`} but must be "\${NOMAD_IP_challenge}", the address Fabio proxies challenges to`);
+        problems.push(
+          `task "${task.name}": ${SETTINGS.serviceAddress.env} is ${address === undefined ? 'not set' : `"${address}"`} but must be "\${NOMAD_IP_challenge}", the address Fabio proxies challenges to`,
+        );
       }
       for (const service of [...group.services, ...task.services]) {
         if (typeof service.port === 'string' && !ports.has(service.port)) {
@@ -272,30 +298,44 @@ function checkJobServices(job: JobModel, hasAdminRoute: (path: string) => boolea
   const needs = jobConsulNeeds(job);
   const fabioTagPrefix = jobFabioTagPrefix(job);
   if (!needs.registerService) {
-    problems.push(`${SETTINGS.registerService.env} is false: no registration carries the challenge routes, so Fabio cannot route HTTP-01 requests to consul-acme`);
+    problems.push(
+      `${SETTINGS.registerService.env} is false: no registration carries the challenge routes, so Fabio cannot route HTTP-01 requests to consul-acme`,
+    );
   }
   let checks = 0;
   for (const group of job.groups) {
     for (const service of [...group.services, ...group.tasks.flatMap((t) => t.services)]) {
       const name = text(service.name);
       if (name === needs.serviceName) {
-        problems.push(`Nomad service "${name}" has the name the process registers itself under (${SETTINGS.serviceName.env}): each instance would be registered twice, once without the challenge routes`);
+        problems.push(
+          `Nomad service "${name}" has the name the process registers itself under (${SETTINGS.serviceName.env}): each instance would be registered twice, once without the challenge routes`,
+        );
       }
       for (const tag of strings(service.tags)) {
-        if (tag.startsWith(fabioTagPrefix)) problems.push(`Nomad service "${name}" carries the Fabio route tag "${tag}"; only the process's own registration may carry routes`);
+        if (tag.startsWith(fabioTagPrefix))
+          problems.push(
+            `Nomad service "${name}" carries the Fabio route tag "${tag}"; only the process's own registration may carry routes`,
+          );
       }
       for (const check of bodies(service.check)) {
         checks += 1;
         if (check.type !== 'http') continue;
         const path = text(check.path);
-        if (!hasAdminRoute(path)) problems.push(`Nomad service "${name}": check "${text(check.name)}" requests ${path}, which the admin server does not serve (it serves ${Object.values(ADMIN_HEALTH_PATHS).join(', ')})`);
+        if (!hasAdminRoute(path))
+          problems.push(
+            `Nomad service "${name}": check "${text(check.name)}" requests ${path}, which the admin server does not serve (it serves ${Object.values(ADMIN_HEALTH_PATHS).join(', ')})`,
+          );
         const port = check.port ?? service.port;
-        if (port !== 'admin') problems.push(`Nomad service "${name}": check "${text(check.name)}" uses port "${text(port)}", but the health paths are on the admin port`);
+        if (port !== 'admin')
+          problems.push(
+            `Nomad service "${name}": check "${text(check.name)}" uses port "${text(port)}", but the health paths are on the admin port`,
+          );
       }
     }
   }
   const update = bodies(job.raw.update)[0];
-  if (update?.health_check === 'checks' && checks === 0) problems.push('update uses health_check = "checks" but no Nomad service has a check');
+  if (update?.health_check === 'checks' && checks === 0)
+    problems.push('update uses health_check = "checks" but no Nomad service has a check');
   return problems;
 }
 
@@ -307,7 +347,9 @@ function checkJobShutdown(job: JobModel): string[] {
     const raw = task.raw.kill_timeout;
     const killMs = typeof raw === 'string' ? parseDurationMs(raw) : undefined;
     if (killMs === undefined || killMs <= shutdownMs) {
-      problems.push(`task "${task.name}": kill_timeout ${typeof raw === 'string' ? `"${raw}"` : 'is unset (Nomad default 5s)'} must exceed ${SETTINGS.shutdownTimeoutMs.env} (${shutdownMs} ms), or Nomad kills the process before it releases locks and deregisters`);
+      problems.push(
+        `task "${task.name}": kill_timeout ${typeof raw === 'string' ? `"${raw}"` : 'is unset (Nomad default 5s)'} must exceed ${SETTINGS.shutdownTimeoutMs.env} (${shutdownMs} ms), or Nomad kills the process before it releases locks and deregisters`,
+      );
     }
   }
   return problems;
@@ -321,31 +363,48 @@ function checkJobSecrets(job: JobModel): string[] {
     .map((spec) => spec.env);
   for (const task of allTasks(job)) {
     for (const env of secretEnvs) {
-      if (task.env.has(env)) problems.push(`task "${task.name}": ${env} is a secret but is written in env {}; render it from Vault or a Nomad variable in a template`);
+      if (task.env.has(env))
+        problems.push(
+          `task "${task.name}": ${env} is a secret but is written in env {}; render it from Vault or a Nomad variable in a template`,
+        );
     }
     if (!task.templateEnv.includes(SETTINGS.consulToken.env)) {
-      problems.push(`task "${task.name}": no template renders ${SETTINGS.consulToken.env}; with Consul ACLs the service cannot read the catalog or write its KV prefix`);
+      problems.push(
+        `task "${task.name}": no template renders ${SETTINGS.consulToken.env}; with Consul ACLs the service cannot read the catalog or write its KV prefix`,
+      );
     }
     if (settingIn(task, SETTINGS.store) === 'vault') {
       const vault = bodies(task.raw.vault)[0];
       const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
       if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
-        problems.push(`task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env}, but the task has no vault block (with env) and no template that renders it`);
+        problems.push(
+          `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env}, but the task has no vault block (with env) and no template that renders it`,
+        );
       }
-      if (!task.env.has(SETTINGS.vaultAddress.env)) problems.push(`task "${task.name}": ${SETTINGS.store.env}=vault but ${SETTINGS.vaultAddress.env} is not set (Nomad injects the token, not the address)`);
+      if (!task.env.has(SETTINGS.vaultAddress.env))
+        problems.push(
+          `task "${task.name}": ${SETTINGS.store.env}=vault but ${SETTINGS.vaultAddress.env} is not set (Nomad injects the token, not the address)`,
+        );
     }
   }
   return problems;
 }
 
 function checkJob(job: JobModel, hasAdminRoute: (path: string) => boolean): string[] {
-  return [...checkJobEnv(job, serviceEnvNames()), ...checkJobPorts(job), ...checkJobServices(job, hasAdminRoute), ...checkJobShutdown(job), ...checkJobSecrets(job)];
+  return [
+    ...checkJobEnv(job, serviceEnvNames()),
+    ...checkJobPorts(job),
+    ...checkJobServices(job, hasAdminRoute),
+    ...checkJobShutdown(job),
+    ...checkJobSecrets(job),
+  ];
 }
 
 /** The policy grants exactly the expected paths and capabilities: nothing missing, nothing wider, no sudo. */
 function checkVaultPolicy(policy: Obj, expected: readonly VaultRule[], who: string): string[] {
   const problems: string[] = [];
-  for (const key of Object.keys(policy)) if (key !== 'path') problems.push(`${who}: unexpected top-level "${key}" (only path rules are expected)`);
+  for (const key of Object.keys(policy))
+    if (key !== 'path') problems.push(`${who}: unexpected top-level "${key}" (only path rules are expected)`);
   const granted = new Map<string, Set<string>>();
   for (const [path, body] of labeled(policy.path)) {
     const caps = granted.get(path) ?? new Set<string>();
@@ -355,17 +414,24 @@ function checkVaultPolicy(policy: Obj, expected: readonly VaultRule[], who: stri
   for (const rule of expected) {
     const caps = granted.get(rule.path);
     if (!caps) {
-      problems.push(`${who}: no rule for path "${rule.path}"; it needs [${rule.capabilities.join(', ')}] because ${rule.why}`);
+      problems.push(
+        `${who}: no rule for path "${rule.path}"; it needs [${rule.capabilities.join(', ')}] because ${rule.why}`,
+      );
       continue;
     }
-    for (const cap of rule.capabilities) if (!caps.has(cap)) problems.push(`${who}: path "${rule.path}" lacks "${cap}", needed because ${rule.why}`);
+    for (const cap of rule.capabilities)
+      if (!caps.has(cap)) problems.push(`${who}: path "${rule.path}" lacks "${cap}", needed because ${rule.why}`);
     for (const cap of caps) {
-      if (!(rule.capabilities as readonly string[]).includes(cap)) problems.push(`${who}: path "${rule.path}" grants "${cap}", which is not needed (needed: ${rule.capabilities.join(', ')})`);
+      if (!(rule.capabilities as readonly string[]).includes(cap))
+        problems.push(
+          `${who}: path "${rule.path}" grants "${cap}", which is not needed (needed: ${rule.capabilities.join(', ')})`,
+        );
     }
   }
   const expectedPaths = new Set(expected.map((r) => r.path));
   for (const [path, caps] of granted) {
-    if (caps.has('sudo') && !expectedPaths.has(path)) problems.push(`${who}: path "${path}" grants "sudo"; nothing needs sudo`);
+    if (caps.has('sudo') && !expectedPaths.has(path))
+      problems.push(`${who}: path "${path}" grants "sudo"; nothing needs sudo`);
     if (expectedPaths.has(path) || (caps.size === 1 && caps.has('deny'))) continue;
     const wildcard = path.includes('*') || path.includes('+');
     problems.push(
@@ -384,7 +450,8 @@ function checkConsulPolicy(policy: Obj, expected: readonly ConsulRule[]): string
   const problems: string[] = [];
   const granted = new Map<string, string>();
   for (const [resource, value] of Object.entries(policy)) {
-    if (typeof value === 'string') granted.set(`${resource} ""`, value); // acl = "write", operator = "read", ...
+    if (typeof value === 'string')
+      granted.set(`${resource} ""`, value); // acl = "write", operator = "read", ...
     else for (const [name, body] of labeled(value)) granted.set(`${resource} "${name}"`, text(body.policy));
   }
   const wanted = new Set<string>();
@@ -401,7 +468,8 @@ function checkConsulPolicy(policy: Obj, expected: readonly ConsulRule[]): string
     }
   }
   for (const [key, level] of granted) {
-    if (!wanted.has(key) && level !== 'deny') problems.push(`consul policy: ${key} grants "${level}", which consul-acme does not need`);
+    if (!wanted.has(key) && level !== 'deny')
+      problems.push(`consul policy: ${key} grants "${level}", which consul-acme does not need`);
   }
   return problems;
 }
@@ -436,24 +504,45 @@ function checkFabioProperties(text: string, expected: { certSource: string; fabi
   const sources = (props.get('proxy.cs') ?? '').split(',').map(fabioOptions);
   const source = sources.find((s) => s.get('type') === 'vault' && s.get('cert') === expected.certSource);
   if (!source) {
-    problems.push(`fabio.properties: proxy.cs has no vault source with cert=${expected.certSource} (where consul-acme writes; found "${props.get('proxy.cs') ?? ''}")`);
+    problems.push(
+      `fabio.properties: proxy.cs has no vault source with cert=${expected.certSource} (where consul-acme writes; found "${props.get('proxy.cs') ?? ''}")`,
+    );
   }
-  const listeners = (props.get('proxy.addr') ?? '').split(',').map((spec) => ({ address: spec.split(';')[0]!.trim(), options: fabioOptions(spec) }));
+  const listeners = (props.get('proxy.addr') ?? '')
+    .split(',')
+    .map((spec) => ({ address: spec.split(';')[0]!.trim(), options: fabioOptions(spec) }));
   const https = listeners.find((l) => l.options.get('proto') === 'https');
   if (!https) problems.push('fabio.properties: proxy.addr has no https listener');
   else {
     const csName = source?.get('cs');
-    if (csName === undefined || https.options.get('cs') !== csName) problems.push(`fabio.properties: the https listener ${https.address} does not use the vault certificate source (cs=${csName ?? '?'})`);
-    if (https.options.get('strictmatch') !== 'true') problems.push(`fabio.properties: the https listener ${https.address} lacks strictmatch=true, so an unknown name gets the alphabetically first certificate`);
+    if (csName === undefined || https.options.get('cs') !== csName)
+      problems.push(
+        `fabio.properties: the https listener ${https.address} does not use the vault certificate source (cs=${csName ?? '?'})`,
+      );
+    if (https.options.get('strictmatch') !== 'true')
+      problems.push(
+        `fabio.properties: the https listener ${https.address} lacks strictmatch=true, so an unknown name gets the alphabetically first certificate`,
+      );
   }
   const http = listeners.find((l) => /(^|:)80$/.test(l.address) && (l.options.get('proto') ?? 'http') === 'http');
-  if (!http) problems.push('fabio.properties: proxy.addr has no plain http listener on :80, where the CA sends HTTP-01 requests');
+  if (!http)
+    problems.push(
+      'fabio.properties: proxy.addr has no plain http listener on :80, where the CA sends HTTP-01 requests',
+    );
   const tagPrefix = props.get('registry.consul.tagprefix') ?? 'urlprefix-';
   if (tagPrefix !== expected.fabioTagPrefix) {
-    problems.push(`fabio.properties: registry.consul.tagprefix is "${tagPrefix}" but ${SETTINGS.fabioTagPrefix.env} is "${expected.fabioTagPrefix}"; the challenge routes would be ignored`);
+    problems.push(
+      `fabio.properties: registry.consul.tagprefix is "${tagPrefix}" but ${SETTINGS.fabioTagPrefix.env} is "${expected.fabioTagPrefix}"; the challenge routes would be ignored`,
+    );
   }
   const status = props.get('registry.consul.service.status');
-  if (status !== undefined && !status.split(',').map((s) => s.trim()).includes('passing')) {
+  if (
+    status !== undefined &&
+    !status
+      .split(',')
+      .map((s) => s.trim())
+      .includes('passing')
+  ) {
     problems.push(`fabio.properties: registry.consul.service.status "${status}" does not include passing`);
   }
   return problems;
@@ -474,24 +563,39 @@ function readDockerfile(text: string): DockerInstruction[] {
     .filter((line) => line !== '')
     .map((line) => {
       const space = line.search(/\s/);
-      return space < 0 ? { op: line.toUpperCase(), args: '' } : { op: line.slice(0, space).toUpperCase(), args: line.slice(space).trim() };
+      return space < 0
+        ? { op: line.toUpperCase(), args: '' }
+        : { op: line.slice(0, space).toUpperCase(), args: line.slice(space).trim() };
     });
 }
 
 /** Multi-stage, non-root, production dependencies only, an entry point the build produces, the right ports and env names. */
-function checkDockerfile(text: string, ctx: { fileExists: (path: string) => boolean; hasAdminRoute: (path: string) => boolean; known: ReadonlySet<string> }): string[] {
+function checkDockerfile(
+  text: string,
+  ctx: { fileExists: (path: string) => boolean; hasAdminRoute: (path: string) => boolean; known: ReadonlySet<string> },
+): string[] {
   const problems: string[] = [];
   const instructions = readDockerfile(text);
   const froms = instructions.filter((i) => i.op === 'FROM');
-  if (froms.length < 2) problems.push(`Dockerfile: ${froms.length} FROM; build in one stage and copy the result into a clean runtime stage`);
+  if (froms.length < 2)
+    problems.push(
+      `Dockerfile: ${froms.length} FROM; build in one stage and copy the result into a clean runtime stage`,
+    );
   const lastFrom = instructions.map((i) => i.op).lastIndexOf('FROM');
   const runtime = instructions.slice(lastFrom + 1);
 
-  const user = runtime.filter((i) => i.op === 'USER').at(-1)?.args.split(':')[0];
-  if (user === undefined || user === 'root' || user === '0') problems.push('Dockerfile: the runtime stage runs as root; add USER node');
+  const user = runtime
+    .filter((i) => i.op === 'USER')
+    .at(-1)
+    ?.args.split(':')[0];
+  if (user === undefined || user === 'root' || user === '0')
+    problems.push('Dockerfile: the runtime stage runs as root; add USER node');
 
   const omitsDev = instructions.some((i) => i.op === 'RUN' && /npm (prune|ci)\b[^&|;]*--omit=dev/.test(i.args));
-  if (!omitsDev) problems.push('Dockerfile: no `npm prune --omit=dev` (or `npm ci --omit=dev`); dev dependencies would ship in the image');
+  if (!omitsDev)
+    problems.push(
+      'Dockerfile: no `npm prune --omit=dev` (or `npm ci --omit=dev`); dev dependencies would ship in the image',
+    );
 
   const entry = runtime.filter((i) => i.op === 'ENTRYPOINT').at(-1);
   let entryArgs: unknown;
@@ -501,33 +605,49 @@ function checkDockerfile(text: string, ctx: { fileExists: (path: string) => bool
     entryArgs = undefined;
   }
   const script = strings(entryArgs).find((arg) => arg.endsWith('.js'));
-  if (!script) problems.push('Dockerfile: no exec-form ENTRYPOINT running a .js file (use ["node","dist/src/main.js"] so signals reach node)');
-  else if (!ctx.fileExists(script)) problems.push(`Dockerfile: ENTRYPOINT runs ${script}, which npm run build does not produce`);
+  if (!script)
+    problems.push(
+      'Dockerfile: no exec-form ENTRYPOINT running a .js file (use ["node","dist/src/main.js"] so signals reach node)',
+    );
+  else if (!ctx.fileExists(script))
+    problems.push(`Dockerfile: ENTRYPOINT runs ${script}, which npm run build does not produce`);
 
   const copies = runtime.filter((i) => i.op === 'COPY').map((i) => i.args);
   for (const needed of ['dist/src', 'node_modules', 'package.json']) {
-    if (!copies.some((args) => args.includes('--from=') && args.split(/\s+/).some((word) => word.replace(/^\/app\//, '') === needed))) {
+    if (
+      !copies.some(
+        (args) => args.includes('--from=') && args.split(/\s+/).some((word) => word.replace(/^\/app\//, '') === needed),
+      )
+    ) {
       problems.push(`Dockerfile: the runtime stage does not copy ${needed} from the build stage`);
     }
   }
 
-  const exposed = new Set(runtime.filter((i) => i.op === 'EXPOSE').flatMap((i) => i.args.split(/\s+/).map((p) => Number(p.split('/')[0]))));
+  const exposed = new Set(
+    runtime.filter((i) => i.op === 'EXPOSE').flatMap((i) => i.args.split(/\s+/).map((p) => Number(p.split('/')[0]))),
+  );
   for (const listener of LISTENERS) {
-    if (!exposed.has(listener.defaultPort)) problems.push(`Dockerfile: EXPOSE lacks ${listener.defaultPort}, the default ${listener.portEnv}`);
+    if (!exposed.has(listener.defaultPort))
+      problems.push(`Dockerfile: EXPOSE lacks ${listener.defaultPort}, the default ${listener.portEnv}`);
   }
   for (const port of exposed) {
-    if (!LISTENERS.some((l) => l.defaultPort === port)) problems.push(`Dockerfile: EXPOSE ${port} is not a port the service listens on by default`);
+    if (!LISTENERS.some((l) => l.defaultPort === port))
+      problems.push(`Dockerfile: EXPOSE ${port} is not a port the service listens on by default`);
   }
 
   for (const env of runtime.filter((i) => i.op === 'ENV')) {
     const name = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(env.args)?.[1] ?? '';
-    if (!ctx.known.has(name) && !isPlatformEnv(name)) problems.push(`Dockerfile: ENV ${name} is not a variable consul-acme reads`);
+    if (!ctx.known.has(name) && !isPlatformEnv(name))
+      problems.push(`Dockerfile: ENV ${name} is not a variable consul-acme reads`);
   }
 
   const healthcheck = runtime.find((i) => i.op === 'HEALTHCHECK');
   if (healthcheck) {
     const path = /(\/health\/[A-Za-z]+)/.exec(healthcheck.args)?.[1];
-    if (path === undefined || !ctx.hasAdminRoute(path)) problems.push(`Dockerfile: HEALTHCHECK requests ${path ?? 'no /health path'}, which the admin server does not serve`);
+    if (path === undefined || !ctx.hasAdminRoute(path))
+      problems.push(
+        `Dockerfile: HEALTHCHECK requests ${path ?? 'no /health path'}, which the admin server does not serve`,
+      );
   }
   return problems;
 }
@@ -543,7 +663,12 @@ function checkDockerignore(ignoreText: string, dockerfileText: string): string[]
   const ignored = (path: string): boolean =>
     patterns.some((pattern) => {
       if (pattern.startsWith('!')) return false;
-      const regex = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}(/.*)?$`);
+      const regex = new RegExp(
+        `^${pattern
+          .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+          .replace(/\*/g, '[^/]*')
+          .replace(/\?/g, '[^/]')}(/.*)?$`,
+      );
       return regex.test(path);
     });
   for (const copy of readDockerfile(dockerfileText).filter((i) => i.op === 'COPY' && !i.args.includes('--from='))) {
@@ -554,7 +679,8 @@ function checkDockerignore(ignoreText: string, dockerfileText: string): string[]
     }
   }
   for (const mustIgnore of ['node_modules', 'dist']) {
-    if (!ignored(mustIgnore)) problems.push(`.dockerignore does not exclude ${mustIgnore}; the host's copy would enter the build context`);
+    if (!ignored(mustIgnore))
+      problems.push(`.dockerignore does not exclude ${mustIgnore}; the host's copy would enter the build context`);
   }
   return problems;
 }
@@ -598,12 +724,20 @@ async function jobProblems(text: string): Promise<string[]> {
 
 async function storePolicyProblems(policyText: string, jobText = original('job')): Promise<string[]> {
   const job = readJob(await parseHcl(FILES.job, jobText));
-  return checkVaultPolicy(await parseHcl(FILES.vaultPolicy, policyText), storeVaultRules(jobVaultLayout(job)), 'vault-policy.hcl');
+  return checkVaultPolicy(
+    await parseHcl(FILES.vaultPolicy, policyText),
+    storeVaultRules(jobVaultLayout(job)),
+    'vault-policy.hcl',
+  );
 }
 
 async function fabioPolicyProblems(policyText: string): Promise<string[]> {
   const job = readJob(await parseHcl(FILES.job, original('job')));
-  return checkVaultPolicy(await parseHcl(FILES.fabioVaultPolicy, policyText), fabioVaultRules(jobVaultLayout(job)), 'fabio-vault-policy.hcl');
+  return checkVaultPolicy(
+    await parseHcl(FILES.fabioVaultPolicy, policyText),
+    fabioVaultRules(jobVaultLayout(job)),
+    'fabio-vault-policy.hcl',
+  );
 }
 
 async function consulPolicyProblems(policyText: string, jobText = original('job')): Promise<string[]> {
@@ -613,7 +747,10 @@ async function consulPolicyProblems(policyText: string, jobText = original('job'
 
 async function fabioPropertiesProblems(text: string): Promise<string[]> {
   const job = readJob(await parseHcl(FILES.job, original('job')));
-  return checkFabioProperties(text, { certSource: fabioCertSourcePath(jobVaultLayout(job)), fabioTagPrefix: jobFabioTagPrefix(job) });
+  return checkFabioProperties(text, {
+    certSource: fabioCertSourcePath(jobVaultLayout(job)),
+    fabioTagPrefix: jobFabioTagPrefix(job),
+  });
 }
 
 function dockerfileProblems(text: string, fileExists = repoFileExists): string[] {
@@ -631,7 +768,7 @@ function assertReported(problems: string[], expected: RegExp): void {
 // Tests
 
 describe('the contract is derived from the code', () => {
-  test('every setting\'s env var is one the service understands', () => {
+  test("every setting's env var is one the service understands", () => {
     const names = serviceEnvNames();
     for (const spec of Object.values(SETTINGS)) assert.ok(names.has(spec.env), spec.env);
   });
@@ -659,7 +796,12 @@ describe('the contract is derived from the code', () => {
     const rules = consulRules({ kvPrefix: 'acme/', serviceName: 'issuer', registerService: true });
     assert.ok(rules.some((r) => r.resource === 'key_prefix' && r.name === 'acme/' && r.policy === 'write'));
     assert.ok(rules.some((r) => r.resource === 'service' && r.name === 'issuer' && r.policy === 'write'));
-    assert.equal(consulRules({ kvPrefix: 'acme/', serviceName: 'issuer', registerService: false }).some((r) => r.resource === 'service'), false);
+    assert.equal(
+      consulRules({ kvPrefix: 'acme/', serviceName: 'issuer', registerService: false }).some(
+        (r) => r.resource === 'service',
+      ),
+      false,
+    );
   });
 });
 
@@ -716,20 +858,85 @@ describe('the real deploy files agree with the code', () => {
 
 describe('mutated deploy files are reported', () => {
   const jobCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
-    { name: 'an env var the service does not read', from: 'CONSUL_ACME_LOG_LEVEL = var.log_level', to: 'CONSUL_ACME_LOGLEVEL = var.log_level', expected: /env \{\} sets CONSUL_ACME_LOGLEVEL, which consul-acme does not read/ },
-    { name: 'a template env var the service does not read', from: 'CONSUL_HTTP_TOKEN={{ .consul_token }}', to: 'CONSUL_TOKEN={{ .consul_token }}', expected: /template with env = true sets CONSUL_TOKEN, which consul-acme does not read/ },
-    { name: 'the admin port wired to the challenge port', from: 'CONSUL_ACME_ADMIN_PORT       = "${NOMAD_PORT_admin}"', to: 'CONSUL_ACME_ADMIN_PORT       = "${NOMAD_PORT_challenge}"', expected: /CONSUL_ACME_ADMIN_PORT is "\$\{NOMAD_PORT_challenge\}" but must be "\$\{NOMAD_PORT_admin\}"/ },
-    { name: 'a hard-coded challenge port', from: '"${NOMAD_PORT_challenge}"', to: '"8080"', expected: /CONSUL_ACME_CHALLENGE_PORT is "8080" but must be "\$\{NOMAD_PORT_challenge\}"/ },
-    { name: 'a static admin port', from: 'port "admin" {}', to: 'port "admin" { static = 8081 }', expected: /port "admin" is static \(8081\)/ },
-    { name: 'a port docker does not publish', from: 'ports = ["challenge", "admin"]', to: 'ports = ["challenge"]', expected: /docker config ports does not publish "admin"/ },
+    {
+      name: 'an env var the service does not read',
+      from: 'CONSUL_ACME_LOG_LEVEL = var.log_level',
+      to: 'CONSUL_ACME_LOGLEVEL = var.log_level',
+      expected: /env \{\} sets CONSUL_ACME_LOGLEVEL, which consul-acme does not read/,
+    },
+    {
+      name: 'a template env var the service does not read',
+      from: 'CONSUL_HTTP_TOKEN={{ .consul_token }}',
+      to: 'CONSUL_TOKEN={{ .consul_token }}',
+      expected: /template with env = true sets CONSUL_TOKEN, which consul-acme does not read/,
+    },
+    {
+      name: 'the admin port wired to the challenge port',
+      from: 'CONSUL_ACME_ADMIN_PORT       = "${NOMAD_PORT_admin}"',
+      to: 'CONSUL_ACME_ADMIN_PORT       = "${NOMAD_PORT_challenge}"',
+      expected: /CONSUL_ACME_ADMIN_PORT is "\$\{NOMAD_PORT_challenge\}" but must be "\$\{NOMAD_PORT_admin\}"/,
+    },
+    {
+      name: 'a hard-coded challenge port',
+      from: '"${NOMAD_PORT_challenge}"',
+      to: '"8080"',
+      expected: /CONSUL_ACME_CHALLENGE_PORT is "8080" but must be "\$\{NOMAD_PORT_challenge\}"/,
+    },
+    {
+      name: 'a static admin port',
+      from: 'port "admin" {}',
+      to: 'port "admin" { static = 8081 }',
+      expected: /port "admin" is static \(8081\)/,
+    },
+    {
+      name: 'a port docker does not publish',
+      from: 'ports = ["challenge", "admin"]',
+      to: 'ports = ["challenge"]',
+      expected: /docker config ports does not publish "admin"/,
+    },
     { name: 'bridge networking', from: 'mode = "host"', to: 'mode = "bridge"', expected: /network mode "bridge"/ },
-    { name: 'a check path the admin server does not serve', from: 'path     = "/health/ready"', to: 'path     = "/healthz"', expected: /check "ready" requests \/healthz, which the admin server does not serve/ },
-    { name: 'a Nomad service with the process\'s own service name', from: 'name     = "consul-acme-admin"', to: 'name     = "consul-acme"', expected: /Nomad service "consul-acme" has the name the process registers itself under/ },
-    { name: 'Fabio route tags on the Nomad service', from: 'provider = "consul"', to: 'provider = "consul"\n        tags     = ["urlprefix-/.well-known/acme-challenge/"]', expected: /carries the Fabio route tag "urlprefix-\/\.well-known\/acme-challenge\/"/ },
-    { name: 'self-registration switched off', from: 'CONSUL_ACME_REGISTER_SERVICE = "true"', to: 'CONSUL_ACME_REGISTER_SERVICE = "false"', expected: /CONSUL_ACME_REGISTER_SERVICE is false/ },
-    { name: 'a kill timeout shorter than the shutdown timeout', from: 'kill_timeout = "40s"', to: 'kill_timeout = "10s"', expected: /kill_timeout "10s" must exceed CONSUL_ACME_SHUTDOWN_TIMEOUT_MS \(30000 ms\)/ },
-    { name: 'a Consul token written into the job', from: 'CONSUL_ACME_LOG_LEVEL = var.log_level', to: 'CONSUL_ACME_LOG_LEVEL = var.log_level\n        CONSUL_HTTP_TOKEN = "s3cr3t"', expected: /CONSUL_HTTP_TOKEN is a secret but is written in env \{\}/ },
-    { name: 'the Vault store without a vault block', from: /vault \{\n\s+role\s+= var\.vault_role\n\s+change_mode = "restart"\n\s+\}/, to: '', expected: /CONSUL_ACME_STORE=vault needs VAULT_TOKEN/ },
+    {
+      name: 'a check path the admin server does not serve',
+      from: 'path     = "/health/ready"',
+      to: 'path     = "/healthz"',
+      expected: /check "ready" requests \/healthz, which the admin server does not serve/,
+    },
+    {
+      name: "a Nomad service with the process's own service name",
+      from: 'name     = "consul-acme-admin"',
+      to: 'name     = "consul-acme"',
+      expected: /Nomad service "consul-acme" has the name the process registers itself under/,
+    },
+    {
+      name: 'Fabio route tags on the Nomad service',
+      from: 'provider = "consul"',
+      to: 'provider = "consul"\n        tags     = ["urlprefix-/.well-known/acme-challenge/"]',
+      expected: /carries the Fabio route tag "urlprefix-\/\.well-known\/acme-challenge\/"/,
+    },
+    {
+      name: 'self-registration switched off',
+      from: 'CONSUL_ACME_REGISTER_SERVICE = "true"',
+      to: 'CONSUL_ACME_REGISTER_SERVICE = "false"',
+      expected: /CONSUL_ACME_REGISTER_SERVICE is false/,
+    },
+    {
+      name: 'a kill timeout shorter than the shutdown timeout',
+      from: 'kill_timeout = "40s"',
+      to: 'kill_timeout = "10s"',
+      expected: /kill_timeout "10s" must exceed CONSUL_ACME_SHUTDOWN_TIMEOUT_MS \(30000 ms\)/,
+    },
+    {
+      name: 'a Consul token written into the job',
+      from: 'CONSUL_ACME_LOG_LEVEL = var.log_level',
+      to: 'CONSUL_ACME_LOG_LEVEL = var.log_level\n        CONSUL_HTTP_TOKEN = "s3cr3t"',
+      expected: /CONSUL_HTTP_TOKEN is a secret but is written in env \{\}/,
+    },
+    {
+      name: 'the Vault store without a vault block',
+      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+change_mode = "restart"\n\s+\}/,
+      to: '',
+      expected: /CONSUL_ACME_STORE=vault needs VAULT_TOKEN/,
+    },
   ];
   for (const c of jobCases) {
     test(`the job checker reports ${c.name}`, async () => {
@@ -738,12 +945,43 @@ describe('mutated deploy files are reported', () => {
   }
 
   const vaultCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
-    { name: 'a missing metadata list rule', from: /path "secret\/metadata\/fabio\/certs\/" \{[^}]*\}/, to: '', expected: /no rule for path "secret\/metadata\/fabio\/certs\/"; it needs \[list\]/ },
-    { name: 'a grant on secret/*', from: '# Certificates:', to: 'path "secret/*" {\n  capabilities = ["create", "read", "update", "delete", "list"]\n}\n\n# Certificates:', expected: /path "secret\/\*" grants \[create, read, update, delete, list\] through a wildcard wider than the paths that are needed/ },
-    { name: 'sudo on a needed path', from: 'capabilities = ["read", "delete"]', to: 'capabilities = ["read", "delete", "sudo"]', expected: /path "secret\/metadata\/fabio\/certs\/\*" grants "sudo", which is not needed/ },
-    { name: 'sudo on a path nobody needs', from: '# Certificates:', to: 'path "sys/mounts" {\n  capabilities = ["sudo", "read"]\n}\n\n# Certificates:', expected: /path "sys\/mounts" grants "sudo"; nothing needs sudo/ },
-    { name: 'a missing delete on certificate metadata', from: 'capabilities = ["read", "delete"]', to: 'capabilities = ["read"]', expected: /path "secret\/metadata\/fabio\/certs\/\*" lacks "delete", needed because retiring a certificate/ },
-    { name: 'the list rule written without the trailing slash Vault checks', from: 'path "secret/metadata/fabio/certs/" {', to: 'path "secret/metadata/fabio/certs" {', expected: /no rule for path "secret\/metadata\/fabio\/certs\/"/ },
+    {
+      name: 'a missing metadata list rule',
+      from: /path "secret\/metadata\/fabio\/certs\/" \{[^}]*\}/,
+      to: '',
+      expected: /no rule for path "secret\/metadata\/fabio\/certs\/"; it needs \[list\]/,
+    },
+    {
+      name: 'a grant on secret/*',
+      from: '# Certificates:',
+      to: 'path "secret/*" {\n  capabilities = ["create", "read", "update", "delete", "list"]\n}\n\n# Certificates:',
+      expected:
+        /path "secret\/\*" grants \[create, read, update, delete, list\] through a wildcard wider than the paths that are needed/,
+    },
+    {
+      name: 'sudo on a needed path',
+      from: 'capabilities = ["read", "delete"]',
+      to: 'capabilities = ["read", "delete", "sudo"]',
+      expected: /path "secret\/metadata\/fabio\/certs\/\*" grants "sudo", which is not needed/,
+    },
+    {
+      name: 'sudo on a path nobody needs',
+      from: '# Certificates:',
+      to: 'path "sys/mounts" {\n  capabilities = ["sudo", "read"]\n}\n\n# Certificates:',
+      expected: /path "sys\/mounts" grants "sudo"; nothing needs sudo/,
+    },
+    {
+      name: 'a missing delete on certificate metadata',
+      from: 'capabilities = ["read", "delete"]',
+      to: 'capabilities = ["read"]',
+      expected: /path "secret\/metadata\/fabio\/certs\/\*" lacks "delete", needed because retiring a certificate/,
+    },
+    {
+      name: 'the list rule written without the trailing slash Vault checks',
+      from: 'path "secret/metadata/fabio/certs/" {',
+      to: 'path "secret/metadata/fabio/certs" {',
+      expected: /no rule for path "secret\/metadata\/fabio\/certs\/"/,
+    },
   ];
   for (const c of vaultCases) {
     test(`the Vault policy checker reports ${c.name}`, async () => {
@@ -753,21 +991,57 @@ describe('mutated deploy files are reported', () => {
 
   test('the Vault policy checker reports a policy that no longer matches a job with another prefix', async () => {
     const job = mutate(original('job'), 'default     = "fabio/certs"', 'default     = "certs/public"');
-    assertReported(await storePolicyProblems(original('vaultPolicy'), job), /no rule for path "secret\/data\/certs\/public\/\*"/);
+    assertReported(
+      await storePolicyProblems(original('vaultPolicy'), job),
+      /no rule for path "secret\/data\/certs\/public\/\*"/,
+    );
   });
 
   test('the Fabio Vault policy checker reports write access', async () => {
     const text = mutate(original('fabioVaultPolicy'), 'capabilities = ["read"]', 'capabilities = ["read", "update"]');
-    assertReported(await fabioPolicyProblems(text), /fabio-vault-policy\.hcl: path "secret\/data\/fabio\/certs\/\*" grants "update", which is not needed/);
+    assertReported(
+      await fabioPolicyProblems(text),
+      /fabio-vault-policy\.hcl: path "secret\/data\/fabio\/certs\/\*" grants "update", which is not needed/,
+    );
   });
 
   const consulCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
-    { name: 'a policy without session write', from: /session_prefix "" \{[^}]*\}/, to: '', expected: /no session_prefix "" \{ policy = "write" \} rule; it is needed because locks/ },
-    { name: 'session read where write is needed', from: /(session_prefix "" \{\s*policy = )"write"/, to: '$1"read"', expected: /session_prefix "" is "read" but "write" is needed/ },
-    { name: 'a policy without the service registration write', from: /service "consul-acme" \{[^}]*\}/, to: '', expected: /no service "consul-acme" \{ policy = "write" \} rule/ },
-    { name: 'write on every key', from: 'key_prefix "consul-acme/" {', to: 'key_prefix "" {\n  policy = "write"\n}\n\nkey_prefix "consul-acme/" {', expected: /key_prefix "" grants "write", which consul-acme does not need/ },
-    { name: 'service write on every service', from: /(service_prefix "" \{\s*policy = )"read"/, to: '$1"write"', expected: /service_prefix "" is "write" where "read" is enough/ },
-    { name: 'operator access', from: 'node_prefix "" {', to: 'operator = "write"\n\nnode_prefix "" {', expected: /operator "" grants "write", which consul-acme does not need/ },
+    {
+      name: 'a policy without session write',
+      from: /session_prefix "" \{[^}]*\}/,
+      to: '',
+      expected: /no session_prefix "" \{ policy = "write" \} rule; it is needed because locks/,
+    },
+    {
+      name: 'session read where write is needed',
+      from: /(session_prefix "" \{\s*policy = )"write"/,
+      to: '$1"read"',
+      expected: /session_prefix "" is "read" but "write" is needed/,
+    },
+    {
+      name: 'a policy without the service registration write',
+      from: /service "consul-acme" \{[^}]*\}/,
+      to: '',
+      expected: /no service "consul-acme" \{ policy = "write" \} rule/,
+    },
+    {
+      name: 'write on every key',
+      from: 'key_prefix "consul-acme/" {',
+      to: 'key_prefix "" {\n  policy = "write"\n}\n\nkey_prefix "consul-acme/" {',
+      expected: /key_prefix "" grants "write", which consul-acme does not need/,
+    },
+    {
+      name: 'service write on every service',
+      from: /(service_prefix "" \{\s*policy = )"read"/,
+      to: '$1"write"',
+      expected: /service_prefix "" is "write" where "read" is enough/,
+    },
+    {
+      name: 'operator access',
+      from: 'node_prefix "" {',
+      to: 'operator = "write"\n\nnode_prefix "" {',
+      expected: /operator "" grants "write", which consul-acme does not need/,
+    },
   ];
   for (const c of consulCases) {
     test(`the Consul policy checker reports ${c.name}`, async () => {
@@ -777,13 +1051,31 @@ describe('mutated deploy files are reported', () => {
 
   test('the Consul policy checker reports a policy that no longer matches a job with another KV prefix', async () => {
     const job = mutate(original('job'), 'default     = "consul-acme/"', 'default     = "acme/"');
-    assertReported(await consulPolicyProblems(original('consulPolicy'), job), /no key_prefix "acme\/" \{ policy = "write" \} rule/);
+    assertReported(
+      await consulPolicyProblems(original('consulPolicy'), job),
+      /no key_prefix "acme\/" \{ policy = "write" \} rule/,
+    );
   });
 
   const fabioCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
-    { name: 'a tag prefix that differs from the service\'s', from: 'registry.consul.tagprefix = urlprefix-', to: 'registry.consul.tagprefix = fabio-', expected: /registry\.consul\.tagprefix is "fabio-" but CONSUL_ACME_FABIO_TAG_PREFIX is "urlprefix-"/ },
-    { name: 'an https listener without strictmatch', from: ';strictmatch=true', to: '', expected: /lacks strictmatch=true/ },
-    { name: 'a certificate source on another path', from: 'cert=secret/fabio/certs', to: 'cert=secret/data/fabio/certs', expected: /proxy\.cs has no vault source with cert=secret\/fabio\/certs/ },
+    {
+      name: "a tag prefix that differs from the service's",
+      from: 'registry.consul.tagprefix = urlprefix-',
+      to: 'registry.consul.tagprefix = fabio-',
+      expected: /registry\.consul\.tagprefix is "fabio-" but CONSUL_ACME_FABIO_TAG_PREFIX is "urlprefix-"/,
+    },
+    {
+      name: 'an https listener without strictmatch',
+      from: ';strictmatch=true',
+      to: '',
+      expected: /lacks strictmatch=true/,
+    },
+    {
+      name: 'a certificate source on another path',
+      from: 'cert=secret/fabio/certs',
+      to: 'cert=secret/data/fabio/certs',
+      expected: /proxy\.cs has no vault source with cert=secret\/fabio\/certs/,
+    },
     { name: 'no plain listener on :80', from: ':80;proto=http,', to: '', expected: /no plain http listener on :80/ },
   ];
   for (const c of fabioCases) {
@@ -793,15 +1085,50 @@ describe('mutated deploy files are reported', () => {
   }
 
   const dockerCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
-    { name: 'a single stage', from: /^FROM node:20-bookworm-slim AS build[\s\S]*?(?=^FROM )/m, to: '', expected: /1 FROM; build in one stage/ },
+    {
+      name: 'a single stage',
+      from: /^FROM node:20-bookworm-slim AS build[\s\S]*?(?=^FROM )/m,
+      to: '',
+      expected: /1 FROM; build in one stage/,
+    },
     { name: 'no USER', from: 'USER node\n', to: '', expected: /runtime stage runs as root/ },
     { name: 'USER root', from: 'USER node\n', to: 'USER root\n', expected: /runtime stage runs as root/ },
-    { name: 'dev dependencies kept', from: ' \\\n && npm prune --omit=dev --no-audit --no-fund', to: '', expected: /no `npm prune --omit=dev`/ },
-    { name: 'an entry point the build does not produce', from: 'dist/src/main.js"]', to: 'dist/main.js"]', expected: /ENTRYPOINT runs dist\/main\.js, which npm run build does not produce/ },
-    { name: 'a runtime stage without package.json', from: 'COPY --from=build /app/package.json ./package.json\n', to: '', expected: /does not copy package\.json from the build stage/ },
-    { name: 'an ENV the service does not read', from: 'ENV CONSUL_ACME_FILE_STORE_DIR=/data', to: 'ENV CONSUL_ACME_DATA_DIR=/data', expected: /ENV CONSUL_ACME_DATA_DIR is not a variable consul-acme reads/ },
-    { name: 'an exposed port that is not a default', from: 'EXPOSE 8080 8081', to: 'EXPOSE 8080 9090', expected: /EXPOSE lacks 8081/ },
-    { name: 'a HEALTHCHECK on a path the admin server does not serve', from: "'/health/live'", to: "'/health/alive'", expected: /HEALTHCHECK requests \/health\/alive/ },
+    {
+      name: 'dev dependencies kept',
+      from: ' \\\n && npm prune --omit=dev --no-audit --no-fund',
+      to: '',
+      expected: /no `npm prune --omit=dev`/,
+    },
+    {
+      name: 'an entry point the build does not produce',
+      from: 'dist/src/main.js"]',
+      to: 'dist/main.js"]',
+      expected: /ENTRYPOINT runs dist\/main\.js, which npm run build does not produce/,
+    },
+    {
+      name: 'a runtime stage without package.json',
+      from: 'COPY --from=build /app/package.json ./package.json\n',
+      to: '',
+      expected: /does not copy package\.json from the build stage/,
+    },
+    {
+      name: 'an ENV the service does not read',
+      from: 'ENV CONSUL_ACME_FILE_STORE_DIR=/data',
+      to: 'ENV CONSUL_ACME_DATA_DIR=/data',
+      expected: /ENV CONSUL_ACME_DATA_DIR is not a variable consul-acme reads/,
+    },
+    {
+      name: 'an exposed port that is not a default',
+      from: 'EXPOSE 8080 8081',
+      to: 'EXPOSE 8080 9090',
+      expected: /EXPOSE lacks 8081/,
+    },
+    {
+      name: 'a HEALTHCHECK on a path the admin server does not serve',
+      from: "'/health/live'",
+      to: "'/health/alive'",
+      expected: /HEALTHCHECK requests \/health\/alive/,
+    },
   ];
   for (const c of dockerCases) {
     test(`the Dockerfile checker reports ${c.name}`, () => {
@@ -810,7 +1137,10 @@ describe('mutated deploy files are reported', () => {
   }
 
   test('the .dockerignore checker reports an excluded source directory and an included node_modules', () => {
-    const problems = checkDockerignore(mutate(mutate(original('dockerignore'), /^node_modules\n/m, ''), /^test\n/m, 'test\nsrc\n'), original('dockerfile'));
+    const problems = checkDockerignore(
+      mutate(mutate(original('dockerignore'), /^node_modules\n/m, ''), /^test\n/m, 'test\nsrc\n'),
+      original('dockerfile'),
+    );
     assertReported(problems, /\.dockerignore excludes src, which the Dockerfile copies/);
     assertReported(problems, /\.dockerignore does not exclude node_modules/);
   });

@@ -7,7 +7,12 @@ import { WILDCARD_REASON } from '../../src/domain/hostname.js';
 const open: DesiredOptions = { tagPrefix: 'consul-acme', fabioTagPrefix: 'urlprefix-', requireEnableTag: false };
 const optIn: DesiredOptions = { ...open, requireEnableTag: true };
 
-const cases: Array<{ name: string; services: Record<string, string[]>; options: DesiredOptions; expected: DesiredSet }> = [
+const cases: Array<{
+  name: string;
+  services: Record<string, string[]>;
+  options: DesiredOptions;
+  expected: DesiredSet;
+}> = [
   {
     name: 'an empty catalog wants nothing',
     services: {},
@@ -57,8 +62,18 @@ const cases: Array<{ name: string; services: Record<string, string[]>; options: 
       hostnames: [{ hostname: 'ok.example.com', services: ['web'] }],
       rejected: [
         { value: '*.example.com', reason: WILDCARD_REASON, service: 'web', tag: 'urlprefix-*.example.com/' },
-        { value: 'localhost', reason: 'single-label names are not publicly issuable', service: 'web', tag: 'consul-acme.hosts=ok.example.com,localhost' },
-        { value: 'urlprefix-app.example.com', reason: 'fabio route has no path', service: 'web', tag: 'urlprefix-app.example.com' },
+        {
+          value: 'localhost',
+          reason: 'single-label names are not publicly issuable',
+          service: 'web',
+          tag: 'consul-acme.hosts=ok.example.com,localhost',
+        },
+        {
+          value: 'urlprefix-app.example.com',
+          reason: 'fabio route has no path',
+          service: 'web',
+          tag: 'urlprefix-app.example.com',
+        },
       ],
     },
   },
@@ -125,8 +140,14 @@ describe('desiredFromCatalog', () => {
   }
 
   test('the output does not depend on the order of services or tags', () => {
-    const forward = { b: ['urlprefix-x.example.com/', 'urlprefix-*.y/'], a: ['consul-acme.hosts=x.example.com,-z.example.com'] };
-    const backward = { a: ['consul-acme.hosts=x.example.com,-z.example.com'], b: ['urlprefix-*.y/', 'urlprefix-x.example.com/'] };
+    const forward = {
+      b: ['urlprefix-x.example.com/', 'urlprefix-*.y/'],
+      a: ['consul-acme.hosts=x.example.com,-z.example.com'],
+    };
+    const backward = {
+      a: ['consul-acme.hosts=x.example.com,-z.example.com'],
+      b: ['urlprefix-*.y/', 'urlprefix-x.example.com/'],
+    };
     assert.deepEqual(desiredFromCatalog(forward, open), desiredFromCatalog(backward, open));
   });
 });
@@ -137,7 +158,10 @@ describe('challengeRouteTags', () => {
     {
       name: 'each managed hostname gets its own challenge route, sorted',
       hostnames: ['b.example.com', 'a.example.com'],
-      expected: ['urlprefix-a.example.com/.well-known/acme-challenge/', 'urlprefix-b.example.com/.well-known/acme-challenge/'],
+      expected: [
+        'urlprefix-a.example.com/.well-known/acme-challenge/',
+        'urlprefix-b.example.com/.well-known/acme-challenge/',
+      ],
     },
     {
       name: 'a repeated hostname gets one route',

@@ -9,7 +9,9 @@ const notBefore = new Date('2026-01-01T00:00:00Z');
 const notAfter = new Date('2026-03-01T12:30:00Z');
 const ecP256 = await makeTestCertificate({ hostnames: ['b.example.com', 'a.example.com'], notBefore, notAfter });
 const selfSigned = await makeTestCertificate({ hostnames: ['self.example.com'], notBefore, notAfter, issuer: null });
-const otherKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+const otherKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+  .privateKey.export({ type: 'pkcs8', format: 'pem' })
+  .toString();
 const ed25519Key = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
 
 describe('inspectCertificate', () => {
@@ -55,8 +57,18 @@ describe('inspectCertificate', () => {
   const problems: { name: string; cert: string; key: string; problem: RegExp }[] = [
     { name: 'an empty cert field', cert: '', key: ecP256.keyPem, problem: /^cert field is empty$/ },
     { name: 'an empty key field', cert: ecP256.certPem, key: '  ', problem: /^key field is empty$/ },
-    { name: 'a cert field without a PEM block', cert: 'hello', key: ecP256.keyPem, problem: /^cert field is not a PEM certificate$/ },
-    { name: 'a key PEM in the cert field', cert: ecP256.keyPem, key: ecP256.keyPem, problem: /^cert field is not a PEM certificate$/ },
+    {
+      name: 'a cert field without a PEM block',
+      cert: 'hello',
+      key: ecP256.keyPem,
+      problem: /^cert field is not a PEM certificate$/,
+    },
+    {
+      name: 'a key PEM in the cert field',
+      cert: ecP256.keyPem,
+      key: ecP256.keyPem,
+      problem: /^cert field is not a PEM certificate$/,
+    },
     {
       name: 'a PEM certificate block with garbage inside',
       cert: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n',
@@ -69,10 +81,30 @@ describe('inspectCertificate', () => {
       key: ecP256.keyPem,
       problem: /^chain certificate 2 in the cert field cannot be parsed/,
     },
-    { name: 'a key field that is not a private key', cert: ecP256.certPem, key: 'not a key', problem: /^key field is not a PEM private key/ },
-    { name: 'a certificate in the key field', cert: ecP256.certPem, key: ecP256.certPem, problem: /^key field is not a PEM private key/ },
-    { name: 'a key of another certificate', cert: ecP256.certPem, key: otherKey, problem: /^private key does not match the certificate$/ },
-    { name: 'the issuer-signed leaf with a self-signed key', cert: ecP256.certPem, key: selfSigned.keyPem, problem: /^private key does not match the certificate$/ },
+    {
+      name: 'a key field that is not a private key',
+      cert: ecP256.certPem,
+      key: 'not a key',
+      problem: /^key field is not a PEM private key/,
+    },
+    {
+      name: 'a certificate in the key field',
+      cert: ecP256.certPem,
+      key: ecP256.certPem,
+      problem: /^key field is not a PEM private key/,
+    },
+    {
+      name: 'a key of another certificate',
+      cert: ecP256.certPem,
+      key: otherKey,
+      problem: /^private key does not match the certificate$/,
+    },
+    {
+      name: 'the issuer-signed leaf with a self-signed key',
+      cert: ecP256.certPem,
+      key: selfSigned.keyPem,
+      problem: /^private key does not match the certificate$/,
+    },
   ];
   for (const { name, cert, key, problem } of problems) {
     it(`reports ${name} as a problem and does not throw`, () => {
@@ -89,7 +121,12 @@ describe('inspectCertificate', () => {
 });
 
 describe('storedRecordFromPem', () => {
-  const fields = { cert: ecP256.certPem, key: ecP256.keyPem, directoryUrl: 'https://acme.test/dir', obtainedAt: '2026-01-02T00:00:00.000Z' };
+  const fields = {
+    cert: ecP256.certPem,
+    key: ecP256.keyPem,
+    directoryUrl: 'https://acme.test/dir',
+    obtainedAt: '2026-01-02T00:00:00.000Z',
+  };
 
   it('builds the certificate from the PEM with the certId first among the hostnames', () => {
     const record = storedRecordFromPem('b.example.com', 3, true, fields, 'record b');

@@ -81,45 +81,200 @@ function expect(action: Plan['action'], reason: PlanReason, renewAtDate?: Date, 
 
 const cases: Case[] = [
   // NotManaged
-  { name: 'a record someone else wrote is never touched, even when expired', desired, stored: stored(cert({ notAfter: at(-1) }), { managed: false }), expected: expect('keep', 'NotManaged') },
-  { name: 'a record someone else wrote is never retired when undeclared', desired: undefined, stored: stored(cert(), { managed: false }), options: withGrace, undeclaredSince: at(-100), expected: expect('keep', 'NotManaged') },
+  {
+    name: 'a record someone else wrote is never touched, even when expired',
+    desired,
+    stored: stored(cert({ notAfter: at(-1) }), { managed: false }),
+    expected: expect('keep', 'NotManaged'),
+  },
+  {
+    name: 'a record someone else wrote is never retired when undeclared',
+    desired: undefined,
+    stored: stored(cert(), { managed: false }),
+    options: withGrace,
+    undeclaredSince: at(-100),
+    expected: expect('keep', 'NotManaged'),
+  },
   // Missing
-  { name: 'a declared name with nothing stored is issued', desired, stored: undefined, expected: expect('issue', 'Missing') },
+  {
+    name: 'a declared name with nothing stored is issued',
+    desired,
+    stored: undefined,
+    expected: expect('issue', 'Missing'),
+  },
   // Unparseable
-  { name: 'a stored record we cannot read is issued again', desired, stored: stored(undefined), expected: expect('issue', 'Unparseable') },
+  {
+    name: 'a stored record we cannot read is issued again',
+    desired,
+    stored: stored(undefined),
+    expected: expect('issue', 'Unparseable'),
+  },
   // Expired
-  { name: 'a certificate past notAfter is renewed as an emergency', desired, stored: stored(cert({ notBefore: at(-91), notAfter: at(-1) })), expected: expect('renew', 'Expired', undefined, true) },
-  { name: 'a certificate expiring exactly now counts as expired', desired, stored: stored(cert({ notBefore: at(-90), notAfter: NOW })), expected: expect('renew', 'Expired', undefined, true) },
-  { name: 'an expired certificate from another CA is renewed as expired first', desired, stored: stored(cert({ notAfter: at(-1), directoryUrl: STAGING })), expected: expect('renew', 'Expired', undefined, true) },
+  {
+    name: 'a certificate past notAfter is renewed as an emergency',
+    desired,
+    stored: stored(cert({ notBefore: at(-91), notAfter: at(-1) })),
+    expected: expect('renew', 'Expired', undefined, true),
+  },
+  {
+    name: 'a certificate expiring exactly now counts as expired',
+    desired,
+    stored: stored(cert({ notBefore: at(-90), notAfter: NOW })),
+    expected: expect('renew', 'Expired', undefined, true),
+  },
+  {
+    name: 'an expired certificate from another CA is renewed as expired first',
+    desired,
+    stored: stored(cert({ notAfter: at(-1), directoryUrl: STAGING })),
+    expected: expect('renew', 'Expired', undefined, true),
+  },
   // IssuerChanged
-  { name: 'a certificate from another ACME directory is renewed', desired, stored: stored(cert({ directoryUrl: STAGING })), expected: expect('renew', 'IssuerChanged') },
-  { name: 'a nearly expired certificate from another directory is an emergency renewal', desired, stored: stored(cert({ notBefore: at(-89.9), notAfter: at(0.1), directoryUrl: STAGING })), expected: expect('renew', 'IssuerChanged', undefined, true) },
+  {
+    name: 'a certificate from another ACME directory is renewed',
+    desired,
+    stored: stored(cert({ directoryUrl: STAGING })),
+    expected: expect('renew', 'IssuerChanged'),
+  },
+  {
+    name: 'a nearly expired certificate from another directory is an emergency renewal',
+    desired,
+    stored: stored(cert({ notBefore: at(-89.9), notAfter: at(0.1), directoryUrl: STAGING })),
+    expected: expect('renew', 'IssuerChanged', undefined, true),
+  },
   // HostnamesChanged
-  { name: 'a certificate missing a declared name is renewed', desired: { ...desired, hostnames: ['app.example.com', 'www.example.com'] }, stored: stored(cert()), expected: expect('renew', 'HostnamesChanged') },
-  { name: 'a certificate with an extra name is renewed', desired, stored: stored(cert({ hostnames: ['app.example.com', 'old.example.com'] })), expected: expect('renew', 'HostnamesChanged') },
-  { name: 'the order of names does not matter', desired: { ...desired, hostnames: ['b.example.com', 'a.example.com'] }, stored: stored(cert({ hostnames: ['a.example.com', 'b.example.com'] })), expected: expect('keep', 'NotYetDue', at(50)) },
+  {
+    name: 'a certificate missing a declared name is renewed',
+    desired: { ...desired, hostnames: ['app.example.com', 'www.example.com'] },
+    stored: stored(cert()),
+    expected: expect('renew', 'HostnamesChanged'),
+  },
+  {
+    name: 'a certificate with an extra name is renewed',
+    desired,
+    stored: stored(cert({ hostnames: ['app.example.com', 'old.example.com'] })),
+    expected: expect('renew', 'HostnamesChanged'),
+  },
+  {
+    name: 'the order of names does not matter',
+    desired: { ...desired, hostnames: ['b.example.com', 'a.example.com'] },
+    stored: stored(cert({ hostnames: ['a.example.com', 'b.example.com'] })),
+    expected: expect('keep', 'NotYetDue', at(50)),
+  },
   // KeyTypeChanged
-  { name: 'a certificate with another key type is renewed', desired: { ...desired, keyType: 'rsa-2048' }, stored: stored(cert()), expected: expect('renew', 'KeyTypeChanged') },
+  {
+    name: 'a certificate with another key type is renewed',
+    desired: { ...desired, keyType: 'rsa-2048' },
+    stored: stored(cert()),
+    expected: expect('renew', 'KeyTypeChanged'),
+  },
   // Expiring
-  { name: 'a 90-day certificate with 29 days left is renewed', desired, stored: stored(cert({ notBefore: at(-61), notAfter: at(29) })), expected: expect('renew', 'Expiring') },
-  { name: 'a certificate exactly at its renewal time is renewed', desired, stored: stored(cert({ notBefore: at(-60), notAfter: at(30) })), expected: expect('renew', 'Expiring') },
-  { name: 'a 45-day certificate with 14 days left is renewed, as a fraction of its lifetime', desired, stored: stored(cert({ notBefore: at(-31), notAfter: at(14) })), expected: expect('renew', 'Expiring') },
-  { name: 'a certificate with under a fiftieth of its lifetime left is an emergency', desired, stored: stored(cert({ notBefore: at(-89), notAfter: at(1) })), expected: expect('renew', 'Expiring', undefined, true) },
-  { name: 'a custom renewal fraction renews earlier', desired, stored: stored(cert()), options: { ...options, renewWhenRemainingFraction: 0.9 }, expected: expect('renew', 'Expiring') },
+  {
+    name: 'a 90-day certificate with 29 days left is renewed',
+    desired,
+    stored: stored(cert({ notBefore: at(-61), notAfter: at(29) })),
+    expected: expect('renew', 'Expiring'),
+  },
+  {
+    name: 'a certificate exactly at its renewal time is renewed',
+    desired,
+    stored: stored(cert({ notBefore: at(-60), notAfter: at(30) })),
+    expected: expect('renew', 'Expiring'),
+  },
+  {
+    name: 'a 45-day certificate with 14 days left is renewed, as a fraction of its lifetime',
+    desired,
+    stored: stored(cert({ notBefore: at(-31), notAfter: at(14) })),
+    expected: expect('renew', 'Expiring'),
+  },
+  {
+    name: 'a certificate with under a fiftieth of its lifetime left is an emergency',
+    desired,
+    stored: stored(cert({ notBefore: at(-89), notAfter: at(1) })),
+    expected: expect('renew', 'Expiring', undefined, true),
+  },
+  {
+    name: 'a custom renewal fraction renews earlier',
+    desired,
+    stored: stored(cert()),
+    options: { ...options, renewWhenRemainingFraction: 0.9 },
+    expected: expect('renew', 'Expiring'),
+  },
   // NotYetDue
-  { name: 'a fresh 90-day certificate is kept until a third of its lifetime remains', desired, stored: stored(cert()), expected: expect('keep', 'NotYetDue', at(50)) },
-  { name: 'a 90-day certificate with 31 days left is kept for one more day', desired, stored: stored(cert({ notBefore: at(-59), notAfter: at(31) })), expected: expect('keep', 'NotYetDue', at(1)) },
-  { name: 'a 45-day certificate is kept until 15 days remain', desired, stored: stored(cert({ notBefore: NOW, notAfter: at(45) })), expected: expect('keep', 'NotYetDue', at(30)) },
+  {
+    name: 'a fresh 90-day certificate is kept until a third of its lifetime remains',
+    desired,
+    stored: stored(cert()),
+    expected: expect('keep', 'NotYetDue', at(50)),
+  },
+  {
+    name: 'a 90-day certificate with 31 days left is kept for one more day',
+    desired,
+    stored: stored(cert({ notBefore: at(-59), notAfter: at(31) })),
+    expected: expect('keep', 'NotYetDue', at(1)),
+  },
+  {
+    name: 'a 45-day certificate is kept until 15 days remain',
+    desired,
+    stored: stored(cert({ notBefore: NOW, notAfter: at(45) })),
+    expected: expect('keep', 'NotYetDue', at(30)),
+  },
   // NoLongerDeclared
-  { name: 'an undeclared name with nothing stored needs nothing', desired: undefined, stored: undefined, expected: expect('keep', 'NoLongerDeclared') },
-  { name: 'an undeclared certificate past notAfter is retired', desired: undefined, stored: stored(cert({ notAfter: at(-1) })), expected: expect('retire', 'NoLongerDeclared') },
-  { name: 'an undeclared unreadable record is retired', desired: undefined, stored: stored(undefined), expected: expect('retire', 'NoLongerDeclared') },
-  { name: 'an undeclared certificate is retired once the grace period has passed', desired: undefined, stored: stored(cert()), options: withGrace, undeclaredSince: at(-7), expected: expect('retire', 'NoLongerDeclared') },
+  {
+    name: 'an undeclared name with nothing stored needs nothing',
+    desired: undefined,
+    stored: undefined,
+    expected: expect('keep', 'NoLongerDeclared'),
+  },
+  {
+    name: 'an undeclared certificate past notAfter is retired',
+    desired: undefined,
+    stored: stored(cert({ notAfter: at(-1) })),
+    expected: expect('retire', 'NoLongerDeclared'),
+  },
+  {
+    name: 'an undeclared unreadable record is retired',
+    desired: undefined,
+    stored: stored(undefined),
+    expected: expect('retire', 'NoLongerDeclared'),
+  },
+  {
+    name: 'an undeclared certificate is retired once the grace period has passed',
+    desired: undefined,
+    stored: stored(cert()),
+    options: withGrace,
+    undeclaredSince: at(-7),
+    expected: expect('retire', 'NoLongerDeclared'),
+  },
   // GracePeriod
-  { name: 'an undeclared valid certificate is kept until it expires', desired: undefined, stored: stored(cert()), expected: expect('keep', 'GracePeriod', at(80)) },
-  { name: 'an undeclared certificate is kept during the grace period', desired: undefined, stored: stored(cert()), options: withGrace, undeclaredSince: at(-2), expected: expect('keep', 'GracePeriod', at(5)) },
-  { name: 'an undeclared expired certificate is kept while a grace period runs', desired: undefined, stored: stored(cert({ notAfter: at(-1) })), options: withGrace, undeclaredSince: at(-1), expected: expect('keep', 'GracePeriod', at(6)) },
-  { name: 'without a start time the grace period starts now', desired: undefined, stored: stored(cert()), options: withGrace, expected: expect('keep', 'GracePeriod', at(7)) },
+  {
+    name: 'an undeclared valid certificate is kept until it expires',
+    desired: undefined,
+    stored: stored(cert()),
+    expected: expect('keep', 'GracePeriod', at(80)),
+  },
+  {
+    name: 'an undeclared certificate is kept during the grace period',
+    desired: undefined,
+    stored: stored(cert()),
+    options: withGrace,
+    undeclaredSince: at(-2),
+    expected: expect('keep', 'GracePeriod', at(5)),
+  },
+  {
+    name: 'an undeclared expired certificate is kept while a grace period runs',
+    desired: undefined,
+    stored: stored(cert({ notAfter: at(-1) })),
+    options: withGrace,
+    undeclaredSince: at(-1),
+    expected: expect('keep', 'GracePeriod', at(6)),
+  },
+  {
+    name: 'without a start time the grace period starts now',
+    desired: undefined,
+    stored: stored(cert()),
+    options: withGrace,
+    expected: expect('keep', 'GracePeriod', at(7)),
+  },
 ];
 
 describe('planCertificate', () => {
@@ -131,7 +286,10 @@ describe('planCertificate', () => {
 
   test('every reason in the closed list has at least one case', () => {
     const covered = new Set(cases.map((c) => c.expected.reason));
-    assert.deepEqual(PLAN_REASONS.filter((reason) => !covered.has(reason)), []);
+    assert.deepEqual(
+      PLAN_REASONS.filter((reason) => !covered.has(reason)),
+      [],
+    );
   });
 
   test('a kept certificate always becomes due in the future', () => {

@@ -19,36 +19,95 @@ function policy(lists: Partial<Pick<Policy, 'deny' | 'allow' | 'always'>>): Poli
 }
 
 describe('parsePolicyList', () => {
-  const cases: Array<{ name: string; text: string; patterns: string[]; invalid?: Array<{ line: number; text: string; reason: string | RegExp }> }> = [
+  const cases: Array<{
+    name: string;
+    text: string;
+    patterns: string[];
+    invalid?: Array<{ line: number; text: string; reason: string | RegExp }>;
+  }> = [
     { name: 'an empty text is an empty list', text: '', patterns: [] },
-    { name: 'one exact name per line is kept in order', text: 'b.example.com\na.example.com\n', patterns: ['b.example.com', 'a.example.com'] },
+    {
+      name: 'one exact name per line is kept in order',
+      text: 'b.example.com\na.example.com\n',
+      patterns: ['b.example.com', 'a.example.com'],
+    },
     { name: 'a wildcard pattern is kept', text: '*.example.com', patterns: ['*.example.com'] },
-    { name: 'whole-line comments are ignored', text: '# staging names\napp.example.com\n  # indented comment', patterns: ['app.example.com'] },
+    {
+      name: 'whole-line comments are ignored',
+      text: '# staging names\napp.example.com\n  # indented comment',
+      patterns: ['app.example.com'],
+    },
     { name: 'a trailing comment is cut off', text: 'app.example.com   # the shop', patterns: ['app.example.com'] },
-    { name: 'blank and whitespace-only lines are ignored', text: '\n   \n\tapp.example.com\t\n\n', patterns: ['app.example.com'] },
-    { name: 'Windows line endings are accepted', text: 'a.example.com\r\nb.example.com\r\n', patterns: ['a.example.com', 'b.example.com'] },
-    { name: 'patterns are lower-cased', text: 'App.EXAMPLE.com\n*.Example.COM', patterns: ['app.example.com', '*.example.com'] },
+    {
+      name: 'blank and whitespace-only lines are ignored',
+      text: '\n   \n\tapp.example.com\t\n\n',
+      patterns: ['app.example.com'],
+    },
+    {
+      name: 'Windows line endings are accepted',
+      text: 'a.example.com\r\nb.example.com\r\n',
+      patterns: ['a.example.com', 'b.example.com'],
+    },
+    {
+      name: 'patterns are lower-cased',
+      text: 'App.EXAMPLE.com\n*.Example.COM',
+      patterns: ['app.example.com', '*.example.com'],
+    },
     { name: 'a trailing dot is dropped', text: 'app.example.com.', patterns: ['app.example.com'] },
     { name: 'an internationalised name becomes punycode', text: 'bücher.example', patterns: ['xn--bcher-kva.example'] },
-    { name: 'duplicates are kept once', text: 'a.example.com\nA.example.com\na.example.com.', patterns: ['a.example.com'] },
+    {
+      name: 'duplicates are kept once',
+      text: 'a.example.com\nA.example.com\na.example.com.',
+      patterns: ['a.example.com'],
+    },
     {
       name: 'a star glued to a label is invalid and the rest applies',
       text: 'ok.example.com\n*foo.com\nalso.example.com',
       patterns: ['ok.example.com', 'also.example.com'],
       invalid: [{ line: 2, text: '*foo.com', reason: BAD_WILDCARD_REASON }],
     },
-    { name: 'a star in the middle is invalid', text: 'a.*.com', patterns: [], invalid: [{ line: 1, text: 'a.*.com', reason: BAD_WILDCARD_REASON }] },
-    { name: 'a double star is invalid', text: '**.x.com', patterns: [], invalid: [{ line: 1, text: '**.x.com', reason: BAD_WILDCARD_REASON }] },
-    { name: 'two wildcard labels are invalid', text: '*.*.x.com', patterns: [], invalid: [{ line: 1, text: '*.*.x.com', reason: BAD_WILDCARD_REASON }] },
-    { name: 'a lone star is invalid', text: '*', patterns: [], invalid: [{ line: 1, text: '*', reason: BAD_WILDCARD_REASON }] },
-    { name: 'an IPv4 address is invalid', text: '10.0.0.1', patterns: [], invalid: [{ line: 1, text: '10.0.0.1', reason: IP_ADDRESS_REASON }] },
+    {
+      name: 'a star in the middle is invalid',
+      text: 'a.*.com',
+      patterns: [],
+      invalid: [{ line: 1, text: 'a.*.com', reason: BAD_WILDCARD_REASON }],
+    },
+    {
+      name: 'a double star is invalid',
+      text: '**.x.com',
+      patterns: [],
+      invalid: [{ line: 1, text: '**.x.com', reason: BAD_WILDCARD_REASON }],
+    },
+    {
+      name: 'two wildcard labels are invalid',
+      text: '*.*.x.com',
+      patterns: [],
+      invalid: [{ line: 1, text: '*.*.x.com', reason: BAD_WILDCARD_REASON }],
+    },
+    {
+      name: 'a lone star is invalid',
+      text: '*',
+      patterns: [],
+      invalid: [{ line: 1, text: '*', reason: BAD_WILDCARD_REASON }],
+    },
+    {
+      name: 'an IPv4 address is invalid',
+      text: '10.0.0.1',
+      patterns: [],
+      invalid: [{ line: 1, text: '10.0.0.1', reason: IP_ADDRESS_REASON }],
+    },
     {
       name: 'a space inside a pattern is invalid',
       text: 'a.example.com b.example.com',
       patterns: [],
       invalid: [{ line: 1, text: 'a.example.com b.example.com', reason: INNER_WHITESPACE_REASON }],
     },
-    { name: 'a single label is invalid', text: 'localhost', patterns: [], invalid: [{ line: 1, text: 'localhost', reason: SINGLE_LABEL_REASON }] },
+    {
+      name: 'a single label is invalid',
+      text: 'localhost',
+      patterns: [],
+      invalid: [{ line: 1, text: 'localhost', reason: SINGLE_LABEL_REASON }],
+    },
     {
       name: 'a wildcard over a single label is invalid and says what follows the star',
       text: '*.com',
@@ -98,16 +157,56 @@ describe('parsePolicyList', () => {
 
 describe('matchPattern', () => {
   const cases: Array<{ name: string; hostname: string; pattern: string; expected: boolean }> = [
-    { name: 'an exact pattern matches the same name', hostname: 'app.example.com', pattern: 'app.example.com', expected: true },
-    { name: 'an exact pattern does not match a subdomain', hostname: 'x.app.example.com', pattern: 'app.example.com', expected: false },
-    { name: 'an exact pattern does not match its parent', hostname: 'example.com', pattern: 'app.example.com', expected: false },
+    {
+      name: 'an exact pattern matches the same name',
+      hostname: 'app.example.com',
+      pattern: 'app.example.com',
+      expected: true,
+    },
+    {
+      name: 'an exact pattern does not match a subdomain',
+      hostname: 'x.app.example.com',
+      pattern: 'app.example.com',
+      expected: false,
+    },
+    {
+      name: 'an exact pattern does not match its parent',
+      hostname: 'example.com',
+      pattern: 'app.example.com',
+      expected: false,
+    },
     { name: 'a wildcard matches one label', hostname: 'a.example.com', pattern: '*.example.com', expected: true },
-    { name: 'a wildcard does not match two labels', hostname: 'a.b.example.com', pattern: '*.example.com', expected: false },
+    {
+      name: 'a wildcard does not match two labels',
+      hostname: 'a.b.example.com',
+      pattern: '*.example.com',
+      expected: false,
+    },
     { name: 'a wildcard does not match the apex', hostname: 'example.com', pattern: '*.example.com', expected: false },
-    { name: 'a wildcard does not match a name that only ends with the same letters', hostname: 'aexample.com', pattern: '*.example.com', expected: false },
-    { name: 'a wildcard does not match a sibling domain', hostname: 'a.example.org', pattern: '*.example.com', expected: false },
-    { name: 'matching ignores the case of the hostname', hostname: 'A.Example.COM', pattern: '*.example.com', expected: true },
-    { name: 'matching ignores a trailing dot on the hostname', hostname: 'app.example.com.', pattern: 'app.example.com', expected: true },
+    {
+      name: 'a wildcard does not match a name that only ends with the same letters',
+      hostname: 'aexample.com',
+      pattern: '*.example.com',
+      expected: false,
+    },
+    {
+      name: 'a wildcard does not match a sibling domain',
+      hostname: 'a.example.org',
+      pattern: '*.example.com',
+      expected: false,
+    },
+    {
+      name: 'matching ignores the case of the hostname',
+      hostname: 'A.Example.COM',
+      pattern: '*.example.com',
+      expected: true,
+    },
+    {
+      name: 'matching ignores a trailing dot on the hostname',
+      hostname: 'app.example.com.',
+      pattern: 'app.example.com',
+      expected: true,
+    },
   ];
   for (const c of cases) {
     test(c.name, () => assert.equal(matchPattern(c.hostname, c.pattern), c.expected));
@@ -116,7 +215,12 @@ describe('matchPattern', () => {
 
 describe('policyVerdict', () => {
   const cases: Array<{ name: string; hostname: string; policy: Policy; expected: PolicyVerdict }> = [
-    { name: 'the empty policy allows every name', hostname: 'app.example.com', policy: EMPTY_POLICY, expected: { allowed: true } },
+    {
+      name: 'the empty policy allows every name',
+      hostname: 'app.example.com',
+      policy: EMPTY_POLICY,
+      expected: { allowed: true },
+    },
     {
       name: 'a deny match refuses with the pattern',
       hostname: 'app.example.com',
@@ -141,9 +245,24 @@ describe('policyVerdict', () => {
       policy: policy({ deny: ['other.example.com', 'app.example.com', '*.example.com'] }),
       expected: { allowed: false, verdict: 'denied', pattern: 'app.example.com', message: 'denied by app.example.com' },
     },
-    { name: 'a deny list that does not match allows', hostname: 'app.example.org', policy: policy({ deny: ['*.example.com'] }), expected: { allowed: true } },
-    { name: 'an empty allow list allows every name', hostname: 'app.example.org', policy: policy({ allow: [] }), expected: { allowed: true } },
-    { name: 'a non-empty allow list allows a match', hostname: 'a.example.com', policy: policy({ allow: ['*.example.com'] }), expected: { allowed: true } },
+    {
+      name: 'a deny list that does not match allows',
+      hostname: 'app.example.org',
+      policy: policy({ deny: ['*.example.com'] }),
+      expected: { allowed: true },
+    },
+    {
+      name: 'an empty allow list allows every name',
+      hostname: 'app.example.org',
+      policy: policy({ allow: [] }),
+      expected: { allowed: true },
+    },
+    {
+      name: 'a non-empty allow list allows a match',
+      hostname: 'a.example.com',
+      policy: policy({ allow: ['*.example.com'] }),
+      expected: { allowed: true },
+    },
     {
       name: 'a non-empty allow list refuses a name it does not match',
       hostname: 'a.example.org',
@@ -236,6 +355,8 @@ describe('applyPolicy', () => {
     },
   ];
   for (const c of cases) {
-    test(c.name, () => assert.deepEqual(applyPolicy(c.declared, c.policy), { hostnames: c.hostnames, refused: c.refused }));
+    test(c.name, () =>
+      assert.deepEqual(applyPolicy(c.declared, c.policy), { hostnames: c.hostnames, refused: c.refused }),
+    );
   }
 });

@@ -18,7 +18,13 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: 
 }
 
 function queueWith(handler: JobHandler, concurrency = 2, retryScheduleMs = [20, 40, 80]): IssuanceQueue {
-  return new IssuanceQueue(handler, { concurrency, retryScheduleMs, busyRecheckMs: 20, clock: systemClock, logger: silentLogger() });
+  return new IssuanceQueue(handler, {
+    concurrency,
+    retryScheduleMs,
+    busyRecheckMs: 20,
+    clock: systemClock,
+    logger: silentLogger(),
+  });
 }
 
 describe('issuance queue', () => {
@@ -66,7 +72,10 @@ describe('issuance queue', () => {
     queue.submit('a.example.com', { reason: 'Missing' });
     await waitFor('third attempt succeeded', () => attempts.length === 3 && queue.state('a.example.com') === undefined);
     assert.deepEqual(attempts, [1, 2, 3]);
-    assert.deepEqual(seenOnRetry.map((s) => s?.consecutiveFailures), [1, 2]);
+    assert.deepEqual(
+      seenOnRetry.map((s) => s?.consecutiveFailures),
+      [1, 2],
+    );
     assert.match(seenOnRetry[0]?.lastError ?? '', /ACME_UNREACHABLE/);
   });
 
@@ -126,20 +135,28 @@ describe('issuance queue', () => {
 
   test('a backoff persisted by one queue is respected by the next one (a restart or another instance)', async () => {
     const state = new MemoryCertificateStateStore();
-    const first = new IssuanceQueue(async () => {
-      throw new ConsulAcmeError('ACME_UNREACHABLE', 'down', { retryable: true });
-    }, { concurrency: 1, retryScheduleMs: [3_600_000], clock: systemClock, logger: silentLogger(), state });
+    const first = new IssuanceQueue(
+      async () => {
+        throw new ConsulAcmeError('ACME_UNREACHABLE', 'down', { retryable: true });
+      },
+      { concurrency: 1, retryScheduleMs: [3_600_000], clock: systemClock, logger: silentLogger(), state },
+    );
     first.submit('a.example.com', { reason: 'Missing' });
     await waitFor('failure persisted', async () => (await state.get('a.example.com'))?.consecutiveFailures === 1);
     await first.stop(0);
 
     let calls = 0;
-    const second = new IssuanceQueue(async () => {
-      calls++;
-      return { kind: 'done' };
-    }, { concurrency: 1, retryScheduleMs: [3_600_000], clock: systemClock, logger: silentLogger(), state });
+    const second = new IssuanceQueue(
+      async () => {
+        calls++;
+        return { kind: 'done' };
+      },
+      { concurrency: 1, retryScheduleMs: [3_600_000], clock: systemClock, logger: silentLogger(), state },
+    );
     second.submit('a.example.com', { reason: 'Missing' });
-    const deferred = await waitFor('deferred to the persisted time', () => (second.state('a.example.com')?.phase === 'retrying' ? second.state('a.example.com') : undefined));
+    const deferred = await waitFor('deferred to the persisted time', () =>
+      second.state('a.example.com')?.phase === 'retrying' ? second.state('a.example.com') : undefined,
+    );
     assert.equal(calls, 0, 'no attempt before the persisted time');
     assert.equal(deferred.consecutiveFailures, 1);
     assert.ok(deferred.dueAt.getTime() > Date.now() + 3_500_000);
@@ -148,8 +165,20 @@ describe('issuance queue', () => {
 
   test('a success clears the persisted backoff', async () => {
     const state = new MemoryCertificateStateStore();
-    await state.put({ certId: 'a.example.com', consecutiveFailures: 3, lastAttemptAt: new Date(), lastError: 'x', nextAttemptAt: new Date(Date.now() - 1000) });
-    const withState = new IssuanceQueue(async () => ({ kind: 'done' }), { concurrency: 1, retryScheduleMs: [20], clock: systemClock, logger: silentLogger(), state });
+    await state.put({
+      certId: 'a.example.com',
+      consecutiveFailures: 3,
+      lastAttemptAt: new Date(),
+      lastError: 'x',
+      nextAttemptAt: new Date(Date.now() - 1000),
+    });
+    const withState = new IssuanceQueue(async () => ({ kind: 'done' }), {
+      concurrency: 1,
+      retryScheduleMs: [20],
+      clock: systemClock,
+      logger: silentLogger(),
+      state,
+    });
     withState.submit('a.example.com', { reason: 'Missing' });
     await waitFor('state cleared', async () => (await state.get('a.example.com')) === undefined);
   });

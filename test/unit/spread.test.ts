@@ -5,7 +5,10 @@ import { renewalSpreadDelayMs } from '../../src/domain/spread.js';
 const HOUR = 3_600_000;
 
 test('the same certificate always gets the same delay', () => {
-  assert.equal(renewalSpreadDelayMs('app.example.com', HOUR, 30 * 24 * HOUR), renewalSpreadDelayMs('app.example.com', HOUR, 30 * 24 * HOUR));
+  assert.equal(
+    renewalSpreadDelayMs('app.example.com', HOUR, 30 * 24 * HOUR),
+    renewalSpreadDelayMs('app.example.com', HOUR, 30 * 24 * HOUR),
+  );
 });
 
 test('every delay falls inside the window', () => {
@@ -27,7 +30,7 @@ test('10,000 certificates due together spread over the window instead of one min
   }
   assert.equal(perMinute.size, 60, 'every minute of the hour gets some');
   const busiest = Math.max(...perMinute.values());
-  assert.ok(busiest < 10_000 / 60 * 1.5, `busiest minute has ${busiest} renewals`);
+  assert.ok(busiest < (10_000 / 60) * 1.5, `busiest minute has ${busiest} renewals`);
 });
 
 test('no window means no delay', () => {

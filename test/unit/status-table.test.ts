@@ -5,8 +5,7 @@ import type { StatusReport } from '../../src/engine/status.js';
 
 const NOW = new Date('2025-03-01T12:00:00.000Z');
 
-const LONG_ERROR =
-  'ACME_RATE_LIMITED: too many certificates already issued for exact set of domains: shop.example.com';
+const LONG_ERROR = 'ACME_RATE_LIMITED: too many certificates already issued for exact set of domains: shop.example.com';
 
 const REPORT: StatusReport = {
   instance: 'node-1',
@@ -85,7 +84,9 @@ describe('renderStatusTable', () => {
   });
 
   it('cuts a long error to exactly 60 characters ending in …', () => {
-    const row = renderStatusTable(REPORT, NOW).split('\n').find((l) => l.startsWith('shop.example.com'));
+    const row = renderStatusTable(REPORT, NOW)
+      .split('\n')
+      .find((l) => l.startsWith('shop.example.com'));
     assert.ok(row);
     const cell = /(ACME_RATE_LIMITED[^…]*…)/.exec(row)?.[1];
     assert.equal([...(cell ?? '')].length, 60);
@@ -93,7 +94,13 @@ describe('renderStatusTable', () => {
 
   it('leaves out the refused-names section when nothing was refused, and says when there are no certificates', () => {
     const text = renderStatusTable(
-      { ...REPORT, ready: false, certificates: [], rejected: [], discovery: { lastSyncAt: undefined, lastError: 'consul: ECONNREFUSED', services: 1 } },
+      {
+        ...REPORT,
+        ready: false,
+        certificates: [],
+        rejected: [],
+        discovery: { lastSyncAt: undefined, lastError: 'consul: ECONNREFUSED', services: 1 },
+      },
       NOW,
     );
     assert.equal(
@@ -134,10 +141,26 @@ describe('renderStatusTable for policy and budgets', () => {
     ...REPORT,
     certificates: [
       row({ hostname: 'denied.example.com', state: 'refused', policy: 'denied by *.example.com' }),
-      row({ hostname: 'budget.example.com', state: 'waiting', waitingFor: 'budget account default spent (300/300)', nextAttemptAt: '2025-03-01T15:00:00.000Z' }),
-      row({ hostname: 'unrouted.example.com', state: 'failed', lastError: 'PREFLIGHT_FAILED: NotRouted', attempts: 2, nextAttemptAt: '2025-03-01T12:05:00.000Z' }),
+      row({
+        hostname: 'budget.example.com',
+        state: 'waiting',
+        waitingFor: 'budget account default spent (300/300)',
+        nextAttemptAt: '2025-03-01T15:00:00.000Z',
+      }),
+      row({
+        hostname: 'unrouted.example.com',
+        state: 'failed',
+        lastError: 'PREFLIGHT_FAILED: NotRouted',
+        attempts: 2,
+        nextAttemptAt: '2025-03-01T12:05:00.000Z',
+      }),
     ],
-    policy: { deny: 1, allow: 0, always: 0, invalid: [{ list: 'deny', line: 3, text: 'bad*.example.com', reason: 'not a pattern' }] },
+    policy: {
+      deny: 1,
+      allow: 0,
+      always: 0,
+      invalid: [{ list: 'deny', line: 3, text: 'bad*.example.com', reason: 'not a pattern' }],
+    },
   };
   const lines = renderStatusTable(report, NOW).split('\n');
   const line = (host: string): string => lines.find((l) => l.startsWith(host)) ?? '';
@@ -179,7 +202,8 @@ describe('shortDate and truncate', () => {
     ['not a date', 'not a date'],
   ];
   for (const [input, expected] of dates) {
-    it(`shortDate(${JSON.stringify(input)}) is ${JSON.stringify(expected)}`, () => assert.equal(shortDate(input), expected));
+    it(`shortDate(${JSON.stringify(input)}) is ${JSON.stringify(expected)}`, () =>
+      assert.equal(shortDate(input), expected));
   }
   it('truncate keeps text at the limit and cuts text over it', () => {
     assert.equal(truncate('abcdef', 6), 'abcdef');

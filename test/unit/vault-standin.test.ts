@@ -1,4 +1,4 @@
-/** The Vault stand-in answers as Vault's documented HTTP API does (reference/protocols.md §3). */
+/** The Vault stand-in answers as Vault's documented HTTP API does (docs/protocols.md §3). */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createVaultClient } from '../../src/adapters/vault/vault-client.js';
@@ -6,11 +6,21 @@ import { startVaultStandin, type VaultStandin } from '../support/vault-standin.j
 
 let vault: VaultStandin;
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw JSON from the stand-in, asserted field by field
-async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+/** Raw JSON from the stand-in, asserted field by field. */
+async function call(
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw JSON, asserted field by field
+): Promise<{ status: number; json: any }> {
   const response = await fetch(`${vault.address}/v1/${path}`, {
     method,
-    headers: { 'X-Vault-Token': vault.token, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+    headers: {
+      'X-Vault-Token': vault.token,
+      ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      ...headers,
+    },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await response.text();
@@ -33,9 +43,15 @@ describe('Vault stand-in', () => {
   });
 
   it('accepts the token as Authorization: Bearer', async () => {
-    const response = await fetch(`${vault.address}/v1/auth/token/lookup-self`, { headers: { Authorization: `Bearer ${vault.token}` } });
+    const response = await fetch(`${vault.address}/v1/auth/token/lookup-self`, {
+      headers: { Authorization: `Bearer ${vault.token}` },
+    });
     assert.equal(response.status, 200);
-    const body = (await response.json()) as { data: { id: string; policies: string[] }; request_id: string; wrap_info: null };
+    const body = (await response.json()) as {
+      data: { id: string; policies: string[] };
+      request_id: string;
+      wrap_info: null;
+    };
     assert.equal(body.data.id, 'root-token');
     assert.deepEqual(body.data.policies, ['root']);
     assert.equal(body.wrap_info, null);
@@ -49,9 +65,16 @@ describe('Vault stand-in', () => {
     const conflict = await call('POST', 'secret/data/app/one', { options: { cas: 0 }, data: { a: '2' } });
     assert.equal(conflict.status, 400);
     assert.deepEqual(conflict.json, { errors: ['check-and-set parameter did not match the current version'] });
-    assert.equal((await call('PUT', 'secret/data/app/one', { options: { cas: 1 }, data: { a: '2' } })).json.data.version, 2);
-    assert.deepEqual((await call('POST', 'secret/data/app/one', { options: { cas: 'x' }, data: {} })).json, { errors: ['error parsing check-and-set parameter'] });
-    assert.deepEqual((await call('POST', 'secret/data/app/one', { options: { cas: 2 } })).json, { errors: ['no data provided'] });
+    assert.equal(
+      (await call('PUT', 'secret/data/app/one', { options: { cas: 1 }, data: { a: '2' } })).json.data.version,
+      2,
+    );
+    assert.deepEqual((await call('POST', 'secret/data/app/one', { options: { cas: 'x' }, data: {} })).json, {
+      errors: ['error parsing check-and-set parameter'],
+    });
+    assert.deepEqual((await call('POST', 'secret/data/app/one', { options: { cas: 2 } })).json, {
+      errors: ['no data provided'],
+    });
   });
 
   it('reads the latest version or ?version=N inside the Vault envelope', async () => {
@@ -90,7 +113,12 @@ describe('Vault stand-in', () => {
     const metadata = await call('GET', 'secret/metadata/many');
     assert.equal(metadata.json.data.current_version, 12);
     assert.equal(metadata.json.data.oldest_version, 3);
-    assert.deepEqual(Object.keys(metadata.json.data.versions).map(Number).sort((a, b) => a - b), [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert.deepEqual(
+      Object.keys(metadata.json.data.versions)
+        .map(Number)
+        .sort((a, b) => a - b),
+      [3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+    );
     assert.equal((await call('GET', 'secret/data/many?version=2')).status, 404);
   });
 
@@ -98,8 +126,16 @@ describe('Vault stand-in', () => {
     await call('POST', 'kv/data/certs/b.example.com', { data: { cert: 'x' } });
     await call('POST', 'kv/data/certs/a.example.com', { data: { cert: 'x' } });
     await call('POST', 'kv/data/certs/sub/c.example.com', { data: { cert: 'x' } });
-    assert.deepEqual((await call('GET', 'kv/metadata/certs?list=true')).json.data.keys, ['a.example.com', 'b.example.com', 'sub/']);
-    assert.deepEqual((await call('GET', 'kv/metadata/certs/?list=1')).json.data.keys, ['a.example.com', 'b.example.com', 'sub/']);
+    assert.deepEqual((await call('GET', 'kv/metadata/certs?list=true')).json.data.keys, [
+      'a.example.com',
+      'b.example.com',
+      'sub/',
+    ]);
+    assert.deepEqual((await call('GET', 'kv/metadata/certs/?list=1')).json.data.keys, [
+      'a.example.com',
+      'b.example.com',
+      'sub/',
+    ]);
     assert.deepEqual(await call('GET', 'kv/metadata/nothing?list=true'), { status: 404, json: { errors: [] } });
     const client = createVaultClient({ address: vault.address, token: vault.token });
     assert.deepEqual((await client.list('kv/metadata/certs')).data.keys, ['a.example.com', 'b.example.com', 'sub/']);
@@ -114,7 +150,9 @@ describe('Vault stand-in', () => {
 
   it('honours cas_required set on a key', async () => {
     assert.equal((await call('POST', 'secret/metadata/strict', { cas_required: true, max_versions: 3 })).status, 204);
-    assert.deepEqual((await call('POST', 'secret/data/strict', { data: { v: 1 } })).json, { errors: ['check-and-set parameter required for this call'] });
+    assert.deepEqual((await call('POST', 'secret/data/strict', { data: { v: 1 } })).json, {
+      errors: ['check-and-set parameter required for this call'],
+    });
     assert.equal((await call('POST', 'secret/data/strict', { options: { cas: 0 }, data: { v: 1 } })).status, 200);
   });
 
@@ -134,7 +172,10 @@ describe('Vault stand-in', () => {
     vault.setSealed(true);
     try {
       assert.equal((await fetch(`${vault.address}/v1/sys/health`)).status, 503);
-      assert.deepEqual(await call('GET', 'secret/data/app/one'), { status: 503, json: { errors: ['Vault is sealed'] } });
+      assert.deepEqual(await call('GET', 'secret/data/app/one'), {
+        status: 503,
+        json: { errors: ['Vault is sealed'] },
+      });
     } finally {
       vault.setSealed(false);
     }
@@ -159,12 +200,21 @@ describe('Vault stand-in', () => {
     const denied = await call('POST', 'secret/data/app/one', { data: {} }, headers);
     assert.equal(denied.status, 403);
     assert.match(denied.json.errors[0], /permission denied/);
-    assert.equal((await call('GET', 'secret/metadata/app?list=true', undefined, headers)).status, 403, 'LIST is its own capability');
+    assert.equal(
+      (await call('GET', 'secret/metadata/app?list=true', undefined, headers)).status,
+      403,
+      'LIST is its own capability',
+    );
   });
 
   it('applies a JSON merge patch with PATCH and merge-patch content type', async () => {
     await call('POST', 'secret/data/patched', { data: { a: 1, b: 2 } });
-    const patched = await call('PATCH', 'secret/data/patched', { data: { b: null, c: 3 } }, { 'Content-Type': 'application/merge-patch+json' });
+    const patched = await call(
+      'PATCH',
+      'secret/data/patched',
+      { data: { b: null, c: 3 } },
+      { 'Content-Type': 'application/merge-patch+json' },
+    );
     assert.equal(patched.json.data.version, 2);
     assert.deepEqual((await call('GET', 'secret/data/patched')).json.data.data, { a: 1, c: 3 });
   });

@@ -2,7 +2,7 @@
  * Classification of what acme-client and its HTTP layer throw, at the adapter boundary.
  *
  * acme-client 5.4 throws plain `Error`s carrying only the CA's `detail`: the problem `type`,
- * the HTTP status and `Retry-After` are lost (reference/protocols.md §6). Our transport
+ * the HTTP status and `Retry-After` are lost (docs/protocols.md §6). Our transport
  * (acme-http.ts) therefore throws an {@link AcmeServerProblem} itself for every error response,
  * and the issuer throws one for objects that turned `invalid` (their `error` field), so the type
  * survives. Network failures arrive as axios errors (`code`, no `response`).
@@ -88,10 +88,25 @@ export interface ClassifyContext {
 }
 
 const NETWORK_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ECONNABORTED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH',
-  'ENETUNREACH', 'EPIPE', 'ERR_NETWORK', 'ERR_SOCKET_CONNECTION_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT',
-  'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'ERR_TLS_CERT_ALTNAME_INVALID', 'EPROTO',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ECONNABORTED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ERR_NETWORK',
+  'ERR_SOCKET_CONNECTION_TIMEOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'EPROTO',
 ]);
 
 /** The short name of an ACME problem type: `urn:ietf:params:acme:error:caa` → `caa`. */
@@ -155,7 +170,9 @@ export function parseProblemDocument(data: unknown): ProblemDocument | undefined
   if (typeof body.detail === 'string') problem.detail = body.detail;
   if (typeof body.status === 'number') problem.status = body.status;
   if (Array.isArray(body.subproblems)) {
-    problem.subproblems = body.subproblems.map(parseProblemDocument).filter((p): p is ProblemDocument => p !== undefined);
+    problem.subproblems = body.subproblems
+      .map(parseProblemDocument)
+      .filter((p): p is ProblemDocument => p !== undefined);
   }
   if (isRecord(body.identifier)) {
     const { type, value } = body.identifier;
@@ -209,40 +226,60 @@ function isCancellation(err: unknown): boolean {
 function requestOf(err: unknown): string {
   if (!isRecord(err) || !isRecord(err.config)) return '';
   const { method, url } = err.config;
-  return typeof url === 'string' ? ` (${typeof method === 'string' ? method.toUpperCase() : ''} ${url})`.replace('( ', '(') : '';
+  return typeof url === 'string'
+    ? ` (${typeof method === 'string' ? method.toUpperCase() : ''} ${url})`.replace('( ', '(')
+    : '';
 }
 
 /**
  * Turns anything thrown while talking to an ACME CA into one of our errors, keeping the problem
  * type, HTTP status and Retry-After (as seconds from `now`).
  */
-export function classifyAcmeError(err: unknown, now: Date, context: ClassifyContext = {}): AcmeProblemError | AbortedError {
+export function classifyAcmeError(
+  err: unknown,
+  now: Date,
+  context: ClassifyContext = {},
+): AcmeProblemError | AbortedError {
   if (err instanceof AcmeProblemError || err instanceof AbortedError) return err;
   if (isCancellation(err)) return new AbortedError(lead(context), { cause: err });
 
   const response = responseOf(err);
   const problem =
-    err instanceof AcmeServerProblem ? err.problem : response === undefined ? undefined : parseProblemDocument(response.data);
+    err instanceof AcmeServerProblem
+      ? err.problem
+      : response === undefined
+        ? undefined
+        : parseProblemDocument(response.data);
   const status = response?.status ?? problem?.status;
 
   if (response !== undefined || problem !== undefined) {
-    const retryAfterSeconds = response === undefined ? undefined : parseRetryAfterSeconds(headerValue(response.headers, 'retry-after'), now);
+    const retryAfterSeconds =
+      response === undefined ? undefined : parseRetryAfterSeconds(headerValue(response.headers, 'retry-after'), now);
     const options = {
       cause: err,
       problemType: problem?.type,
       status,
       retryAfterSeconds,
     };
-    const detail = problem ? describeProblem(problem) : `HTTP ${status ?? '?'}${typeof response?.data === 'string' && response.data ? `: ${response.data.slice(0, 200)}` : ''}`;
+    const detail = problem
+      ? describeProblem(problem)
+      : `HTTP ${status ?? '?'}${typeof response?.data === 'string' && response.data ? `: ${response.data.slice(0, 200)}` : ''}`;
     if (problem?.type === RATE_LIMITED_TYPE || response?.status === 429) {
       const wait = retryAfterSeconds === undefined ? '' : `; retry after ${retryAfterSeconds} s`;
-      return new AcmeProblemError('ACME_RATE_LIMITED', `${lead(context, problem)} was rate limited: ${detail}${wait}`, { ...options, retryable: true });
-    }
-    if (response !== undefined && response.status >= 500) {
-      return new AcmeProblemError('ACME_UNREACHABLE', `${lead(context, problem)} failed: the CA answered HTTP ${response.status}: ${detail}`, {
+      return new AcmeProblemError('ACME_RATE_LIMITED', `${lead(context, problem)} was rate limited: ${detail}${wait}`, {
         ...options,
         retryable: true,
       });
+    }
+    if (response !== undefined && response.status >= 500) {
+      return new AcmeProblemError(
+        'ACME_UNREACHABLE',
+        `${lead(context, problem)} failed: the CA answered HTTP ${response.status}: ${detail}`,
+        {
+          ...options,
+          retryable: true,
+        },
+      );
     }
     return new AcmeProblemError('ACME_PROBLEM', `${lead(context, problem)} failed: ${detail}`, {
       ...options,
@@ -253,7 +290,10 @@ export function classifyAcmeError(err: unknown, now: Date, context: ClassifyCont
   const code = codeOf(err);
   const message = err instanceof Error ? err.message : String(err);
   const isAxiosError = isRecord(err) && err.isAxiosError === true;
-  if (isAxiosError || (code !== undefined && (NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('UND_ERR')))) {
+  if (
+    isAxiosError ||
+    (code !== undefined && (NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('UND_ERR')))
+  ) {
     const timedOut = code === 'ECONNABORTED' || code === 'ETIMEDOUT' || /timeout/i.test(message);
     return new AcmeProblemError(
       'ACME_UNREACHABLE',

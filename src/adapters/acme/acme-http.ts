@@ -69,7 +69,9 @@ export class AcmeHttp {
       keepAlive: true,
       // One secure context built once: passing `ca` instead makes Node parse ~150 roots again
       // for every new connection to the CA (measured: 4x the CPU per certificate).
-      ...(options.caBundlePem ? { secureContext: createSecureContext({ ca: [...rootCertificates, options.caBundlePem] }) } : {}),
+      ...(options.caBundlePem
+        ? { secureContext: createSecureContext({ ca: [...rootCertificates, options.caBundlePem] }) }
+        : {}),
     });
     this.http = acme.axios.create({
       adapter: 'http',
@@ -139,11 +141,14 @@ export class AcmeHttp {
     if (response.status >= 400) {
       const problem = parseProblemDocument(response.data);
       if (response.status === 400 && problem?.type === BAD_NONCE_TYPE) return response;
-      throw new AcmeServerProblem(problem ?? { detail: `HTTP ${response.status} from ${method.toUpperCase()} ${url}` }, {
-        status: response.status,
-        headers: response.headers,
-        data: response.data,
-      });
+      throw new AcmeServerProblem(
+        problem ?? { detail: `HTTP ${response.status} from ${method.toUpperCase()} ${url}` },
+        {
+          status: response.status,
+          headers: response.headers,
+          data: response.data,
+        },
+      );
     }
     return response;
   }

@@ -239,7 +239,8 @@ export class AcmeIssuer implements Issuer {
       // Resolves the account stored afterwards: ours, or another instance's when it won the race.
       account = await accountStore.create(candidate);
     }
-    const knownUrl = account.accountUrl !== undefined && account.accountUrl !== this.staleAccountUrl ? account.accountUrl : undefined;
+    const knownUrl =
+      account.accountUrl !== undefined && account.accountUrl !== this.staleAccountUrl ? account.accountUrl : undefined;
     const client = new acme.Client({
       directoryUrl: this.directoryUrl,
       accountKey: account.accountKeyPem,
@@ -333,18 +334,28 @@ export class AcmeIssuer implements Issuer {
     try {
       const challenge = (authz.challenges as Challenge[]).find((c) => c.type === 'http-01');
       if (!challenge) {
-        throw new AcmeProblemError('ACME_PROBLEM', `acme validation for ${name} failed: the CA offered no http-01 challenge`, {
-          retryable: false,
-        });
+        throw new AcmeProblemError(
+          'ACME_PROBLEM',
+          `acme validation for ${name} failed: the CA offered no http-01 challenge`,
+          {
+            retryable: false,
+          },
+        );
       }
       const token = challenge.token ?? '';
       if (!BASE64URL_TOKEN.test(token)) {
-        throw new AcmeProblemError('ACME_PROBLEM', `acme validation for ${name} failed: the CA sent a malformed http-01 token`, {
-          retryable: true,
-        });
+        throw new AcmeProblemError(
+          'ACME_PROBLEM',
+          `acme validation for ${name} failed: the CA sent a malformed http-01 token`,
+          {
+            retryable: true,
+          },
+        );
       }
       throwIfAborted(signal, what);
-      const keyAuthorization = await client.getChallengeKeyAuthorization(challenge as Parameters<acme.Client['getChallengeKeyAuthorization']>[0]);
+      const keyAuthorization = await client.getChallengeKeyAuthorization(
+        challenge as Parameters<acme.Client['getChallengeKeyAuthorization']>[0],
+      );
       await this.options.challengeStore.put(token, keyAuthorization);
       try {
         log.debug({ identifier: name, authorization: authz.url }, 'acme challenge published');
@@ -406,12 +417,19 @@ export class AcmeIssuer implements Issuer {
       if (done.includes(item.status)) return item;
       if (item.status === 'invalid') {
         const problem = problemOf(errorOf(item)) ?? problemOf(item.error);
-        throw new AcmeServerProblem({ ...(problem ?? { detail: `${what} became invalid` }), ...(identifier ? { identifier } : {}) });
+        throw new AcmeServerProblem({
+          ...(problem ?? { detail: `${what} became invalid` }),
+          ...(identifier ? { identifier } : {}),
+        });
       }
       if (attempt + 1 >= pollAttempts) {
-        throw new AcmeProblemError('ACME_PROBLEM', `${abortWhat}: ${what} still ${item.status} after ${pollAttempts} polls`, {
-          retryable: true,
-        });
+        throw new AcmeProblemError(
+          'ACME_PROBLEM',
+          `${abortWhat}: ${what} still ${item.status} after ${pollAttempts} polls`,
+          {
+            retryable: true,
+          },
+        );
       }
       const delayMs = Math.min(pollIntervalMinMs * 2 ** attempt, pollIntervalMaxMs);
       try {

@@ -99,7 +99,8 @@ export class ConsulBudgetLedger implements BudgetLedger {
 
   async record(scopeKey: string, at: Date): Promise<void> {
     const key = this.kvKey(scopeKey);
-    if (!Number.isFinite(at.getTime())) throw new ConsulAcmeError('INTERNAL', `budget ledger: invalid event time for ${scopeKey}`);
+    if (!Number.isFinite(at.getTime()))
+      throw new ConsulAcmeError('INTERNAL', `budget ledger: invalid event time for ${scopeKey}`);
     return new Promise<void>((resolve, reject) => {
       let batch = this.pending.get(key);
       if (!batch) {

@@ -47,7 +47,10 @@ export class ConsulChallengeStore implements ChallengeStore {
   /** Writes the key authorization; resolves only when Consul answered `true`. */
   async put(token: string, keyAuthorization: string): Promise<void> {
     if (!isChallengeToken(token)) {
-      throw new ConsulAcmeError('INTERNAL', 'challenge store put: token is not base64url; refusing to build a KV key from it');
+      throw new ConsulAcmeError(
+        'INTERNAL',
+        'challenge store put: token is not base64url; refusing to build a KV key from it',
+      );
     }
     const what = `kv put ${this.key(token)}`;
     let written: unknown;
@@ -57,9 +60,13 @@ export class ConsulChallengeStore implements ChallengeStore {
       throw classifyConsulError(err, what);
     }
     if (written !== true) {
-      throw new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul answered ${JSON.stringify(written)} instead of true`, {
-        retryable: true,
-      });
+      throw new ConsulAcmeError(
+        'CONSUL_UNAVAILABLE',
+        `${what}: Consul answered ${JSON.stringify(written)} instead of true`,
+        {
+          retryable: true,
+        },
+      );
     }
     this.pruneExpired();
     this.cache.set(token, { value: keyAuthorization, expiresAt: this.now() + this.cacheTtlMs });

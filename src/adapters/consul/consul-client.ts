@@ -2,7 +2,7 @@
  * The Consul client factory, the one place Consul errors are classified, the one blocking-query
  * helper every watch loop uses, and the token bucket that rate-limits those loops.
  *
- * Facts relied on (reference/protocols.md §1, §2): the `consul` npm package returns only the body
+ * Facts relied on (docs/protocols.md §1, §2): the `consul` npm package returns only the body
  * unless a `ctx` EventEmitter with `includeResponse: true` is passed (then it resolves
  * `[res, body]`), and `ctx.emit('cancel')` aborts the request. Its errors are papi errors with
  * `statusCode`, `response` and flags such as `isAbort`/`isTimeout`.
@@ -46,10 +46,15 @@ export function createConsulClient(conn: ConsulConnection): Consul {
   try {
     url = new URL(conn.address);
   } catch (err) {
-    throw new ConsulAcmeError('CONFIG_INVALID', `Consul address ${JSON.stringify(conn.address)} is not a URL`, { cause: err });
+    throw new ConsulAcmeError('CONFIG_INVALID', `Consul address ${JSON.stringify(conn.address)} is not a URL`, {
+      cause: err,
+    });
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ConsulAcmeError('CONFIG_INVALID', `Consul address ${JSON.stringify(conn.address)} must start with http:// or https://`);
+    throw new ConsulAcmeError(
+      'CONFIG_INVALID',
+      `Consul address ${JSON.stringify(conn.address)} must start with http:// or https://`,
+    );
   }
   const options: ConsulConstructorOptions = {
     baseUrl: `${conn.address.replace(/\/+$/, '')}/v1`,
@@ -141,22 +146,33 @@ export function classifyConsulError(err: unknown, what: string): ConsulAcmeError
     if (typeof err === 'object' && err !== null && (err as PapiLikeError).isAbort === true) {
       return new AbortedError(what, { cause: err });
     }
-    const code = typeof err === 'object' && err !== null && typeof (err as PapiLikeError).code === 'string' ? ` (${String((err as PapiLikeError).code)})` : '';
+    const code =
+      typeof err === 'object' && err !== null && typeof (err as PapiLikeError).code === 'string'
+        ? ` (${String((err as PapiLikeError).code)})`
+        : '';
     return new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul unreachable: ${errorMessage(err)}${code}`, {
       cause: err,
       retryable: true,
     });
   }
   if (status >= 500) {
-    return new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul answered ${status}: ${body.slice(0, 200) || errorMessage(err)}`, {
-      cause: err,
-      retryable: true,
-    });
+    return new ConsulAcmeError(
+      'CONSUL_UNAVAILABLE',
+      `${what}: Consul answered ${status}: ${body.slice(0, 200) || errorMessage(err)}`,
+      {
+        cause: err,
+        retryable: true,
+      },
+    );
   }
-  return new ConsulAcmeError('INTERNAL', `${what}: Consul answered ${status}: ${body.slice(0, 200) || errorMessage(err)}`, {
-    cause: err,
-    retryable: false,
-  });
+  return new ConsulAcmeError(
+    'INTERNAL',
+    `${what}: Consul answered ${status}: ${body.slice(0, 200) || errorMessage(err)}`,
+    {
+      cause: err,
+      retryable: false,
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +271,10 @@ export async function blockingGet<T>(
     signal?.removeEventListener('abort', onAbort);
   }
   if (!Array.isArray(result) || result.length < 1) {
-    throw new ConsulAcmeError('INTERNAL', `${what}: the consul client did not return the response (includeResponse ignored)`);
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `${what}: the consul client did not return the response (includeResponse ignored)`,
+    );
   }
   const res = result[0] as IncomingMessage;
   const header = res.headers['x-consul-index'];
@@ -294,7 +313,11 @@ export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
 
-  constructor({ ratePerSecond, burst = DEFAULT_TOKEN_BUCKET_BURST, now = () => performance.now() }: TokenBucketOptions) {
+  constructor({
+    ratePerSecond,
+    burst = DEFAULT_TOKEN_BUCKET_BURST,
+    now = () => performance.now(),
+  }: TokenBucketOptions) {
     if (!(ratePerSecond > 0)) throw new RangeError('ratePerSecond must be > 0');
     if (!(burst >= 1)) throw new RangeError('burst must be >= 1');
     this.ratePerMs = ratePerSecond / 1000;
@@ -342,10 +365,13 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
       clearTimeout(timer);
       resolve(false);
     };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve(true);
-    }, Math.max(0, ms));
+    const timer = setTimeout(
+      () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(true);
+      },
+      Math.max(0, ms),
+    );
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

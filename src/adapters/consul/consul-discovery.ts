@@ -1,5 +1,5 @@
 /**
- * Discovery on `/v1/catalog/services` with blocking queries (reference/protocols.md §1.1, §1.3).
+ * Discovery on `/v1/catalog/services` with blocking queries (docs/protocols.md §1.1, §1.3).
  * A blocking return is not a change: snapshots are compared by content (sorted services and tags)
  * and only a different one is passed on. The loop is rate-limited by a token bucket (burst 2) and
  * backs off exponentially on errors, reporting each through `onError`.
@@ -29,7 +29,9 @@ export interface ConsulDiscoveryOptions {
 }
 
 /** Sorted copy: services by name, each tag list sorted and without duplicates. */
-export function normalizeServices(services: Record<string, readonly string[] | null | undefined>): Record<string, string[]> {
+export function normalizeServices(
+  services: Record<string, readonly string[] | null | undefined>,
+): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const name of Object.keys(services).sort()) {
     out[name] = [...new Set(services[name] ?? [])].sort();

@@ -15,7 +15,7 @@ export interface KvEntry {
 export async function kvGet(consul: Consul, key: string): Promise<KvEntry | undefined> {
   let item: { Value?: string | null; ModifyIndex?: number } | null | undefined;
   try {
-    item = (await consul.kv.get({ key }));
+    item = await consul.kv.get({ key });
   } catch (err) {
     throw classifyConsulError(err, `kv get ${key}`);
   }
@@ -28,21 +28,33 @@ export async function kvGet(consul: Consul, key: string): Promise<KvEntry | unde
  * absent) and resolves whether it did. Without `cas`, a `false` answer is an error.
  *
  * The consul package resolves `undefined` for a refused CAS write, so the raw body is read
- * through `includeResponse` (protocols.md §2).
+ * through `includeResponse` (docs/protocols.md §2).
  */
-export async function kvPut(consul: Consul, key: string, value: string, options: { cas?: number } = {}): Promise<boolean> {
+export async function kvPut(
+  consul: Consul,
+  key: string,
+  value: string,
+  options: { cas?: number } = {},
+): Promise<boolean> {
   const what = options.cas === undefined ? `kv put ${key}` : `kv put ${key}?cas=${options.cas}`;
   const ctx = Object.assign(new EventEmitter(), { includeResponse: true });
   let result: unknown;
   try {
-    result = await consul.kv.set({ key, value, ctx, ...(options.cas === undefined ? {} : { cas: options.cas }) } as never);
+    result = await consul.kv.set({
+      key,
+      value,
+      ctx,
+      ...(options.cas === undefined ? {} : { cas: options.cas }),
+    } as never);
   } catch (err) {
     throw classifyConsulError(err, what);
   }
   const body: unknown = Array.isArray(result) ? result[1] : result;
   if (body === true) return true;
   if (options.cas !== undefined && body === false) return false;
-  throw new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul answered ${JSON.stringify(body)} instead of true`, { retryable: true });
+  throw new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul answered ${JSON.stringify(body)} instead of true`, {
+    retryable: true,
+  });
 }
 
 export async function kvDelete(consul: Consul, key: string): Promise<void> {

@@ -1,5 +1,5 @@
 /**
- * Locks as Consul KV keys acquired with a session (reference/protocols.md §1.7, §1.8).
+ * Locks as Consul KV keys acquired with a session (docs/protocols.md §1.7, §1.8).
  *
  * One session per locker (Behavior "release"), created on the first tryAcquire and renewed in the
  * background at half the TTL Consul last returned. When a renew answers 404 (session destroyed or
@@ -56,7 +56,15 @@ interface HeldLock {
 /** Parses a Go duration as Consul prints it ("15s", "1m30s", "1h0m0s", "500ms") into ms. */
 export function parseGoDurationMs(text: unknown): number | undefined {
   if (typeof text !== 'string' || text === '') return undefined;
-  const units: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1, us: 0.001, µs: 0.001, ns: 0.000001 };
+  const units: Record<string, number> = {
+    h: 3_600_000,
+    m: 60_000,
+    s: 1_000,
+    ms: 1,
+    us: 0.001,
+    µs: 0.001,
+    ns: 0.000001,
+  };
   let total = 0;
   let rest = text;
   while (rest !== '') {
@@ -87,7 +95,9 @@ export class ConsulLocker implements Locker {
     const lockDelay = opts.lockDelaySeconds ?? DEFAULT_LOCK_DELAY_SECONDS;
     const problems: string[] = [];
     if (!Number.isInteger(ttl) || ttl < MIN_SESSION_TTL_SECONDS || ttl > MAX_SESSION_TTL_SECONDS) {
-      problems.push(`sessionTtlSeconds must be an integer from ${MIN_SESSION_TTL_SECONDS} to ${MAX_SESSION_TTL_SECONDS} (got ${ttl})`);
+      problems.push(
+        `sessionTtlSeconds must be an integer from ${MIN_SESSION_TTL_SECONDS} to ${MAX_SESSION_TTL_SECONDS} (got ${ttl})`,
+      );
     }
     if (!Number.isInteger(lockDelay) || lockDelay < 0 || lockDelay > MAX_LOCK_DELAY_SECONDS) {
       problems.push(`lockDelaySeconds must be an integer from 0 to ${MAX_LOCK_DELAY_SECONDS} (got ${lockDelay})`);
@@ -165,7 +175,10 @@ export class ConsulLocker implements Locker {
       const released = await this.consul.kv.set({ key: kvKey, value, release: session.id });
       if (released !== true) this.log.warn({ lock: kvKey }, 'lock release refused; not held by this session any more');
     } catch (err) {
-      this.log.warn({ lock: kvKey, [F.err]: describeError(classifyConsulError(err, `lock release ${kvKey}`)) }, 'lock release failed; it ends with the session');
+      this.log.warn(
+        { lock: kvKey, [F.err]: describeError(classifyConsulError(err, `lock release ${kvKey}`)) },
+        'lock release failed; it ends with the session',
+      );
     }
   }
 
@@ -190,7 +203,9 @@ export class ConsulLocker implements Locker {
       throw classifyConsulError(err, 'session create');
     }
     if (typeof created?.ID !== 'string' || created.ID === '') {
-      throw new ConsulAcmeError('CONSUL_UNAVAILABLE', 'session create: Consul returned no session ID', { retryable: true });
+      throw new ConsulAcmeError('CONSUL_UNAVAILABLE', 'session create: Consul returned no session ID', {
+        retryable: true,
+      });
     }
     const session: SessionState = {
       id: created.ID,
@@ -220,7 +235,10 @@ export class ConsulLocker implements Locker {
     if (session.lost || this.closed) return;
     try {
       // `timeout` is a per-call option the package honours but RenewOptions does not declare.
-      const result = await this.consul.session.renew({ id: session.id, timeout: Math.max(1_000, session.ttlMs / 3) } as never);
+      const result = await this.consul.session.renew({
+        id: session.id,
+        timeout: Math.max(1_000, session.ttlMs / 3),
+      } as never);
       if (session.lost) return;
       const returned: unknown = Array.isArray(result) ? (result[0] as { TTL?: unknown } | undefined)?.TTL : undefined;
       const ttlMs = parseGoDurationMs(returned);
@@ -240,7 +258,14 @@ export class ConsulLocker implements Locker {
         return;
       }
       const retryInMs = Math.min(1_000, session.ttlMs - sinceMs);
-      this.log.warn({ session: session.id, [F.err]: describeError(classifyConsulError(err, 'session renew')), [F.retryInMs]: retryInMs }, 'session renew failed');
+      this.log.warn(
+        {
+          session: session.id,
+          [F.err]: describeError(classifyConsulError(err, 'session renew')),
+          [F.retryInMs]: retryInMs,
+        },
+        'session renew failed',
+      );
       this.scheduleRenew(session, retryInMs);
     }
   }
@@ -253,7 +278,10 @@ export class ConsulLocker implements Locker {
     session.timer = undefined;
     if (this.session === session) this.session = undefined;
     const gone = isSessionGoneError(cause);
-    this.log.warn({ session: session.id, [F.err]: describeError(classifyConsulError(cause, what)) }, 'session lost; abandoning its locks');
+    this.log.warn(
+      { session: session.id, [F.err]: describeError(classifyConsulError(cause, what)) },
+      'session lost; abandoning its locks',
+    );
     for (const h of [...this.held.values()]) {
       if (h.session !== session) continue;
       this.held.delete(h.key);
@@ -267,7 +295,10 @@ export class ConsulLocker implements Locker {
     try {
       await this.consul.session.destroy(session.id);
     } catch (err) {
-      this.log.warn({ session: session.id, [F.err]: describeError(classifyConsulError(err, 'session destroy')) }, 'session destroy failed');
+      this.log.warn(
+        { session: session.id, [F.err]: describeError(classifyConsulError(err, 'session destroy')) },
+        'session destroy failed',
+      );
     }
   }
 

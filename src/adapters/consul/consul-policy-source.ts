@@ -1,7 +1,7 @@
 /**
  * The domain policy from Consul KV: the keys `<prefix>policy/deny`, `<prefix>policy/allow` and
  * `<prefix>policy/always`, each a list as text (domain/policy.ts), watched with ONE blocking
- * query on the folder `<prefix>policy/` with `?recurse` (reference/protocols.md §1.1, §1.6), so an
+ * query on the folder `<prefix>policy/` with `?recurse` (docs/protocols.md §1.1, §1.6), so an
  * edit to any of the three wakes it.
  *
  * A missing folder answers 404 with an X-Consul-Index, which the consul package turns into an

@@ -1,6 +1,6 @@
 /**
  * The one watch loop over a Consul blocking query, shared by the catalog discovery and the policy
- * source (reference/protocols.md §1.1): the index rules live in `blockingGet`; this loop adds a
+ * source (docs/protocols.md §1.1): the index rules live in `blockingGet`; this loop adds a
  * token bucket (burst 2) so a churning result degrades to polling, exponential backoff on
  * errors (each reported through `onError`), and change detection — a blocking return is not a
  * change, so a value is passed on only when its content differs from the last one accepted. A
@@ -73,7 +73,8 @@ export async function watchBlocking<Body, Value>(
     }
     failures = 0;
     opts.onReturn?.();
-    if (result.indexReset) opts.log.info({ consul_index: result.consulIndex }, `${opts.what} index went backwards; index reset`);
+    if (result.indexReset)
+      opts.log.info({ consul_index: result.consulIndex }, `${opts.what} index went backwards; index reset`);
 
     const value = opts.toValue(result.body);
     const content = JSON.stringify(value);

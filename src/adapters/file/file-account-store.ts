@@ -80,7 +80,9 @@ export class FileAccountStore implements AccountStore {
     }
     const stored = await this.get(account.directoryUrl);
     if (stored === undefined) {
-      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `create ${file}: the account cannot be read back`, { retryable: true });
+      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `create ${file}: the account cannot be read back`, {
+        retryable: true,
+      });
     }
     return stored;
   }

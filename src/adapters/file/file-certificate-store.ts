@@ -49,14 +49,11 @@ export interface FileCertificateMeta {
 
 /** Throws unless `name` is one folder name inside the store (no separators, no `.`/`..`, no leading dot). */
 export function assertSafeName(name: string, what: string): void {
-  if (
-    typeof name !== 'string' ||
-    name === '' ||
-    name.length > 255 ||
-    name.startsWith('.') ||
-    /[/\\\0]/.test(name)
-  ) {
-    throw new ConsulAcmeError('INVALID_HOSTNAME', `${what} ${JSON.stringify(name)} is not a safe file name (path separators, leading dots and empty names are refused)`);
+  if (typeof name !== 'string' || name === '' || name.length > 255 || name.startsWith('.') || /[/\\\0]/.test(name)) {
+    throw new ConsulAcmeError(
+      'INVALID_HOSTNAME',
+      `${what} ${JSON.stringify(name)} is not a safe file name (path separators, leading dots and empty names are refused)`,
+    );
   }
 }
 
@@ -147,7 +144,9 @@ export async function withDirectoryLock<T>(lockPath: string, what: string, work:
       throw unavailable(what, err);
     }
     if (Date.now() > deadline) {
-      throw new ConsulAcmeError('STORE_UNAVAILABLE', `${what}: ${lockPath} is held by another writer`, { retryable: true });
+      throw new ConsulAcmeError('STORE_UNAVAILABLE', `${what}: ${lockPath} is held by another writer`, {
+        retryable: true,
+      });
     }
     await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
   }
@@ -210,9 +209,15 @@ export class FileCertificateStore implements CertificateStore {
     let contents: FolderContents | undefined;
     for (let attempt = 1; attempt <= TORN_READ_ATTEMPTS; attempt += 1) {
       contents = await this.readFolder(folder);
-      if (contents === undefined || contents.meta === undefined || contents.meta.managed_by !== MANAGED_BY) return contents;
+      if (contents === undefined || contents.meta === undefined || contents.meta.managed_by !== MANAGED_BY)
+        return contents;
       const { meta, cert, key } = contents;
-      if (cert !== undefined && key !== undefined && sha256(cert) === meta.cert_sha256 && sha256(key) === meta.key_sha256) {
+      if (
+        cert !== undefined &&
+        key !== undefined &&
+        sha256(cert) === meta.cert_sha256 &&
+        sha256(key) === meta.key_sha256
+      ) {
         return contents;
       }
       await new Promise((resolve) => setTimeout(resolve, attempt * 5));
@@ -236,8 +241,16 @@ export class FileCertificateStore implements CertificateStore {
       { cert, key, directoryUrl: meta?.directory_url || undefined, obtainedAt: meta?.obtained_at || undefined },
       where,
     );
-    if (record.certificate !== undefined && meta !== undefined && (sha256(cert ?? '') !== meta.cert_sha256 || sha256(key ?? '') !== meta.key_sha256)) {
-      return { ...record, certificate: undefined, problem: `${where}: ${CERT_FILE} or ${KEY_FILE} was changed outside consul-acme (does not match ${META_FILE})` };
+    if (
+      record.certificate !== undefined &&
+      meta !== undefined &&
+      (sha256(cert ?? '') !== meta.cert_sha256 || sha256(key ?? '') !== meta.key_sha256)
+    ) {
+      return {
+        ...record,
+        certificate: undefined,
+        problem: `${where}: ${CERT_FILE} or ${KEY_FILE} was changed outside consul-acme (does not match ${META_FILE})`,
+      };
     }
     return record;
   }
@@ -264,7 +277,10 @@ export class FileCertificateStore implements CertificateStore {
         const currentVersion = current === undefined ? 0 : this.toRecord(certId, folder, current).version;
         if (currentVersion !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
         if (current !== undefined && current.meta?.managed_by !== MANAGED_BY && current.metaProblem === undefined) {
-          throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the folder was not written by consul-acme; refusing to overwrite it`);
+          throw new ConsulAcmeError(
+            'STORE_CONFLICT',
+            `${what}: the folder was not written by consul-acme; refusing to overwrite it`,
+          );
         }
         const next = currentVersion + 1;
         const meta: FileCertificateMeta = {
@@ -293,8 +309,17 @@ export class FileCertificateStore implements CertificateStore {
     });
 
     const readBack = await this.get(certId);
-    if (readBack === undefined || readBack.version !== version || readBack.certificate?.certPem !== certificate.certPem || readBack.certificate.keyPem !== certificate.keyPem) {
-      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `${what}: version ${version} read back does not match what was written`, { retryable: true });
+    if (
+      readBack === undefined ||
+      readBack.version !== version ||
+      readBack.certificate?.certPem !== certificate.certPem ||
+      readBack.certificate.keyPem !== certificate.keyPem
+    ) {
+      throw new ConsulAcmeError(
+        'STORE_VERIFY_FAILED',
+        `${what}: version ${version} read back does not match what was written`,
+        { retryable: true },
+      );
     }
     return version;
   }
@@ -309,7 +334,10 @@ export class FileCertificateStore implements CertificateStore {
         const record = this.toRecord(certId, folder, current);
         if (record.version !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
         if (!record.managed) {
-          throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the folder was not written by consul-acme; refusing to delete it`);
+          throw new ConsulAcmeError(
+            'STORE_CONFLICT',
+            `${what}: the folder was not written by consul-acme; refusing to delete it`,
+          );
         }
         // Rename out of sight first, so readers see the whole record or nothing.
         const doomed = join(this.directory, `.${certId}.deleted-${randomBytes(6).toString('hex')}`);
@@ -334,7 +362,14 @@ export class FileCertificateStore implements CertificateStore {
     for (const entry of entries) {
       if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
       const folder = join(this.directory, entry.name);
-      const hasRecord = await Promise.all([CERT_FILE, META_FILE].map((file) => fs.access(join(folder, file)).then(() => true, () => false)));
+      const hasRecord = await Promise.all(
+        [CERT_FILE, META_FILE].map((file) =>
+          fs.access(join(folder, file)).then(
+            () => true,
+            () => false,
+          ),
+        ),
+      );
       if (hasRecord.some(Boolean)) ids.push(entry.name);
     }
     return ids.sort();

@@ -49,11 +49,21 @@ export class MemoryCertificateStore implements CertificateStore {
     if (entry === undefined) return undefined;
     const base = { certId, version: entry.version };
     if (entry.managedBy !== MANAGED_BY || entry.certificate === undefined) {
-      return { ...base, managed: false, certificate: undefined, problem: `memory record ${certId} was not written by consul-acme; it is left alone` };
+      return {
+        ...base,
+        managed: false,
+        certificate: undefined,
+        problem: `memory record ${certId} was not written by consul-acme; it is left alone`,
+      };
     }
     const inspected = inspectCertificate(entry.certPem, entry.keyPem);
     if (!inspected.ok) {
-      return { ...base, managed: true, certificate: undefined, problem: `memory record ${certId}: ${inspected.problem}` };
+      return {
+        ...base,
+        managed: true,
+        certificate: undefined,
+        problem: `memory record ${certId}: ${inspected.problem}`,
+      };
     }
     return { ...base, managed: true, certificate: copyCertificate(entry.certificate), problem: undefined };
   }
@@ -66,7 +76,10 @@ export class MemoryCertificateStore implements CertificateStore {
     const current = this.entries.get(certId);
     if ((current?.version ?? 0) !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
     if (current !== undefined && current.managedBy !== MANAGED_BY) {
-      throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the record was not written by consul-acme; refusing to overwrite it`);
+      throw new ConsulAcmeError(
+        'STORE_CONFLICT',
+        `${what}: the record was not written by consul-acme; refusing to overwrite it`,
+      );
     }
     const version = expectedVersion + 1;
     this.entries.set(certId, {
@@ -86,7 +99,10 @@ export class MemoryCertificateStore implements CertificateStore {
     const what = `delete memory record ${certId}`;
     if (current.version !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
     if (current.managedBy !== MANAGED_BY) {
-      throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the record was not written by consul-acme; refusing to delete it`);
+      throw new ConsulAcmeError(
+        'STORE_CONFLICT',
+        `${what}: the record was not written by consul-acme; refusing to delete it`,
+      );
     }
     this.entries.delete(certId);
   }
@@ -121,7 +137,13 @@ export class MemoryCertificateStore implements CertificateStore {
   /** Stores a record as someone other than consul-acme would; returns its version. */
   putUnmanaged(certId: string, pems: { certPem: string; keyPem: string }): number {
     const version = (this.entries.get(certId)?.version ?? 0) + 1;
-    this.entries.set(certId, { version, managedBy: undefined, certificate: undefined, certPem: pems.certPem, keyPem: pems.keyPem });
+    this.entries.set(certId, {
+      version,
+      managedBy: undefined,
+      certificate: undefined,
+      certPem: pems.certPem,
+      keyPem: pems.keyPem,
+    });
     return version;
   }
 

@@ -24,7 +24,11 @@ export class MemoryDiscovery implements Discovery {
     this.services = normalize(initial);
   }
 
-  watch(signal: AbortSignal, onSnapshot: (snapshot: CatalogSnapshot) => Promise<void> | void, onError?: (err: unknown) => void): Promise<void> {
+  watch(
+    signal: AbortSignal,
+    onSnapshot: (snapshot: CatalogSnapshot) => Promise<void> | void,
+    onError?: (err: unknown) => void,
+  ): Promise<void> {
     return this.watches.watch(signal, onSnapshot, onError);
   }
 

@@ -35,7 +35,11 @@ export class MemoryPolicySource implements PolicySource {
     this.policy = isPolicy(initial) ? copy(initial) : policyFromTexts(initial);
   }
 
-  watch(signal: AbortSignal, onPolicy: (policy: Policy) => Promise<void> | void, onError?: (err: unknown) => void): Promise<void> {
+  watch(
+    signal: AbortSignal,
+    onPolicy: (policy: Policy) => Promise<void> | void,
+    onError?: (err: unknown) => void,
+  ): Promise<void> {
     return this.watches.watch(signal, onPolicy, onError);
   }
 

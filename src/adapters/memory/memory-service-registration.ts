@@ -11,7 +11,8 @@ export class MemoryServiceRegistration implements ServiceRegistration {
   async update(tags: string[]): Promise<void> {
     const wanted = [...new Set(tags)];
     const current = this.tags;
-    if (current && current.length === wanted.length && [...current].sort().join('\n') === [...wanted].sort().join('\n')) return;
+    if (current && current.length === wanted.length && [...current].sort().join('\n') === [...wanted].sort().join('\n'))
+      return;
     this.tags = wanted;
     this.history.push([...wanted]);
   }

@@ -24,7 +24,11 @@ export class MemoryWatch<T> {
     private readonly contentOf: (value: T) => string = (value) => JSON.stringify(value),
   ) {}
 
-  async watch(signal: AbortSignal, onValue: (value: T) => Promise<void> | void, onError?: (err: unknown) => void): Promise<void> {
+  async watch(
+    signal: AbortSignal,
+    onValue: (value: T) => Promise<void> | void,
+    onError?: (err: unknown) => void,
+  ): Promise<void> {
     if (signal.aborted) return;
     const watcher: Watcher<T> = { lastDelivered: undefined, chain: Promise.resolve(), onValue, onError };
     this.watchers.add(watcher);

@@ -39,10 +39,7 @@ export interface HttpPreflightOptions {
   logger?: Logger;
 }
 
-type Attempt =
-  | { kind: 'ok' }
-  | { kind: 'connect-failed'; detail: string }
-  | { kind: 'wrong'; detail: string };
+type Attempt = { kind: 'ok' } | { kind: 'connect-failed'; detail: string } | { kind: 'wrong'; detail: string };
 
 function errorCode(err: unknown): string {
   if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string') {
@@ -58,7 +55,14 @@ function shownBody(body: string): string {
 }
 
 /** Connection-level failures, after which the other address family is worth a try. */
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ECONNRESET', 'EAFNOSUPPORT']);
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ECONNRESET',
+  'EAFNOSUPPORT',
+]);
 
 export class HttpPreflight implements Preflight {
   private readonly store: ChallengeStore;
@@ -118,7 +122,8 @@ export class HttpPreflight implements Preflight {
       const a = v4.status === 'fulfilled' ? v4.value : [];
       const aaaa = v6.status === 'fulfilled' ? v6.value : [];
       if (a.length > 0 || aaaa.length > 0) return { ok: true, v4: a, v6: aaaa };
-      const code = (r: PromiseSettledResult<string[]>): string => (r.status === 'rejected' ? errorCode(r.reason) : 'no records');
+      const code = (r: PromiseSettledResult<string[]>): string =>
+        r.status === 'rejected' ? errorCode(r.reason) : 'no records';
       return { ok: false, detail: `${hostname} has no A or AAAA record (A: ${code(v4)}, AAAA: ${code(v6)})` };
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -126,7 +131,13 @@ export class HttpPreflight implements Preflight {
   }
 
   /** One GET of the probe from `address`; never rejects. */
-  private fetchProbe(hostname: string, address: string, token: string, value: string, signal: AbortSignal | undefined): Promise<Attempt> {
+  private fetchProbe(
+    hostname: string,
+    address: string,
+    token: string,
+    value: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Attempt> {
     const shownUrl = `http://${hostname}${this.httpPort === 80 ? '' : `:${this.httpPort}`}${CHALLENGE_PATH}<probe>`;
     const via = address.includes(':') ? `[${address}]:${this.httpPort}` : `${address}:${this.httpPort}`;
     const signals = [AbortSignal.timeout(this.timeoutMs), ...(signal ? [signal] : [])];
@@ -160,7 +171,9 @@ export class HttpPreflight implements Preflight {
             chunks.push(chunk);
             size += chunk.length;
           });
-          res.on('error', (err) => done({ kind: 'wrong', detail: `${shownUrl} via ${via}: answer broke off (${errorCode(err)})` }));
+          res.on('error', (err) =>
+            done({ kind: 'wrong', detail: `${shownUrl} via ${via}: answer broke off (${errorCode(err)})` }),
+          );
           res.on('close', () => done({ kind: 'wrong', detail: `${shownUrl} via ${via}: answer broke off` }));
           res.on('end', () => {
             const body = Buffer.concat(chunks).toString('utf8').slice(0, MAX_BODY_BYTES);

@@ -65,7 +65,9 @@ export class VaultAccountStore implements AccountStore {
     }
     const stored = await this.get(account.directoryUrl);
     if (stored === undefined) {
-      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `write ${path}: the account cannot be read back`, { retryable: true });
+      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `write ${path}: the account cannot be read back`, {
+        retryable: true,
+      });
     }
     return stored;
   }

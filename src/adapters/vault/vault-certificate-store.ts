@@ -1,6 +1,6 @@
 /**
  * CertificateStore on Vault KV v2, in the layout Fabio's Vault certificate source reads
- * (reference/protocols.md §4.1): one secret per certId at `<mount>/data/<prefix>/<certId>` whose
+ * (docs/protocols.md §4.1): one secret per certId at `<mount>/data/<prefix>/<certId>` whose
  * `cert` (leaf + chain PEM) and `key` (private key PEM) fields Fabio pairs; the other fields are
  * ours. Writes are check-and-set (`options.cas`), so it is safe across processes.
  *
@@ -46,7 +46,10 @@ export interface VaultCertificateSecret {
 
 function assertCertId(certId: string): void {
   if (typeof certId !== 'string' || certId === '' || certId === '.' || certId === '..' || certId.includes('/')) {
-    throw new ConsulAcmeError('INVALID_HOSTNAME', `certificate id ${JSON.stringify(certId)} cannot be a Vault secret name`);
+    throw new ConsulAcmeError(
+      'INVALID_HOSTNAME',
+      `certificate id ${JSON.stringify(certId)} cannot be a Vault secret name`,
+    );
   }
 }
 
@@ -75,7 +78,9 @@ export class VaultCertificateStore implements CertificateStore {
   }
 
   private metadataPath(certId?: string): string {
-    return certId === undefined ? kvPath(this.mount, 'metadata', this.prefix) : kvPath(this.mount, 'metadata', this.prefix, certId);
+    return certId === undefined
+      ? kvPath(this.mount, 'metadata', this.prefix)
+      : kvPath(this.mount, 'metadata', this.prefix, certId);
   }
 
   async get(certId: string): Promise<StoredRecord | undefined> {
@@ -114,7 +119,10 @@ export class VaultCertificateStore implements CertificateStore {
     const seenVersion = current.state === 'present' ? current.version : 0;
     if (seenVersion !== expectedVersion) throw new StoreConflictError(`write ${path}`, expectedVersion);
     if (current.state === 'present' && current.data.managed_by !== MANAGED_BY) {
-      throw new ConsulAcmeError('STORE_CONFLICT', `write ${path}: the secret was not written by consul-acme; refusing to overwrite it`);
+      throw new ConsulAcmeError(
+        'STORE_CONFLICT',
+        `write ${path}: the secret was not written by consul-acme; refusing to overwrite it`,
+      );
     }
 
     const data: VaultCertificateSecret = {
@@ -141,10 +149,19 @@ export class VaultCertificateStore implements CertificateStore {
     }
 
     const readBack = await readKv(this.client, path, version);
-    if (readBack.state !== 'present' || readBack.data.cert !== data.cert || readBack.data.key !== data.key || readBack.version !== version) {
-      throw new ConsulAcmeError('STORE_VERIFY_FAILED', `write ${path}: version ${version} read back does not match what was written`, {
-        retryable: true,
-      });
+    if (
+      readBack.state !== 'present' ||
+      readBack.data.cert !== data.cert ||
+      readBack.data.key !== data.key ||
+      readBack.version !== version
+    ) {
+      throw new ConsulAcmeError(
+        'STORE_VERIFY_FAILED',
+        `write ${path}: version ${version} read back does not match what was written`,
+        {
+          retryable: true,
+        },
+      );
     }
     this.logger?.debug({ [F.certId]: certId, version }, 'certificate stored in vault');
     return version;
@@ -157,7 +174,10 @@ export class VaultCertificateStore implements CertificateStore {
     if (current.state !== 'present') return;
     if (current.version !== expectedVersion) throw new StoreConflictError(`delete ${path}`, expectedVersion);
     if (current.data.managed_by !== MANAGED_BY) {
-      throw new ConsulAcmeError('STORE_CONFLICT', `delete ${path}: the secret was not written by consul-acme; refusing to delete it`);
+      throw new ConsulAcmeError(
+        'STORE_CONFLICT',
+        `delete ${path}: the secret was not written by consul-acme; refusing to delete it`,
+      );
     }
     // KV v2 has no check-and-set on delete: the read above narrows, but cannot close, the window.
     const metadataPath = this.metadataPath(certId);
@@ -175,9 +195,7 @@ export class VaultCertificateStore implements CertificateStore {
       const response = await this.client.list(path);
       const keys: unknown = response?.data?.keys;
       if (!Array.isArray(keys)) return [];
-      return keys
-        .filter((key): key is string => typeof key === 'string' && key !== '' && !key.endsWith('/'))
-        .sort();
+      return keys.filter((key): key is string => typeof key === 'string' && key !== '' && !key.endsWith('/')).sort();
     } catch (err) {
       if (vaultResponseOf(err)?.statusCode === 404) return [];
       throw classifyVaultError(err, `list ${path}`);

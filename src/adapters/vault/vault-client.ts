@@ -1,6 +1,6 @@
 /**
  * The node-vault client as consul-acme uses it, and the one place where Vault errors become
- * ConsulAcmeErrors (reference/protocols.md §3, §3.1).
+ * ConsulAcmeErrors (docs/protocols.md §3, §3.1).
  *
  * - `noCustomHTTPVerbs: true`: `list()` sends `GET …?list=1` instead of the LIST verb, which
  *   Node's HTTP parser (and so any Node stand-in or proxy) rejects.
