@@ -1,6 +1,6 @@
 /**
  * The root pino logger and the field names every component uses. One child logger per component
- * (`component` field) and per job (`cert_id`). Private keys, key authorizations and tokens are
+ * (`component` field) and per job (`hostname`). Private keys, key authorizations and tokens are
  * redacted at any depth we put them; never log them on purpose either.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
@@ -11,7 +11,6 @@ export type { Logger };
 export const F = {
   component: 'component',
   hostname: 'hostname',
-  certId: 'cert_id',
   reason: 'reason',
   attempt: 'attempt',
   retryInMs: 'retry_in_ms',

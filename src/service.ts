@@ -117,7 +117,7 @@ export function createService(deps: ServiceDeps): Service {
   // The queue calls the worker, the worker asks the reconciler what is desired, and the
   // reconciler feeds the queue: the closures below are only called after all three exist.
   const queue: IssuanceQueue = new IssuanceQueue(
-    (certId, signal, attempt): Promise<JobOutcome> => worker.process(certId, signal, attempt),
+    (hostname, signal, attempt): Promise<JobOutcome> => worker.process(hostname, signal, attempt),
     {
       concurrency: config.queueConcurrency,
       retryScheduleMs: config.retryScheduleMs,
@@ -150,9 +150,9 @@ export function createService(deps: ServiceDeps): Service {
     clock,
     logger,
     planOptions,
-    desiredFor: (certId) => reconciler.desiredFor(certId),
-    undeclaredSince: (certId) => reconciler.undeclaredSince(certId),
-    onPlanned: (certId, plan, stored) => reconciler.recordPlan(certId, plan, stored),
+    desiredFor: (hostname) => reconciler.desiredFor(hostname),
+    undeclaredSince: (hostname) => reconciler.undeclaredSince(hostname),
+    onPlanned: (hostname, plan, stored) => reconciler.recordPlan(hostname, plan, stored),
     onOutcome: (event) => metrics.onOutcome(event),
     gate: new OrderGate({
       ledger: deps.budgetLedger,

@@ -10,8 +10,8 @@ export const MANAGED_BY = 'consul-acme';
 /** A certificate and its private key, with the facts the planner needs, as obtained from the CA. */
 export interface CertificateData {
   /** The store key: one certificate per hostname, so the hostname itself. */
-  certId: string;
-  /** DNS names in the certificate, certId first. */
+  hostname: string;
+  /** DNS names in the certificate, hostname first. */
   hostnames: string[];
   /** Leaf certificate followed by the chain, PEM. This is Fabio's `cert` field. */
   certPem: string;
@@ -29,14 +29,14 @@ export interface CertificateData {
 }
 
 /**
- * What a store holds under a certId. `version` is the store's version of the record (Vault KV
+ * What a store holds under a hostname. `version` is the store's version of the record (Vault KV
  * version, file generation) and is what a check-and-set write compares against.
  * - `managed: false` means the record exists but was not written by consul-acme: never touch it.
  * - `certificate: undefined` with a `problem` means the record is ours but unreadable
  *   (missing field, bad PEM, key that does not match): the planner reissues it.
  */
 export interface StoredRecord {
-  certId: string;
+  hostname: string;
   version: number;
   managed: boolean;
   certificate: CertificateData | undefined;

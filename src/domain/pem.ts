@@ -140,14 +140,14 @@ function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Puts certId first and keeps the certificate's other names sorted. */
-function orderHostnames(certId: string, sorted: string[]): string[] {
-  return sorted.includes(certId) ? [certId, ...sorted.filter((h) => h !== certId)] : sorted;
+/** Puts hostname first and keeps the certificate's other names sorted. */
+function orderHostnames(hostname: string, sorted: string[]): string[] {
+  return sorted.includes(hostname) ? [hostname, ...sorted.filter((h) => h !== hostname)] : sorted;
 }
 
 /** A record read from a store turned into what the domain sees; shared by the Vault and file stores. */
 export function storedRecordFromPem(
-  certId: string,
+  hostname: string,
   version: number,
   managed: boolean,
   fields: { cert?: string; key?: string; directoryUrl?: string; obtainedAt?: string },
@@ -155,7 +155,7 @@ export function storedRecordFromPem(
 ): StoredRecord {
   if (!managed) {
     return {
-      certId,
+      hostname,
       version,
       managed,
       certificate: undefined,
@@ -165,17 +165,17 @@ export function storedRecordFromPem(
   const missing = (['cert', 'key', 'directoryUrl'] as const).filter((name) => fields[name] === undefined);
   if (missing.length > 0) {
     const names = missing.map((name) => (name === 'directoryUrl' ? 'directory_url' : name));
-    return { certId, version, managed, certificate: undefined, problem: `${where} has no ${names.join(', ')} field` };
+    return { hostname, version, managed, certificate: undefined, problem: `${where} has no ${names.join(', ')} field` };
   }
   const certPem = fields.cert ?? '';
   const keyPem = fields.key ?? '';
   const inspected = inspectCertificate(certPem, keyPem);
   if (!inspected.ok) {
-    return { certId, version, managed, certificate: undefined, problem: `${where}: ${inspected.problem}` };
+    return { hostname, version, managed, certificate: undefined, problem: `${where}: ${inspected.problem}` };
   }
   if (inspected.keyType === undefined) {
     return {
-      certId,
+      hostname,
       version,
       managed,
       certificate: undefined,
@@ -184,8 +184,8 @@ export function storedRecordFromPem(
   }
   const obtainedAt = fields.obtainedAt === undefined ? inspected.notBefore : new Date(fields.obtainedAt);
   const certificate: CertificateData = {
-    certId,
-    hostnames: orderHostnames(certId, inspected.hostnames),
+    hostname,
+    hostnames: orderHostnames(hostname, inspected.hostnames),
     certPem,
     keyPem,
     notBefore: inspected.notBefore,
@@ -195,7 +195,7 @@ export function storedRecordFromPem(
     keyType: inspected.keyType,
     obtainedAt: Number.isNaN(obtainedAt.getTime()) ? inspected.notBefore : obtainedAt,
   };
-  return { certId, version, managed, certificate, problem: undefined };
+  return { hostname, version, managed, certificate, problem: undefined };
 }
 
 /** Refuses to store what a TLS server could not load; shared by every CertificateStore. */

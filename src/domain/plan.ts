@@ -21,9 +21,9 @@ export const PLAN_REASONS = [
 export type PlanReason = (typeof PLAN_REASONS)[number];
 export type PlanAction = 'issue' | 'renew' | 'keep' | 'retire';
 
-/** What the catalog and policy ask for under one certId. */
+/** What the catalog and policy ask for under one hostname. */
 export interface DesiredCertificate {
-  certId: string;
+  hostname: string;
   hostnames: string[];
   directoryUrl: string;
   keyType: KeyType;

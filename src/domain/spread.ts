@@ -1,6 +1,6 @@
 /**
  * Spreads routine renewals over a window, so that thousands of certificates issued together do
- * not all renew in the same minute. The delay is a deterministic hash of the certId, so every
+ * not all renew in the same minute. The delay is a deterministic hash of the hostname, so every
  * instance computes the same one and restarts do not reshuffle it.
  */
 
@@ -15,11 +15,11 @@ function fnv1a(text: string): number {
 }
 
 /**
- * How long to hold back a routine renewal of `certId`: a point in [0, window), where the window
+ * How long to hold back a routine renewal of `hostname`: a point in [0, window), where the window
  * is `spreadWindowMs` but never more than a quarter of the time the certificate has left, so
  * spreading can never push a renewal close to expiry.
  */
-export function renewalSpreadDelayMs(certId: string, spreadWindowMs: number, remainingMs: number): number {
+export function renewalSpreadDelayMs(hostname: string, spreadWindowMs: number, remainingMs: number): number {
   const window = Math.max(0, Math.min(spreadWindowMs, remainingMs / 4));
-  return Math.floor((fnv1a(certId) / 0x1_0000_0000) * window);
+  return Math.floor((fnv1a(hostname) / 0x1_0000_0000) * window);
 }

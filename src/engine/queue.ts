@@ -1,6 +1,6 @@
 /**
  * The one place that waits. Every certificate job goes through this queue: it keeps at most one
- * job per certId (a duplicate submit does nothing), runs at most `concurrency` jobs at once,
+ * job per hostname (a duplicate submit does nothing), runs at most `concurrency` jobs at once,
  * orders emergencies first, and schedules retries after a growing delay from the retry schedule
  * (or the CA's Retry-After, when that is longer). Nothing else in the service sleeps.
  */
@@ -18,7 +18,7 @@ export type JobOutcome =
   /** Not now, and not a failure: a budget or a CA pause ends at `until`. */
   | { kind: 'deferred'; until: Date; why: string };
 
-export type JobHandler = (certId: string, signal: AbortSignal, attempt: number) => Promise<JobOutcome>;
+export type JobHandler = (hostname: string, signal: AbortSignal, attempt: number) => Promise<JobOutcome>;
 
 export interface SubmitOptions {
   reason: string;
@@ -45,7 +45,7 @@ export interface QueueOptions {
 export type JobPhase = 'waiting' | 'running' | 'retrying';
 
 export interface JobState {
-  certId: string;
+  hostname: string;
   phase: JobPhase;
   reason: string;
   emergency: boolean;
@@ -80,10 +80,10 @@ export class IssuanceQueue {
     this.log = options.logger.child({ [F.component]: 'queue' });
   }
 
-  /** Adds a job unless one for the same certId is already waiting or running. Returns whether it was added. */
-  submit(certId: string, options: SubmitOptions): boolean {
+  /** Adds a job unless one for the same hostname is already waiting or running. Returns whether it was added. */
+  submit(hostname: string, options: SubmitOptions): boolean {
     if (this.stopped) return false;
-    const existing = this.entries.get(certId);
+    const existing = this.entries.get(hostname);
     if (existing) {
       // An emergency may pull a waiting job forward; it never starts a second job.
       if (existing.phase !== 'running' && options.emergency && !existing.emergency) {
@@ -93,8 +93,8 @@ export class IssuanceQueue {
       return false;
     }
     const now = this.options.clock.now();
-    this.entries.set(certId, {
-      certId,
+    this.entries.set(hostname, {
+      hostname,
       phase: 'waiting',
       reason: options.reason,
       emergency: options.emergency ?? false,
@@ -110,16 +110,16 @@ export class IssuanceQueue {
   }
 
   /** Removes a job that has not started. A running job is aborted. */
-  cancel(certId: string, why: string): void {
-    const entry = this.entries.get(certId);
+  cancel(hostname: string, why: string): void {
+    const entry = this.entries.get(hostname);
     if (!entry) return;
     if (entry.phase === 'running') entry.controller?.abort(new Error(why));
-    else this.entries.delete(certId);
+    else this.entries.delete(hostname);
     this.pump();
   }
 
-  state(certId: string): JobState | undefined {
-    const entry = this.entries.get(certId);
+  state(hostname: string): JobState | undefined {
+    const entry = this.entries.get(hostname);
     if (!entry) return undefined;
     const { controller: _controller, stateLoaded: _loaded, ...state } = entry;
     return { ...state, dueAt: new Date(state.dueAt) };
@@ -218,7 +218,7 @@ export class IssuanceQueue {
     this.running++;
     void this.run(entry)
       .catch((err: unknown) =>
-        this.log.error({ [F.certId]: entry.certId, [F.err]: describeError(err) }, 'queue bookkeeping failed'),
+        this.log.error({ [F.hostname]: entry.hostname, [F.err]: describeError(err) }, 'queue bookkeeping failed'),
       )
       .finally(() => {
         this.running--;
@@ -232,7 +232,7 @@ export class IssuanceQueue {
     let outcome: JobOutcome | undefined;
     let error: unknown;
     try {
-      outcome = await this.handler(entry.certId, entry.controller!.signal, attempt);
+      outcome = await this.handler(entry.hostname, entry.controller!.signal, attempt);
     } catch (err) {
       error = err;
     }
@@ -247,10 +247,10 @@ export class IssuanceQueue {
     entry.stateLoaded = true;
     let persisted;
     try {
-      persisted = await this.options.state?.get(entry.certId);
+      persisted = await this.options.state?.get(entry.hostname);
     } catch (err) {
       this.log.warn(
-        { [F.certId]: entry.certId, [F.err]: describeError(err) },
+        { [F.hostname]: entry.hostname, [F.err]: describeError(err) },
         'could not read persisted backoff; going ahead',
       );
       return false;
@@ -263,7 +263,7 @@ export class IssuanceQueue {
     this.reschedule(entry, persisted.nextAttemptAt.getTime());
     this.log.info(
       {
-        [F.certId]: entry.certId,
+        [F.hostname]: entry.hostname,
         [F.attempt]: entry.consecutiveFailures,
         [F.retryInMs]: persisted.nextAttemptAt.getTime() - now,
       },
@@ -274,10 +274,10 @@ export class IssuanceQueue {
 
   private async finish(entry: Entry, outcome: JobOutcome | undefined, err: unknown): Promise<void> {
     const now = this.options.clock.now();
-    if (this.entries.get(entry.certId) !== entry) return;
+    if (this.entries.get(entry.hostname) !== entry) return;
     if (outcome?.kind === 'done') {
-      this.entries.delete(entry.certId);
-      if (entry.consecutiveFailures > 0) await this.persist(entry.certId, undefined);
+      this.entries.delete(entry.hostname);
+      if (entry.consecutiveFailures > 0) await this.persist(entry.hostname, undefined);
       return;
     }
     if (outcome?.kind === 'deferred') {
@@ -286,7 +286,7 @@ export class IssuanceQueue {
       this.log.info(
         {
           [F.event]: EVENTS.certDeferred,
-          [F.certId]: entry.certId,
+          [F.hostname]: entry.hostname,
           [F.reason]: outcome.why,
           until: outcome.until.toISOString(),
         },
@@ -300,7 +300,7 @@ export class IssuanceQueue {
       return;
     }
     if (this.stopped || entry.controller?.signal.aborted) {
-      this.entries.delete(entry.certId);
+      this.entries.delete(entry.hostname);
       return;
     }
     entry.consecutiveFailures++;
@@ -310,15 +310,15 @@ export class IssuanceQueue {
     this.log.warn(
       {
         [F.event]: EVENTS.retryScheduled,
-        [F.certId]: entry.certId,
+        [F.hostname]: entry.hostname,
         [F.attempt]: entry.consecutiveFailures,
         [F.retryInMs]: delay,
         [F.err]: entry.lastError,
       },
       'job failed, retry scheduled',
     );
-    await this.persist(entry.certId, {
-      certId: entry.certId,
+    await this.persist(entry.hostname, {
+      hostname: entry.hostname,
       consecutiveFailures: entry.consecutiveFailures,
       lastAttemptAt: now,
       lastError: entry.lastError,
@@ -327,13 +327,13 @@ export class IssuanceQueue {
   }
 
   /** Saves (or, with undefined, clears) the persisted state. A failure only costs an early retry. */
-  private async persist(certId: string, state: CertificateState | undefined): Promise<void> {
+  private async persist(hostname: string, state: CertificateState | undefined): Promise<void> {
     if (!this.options.state) return;
     try {
       if (state) await this.options.state.put(state);
-      else await this.options.state.delete(certId);
+      else await this.options.state.delete(hostname);
     } catch (err) {
-      this.log.warn({ [F.certId]: certId, [F.err]: describeError(err) }, 'could not persist backoff state');
+      this.log.warn({ [F.hostname]: hostname, [F.err]: describeError(err) }, 'could not persist backoff state');
     }
   }
 

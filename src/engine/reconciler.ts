@@ -181,29 +181,35 @@ export class Reconciler {
     for (const name of names) await this.reconcile(name, options);
   }
 
-  /** Reads the store for one certId, plans, and (unless told not to) submits the work the plan calls for. */
-  async reconcile(certId: string, { submit }: { submit: boolean } = { submit: true }): Promise<Plan | undefined> {
+  /** Reads the store for one hostname, plans, and (unless told not to) submits the work the plan calls for. */
+  async reconcile(hostname: string, { submit }: { submit: boolean } = { submit: true }): Promise<Plan | undefined> {
     let stored: StoredRecord | undefined;
     try {
-      stored = await this.deps.store.get(certId);
+      stored = await this.deps.store.get(hostname);
     } catch (err) {
       this.log.warn(
-        { [F.certId]: certId, [F.err]: describeError(err) },
+        { [F.hostname]: hostname, [F.err]: describeError(err) },
         'store read failed; will retry from the queue',
       );
-      if (submit) this.deps.queue.submit(certId, { reason: 'StoreUnreadable' });
+      if (submit) this.deps.queue.submit(hostname, { reason: 'StoreUnreadable' });
       return undefined;
     }
     const now = this.deps.clock.now();
     // A stored name nobody declares that no snapshot saw leave (it left before this process
     // started): its grace period starts the first time it is planned, not at every scan.
-    if (stored && !this.declared.has(certId) && !this.undeclared.has(certId)) this.undeclared.set(certId, now);
-    const plan = planCertificate(now, this.desiredFor(certId), stored, this.options.plan, this.undeclared.get(certId));
-    this.recordPlan(certId, plan, stored);
+    if (stored && !this.declared.has(hostname) && !this.undeclared.has(hostname)) this.undeclared.set(hostname, now);
+    const plan = planCertificate(
+      now,
+      this.desiredFor(hostname),
+      stored,
+      this.options.plan,
+      this.undeclared.get(hostname),
+    );
+    this.recordPlan(hostname, plan, stored);
     if (plan.action === 'keep' || !submit) return plan;
     if (plan.reason === 'Unparseable') {
       this.log.warn(
-        { [F.certId]: certId, [F.reason]: plan.reason, [F.err]: stored?.problem },
+        { [F.hostname]: hostname, [F.reason]: plan.reason, [F.err]: stored?.problem },
         'stored certificate is unreadable; reissuing',
       );
     }
@@ -211,29 +217,29 @@ export class Reconciler {
     const notAfter = stored?.certificate?.notAfter;
     if (plan.reason === 'Expiring' && !plan.emergency && notAfter) {
       notBefore = new Date(
-        now.getTime() + renewalSpreadDelayMs(certId, this.options.renewSpreadMs, notAfter.getTime() - now.getTime()),
+        now.getTime() + renewalSpreadDelayMs(hostname, this.options.renewSpreadMs, notAfter.getTime() - now.getTime()),
       );
     }
-    this.deps.queue.submit(certId, { reason: plan.reason, emergency: plan.emergency, notBefore });
+    this.deps.queue.submit(hostname, { reason: plan.reason, emergency: plan.emergency, notBefore });
     return plan;
   }
 
-  desiredFor(certId: string): DesiredCertificate | undefined {
-    if (!this.declared.has(certId)) return undefined;
-    return { certId, hostnames: [certId], directoryUrl: this.options.directoryUrl, keyType: this.options.keyType };
+  desiredFor(hostname: string): DesiredCertificate | undefined {
+    if (!this.declared.has(hostname)) return undefined;
+    return { hostname, hostnames: [hostname], directoryUrl: this.options.directoryUrl, keyType: this.options.keyType };
   }
 
-  undeclaredSince(certId: string): Date | undefined {
-    return this.undeclared.get(certId);
+  undeclaredSince(hostname: string): Date | undefined {
+    return this.undeclared.get(hostname);
   }
 
-  recordPlan(certId: string, plan: Plan, stored: StoredRecord | undefined): void {
-    if (!stored && !this.declared.has(certId)) {
-      this.known.delete(certId);
-      this.undeclared.delete(certId);
+  recordPlan(hostname: string, plan: Plan, stored: StoredRecord | undefined): void {
+    if (!stored && !this.declared.has(hostname)) {
+      this.known.delete(hostname);
+      this.undeclared.delete(hostname);
       return;
     }
-    this.known.set(certId, { plan, expiresAt: stored?.certificate?.notAfter, managed: stored?.managed ?? true });
+    this.known.set(hostname, { plan, expiresAt: stored?.certificate?.notAfter, managed: stored?.managed ?? true });
   }
 
   hasSynced(): boolean {

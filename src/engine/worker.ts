@@ -29,12 +29,12 @@ export interface WorkerDeps {
   clock: Clock;
   logger: Logger;
   planOptions: PlanOptions;
-  /** What the catalog currently asks for under this certId; undefined when nobody does. */
-  desiredFor: (certId: string) => DesiredCertificate | undefined;
-  /** When the certId stopped being declared, for the retirement grace period. */
-  undeclaredSince: (certId: string) => Date | undefined;
+  /** What the catalog currently asks for under this hostname; undefined when nobody does. */
+  desiredFor: (hostname: string) => DesiredCertificate | undefined;
+  /** When the hostname stopped being declared, for the retirement grace period. */
+  undeclaredSince: (hostname: string) => Date | undefined;
   /** Told about every fresh plan and every write, so the status stays current. */
-  onPlanned: (certId: string, plan: Plan, stored: StoredRecord | undefined) => void;
+  onPlanned: (hostname: string, plan: Plan, stored: StoredRecord | undefined) => void;
   /** Told about every attempt's outcome (metrics). */
   onOutcome?: (event: WorkerOutcome) => void;
   /** Pauses, budgets and the pre-flight check, asked before every order. */
@@ -42,7 +42,7 @@ export interface WorkerDeps {
 }
 
 export interface WorkerOutcome {
-  certId: string;
+  hostname: string;
   /** The planner's reason for the attempt. */
   reason: string;
   outcome: 'obtained' | 'renewed' | 'failed' | 'retired';
@@ -51,8 +51,8 @@ export interface WorkerOutcome {
 }
 
 /** The Consul KV key (under the locker's prefix) that guards one certificate. */
-export function certificateLockKey(certId: string): string {
-  return `certs/${certId}`;
+export function certificateLockKey(hostname: string): string {
+  return `certs/${hostname}`;
 }
 
 export class CertificateWorker {
@@ -62,31 +62,31 @@ export class CertificateWorker {
     this.log = deps.logger.child({ [F.component]: 'worker' });
   }
 
-  async process(certId: string, signal: AbortSignal, attempt: number): Promise<JobOutcome> {
-    const lock = await this.deps.locker.tryAcquire(certificateLockKey(certId));
+  async process(hostname: string, signal: AbortSignal, attempt: number): Promise<JobOutcome> {
+    const lock = await this.deps.locker.tryAcquire(certificateLockKey(hostname));
     if (!lock) {
-      this.log.debug({ [F.certId]: certId }, 'certificate is locked by another instance');
+      this.log.debug({ [F.hostname]: hostname }, 'certificate is locked by another instance');
       return { kind: 'busy' };
     }
     const work = AbortSignal.any([signal, lock.signal]);
     try {
-      const stored = await this.deps.store.get(certId);
-      const desired = this.deps.desiredFor(certId);
+      const stored = await this.deps.store.get(hostname);
+      const desired = this.deps.desiredFor(hostname);
       const plan = planCertificate(
         this.deps.clock.now(),
         desired,
         stored,
         this.deps.planOptions,
-        this.deps.undeclaredSince(certId),
+        this.deps.undeclaredSince(hostname),
       );
-      this.deps.onPlanned(certId, plan, stored);
+      this.deps.onPlanned(hostname, plan, stored);
       if (plan.action === 'keep') return { kind: 'done' };
       if (plan.action === 'retire') {
         if (stored) {
-          await this.retire(certId, stored, plan);
+          await this.retire(hostname, stored, plan);
           // Nothing is stored any more: a fresh plan lets the status forget the name.
           this.deps.onPlanned(
-            certId,
+            hostname,
             planCertificate(this.deps.clock.now(), desired, undefined, this.deps.planOptions),
             undefined,
           );
@@ -102,11 +102,12 @@ export class CertificateWorker {
         sameHostnames(stored.certificate.hostnames, desired.hostnames);
       const admission = await this.deps.gate?.admit(desired.hostnames, isRenewal, work);
       if (admission && !admission.admitted) return { kind: 'deferred', until: admission.until, why: admission.why };
-      await this.obtain(certId, desired, stored, plan, work, attempt);
+      await this.obtain(hostname, desired, stored, plan, work, attempt);
       return { kind: 'done' };
     } catch (err) {
-      if (lock.signal.aborted && !signal.aborted) throw new LockLostError(certificateLockKey(certId), { cause: err });
-      if (signal.aborted && !(err instanceof AbortedError)) throw new AbortedError(`work on ${certId}`, { cause: err });
+      if (lock.signal.aborted && !signal.aborted) throw new LockLostError(certificateLockKey(hostname), { cause: err });
+      if (signal.aborted && !(err instanceof AbortedError))
+        throw new AbortedError(`work on ${hostname}`, { cause: err });
       throw err;
     } finally {
       await lock.release();
@@ -114,7 +115,7 @@ export class CertificateWorker {
   }
 
   private async obtain(
-    certId: string,
+    hostname: string,
     desired: DesiredCertificate,
     stored: StoredRecord | undefined,
     plan: Plan,
@@ -122,8 +123,7 @@ export class CertificateWorker {
     attempt: number,
   ): Promise<void> {
     const log = this.log.child({
-      [F.certId]: certId,
-      [F.hostname]: desired.hostnames[0],
+      [F.hostname]: hostname,
       [F.reason]: plan.reason,
       [F.attempt]: attempt,
     });
@@ -132,7 +132,7 @@ export class CertificateWorker {
     try {
       const issued = await this.deps.issuer.issue({ hostnames: desired.hostnames, keyType: desired.keyType }, signal);
       const certificate: CertificateData = {
-        certId,
+        hostname,
         hostnames: desired.hostnames,
         certPem: issued.certPem,
         keyPem: issued.keyPem,
@@ -144,11 +144,15 @@ export class CertificateWorker {
         obtainedAt: this.deps.clock.now(),
       };
       const version = await this.deps.store.put(certificate, stored?.version ?? 0);
-      const fresh = await this.deps.store.get(certId);
-      this.deps.onPlanned(certId, planCertificate(this.deps.clock.now(), desired, fresh, this.deps.planOptions), fresh);
+      const fresh = await this.deps.store.get(hostname);
+      this.deps.onPlanned(
+        hostname,
+        planCertificate(this.deps.clock.now(), desired, fresh, this.deps.planOptions),
+        fresh,
+      );
       const renewed = stored?.certificate !== undefined;
       this.deps.onOutcome?.({
-        certId,
+        hostname,
         reason: plan.reason,
         outcome: renewed ? 'renewed' : 'obtained',
         code: undefined,
@@ -167,7 +171,7 @@ export class CertificateWorker {
       log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
       await this.deps.gate?.recordFailure(desired.hostnames, err);
       this.deps.onOutcome?.({
-        certId,
+        hostname,
         reason: plan.reason,
         outcome: 'failed',
         code: err instanceof ConsulAcmeError ? err.code : 'INTERNAL',
@@ -176,13 +180,13 @@ export class CertificateWorker {
     }
   }
 
-  private async retire(certId: string, stored: StoredRecord, plan: Plan): Promise<void> {
-    await this.deps.store.delete(certId, stored.version);
-    this.deps.onOutcome?.({ certId, reason: plan.reason, outcome: 'retired', code: undefined });
+  private async retire(hostname: string, stored: StoredRecord, plan: Plan): Promise<void> {
+    await this.deps.store.delete(hostname, stored.version);
+    this.deps.onOutcome?.({ hostname, reason: plan.reason, outcome: 'retired', code: undefined });
     this.log.info(
       {
         [F.event]: EVENTS.certRetired,
-        [F.certId]: certId,
+        [F.hostname]: hostname,
         [F.reason]: plan.reason,
         not_after: stored.certificate?.notAfter.toISOString(),
       },

@@ -1,6 +1,6 @@
 /** What the queue remembers about a certificate's attempts, shared by every instance. */
 export interface CertificateState {
-  certId: string;
+  hostname: string;
   consecutiveFailures: number;
   lastAttemptAt: Date | undefined;
   lastError: string | undefined;
@@ -13,14 +13,14 @@ export interface CertificateState {
  * instances respect a failing name's backoff.
  *
  * Contract (test/contract/certificate-state-store.contract.test.ts):
- * - `get` of an unknown certId resolves `undefined`; a value that cannot be parsed also resolves
+ * - `get` of an unknown hostname resolves `undefined`; a value that cannot be parsed also resolves
  *   `undefined` (it is only a hint: the worst case is one early retry).
- * - `put` overwrites; `delete` of an unknown certId is a no-op.
+ * - `put` overwrites; `delete` of an unknown hostname is a no-op.
  * - Safe across processes for Consul (last writer wins, which is fine: the writer holds the
  *   certificate's lock).
  */
 export interface CertificateStateStore {
-  get(certId: string): Promise<CertificateState | undefined>;
+  get(hostname: string): Promise<CertificateState | undefined>;
   put(state: CertificateState): Promise<void>;
-  delete(certId: string): Promise<void>;
+  delete(hostname: string): Promise<void>;
 }

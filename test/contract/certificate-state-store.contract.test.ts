@@ -17,8 +17,8 @@ interface Subject {
   setup(): Promise<void>;
   teardown(): Promise<void>;
   create(): CertificateStateStore;
-  /** Writes `text` where the store keeps certId's state, as another writer could; undefined when the store has no such place. */
-  writeRaw?: (certId: string, text: string) => Promise<void>;
+  /** Writes `text` where the store keeps hostname's state, as another writer could; undefined when the store has no such place. */
+  writeRaw?: (hostname: string, text: string) => Promise<void>;
 }
 
 let consulServer: ConsulInstance | undefined;
@@ -32,13 +32,13 @@ function consulClient(): Consul {
   return client;
 }
 
-function newCertId(): string {
+function newHostname(): string {
   return `${randomUUID().slice(0, 8)}.example.test`;
 }
 
-function failingState(certId: string): CertificateState {
+function failingState(hostname: string): CertificateState {
   return {
-    certId,
+    hostname,
     consecutiveFailures: 3,
     lastAttemptAt: new Date('2030-01-02T03:04:05.678Z'),
     lastError: 'ACME_RATE_LIMITED: too many certificates (Retry-After 3600 s)',
@@ -63,9 +63,9 @@ const subjects: Subject[] = [
       await consulServer?.stop();
     },
     create: () => new ConsulCertificateStateStore({ consul: consulClient(), prefix }),
-    writeRaw: async (certId, text) => {
-      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${certId}`, { method: 'PUT', body: text });
-      assert.equal(res.status, 200, `writing ${prefix}${certId}: ${await res.text()}`);
+    writeRaw: async (hostname, text) => {
+      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}`, { method: 'PUT', body: text });
+      assert.equal(res.status, 200, `writing ${prefix}${hostname}: ${await res.text()}`);
     },
   },
 ];
@@ -77,14 +77,14 @@ for (const subject of subjects) {
 
     it('resolves undefined for a certificate it never stored', async () => {
       const store = subject.create();
-      assert.equal(await store.get(newCertId()), undefined);
+      assert.equal(await store.get(newHostname()), undefined);
     });
 
     it('returns what was put, dates included, to the millisecond', async () => {
       const store = subject.create();
-      const state = failingState(newCertId());
+      const state = failingState(newHostname());
       await store.put(state);
-      const read = await store.get(state.certId);
+      const read = await store.get(state.hostname);
       assert.deepEqual(read, state);
       assert.ok(
         read?.nextAttemptAt instanceof Date && read.lastAttemptAt instanceof Date,
@@ -95,19 +95,19 @@ for (const subject of subjects) {
     it('keeps absent optional fields absent', async () => {
       const store = subject.create();
       const state: CertificateState = {
-        certId: newCertId(),
+        hostname: newHostname(),
         consecutiveFailures: 0,
         lastAttemptAt: undefined,
         lastError: undefined,
         nextAttemptAt: undefined,
       };
       await store.put(state);
-      assert.deepEqual(await store.get(state.certId), state);
+      assert.deepEqual(await store.get(state.hostname), state);
     });
 
     it('lets a second put overwrite the first', async () => {
       const store = subject.create();
-      const first = failingState(newCertId());
+      const first = failingState(newHostname());
       await store.put(first);
       const second: CertificateState = {
         ...first,
@@ -116,44 +116,44 @@ for (const subject of subjects) {
         nextAttemptAt: new Date('2030-01-03T00:00:00.000Z'),
       };
       await store.put(second);
-      assert.deepEqual(await store.get(first.certId), second);
+      assert.deepEqual(await store.get(first.hostname), second);
     });
 
     it('keeps each certificate apart', async () => {
       const store = subject.create();
-      const a = failingState(newCertId());
-      const b: CertificateState = { ...failingState(newCertId()), consecutiveFailures: 1 };
+      const a = failingState(newHostname());
+      const b: CertificateState = { ...failingState(newHostname()), consecutiveFailures: 1 };
       await store.put(a);
       await store.put(b);
-      assert.equal((await store.get(a.certId))?.consecutiveFailures, 3);
-      assert.equal((await store.get(b.certId))?.consecutiveFailures, 1);
+      assert.equal((await store.get(a.hostname))?.consecutiveFailures, 3);
+      assert.equal((await store.get(b.hostname))?.consecutiveFailures, 1);
     });
 
     it('forgets a deleted certificate and leaves the others', async () => {
       const store = subject.create();
-      const gone = failingState(newCertId());
-      const kept = failingState(newCertId());
+      const gone = failingState(newHostname());
+      const kept = failingState(newHostname());
       await store.put(gone);
       await store.put(kept);
-      await store.delete(gone.certId);
-      assert.equal(await store.get(gone.certId), undefined);
-      assert.deepEqual(await store.get(kept.certId), kept);
+      await store.delete(gone.hostname);
+      assert.equal(await store.get(gone.hostname), undefined);
+      assert.deepEqual(await store.get(kept.hostname), kept);
     });
 
     it('treats deleting an unknown certificate as a no-op', async () => {
       const store = subject.create();
-      await store.delete(newCertId());
+      await store.delete(newHostname());
     });
 
     it('does not hand out its own copy: changing a returned state changes nothing stored', async () => {
       const store = subject.create();
-      const state = failingState(newCertId());
+      const state = failingState(newHostname());
       await store.put(state);
-      const read = await store.get(state.certId);
+      const read = await store.get(state.hostname);
       assert.ok(read);
       read.consecutiveFailures = 99;
       state.consecutiveFailures = 98;
-      assert.equal((await store.get(state.certId))?.consecutiveFailures, 3);
+      assert.equal((await store.get(state.hostname))?.consecutiveFailures, 3);
     });
 
     if (subject.writeRaw) {
@@ -170,25 +170,25 @@ for (const subject of subjects) {
       for (const [what, text] of unparseable) {
         it(`resolves undefined, without throwing, for ${what}`, async () => {
           const store = subject.create();
-          const certId = newCertId();
-          await writeRaw(certId, text);
-          assert.equal(await store.get(certId), undefined);
+          const hostname = newHostname();
+          await writeRaw(hostname, text);
+          assert.equal(await store.get(hostname), undefined);
         });
       }
 
       it('drops a date it cannot parse but keeps the rest of the state', async () => {
         const store = subject.create();
-        const certId = newCertId();
+        const hostname = newHostname();
         await writeRaw(
-          certId,
+          hostname,
           JSON.stringify({
             consecutive_failures: 2,
             last_attempt_at: 'yesterday',
             next_attempt_at: '2030-01-02T04:04:05.678Z',
           }),
         );
-        assert.deepEqual(await store.get(certId), {
-          certId,
+        assert.deepEqual(await store.get(hostname), {
+          hostname,
           consecutiveFailures: 2,
           lastAttemptAt: undefined,
           lastError: undefined,
@@ -198,11 +198,11 @@ for (const subject of subjects) {
 
       it('shares the state between two instances', async () => {
         const [one, two] = [subject.create(), subject.create()];
-        const state = failingState(newCertId());
+        const state = failingState(newHostname());
         await one.put(state);
-        assert.deepEqual(await two.get(state.certId), state);
-        await two.delete(state.certId);
-        assert.equal(await one.get(state.certId), undefined);
+        assert.deepEqual(await two.get(state.hostname), state);
+        await two.delete(state.hostname);
+        assert.equal(await one.get(state.hostname), undefined);
       });
     }
   });

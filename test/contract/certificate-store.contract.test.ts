@@ -28,9 +28,9 @@ type Corruption = 'bad-pem' | 'wrong-key';
 interface Harness {
   store: CertificateStore;
   /** Stores a record as someone other than consul-acme would (just cert and key). */
-  putUnmanaged(certId: string, pems: { certPem: string; keyPem: string }): Promise<void>;
+  putUnmanaged(hostname: string, pems: { certPem: string; keyPem: string }): Promise<void>;
   /** Damages a stored record as an outside writer would. */
-  corrupt(certId: string, how: Corruption): Promise<void>;
+  corrupt(hostname: string, how: Corruption): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -38,10 +38,14 @@ const HOST_A = 'a.example.com';
 const HOST_B = 'b.example.com';
 const HOST_C = 'c.example.com';
 
-const certA1 = await makeCertificateData({ certId: HOST_A, otherHostnames: ['www.a.example.com'] });
-const certA2 = await makeCertificateData({ certId: HOST_A, otherHostnames: ['www.a.example.com'], keyType: 'ec-p384' });
-const certB = await makeCertificateData({ certId: HOST_B });
-const certC = await makeCertificateData({ certId: HOST_C });
+const certA1 = await makeCertificateData({ hostname: HOST_A, otherHostnames: ['www.a.example.com'] });
+const certA2 = await makeCertificateData({
+  hostname: HOST_A,
+  otherHostnames: ['www.a.example.com'],
+  keyType: 'ec-p384',
+});
+const certB = await makeCertificateData({ hostname: HOST_B });
+const certC = await makeCertificateData({ hostname: HOST_C });
 const foreign = await makeTestCertificate({ hostnames: ['manual.example.com'], issuer: null });
 
 function otherKeyPem(): string {
@@ -65,7 +69,7 @@ function hasCode(code: string, retryable?: boolean): (err: unknown) => boolean {
 
 function assertSameCertificate(actual: CertificateData | undefined, expected: CertificateData): void {
   assert.ok(actual !== undefined, 'certificate is undefined');
-  assert.equal(actual.certId, expected.certId);
+  assert.equal(actual.hostname, expected.hostname);
   assert.equal(actual.certPem, expected.certPem);
   assert.equal(actual.keyPem, expected.keyPem);
   assert.deepEqual(actual.hostnames, expected.hostnames);
@@ -87,7 +91,7 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       await h.cleanup();
     });
 
-    it('get of a certId that was never stored resolves undefined', async () => {
+    it('get of a hostname that was never stored resolves undefined', async () => {
       assert.equal(await h.store.get(HOST_A), undefined);
     });
 
@@ -95,7 +99,7 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       assert.equal(await h.store.put(certA1, 0), 1);
       const record = await h.store.get(HOST_A);
       assert.ok(record);
-      assert.equal(record.certId, HOST_A);
+      assert.equal(record.hostname, HOST_A);
       assert.equal(record.version, 1);
       assert.equal(record.managed, true);
       assert.equal(record.problem, undefined);
@@ -184,7 +188,7 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       assert.deepEqual(await h.store.list(), []);
     });
 
-    it('list resolves every certId, managed or not, sorted', async () => {
+    it('list resolves every hostname, managed or not, sorted', async () => {
       await h.store.put(certC, 0);
       await h.store.put(certA1, 0);
       await h.putUnmanaged('manual.example.com', foreign);
@@ -198,7 +202,7 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       await h.store.delete(HOST_A, 1);
       assert.equal(await h.store.get(HOST_A), undefined);
       assert.deepEqual(await h.store.list(), [HOST_B]);
-      assert.equal(await h.store.put(certA2, 0), 1, 'a deleted certId can be stored again from version 0');
+      assert.equal(await h.store.put(certA2, 0), 1, 'a deleted hostname can be stored again from version 0');
     });
 
     it('delete with a stale version throws StoreConflictError and keeps the record', async () => {
@@ -225,10 +229,10 @@ certificateStoreContract('memory', async () => {
   const store = new MemoryCertificateStore();
   return {
     store,
-    putUnmanaged: async (certId, pems) => {
-      store.putUnmanaged(certId, pems);
+    putUnmanaged: async (hostname, pems) => {
+      store.putUnmanaged(hostname, pems);
     },
-    corrupt: async (certId, how) => store.corrupt(certId, how),
+    corrupt: async (hostname, how) => store.corrupt(hostname, how),
     cleanup: async () => {},
   };
 });
@@ -268,14 +272,14 @@ async function fileHarness(): Promise<Harness & { directory: string }> {
   return {
     directory,
     store,
-    putUnmanaged: async (certId, pems) => {
-      await fs.mkdir(join(directory, certId), { recursive: true });
-      await fs.writeFile(join(directory, certId, 'cert.pem'), pems.certPem);
-      await fs.writeFile(join(directory, certId, 'key.pem'), pems.keyPem);
+    putUnmanaged: async (hostname, pems) => {
+      await fs.mkdir(join(directory, hostname), { recursive: true });
+      await fs.writeFile(join(directory, hostname, 'cert.pem'), pems.certPem);
+      await fs.writeFile(join(directory, hostname, 'key.pem'), pems.keyPem);
     },
-    corrupt: async (certId, how) => {
-      if (how === 'bad-pem') await fs.writeFile(join(directory, certId, 'cert.pem'), 'this is not a certificate\n');
-      else await fs.writeFile(join(directory, certId, 'key.pem'), otherKeyPem());
+    corrupt: async (hostname, how) => {
+      if (how === 'bad-pem') await fs.writeFile(join(directory, hostname, 'cert.pem'), 'this is not a certificate\n');
+      else await fs.writeFile(join(directory, hostname, 'key.pem'), otherKeyPem());
     },
     cleanup: () => fs.rm(directory, { recursive: true, force: true }),
   };
@@ -292,7 +296,7 @@ describe('FileCertificateStore only', () => {
     await h.cleanup();
   });
 
-  it('writes key.pem with mode 0600 and cert.pem with mode 0644 in one folder per certId', async () => {
+  it('writes key.pem with mode 0600 and cert.pem with mode 0644 in one folder per hostname', async () => {
     await h.store.put(certA1, 0);
     const key = await fs.stat(join(h.directory, HOST_A, 'key.pem'));
     const cert = await fs.stat(join(h.directory, HOST_A, 'cert.pem'));
@@ -306,10 +310,10 @@ describe('FileCertificateStore only', () => {
     assert.deepEqual((await fs.readdir(h.directory)).sort(), [HOST_A], 'no temporary or lock files are left behind');
   });
 
-  it('refuses certIds that are not one safe folder name', async () => {
-    for (const certId of ['../evil.example.com', 'a/b', '.hidden', '..', '', 'a\\b']) {
-      await assert.rejects(h.store.get(certId), hasCode('INVALID_HOSTNAME'), certId);
-      await assert.rejects(h.store.put({ ...certA1, certId }, 0), hasCode('INVALID_HOSTNAME'), certId);
+  it('refuses hostnames that are not one safe folder name', async () => {
+    for (const hostname of ['../evil.example.com', 'a/b', '.hidden', '..', '', 'a\\b']) {
+      await assert.rejects(h.store.get(hostname), hasCode('INVALID_HOSTNAME'), hostname);
+      await assert.rejects(h.store.put({ ...certA1, hostname }, 0), hasCode('INVALID_HOSTNAME'), hostname);
     }
     assert.deepEqual(await fs.readdir(h.directory), []);
   });
@@ -359,18 +363,18 @@ function vaultHarness(
   cleanupAll: boolean,
 ): Harness {
   const store = new VaultCertificateStore({ client, mount, prefix });
-  const dataPath = (certId: string): string => `${mount}/data/${prefix}/${certId}`;
+  const dataPath = (hostname: string): string => `${mount}/data/${prefix}/${hostname}`;
   return {
     store,
-    putUnmanaged: async (certId, pems) => {
-      await raw.write(dataPath(certId), { data: { cert: pems.certPem, key: pems.keyPem } });
+    putUnmanaged: async (hostname, pems) => {
+      await raw.write(dataPath(hostname), { data: { cert: pems.certPem, key: pems.keyPem } });
     },
-    corrupt: async (certId, how) => {
-      const current = await raw.read(dataPath(certId));
+    corrupt: async (hostname, how) => {
+      const current = await raw.read(dataPath(hostname));
       const data = { ...current.data.data };
       if (how === 'bad-pem') data.cert = 'this is not a certificate\n';
       else data.key = otherKeyPem();
-      await raw.write(dataPath(certId), { data });
+      await raw.write(dataPath(hostname), { data });
     },
     cleanup: async () => {
       if (!cleanupAll) return;

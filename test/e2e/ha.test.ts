@@ -268,7 +268,7 @@ async function sessionIdsOf(consul: ConsulInstance, instance: InstanceProcess): 
   return sessions.filter((s) => s.Name === instance.sessionName).map((s) => s.ID);
 }
 
-/** Lock entries under `<prefix>locks/` held by one of `sessionIds`, as certIds (or the raw key for non-certificate locks). */
+/** Lock entries under `<prefix>locks/` held by one of `sessionIds`, as hostnames (or the raw key for non-certificate locks). */
 async function locksHeldBy(consul: ConsulInstance, sessionIds: string[]): Promise<string[]> {
   const certPrefix = `${KV_PREFIX}locks/certs/`;
   return (await kvEntries(consul, `${KV_PREFIX}locks/`))
@@ -432,7 +432,7 @@ function issuingInstances(cluster: Cluster): Map<string, string> {
   const byHost = new Map<string, string[]>();
   for (const instance of cluster.instances) {
     for (const e of instance.events('cert_obtained'))
-      byHost.set(e.cert_id!, [...(byHost.get(e.cert_id!) ?? []), instance.name]);
+      byHost.set(e.hostname!, [...(byHost.get(e.hostname!) ?? []), instance.name]);
   }
   const result = new Map<string, string>();
   for (const hostname of cluster.hostnames) {
@@ -445,7 +445,7 @@ function issuingInstances(cluster: Cluster): Map<string, string> {
 
 interface MidIssuance {
   sessionIds: string[];
-  /** certIds whose lock the instance holds, whose order it has placed (cert_obtaining) and that Pebble is validating (held in the proxy). */
+  /** Hostnames whose lock the instance holds, whose order it has placed (cert_obtaining) and that Pebble is validating (held in the proxy). */
   inFlight: string[];
 }
 
@@ -458,7 +458,7 @@ async function waitUntilMidIssuance(cluster: Cluster, instance: InstanceProcess)
       const sessionIds = await sessionIdsOf(cluster.consul, instance);
       if (sessionIds.length === 0) return undefined;
       const locked = await locksHeldBy(cluster.consul, sessionIds);
-      const obtaining = new Set(instance.events('cert_obtaining').map((e) => e.cert_id));
+      const obtaining = new Set(instance.events('cert_obtaining').map((e) => e.hostname));
       const validating = new Set(cluster.proxy.held().map((r) => r.host));
       const inFlight = locked.filter((c) => obtaining.has(c) && validating.has(c));
       return inFlight.length > 0 ? { sessionIds, inFlight } : undefined;
@@ -485,7 +485,7 @@ async function waitUntilStalled(cluster: Cluster, instance: InstanceProcess): Pr
       const sessionIds = await sessionIdsOf(cluster.consul, instance);
       if (sessionIds.length === 0) return undefined;
       const locked = (await locksHeldBy(cluster.consul, sessionIds)).filter((k) => cluster.hostnames.includes(k));
-      const obtaining = new Set(instance.events('cert_obtaining').map((e) => e.cert_id));
+      const obtaining = new Set(instance.events('cert_obtaining').map((e) => e.hostname));
       const inFlight = locked.filter((c) => obtaining.has(c));
       const tokenPaths = consulProxy.held().map((r) => r.path.split('?')[0]!);
       return inFlight.length > 0 && tokenPaths.length === inFlight.length
@@ -636,7 +636,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
         'the certificate in Vault or a failed attempt',
         () => {
           const failed = instance!.events('cert_failed');
-          if (failed.length > 0) return failed.map((e) => `${e.cert_id}: ${e.err}`);
+          if (failed.length > 0) return failed.map((e) => `${e.hostname}: ${e.err}`);
           return storedCount(cluster) === 1 ? [] : undefined;
         },
         { timeoutMs: 30_000, intervalMs: 100 },
@@ -671,9 +671,9 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           cluster.hostnames.includes(k),
         );
         assert.ok(lockedAtKill.length > 0, 'the dead instance still holds certificate locks in Consul');
-        const obtainedByVictim = new Set(victim.events('cert_obtained').map((e) => e.cert_id));
-        for (const certId of lockedAtKill)
-          assert.ok(!obtainedByVictim.has(certId), `${certId}: killed before it was obtained`);
+        const obtainedByVictim = new Set(victim.events('cert_obtained').map((e) => e.hostname));
+        for (const hostname of lockedAtKill)
+          assert.ok(!obtainedByVictim.has(hostname), `${hostname}: killed before it was obtained`);
         assert.ok(storedCount(cluster) === 0, 'nothing was stored while every validation was held');
 
         // Fabio would stop routing to the dead instance once its health check fails.
@@ -707,10 +707,10 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
         );
 
         const issuers = issuingInstances(cluster);
-        for (const certId of lockedAtKill) {
+        for (const hostname of lockedAtKill) {
           assert.ok(
-            survivors.some((s) => s.name === issuers.get(certId)),
-            `${certId}: obtained by a surviving instance`,
+            survivors.some((s) => s.name === issuers.get(hostname)),
+            `${hostname}: obtained by a surviving instance`,
           );
         }
         const orphanTokens = (await kvEntries(cluster.consul, `${KV_PREFIX}challenges/`)).length;
@@ -774,18 +774,18 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           cluster.pebble,
           `${target.name} to abandon its ${stalled.inFlight.length} orders in flight`,
           () => {
-            const failures = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.cert_id!));
+            const failures = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.hostname!));
             return failures.length === stalled.inFlight.length ? failures : undefined;
           },
           { timeoutMs: 10_000, intervalMs: 50 },
         );
         for (const f of failed)
-          assert.match(String(f.err), /ABORTED|LOCK_LOST/, `${f.cert_id}: abandoned because its lock was lost`);
-        for (const certId of stalled.inFlight) {
+          assert.match(String(f.err), /ABORTED|LOCK_LOST/, `${f.hostname}: abandoned because its lock was lost`);
+        for (const hostname of stalled.inFlight) {
           assert.equal(
-            pebbleActivity(cluster.pebble.logs()).validationsByName.get(certId) ?? 0,
+            pebbleActivity(cluster.pebble.logs()).validationsByName.get(hostname) ?? 0,
             0,
-            `${certId}: Pebble was never asked to validate the abandoned order`,
+            `${hostname}: Pebble was never asked to validate the abandoned order`,
           );
         }
         assertTokensRemoved(cluster, target, stalled.tokenPaths);
@@ -844,10 +844,10 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           sessionTtlSeconds: SESSION_TTL_SECONDS,
           lockDelaySeconds: LOCK_DELAY_SECONDS,
         });
-        const certId = 'late.ha.test';
+        const hostname = 'late.ha.test';
         const desired: DesiredCertificate = {
-          certId,
-          hostnames: [certId],
+          hostname,
+          hostnames: [hostname],
           directoryUrl: TEST_DIRECTORY_URL,
           keyType: 'ec-p256',
         };
@@ -892,13 +892,13 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             clock: systemClock,
             logger: silentLogger(),
             planOptions: DEFAULT_PLAN_OPTIONS,
-            desiredFor: (id) => (id === certId ? desired : undefined),
+            desiredFor: (id) => (id === hostname ? desired : undefined),
             undeclaredSince: () => undefined,
             onPlanned: () => undefined,
           });
 
         try {
-          const aRun = worker(slowIssuer, lockerA).process(certId, new AbortController().signal, 1);
+          const aRun = worker(slowIssuer, lockerA).process(hostname, new AbortController().signal, 1);
           const aOutcome = aRun.then(
             () => undefined,
             (err: unknown) => err,
@@ -907,7 +907,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             timeoutMs: 10_000,
             intervalMs: 20,
           });
-          const [entry] = await kvEntries(cluster.consul, `${lockPrefix}${certificateLockKey(certId)}`);
+          const [entry] = await kvEntries(cluster.consul, `${lockPrefix}${certificateLockKey(hostname)}`);
           assert.ok(entry?.Session, 'A holds the lock with a session');
           assert.equal(entry.Session, lockerA.sessionId);
 
@@ -925,8 +925,8 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           await waitFor(
             'B to obtain the certificate',
             async () => {
-              const outcome = await workerB.process(certId, new AbortController().signal, 1);
-              return outcome.kind === 'done' && (await store.get(certId))?.version === 1;
+              const outcome = await workerB.process(hostname, new AbortController().signal, 1);
+              return outcome.kind === 'done' && (await store.get(hostname))?.version === 1;
             },
             { timeoutMs: LOCK_DELAY_SECONDS * 1000 + 10_000, intervalMs: 500 },
           );
@@ -943,7 +943,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             `the late write was refused by check-and-set (cause: ${String(cause)})`,
           );
 
-          const raw = cluster.vault.readRaw(VAULT_MOUNT, `late-write/certs/${certId}`);
+          const raw = cluster.vault.readRaw(VAULT_MOUNT, `late-write/certs/${hostname}`);
           assert.equal(raw?.current, 1, 'still version 1');
           assert.equal(
             (raw.versions[1]!.data as { cert: string }).cert,
@@ -1014,9 +1014,9 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           'no lock entry carries its session',
         );
         assert.deepEqual(await sessionIdsOf(cluster.consul, target), [], 'its session is destroyed');
-        const abandoned = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.cert_id!));
+        const abandoned = target.events('cert_failed').filter((e) => stalled.inFlight.includes(e.hostname!));
         assert.equal(abandoned.length, stalled.inFlight.length, 'each order in flight was abandoned (and logged)');
-        for (const f of abandoned) assert.match(String(f.err), /ABORTED/, `${f.cert_id}: aborted by the shutdown`);
+        for (const f of abandoned) assert.match(String(f.err), /ABORTED/, `${f.hostname}: aborted by the shutdown`);
         assertTokensRemoved(cluster, target, stalled.tokenPaths);
 
         await waitUntilAllStored(cluster, LOCKED_RECHECK_MS + SLACK_MS);

@@ -132,7 +132,7 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
     await putLists(consul.address, { deny: `# ${doomed} cannot be routed\n${doomed}\n` });
     const refused = await waitForStatus(svc, doomed, 'refused', (s) => s.state === 'refused', 30_000);
     const ordersAtDeny = proxy.newOrders(doomed).length;
-    const obtainingAtDeny = logs.lines.filter((l) => l.event === 'cert_obtaining' && l.cert_id === doomed).length;
+    const obtainingAtDeny = logs.lines.filter((l) => l.event === 'cert_obtaining' && l.hostname === doomed).length;
     assert.equal(refused.policy, `denied by ${doomed}`);
     assert.equal(refused.nextAttemptAt, undefined, 'nothing is scheduled for a refused name');
 
@@ -143,7 +143,7 @@ describe('domain policy in Consul KV, with real Consul and Pebble', () => {
     );
     assert.equal(ordersAfter, ordersAtDeny, 'no order for the denied name after the deny took effect');
     assert.equal(
-      logs.lines.filter((l) => l.event === 'cert_obtaining' && l.cert_id === doomed).length,
+      logs.lines.filter((l) => l.event === 'cert_obtaining' && l.hostname === doomed).length,
       obtainingAtDeny,
     );
     assert.equal((await fetchStatus(svc)).certificates.find((c) => c.hostname === doomed)?.state, 'refused');

@@ -92,10 +92,10 @@ function recordTicks(renewal: RenewalScheduler): ScanOutcome[] {
 }
 
 /** The lifecycle events logged for one certificate, for failure messages. */
-function eventsOf(lines: LogLine[], certId: string): string {
+function eventsOf(lines: LogLine[], hostname: string): string {
   return JSON.stringify(
     lines
-      .filter((l) => l.cert_id === certId)
+      .filter((l) => l.hostname === hostname)
       .map((l) => ({ msg: l.msg, event: l.event, reason: l.reason, err: l.err })),
   );
 }
@@ -192,7 +192,7 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
     assert.equal(vault.readRaw(MOUNT, `${PREFIX}/${hostname}`), undefined, 'every version is gone');
     const retired = await waitFor(
       'the retirement in the log',
-      () => logs.find((l) => l.event === 'cert_retired' && l.cert_id === hostname),
+      () => logs.find((l) => l.event === 'cert_retired' && l.hostname === hostname),
       { timeoutMs: 5_000 },
     );
     assert.equal(retired.reason, 'NoLongerDeclared');
@@ -245,7 +245,7 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       // The event is logged just after the write.
       const renewed = await waitFor(
         `${hostname}: a cert_renewed event`,
-        () => lines.find((l) => l.event === 'cert_renewed' && l.cert_id === hostname),
+        () => lines.find((l) => l.event === 'cert_renewed' && l.hostname === hostname),
         { timeoutMs: 5_000 },
       );
       assert.equal(
@@ -279,7 +279,7 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       assert.ok(secret.version >= 3);
       const renewed = await waitFor(
         `${hostname}: a cert_renewed event`,
-        () => lines.find((l) => l.event === 'cert_renewed' && l.cert_id === hostname),
+        () => lines.find((l) => l.event === 'cert_renewed' && l.hostname === hostname),
         { timeoutMs: 5_000 },
       );
       assert.equal(
@@ -320,7 +320,7 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
     const logs = currentLogs;
     const reissued = await waitFor(
       'the reissue in the log',
-      () => logs.find((l) => l.cert_id === FIRST_HOST && l.event === 'cert_obtained'),
+      () => logs.find((l) => l.hostname === FIRST_HOST && l.event === 'cert_obtained'),
       { timeoutMs: 5_000 },
     );
     assert.equal(
@@ -329,7 +329,7 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       `the reissue is logged with reason Unparseable: ${eventsOf(logs, FIRST_HOST)}`,
     );
     const problem = logs.find(
-      (l) => l.cert_id === FIRST_HOST && l.msg === 'stored certificate is unreadable; reissuing',
+      (l) => l.hostname === FIRST_HOST && l.msg === 'stored certificate is unreadable; reissuing',
     );
     assert.ok(problem, `the problem itself is reported: ${eventsOf(logs, FIRST_HOST)}`);
     assert.equal(problem.reason, 'Unparseable');

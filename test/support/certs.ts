@@ -144,9 +144,9 @@ export async function makeTestCertificate(options: TestCertificateOptions): Prom
 }
 
 export interface TestCertificateDataOptions extends Omit<TestCertificateOptions, 'hostnames'> {
-  /** The certId; also the first hostname. */
-  certId: string;
-  /** More names after certId. */
+  /** The hostname; also the first hostname. */
+  hostname: string;
+  /** More names after hostname. */
   otherHostnames?: string[];
   directoryUrl?: string;
   obtainedAt?: Date;
@@ -154,21 +154,21 @@ export interface TestCertificateDataOptions extends Omit<TestCertificateOptions,
 
 /** A CertificateData as the issuer would hand it to a store, with a real certificate. */
 export async function makeCertificateData(options: TestCertificateDataOptions): Promise<CertificateData> {
-  const hostnames = [options.certId, ...(options.otherHostnames ?? [])];
+  const hostnames = [options.hostname, ...(options.otherHostnames ?? [])];
   const notBefore = options.notBefore ?? new Date(Math.floor((Date.now() - DAY_MS) / 1000) * 1000);
   const notAfter = options.notAfter ?? new Date(notBefore.getTime() + 90 * DAY_MS);
   const keyType = options.keyType ?? 'ec-p256';
   const issuer = options.issuer === undefined ? TEST_CA_NAME : options.issuer;
   const { certPem, keyPem } = await makeTestCertificate({ hostnames, notBefore, notAfter, keyType, issuer });
   return {
-    certId: options.certId,
+    hostname: options.hostname,
     hostnames,
     certPem,
     keyPem,
     notBefore,
     notAfter,
     directoryUrl: options.directoryUrl ?? TEST_DIRECTORY_URL,
-    issuer: issuer ?? options.certId,
+    issuer: issuer ?? options.hostname,
     keyType,
     obtainedAt: options.obtainedAt ?? new Date(Math.floor(Date.now() / 1000) * 1000),
   };

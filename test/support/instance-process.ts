@@ -24,7 +24,6 @@ export interface LogLine {
   msg: string;
   event?: string;
   component?: string;
-  cert_id?: string;
   hostname?: string;
   err?: string;
   [field: string]: unknown;

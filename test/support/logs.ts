@@ -6,7 +6,6 @@ export interface LogLine {
   event?: string;
   reason?: string;
   hostname?: string;
-  cert_id?: string;
   component?: string;
   err?: string;
   time?: string;

@@ -128,7 +128,7 @@ describe('storedRecordFromPem', () => {
     obtainedAt: '2026-01-02T00:00:00.000Z',
   };
 
-  it('builds the certificate from the PEM with the certId first among the hostnames', () => {
+  it('builds the certificate from the PEM with the hostname first among the hostnames', () => {
     const record = storedRecordFromPem('b.example.com', 3, true, fields, 'record b');
     assert.equal(record.problem, undefined);
     assert.deepEqual(record.certificate?.hostnames, ['b.example.com', 'a.example.com']);

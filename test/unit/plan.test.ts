@@ -27,7 +27,7 @@ function at(days: number): Date {
 /** Certificate facts the planner reads; no real PEM needed. Defaults: a 90-day cert issued 10 days ago. */
 function cert(overrides: Partial<CertificateData> = {}): CertificateData {
   return {
-    certId: 'app.example.com',
+    hostname: 'app.example.com',
     hostnames: ['app.example.com'],
     certPem: 'not a real certificate',
     keyPem: 'not a real key',
@@ -43,7 +43,7 @@ function cert(overrides: Partial<CertificateData> = {}): CertificateData {
 
 function stored(certificate: CertificateData | undefined, overrides: Partial<StoredRecord> = {}): StoredRecord {
   return {
-    certId: 'app.example.com',
+    hostname: 'app.example.com',
     version: 3,
     managed: true,
     certificate,
@@ -53,7 +53,7 @@ function stored(certificate: CertificateData | undefined, overrides: Partial<Sto
 }
 
 const desired: DesiredCertificate = {
-  certId: 'app.example.com',
+  hostname: 'app.example.com',
   hostnames: ['app.example.com'],
   directoryUrl: LE,
   keyType: 'ec-p256',

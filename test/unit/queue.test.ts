@@ -166,7 +166,7 @@ describe('issuance queue', () => {
   test('a success clears the persisted backoff', async () => {
     const state = new MemoryCertificateStateStore();
     await state.put({
-      certId: 'a.example.com',
+      hostname: 'a.example.com',
       consecutiveFailures: 3,
       lastAttemptAt: new Date(),
       lastError: 'x',

@@ -1,5 +1,5 @@
 /**
- * Per-certificate attempt state as JSON in Consul KV at `<prefix><certId>`, shared by every
+ * Per-certificate attempt state as JSON in Consul KV at `<prefix><hostname>`, shared by every
  * instance, so that a restart or another instance respects a failing name's backoff.
  */
 import type { CertificateState, CertificateStateStore } from '../../ports/certificate-state-store.js';
@@ -26,8 +26,8 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
     this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
   }
 
-  async get(certId: string): Promise<CertificateState | undefined> {
-    const entry = await kvGet(this.opts.consul, this.prefix + certId);
+  async get(hostname: string): Promise<CertificateState | undefined> {
+    const entry = await kvGet(this.opts.consul, this.prefix + hostname);
     if (!entry) return undefined;
     let parsed: unknown;
     try {
@@ -39,7 +39,7 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
     const fields = parsed as Partial<StoredState>;
     if (typeof fields.consecutive_failures !== 'number') return undefined;
     return {
-      certId,
+      hostname,
       consecutiveFailures: fields.consecutive_failures,
       lastAttemptAt: date(fields.last_attempt_at),
       lastError: typeof fields.last_error === 'string' ? fields.last_error : undefined,
@@ -54,10 +54,10 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
       last_error: state.lastError,
       next_attempt_at: state.nextAttemptAt?.toISOString(),
     };
-    await kvPut(this.opts.consul, this.prefix + state.certId, JSON.stringify(stored));
+    await kvPut(this.opts.consul, this.prefix + state.hostname, JSON.stringify(stored));
   }
 
-  async delete(certId: string): Promise<void> {
-    await kvDelete(this.opts.consul, this.prefix + certId);
+  async delete(hostname: string): Promise<void> {
+    await kvDelete(this.opts.consul, this.prefix + hostname);
   }
 }

@@ -1,8 +1,8 @@
 /**
- * CertificateStore in a directory: `<dir>/<certId>/cert.pem` (0644), `key.pem` (0600) and
+ * CertificateStore in a directory: `<dir>/<hostname>/cert.pem` (0644), `key.pem` (0600) and
  * `meta.json` (version, managed_by, facts, and sha256 of both PEM files).
  *
- * - Writers (put, delete) hold a per-certId mutex, the directory `<dir>/.<certId>.lock` (mkdir is
+ * - Writers (put, delete) hold a per-hostname mutex, the directory `<dir>/.<hostname>.lock` (mkdir is
  *   atomic); a lock older than LOCK_STALE_MS is taken to be left by a crashed process and broken.
  *   A writer that cannot get the lock within LOCK_WAIT_MS fails with a retryable STORE_UNAVAILABLE.
  * - Each file is written to a temporary name, fsynced and renamed into place, meta.json last; the
@@ -174,13 +174,13 @@ export class FileCertificateStore implements CertificateStore {
     this.description = `file:${options.directory}`;
   }
 
-  private folder(certId: string): string {
-    assertSafeName(certId, 'certificate id');
-    return join(this.directory, certId);
+  private folder(hostname: string): string {
+    assertSafeName(hostname, 'hostname');
+    return join(this.directory, hostname);
   }
 
-  private lockPath(certId: string): string {
-    return join(this.directory, `.${certId}.lock`);
+  private lockPath(hostname: string): string {
+    return join(this.directory, `.${hostname}.lock`);
   }
 
   private async readFolder(folder: string): Promise<FolderContents | undefined> {
@@ -225,17 +225,17 @@ export class FileCertificateStore implements CertificateStore {
     return contents;
   }
 
-  private toRecord(certId: string, folder: string, contents: FolderContents): StoredRecord {
+  private toRecord(hostname: string, folder: string, contents: FolderContents): StoredRecord {
     const { meta, metaProblem, cert, key } = contents;
     const where = `certificate folder ${folder}`;
     if (metaProblem !== undefined) {
-      return { certId, version: 1, managed: true, certificate: undefined, problem: metaProblem };
+      return { hostname, version: 1, managed: true, certificate: undefined, problem: metaProblem };
     }
     // A folder we did not write (no meta.json, or someone else's) still exists: version 1 at least.
     const version = meta !== undefined && Number.isInteger(meta.version) && meta.version > 0 ? meta.version : 1;
     const managed = meta?.managed_by === MANAGED_BY;
     const record = storedRecordFromPem(
-      certId,
+      hostname,
       version,
       managed,
       { cert, key, directoryUrl: meta?.directory_url || undefined, obtainedAt: meta?.obtained_at || undefined },
@@ -255,26 +255,26 @@ export class FileCertificateStore implements CertificateStore {
     return record;
   }
 
-  async get(certId: string): Promise<StoredRecord | undefined> {
-    const folder = this.folder(certId);
+  async get(hostname: string): Promise<StoredRecord | undefined> {
+    const folder = this.folder(hostname);
     let contents: FolderContents | undefined;
     try {
       contents = await this.readConsistent(folder);
     } catch (err) {
       throw unavailable(`read ${folder}`, err);
     }
-    return contents === undefined ? undefined : this.toRecord(certId, folder, contents);
+    return contents === undefined ? undefined : this.toRecord(hostname, folder, contents);
   }
 
   async put(certificate: CertificateData, expectedVersion: number): Promise<number> {
-    const { certId } = certificate;
-    const folder = this.folder(certId);
-    assertStorableCertificate(certificate, `certificate ${certId} in ${folder}`);
+    const { hostname } = certificate;
+    const folder = this.folder(hostname);
+    assertStorableCertificate(certificate, `certificate ${hostname} in ${folder}`);
     const what = `write ${folder}`;
-    const version = await withDirectoryLock(this.lockPath(certId), what, async () => {
+    const version = await withDirectoryLock(this.lockPath(hostname), what, async () => {
       try {
         const current = await this.readFolder(folder);
-        const currentVersion = current === undefined ? 0 : this.toRecord(certId, folder, current).version;
+        const currentVersion = current === undefined ? 0 : this.toRecord(hostname, folder, current).version;
         if (currentVersion !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
         if (current !== undefined && current.meta?.managed_by !== MANAGED_BY && current.metaProblem === undefined) {
           throw new ConsulAcmeError(
@@ -286,7 +286,7 @@ export class FileCertificateStore implements CertificateStore {
         const meta: FileCertificateMeta = {
           version: next,
           managed_by: MANAGED_BY,
-          cert_id: certId,
+          cert_id: hostname,
           hostnames: certificate.hostnames,
           not_before: certificate.notBefore.toISOString(),
           not_after: certificate.notAfter.toISOString(),
@@ -308,7 +308,7 @@ export class FileCertificateStore implements CertificateStore {
       }
     });
 
-    const readBack = await this.get(certId);
+    const readBack = await this.get(hostname);
     if (
       readBack === undefined ||
       readBack.version !== version ||
@@ -324,14 +324,14 @@ export class FileCertificateStore implements CertificateStore {
     return version;
   }
 
-  async delete(certId: string, expectedVersion: number): Promise<void> {
-    const folder = this.folder(certId);
+  async delete(hostname: string, expectedVersion: number): Promise<void> {
+    const folder = this.folder(hostname);
     const what = `delete ${folder}`;
-    await withDirectoryLock(this.lockPath(certId), what, async () => {
+    await withDirectoryLock(this.lockPath(hostname), what, async () => {
       try {
         const current = await this.readFolder(folder);
         if (current === undefined) return;
-        const record = this.toRecord(certId, folder, current);
+        const record = this.toRecord(hostname, folder, current);
         if (record.version !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
         if (!record.managed) {
           throw new ConsulAcmeError(
@@ -340,7 +340,7 @@ export class FileCertificateStore implements CertificateStore {
           );
         }
         // Rename out of sight first, so readers see the whole record or nothing.
-        const doomed = join(this.directory, `.${certId}.deleted-${randomBytes(6).toString('hex')}`);
+        const doomed = join(this.directory, `.${hostname}.deleted-${randomBytes(6).toString('hex')}`);
         await fs.rename(folder, doomed);
         await syncDirectory(this.directory);
         await fs.rm(doomed, { recursive: true, force: true });

@@ -4,16 +4,16 @@ import type { CertificateState, CertificateStateStore } from '../../ports/certif
 export class MemoryCertificateStateStore implements CertificateStateStore {
   private readonly states = new Map<string, CertificateState>();
 
-  async get(certId: string): Promise<CertificateState | undefined> {
-    const state = this.states.get(certId);
+  async get(hostname: string): Promise<CertificateState | undefined> {
+    const state = this.states.get(hostname);
     return state ? { ...state } : undefined;
   }
 
   async put(state: CertificateState): Promise<void> {
-    this.states.set(state.certId, { ...state });
+    this.states.set(state.hostname, { ...state });
   }
 
-  async delete(certId: string): Promise<void> {
-    this.states.delete(certId);
+  async delete(hostname: string): Promise<void> {
+    this.states.delete(hostname);
   }
 }

@@ -43,17 +43,17 @@ export class MemoryCertificateStore implements CertificateStore {
     if (failure !== undefined) throw failure.error;
   }
 
-  async get(certId: string): Promise<StoredRecord | undefined> {
+  async get(hostname: string): Promise<StoredRecord | undefined> {
     this.takeFailure('get');
-    const entry = this.entries.get(certId);
+    const entry = this.entries.get(hostname);
     if (entry === undefined) return undefined;
-    const base = { certId, version: entry.version };
+    const base = { hostname, version: entry.version };
     if (entry.managedBy !== MANAGED_BY || entry.certificate === undefined) {
       return {
         ...base,
         managed: false,
         certificate: undefined,
-        problem: `memory record ${certId} was not written by consul-acme; it is left alone`,
+        problem: `memory record ${hostname} was not written by consul-acme; it is left alone`,
       };
     }
     const inspected = inspectCertificate(entry.certPem, entry.keyPem);
@@ -62,7 +62,7 @@ export class MemoryCertificateStore implements CertificateStore {
         ...base,
         managed: true,
         certificate: undefined,
-        problem: `memory record ${certId}: ${inspected.problem}`,
+        problem: `memory record ${hostname}: ${inspected.problem}`,
       };
     }
     return { ...base, managed: true, certificate: copyCertificate(entry.certificate), problem: undefined };
@@ -70,10 +70,10 @@ export class MemoryCertificateStore implements CertificateStore {
 
   async put(certificate: CertificateData, expectedVersion: number): Promise<number> {
     this.takeFailure('put');
-    const { certId } = certificate;
-    const what = `write memory record ${certId}`;
-    assertStorableCertificate(certificate, `certificate ${certId} in memory`);
-    const current = this.entries.get(certId);
+    const { hostname } = certificate;
+    const what = `write memory record ${hostname}`;
+    assertStorableCertificate(certificate, `certificate ${hostname} in memory`);
+    const current = this.entries.get(hostname);
     if ((current?.version ?? 0) !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
     if (current !== undefined && current.managedBy !== MANAGED_BY) {
       throw new ConsulAcmeError(
@@ -82,7 +82,7 @@ export class MemoryCertificateStore implements CertificateStore {
       );
     }
     const version = expectedVersion + 1;
-    this.entries.set(certId, {
+    this.entries.set(hostname, {
       version,
       managedBy: MANAGED_BY,
       certificate: copyCertificate(certificate),
@@ -92,11 +92,11 @@ export class MemoryCertificateStore implements CertificateStore {
     return version;
   }
 
-  async delete(certId: string, expectedVersion: number): Promise<void> {
+  async delete(hostname: string, expectedVersion: number): Promise<void> {
     this.takeFailure('delete');
-    const current = this.entries.get(certId);
+    const current = this.entries.get(hostname);
     if (current === undefined) return;
-    const what = `delete memory record ${certId}`;
+    const what = `delete memory record ${hostname}`;
     if (current.version !== expectedVersion) throw new StoreConflictError(what, expectedVersion);
     if (current.managedBy !== MANAGED_BY) {
       throw new ConsulAcmeError(
@@ -104,7 +104,7 @@ export class MemoryCertificateStore implements CertificateStore {
         `${what}: the record was not written by consul-acme; refusing to delete it`,
       );
     }
-    this.entries.delete(certId);
+    this.entries.delete(hostname);
   }
 
   async list(): Promise<string[]> {
@@ -112,18 +112,18 @@ export class MemoryCertificateStore implements CertificateStore {
     return [...this.entries.keys()].sort();
   }
 
-  /** The stored version of certId; 0 when missing. */
-  versions(certId: string): number {
-    return this.entries.get(certId)?.version ?? 0;
+  /** The stored version of hostname; 0 when missing. */
+  versions(hostname: string): number {
+    return this.entries.get(hostname)?.version ?? 0;
   }
 
   /**
    * Damages a stored record as an outside writer would (the version goes up): `bad-pem` replaces
    * the certificate with text that is not PEM, `wrong-key` replaces the key with another valid key.
    */
-  corrupt(certId: string, how: 'bad-pem' | 'wrong-key' = 'bad-pem'): void {
-    const entry = this.entries.get(certId);
-    if (entry === undefined) throw new Error(`no memory record ${certId} to corrupt`);
+  corrupt(hostname: string, how: 'bad-pem' | 'wrong-key' = 'bad-pem'): void {
+    const entry = this.entries.get(hostname);
+    if (entry === undefined) throw new Error(`no memory record ${hostname} to corrupt`);
     if (how === 'bad-pem') {
       entry.certPem = 'this is not a certificate\n';
     } else {
@@ -135,9 +135,9 @@ export class MemoryCertificateStore implements CertificateStore {
   }
 
   /** Stores a record as someone other than consul-acme would; returns its version. */
-  putUnmanaged(certId: string, pems: { certPem: string; keyPem: string }): number {
-    const version = (this.entries.get(certId)?.version ?? 0) + 1;
-    this.entries.set(certId, {
+  putUnmanaged(hostname: string, pems: { certPem: string; keyPem: string }): number {
+    const version = (this.entries.get(hostname)?.version ?? 0) + 1;
+    this.entries.set(hostname, {
       version,
       managedBy: undefined,
       certificate: undefined,

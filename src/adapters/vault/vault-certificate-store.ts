@@ -1,6 +1,6 @@
 /**
  * CertificateStore on Vault KV v2, in the layout Fabio's Vault certificate source reads
- * (docs/protocols.md §4.1): one secret per certId at `<mount>/data/<prefix>/<certId>` whose
+ * (docs/protocols.md §4.1): one secret per hostname at `<mount>/data/<prefix>/<hostname>` whose
  * `cert` (leaf + chain PEM) and `key` (private key PEM) fields Fabio pairs; the other fields are
  * ours. Writes are check-and-set (`options.cas`), so it is safe across processes.
  *
@@ -44,11 +44,17 @@ export interface VaultCertificateSecret {
   managed_by: string;
 }
 
-function assertCertId(certId: string): void {
-  if (typeof certId !== 'string' || certId === '' || certId === '.' || certId === '..' || certId.includes('/')) {
+function assertCertId(hostname: string): void {
+  if (
+    typeof hostname !== 'string' ||
+    hostname === '' ||
+    hostname === '.' ||
+    hostname === '..' ||
+    hostname.includes('/')
+  ) {
     throw new ConsulAcmeError(
       'INVALID_HOSTNAME',
-      `certificate id ${JSON.stringify(certId)} cannot be a Vault secret name`,
+      `hostname ${JSON.stringify(hostname)} cannot be a Vault secret name`,
     );
   }
 }
@@ -73,27 +79,27 @@ export class VaultCertificateStore implements CertificateStore {
     this.description = `vault:${this.mount}/${this.prefix}`;
   }
 
-  private dataPath(certId: string): string {
-    return kvPath(this.mount, 'data', this.prefix, certId);
+  private dataPath(hostname: string): string {
+    return kvPath(this.mount, 'data', this.prefix, hostname);
   }
 
-  private metadataPath(certId?: string): string {
-    return certId === undefined
+  private metadataPath(hostname?: string): string {
+    return hostname === undefined
       ? kvPath(this.mount, 'metadata', this.prefix)
-      : kvPath(this.mount, 'metadata', this.prefix, certId);
+      : kvPath(this.mount, 'metadata', this.prefix, hostname);
   }
 
-  async get(certId: string): Promise<StoredRecord | undefined> {
-    assertCertId(certId);
-    const path = this.dataPath(certId);
+  async get(hostname: string): Promise<StoredRecord | undefined> {
+    assertCertId(hostname);
+    const path = this.dataPath(hostname);
     const found = await readKv(this.client, path);
     if (found.state !== 'present') return undefined;
-    return this.toRecord(certId, found.version, found.data, path);
+    return this.toRecord(hostname, found.version, found.data, path);
   }
 
-  private toRecord(certId: string, version: number, data: Record<string, unknown>, path: string): StoredRecord {
+  private toRecord(hostname: string, version: number, data: Record<string, unknown>, path: string): StoredRecord {
     return storedRecordFromPem(
-      certId,
+      hostname,
       version,
       data.managed_by === MANAGED_BY,
       {
@@ -107,10 +113,10 @@ export class VaultCertificateStore implements CertificateStore {
   }
 
   async put(certificate: CertificateData, expectedVersion: number): Promise<number> {
-    const { certId } = certificate;
-    assertCertId(certId);
-    const path = this.dataPath(certId);
-    assertStorableCertificate(certificate, `certificate ${certId} at ${path}`);
+    const { hostname } = certificate;
+    assertCertId(hostname);
+    const path = this.dataPath(hostname);
+    assertStorableCertificate(certificate, `certificate ${hostname} at ${path}`);
 
     // Read first: to refuse a secret we did not write, and because a soft-deleted latest
     // version still counts for check-and-set (the caller saw it as missing, version 0).
@@ -163,13 +169,13 @@ export class VaultCertificateStore implements CertificateStore {
         },
       );
     }
-    this.logger?.debug({ [F.certId]: certId, version }, 'certificate stored in vault');
+    this.logger?.debug({ [F.hostname]: hostname, version }, 'certificate stored in vault');
     return version;
   }
 
-  async delete(certId: string, expectedVersion: number): Promise<void> {
-    assertCertId(certId);
-    const path = this.dataPath(certId);
+  async delete(hostname: string, expectedVersion: number): Promise<void> {
+    assertCertId(hostname);
+    const path = this.dataPath(hostname);
     const current = await readKv(this.client, path);
     if (current.state !== 'present') return;
     if (current.version !== expectedVersion) throw new StoreConflictError(`delete ${path}`, expectedVersion);
@@ -180,13 +186,13 @@ export class VaultCertificateStore implements CertificateStore {
       );
     }
     // KV v2 has no check-and-set on delete: the read above narrows, but cannot close, the window.
-    const metadataPath = this.metadataPath(certId);
+    const metadataPath = this.metadataPath(hostname);
     try {
       await this.client.delete(metadataPath);
     } catch (err) {
       throw classifyVaultError(err, `delete ${metadataPath}`);
     }
-    this.logger?.debug({ [F.certId]: certId, version: expectedVersion }, 'certificate deleted from vault');
+    this.logger?.debug({ [F.hostname]: hostname, version: expectedVersion }, 'certificate deleted from vault');
   }
 
   async list(): Promise<string[]> {
