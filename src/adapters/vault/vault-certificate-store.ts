@@ -52,10 +52,7 @@ function assertCertId(hostname: string): void {
     hostname === '..' ||
     hostname.includes('/')
   ) {
-    throw new ConsulAcmeError(
-      'INVALID_HOSTNAME',
-      `hostname ${JSON.stringify(hostname)} cannot be a Vault secret name`,
-    );
+    throw new ConsulAcmeError('INVALID_HOSTNAME', `hostname ${JSON.stringify(hostname)} cannot be a Vault secret name`);
   }
 }
 
