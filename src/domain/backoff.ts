@@ -28,6 +28,20 @@ export function retryDelayMs(
 }
 
 /**
+ * The schedule `minMs, 2·minMs, 4·minMs, …` up to `maxMs` (its last entry), for `retryDelayMs`:
+ * exponential backoff is a schedule like any other, so every wait in the service goes through the
+ * one function above.
+ */
+export function exponentialSchedule(minMs: number, maxMs: number): readonly number[] {
+  if (!(minMs > 0) || !(maxMs >= minMs))
+    throw new RangeError(`exponential schedule needs 0 < min <= max (got ${minMs}, ${maxMs})`);
+  const schedule: number[] = [];
+  for (let delay = minMs; delay < maxMs; delay *= 2) schedule.push(delay);
+  schedule.push(maxMs);
+  return Object.freeze(schedule);
+}
+
+/**
  * Adds up to `fraction` × delay of jitter, so instances that failed together do not retry
  * together. Only ever lengthens the delay, so a Retry-After folded into it is still honoured.
  * `random` returns a number in [0, 1) (Math.random in production, a constant in tests).

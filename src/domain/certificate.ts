@@ -42,3 +42,24 @@ export interface StoredRecord {
   certificate: CertificateData | undefined;
   problem: string | undefined;
 }
+
+/**
+ * An order the CA has authorized, recorded durably before it is finalized (write-ahead issuance):
+ * with the order URL and the private key, any instance can finish it after a crash, a lost lock or
+ * a store outage by downloading the certificate again, never by buying it again.
+ */
+export interface PendingOrder {
+  /** The store key: the certificate's first hostname. */
+  hostname: string;
+  /** Every DNS name of the order, `hostname` first. */
+  hostnames: string[];
+  /** The ACME directory the order was placed with. */
+  directoryUrl: string;
+  /** The order's URL at the CA (RFC 8555 §7.1.3). */
+  orderUrl: string;
+  /** The certificate's private key, PKCS#8 PEM; a finalize that must be sent again uses it. A secret. */
+  keyPem: string;
+  keyType: KeyType;
+  /** When the record was written. */
+  createdAt: Date;
+}

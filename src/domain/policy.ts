@@ -43,15 +43,20 @@ export interface Policy {
   always: string[];
   /** Lines that were skipped, with the list they came from. */
   invalid: Array<PolicyLineProblem & { list: PolicyListName }>;
+  /**
+   * Lists that could not be read (ACL 403, Consul error), with why. While any list is unreadable
+   * the policy fails closed: no new name is issued, names that already have a certificate renew.
+   */
+  unreadable: Array<{ list: PolicyListName; reason: string }>;
 }
 
 function freezePolicy(policy: Policy): Policy {
-  for (const list of [policy.deny, policy.allow, policy.always, policy.invalid]) Object.freeze(list);
+  for (const list of [policy.deny, policy.allow, policy.always, policy.invalid, policy.unreadable]) Object.freeze(list);
   return Object.freeze(policy);
 }
 
 /** The policy when nothing is configured: every valid declared name is issued. Frozen. */
-export const EMPTY_POLICY: Policy = freezePolicy({ deny: [], allow: [], always: [], invalid: [] });
+export const EMPTY_POLICY: Policy = freezePolicy({ deny: [], allow: [], always: [], invalid: [], unreadable: [] });
 
 export const WILDCARD_PREFIX = '*.';
 export const BAD_WILDCARD_REASON = '`*` may only be the whole first label, as in *.example.com';
@@ -101,7 +106,7 @@ export function parsePolicyList(text: string): ParsedPolicyList {
 
 /** Builds a Policy from the three lists' texts; a missing list is empty. */
 export function policyFromTexts(texts: { deny?: string; allow?: string; always?: string }): Policy {
-  const policy: Policy = { deny: [], allow: [], always: [], invalid: [] };
+  const policy: Policy = { deny: [], allow: [], always: [], invalid: [], unreadable: [] };
   for (const list of ['deny', 'allow', 'always'] as const) {
     const parsed = parsePolicyList(texts[list] ?? '');
     policy[list] = parsed.patterns;

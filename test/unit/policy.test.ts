@@ -15,7 +15,7 @@ import {
 import { IP_ADDRESS_REASON, SINGLE_LABEL_REASON } from '../../src/domain/hostname.js';
 
 function policy(lists: Partial<Pick<Policy, 'deny' | 'allow' | 'always'>>): Policy {
-  return { deny: lists.deny ?? [], allow: lists.allow ?? [], always: lists.always ?? [], invalid: [] };
+  return { deny: lists.deny ?? [], allow: lists.allow ?? [], always: lists.always ?? [], invalid: [], unreadable: [] };
 }
 
 describe('parsePolicyList', () => {
@@ -150,7 +150,7 @@ describe('parsePolicyList', () => {
   });
 
   test('the empty policy is empty and frozen', () => {
-    assert.deepEqual(EMPTY_POLICY, { deny: [], allow: [], always: [], invalid: [] });
+    assert.deepEqual(EMPTY_POLICY, { deny: [], allow: [], always: [], invalid: [], unreadable: [] });
     assert.ok(Object.isFrozen(EMPTY_POLICY) && Object.isFrozen(EMPTY_POLICY.deny));
   });
 });

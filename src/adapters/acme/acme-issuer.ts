@@ -19,6 +19,7 @@ import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
 import type { Clock } from '../../ports/clock.js';
 import type { IssuedCertificate, Issuer, IssueRequest } from '../../ports/issuer.js';
+import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import type { KeyType } from '../../domain/certificate.js';
 import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
@@ -431,7 +432,7 @@ export class AcmeIssuer implements Issuer {
           },
         );
       }
-      const delayMs = Math.min(pollIntervalMinMs * 2 ** attempt, pollIntervalMaxMs);
+      const delayMs = retryDelayMs(attempt + 1, exponentialSchedule(pollIntervalMinMs, pollIntervalMaxMs));
       try {
         await sleep(delayMs, undefined, signal ? { signal } : undefined);
       } catch {

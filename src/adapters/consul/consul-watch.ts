@@ -6,6 +6,7 @@
  * change, so a value is passed on only when its content differs from the last one accepted. A
  * consumer that throws gets the same value again after the backoff.
  */
+import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import { AbortedError, asConsulAcmeError, describeError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import { blockingGet, sleep, TokenBucket, type BlockingMethod, type Consul } from './consul-client.js';
@@ -27,12 +28,6 @@ export interface BlockingWatchOptions<Body, Value> {
   onReturn?: () => void;
 }
 
-/** Exponential backoff: minMs after the first failure, doubling, never above maxMs. */
-export function watchBackoffMs(consecutiveFailures: number, minMs: number, maxMs: number): number {
-  const exponent = Math.min(Math.max(0, consecutiveFailures - 1), 30);
-  return Math.min(maxMs, minMs * 2 ** exponent);
-}
-
 /** Runs until `signal` aborts; never rejects for a transient error. */
 export async function watchBlocking<Body, Value>(
   signal: AbortSignal,
@@ -44,9 +39,10 @@ export async function watchBlocking<Body, Value>(
   let index = 0;
   let lastAccepted: string | undefined;
   let failures = 0;
+  const backoffSchedule = exponentialSchedule(opts.backoff.minMs, opts.backoff.maxMs);
   const fail = async (err: unknown, message: string): Promise<boolean> => {
     failures += 1;
-    const retryInMs = watchBackoffMs(failures, opts.backoff.minMs, opts.backoff.maxMs);
+    const retryInMs = retryDelayMs(failures, backoffSchedule);
     opts.log.warn({ [F.err]: describeError(err), [F.attempt]: failures, [F.retryInMs]: retryInMs }, message);
     try {
       onError?.(err);

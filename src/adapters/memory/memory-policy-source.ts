@@ -19,6 +19,7 @@ function copy(policy: Policy): Policy {
     allow: [...policy.allow],
     always: [...policy.always],
     invalid: policy.invalid.map((p) => ({ ...p })),
+    unreadable: (policy.unreadable ?? []).map((u) => ({ ...u })),
   };
 }
 
