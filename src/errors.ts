@@ -106,6 +106,25 @@ export function throwIfAborted(signal: AbortSignal | undefined, what: string): v
   if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
 }
 
+/**
+ * Codes that mean our own infrastructure failed (the store, Consul, a lock), not the name: the work
+ * is retried on a short schedule and never counts as the name's failure, since it succeeds as soon
+ * as the infrastructure is back.
+ */
+export const INFRASTRUCTURE_FAULT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'STORE_UNAVAILABLE',
+  'STORE_PERMISSION_DENIED',
+  'STORE_VERIFY_FAILED',
+  'CONSUL_UNAVAILABLE',
+  'CONSUL_PERMISSION_DENIED',
+  'LOCK_LOST',
+]);
+
+/** Whether `err` is a fault of our infrastructure (see INFRASTRUCTURE_FAULT_CODES). */
+export function isInfrastructureFault(err: unknown): err is ConsulAcmeError {
+  return err instanceof ConsulAcmeError && INFRASTRUCTURE_FAULT_CODES.has(err.code);
+}
+
 /** Wraps anything thrown into a ConsulAcmeError, keeping ours as they are. */
 export function asConsulAcmeError(err: unknown, where: string): ConsulAcmeError {
   if (err instanceof ConsulAcmeError) return err;

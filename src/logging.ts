@@ -34,8 +34,12 @@ export const EVENTS = {
   hostnameDenied: 'hostname_denied',
   policyChanged: 'policy_changed',
   policyLineInvalid: 'policy_line_invalid',
+  /** A policy list cannot be read (ACL, Consul error): no new names are issued until it can. */
+  policyUnreadable: 'policy_unreadable',
   discoverySnapshot: 'discovery_snapshot',
   registrationUpdated: 'registration_updated',
+  /** A registration the agent had lost (agent restarted without its data, deregistered by hand) was registered again. */
+  registrationRestored: 'registration_restored',
 } as const;
 
 export const REDACT_PATHS = [

@@ -1,11 +1,12 @@
 /**
- * Prometheus metrics, served at GET /metrics on the admin listener. Counters are incremented by
- * hooks (worker outcomes, ACME requests, watch errors, renewal ticks); gauges are computed from the
- * service's state at scrape time, so they can never drift from what /status shows.
+ * Prometheus metrics, served at GET /metrics on the admin listener. Counters are incremented by the
+ * engine's events (issuance outcomes) and by hooks (ACME requests, watch errors, renewal ticks);
+ * gauges are computed from the service's state at scrape time, so they can never drift from what
+ * /status shows.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EngineEvent } from './engine/events.js';
 import type { CertificateStatus } from './engine/status.js';
-import type { WorkerOutcome } from './engine/worker.js';
 
 export interface MetricsSources {
   certificates: () => CertificateStatus[];
@@ -114,8 +115,11 @@ export class ServiceMetrics {
     this.sources = sources;
   }
 
-  onOutcome(event: WorkerOutcome): void {
-    this.outcomes.inc({ reason: event.reason, outcome: event.outcome, code: event.code ?? '' });
+  /** Counts issuance outcomes from the engine's events. */
+  onEngineEvent(event: EngineEvent): void {
+    if (event.type === 'stored') this.outcomes.inc({ reason: event.reason, outcome: event.outcome, code: '' });
+    else if (event.type === 'retired') this.outcomes.inc({ reason: event.reason, outcome: 'retired', code: '' });
+    else if (event.type === 'failed') this.outcomes.inc({ reason: event.reason, outcome: 'failed', code: event.code });
   }
 
   onAcmeRequest(endpoint: string, status: number | 'error', durationMs: number): void {

@@ -23,18 +23,25 @@ import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.
 import { createVaultClient } from './adapters/vault/vault-client.js';
 import type { Config } from './config/schema.js';
 import type { Budget, BudgetScope } from './domain/budget.js';
-import { certificateHealth } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
+import type { Policy } from './domain/policy.js';
+import { DesiredSet, type DesiredChange } from './engine/desired-set.js';
+import { EngineEvents } from './engine/events.js';
+import { Limiter } from './engine/limiter.js';
 import { OrderGate } from './engine/order-gate.js';
-import { IssuanceQueue, type JobOutcome } from './engine/queue.js';
-import { Reconciler } from './engine/reconciler.js';
+import { Planner } from './engine/planner.js';
+import { IssuanceQueue } from './engine/queue.js';
 import { RenewalScheduler } from './engine/renewal-scheduler.js';
+import { RouteRegistration } from './engine/route-registration.js';
 import type { StatusReport } from './engine/status.js';
+import { StatusView } from './engine/status-view.js';
+import { StoreHealth } from './engine/store-health.js';
+import { StoreIndex } from './engine/store-index.js';
 import { CertificateWorker } from './engine/worker.js';
 import { describeError } from './errors.js';
 import { buildAdminServer } from './http/admin-server.js';
 import { buildChallengeServer } from './http/challenge-server.js';
-import { F, type Logger } from './logging.js';
+import { EVENTS, F, type Logger } from './logging.js';
 import { ServiceMetrics } from './metrics.js';
 import { ADMIN_HEALTH_PATHS, certificateHealthServiceName, consulKvFolder } from './naming.js';
 import type { AccountStore } from './ports/account-store.js';
@@ -43,7 +50,7 @@ import type { CertificateStateStore } from './ports/certificate-state-store.js';
 import type { CertificateStore } from './ports/certificate-store.js';
 import type { ChallengeStore } from './ports/challenge-store.js';
 import { systemClock, type Clock } from './ports/clock.js';
-import type { Discovery } from './ports/discovery.js';
+import type { CatalogSnapshot, Discovery } from './ports/discovery.js';
 import type { Issuer } from './ports/issuer.js';
 import type { Locker } from './ports/locker.js';
 import type { PolicySource } from './ports/policy-source.js';
@@ -91,9 +98,7 @@ export interface Service {
   start(): Promise<Listening>;
   stop(): Promise<void>;
   status(): StatusReport;
-  /** For tests: the engine pieces, to wait on and inspect. */
-  readonly reconciler: Reconciler;
-  readonly queue: IssuanceQueue;
+  /** The renewal scan's scheduler (tests look at who leads). */
   readonly renewal: RenewalScheduler;
 }
 
@@ -104,6 +109,12 @@ function addressOf(app: FastifyInstance): string {
   return `http://${host}:${address.port}`;
 }
 
+/**
+ * The composition root. It builds the pieces in the order data flows through them (desired set,
+ * planning, queue, worker, store), each from pieces built before it; the worker's outcomes come back
+ * as engine events, to which the store index, the status view, the metrics and the registrations
+ * listen. Nothing here refers to something built after it.
+ */
 export function createService(deps: ServiceDeps): Service {
   const { config, logger } = deps;
   const clock = deps.clock ?? systemClock;
@@ -113,134 +124,255 @@ export function createService(deps: ServiceDeps): Service {
     emergencyRemainingFraction: DEFAULT_EMERGENCY_FRACTION,
     retireGraceMs: config.retireGraceMs,
   };
-
-  // The queue calls the worker, the worker asks the reconciler what is desired, and the
-  // reconciler feeds the queue: the closures below are only called after all three exist.
-  const queue: IssuanceQueue = new IssuanceQueue(
-    (hostname, signal, attempt): Promise<JobOutcome> => worker.process(hostname, signal, attempt),
-    {
-      concurrency: config.queueConcurrency,
-      retryScheduleMs: config.retryScheduleMs,
-      busyRecheckMs: config.lockedRecheckMs,
-      clock,
-      logger,
-      state: deps.stateStore,
+  const metrics = deps.metrics ?? new ServiceMetrics();
+  const events = new EngineEvents(logger);
+  const limiter = new Limiter(config.ioConcurrency);
+  const storeHealth = new StoreHealth({ store: deps.certificateStore, clock, logger });
+  const index = new StoreIndex();
+  const desired = new DesiredSet({
+    tags: {
+      tagPrefix: config.tagPrefix,
+      fabioTagPrefix: config.fabioTagPrefix,
+      requireEnableTag: config.requireEnableTag,
     },
-  );
-  const reconciler: Reconciler = new Reconciler(
-    { store: deps.certificateStore, queue, registration: deps.registration, clock, logger },
-    {
-      desired: {
-        tagPrefix: config.tagPrefix,
-        fabioTagPrefix: config.fabioTagPrefix,
-        requireEnableTag: config.requireEnableTag,
-      },
-      ownServiceName: config.serviceName,
-      extraHostnames: config.extraHostnames,
-      directoryUrl: deps.issuer.directoryUrl,
-      keyType: config.keyType,
-      plan: planOptions,
-      renewSpreadMs: config.renewSpreadMs,
-    },
-  );
-  const worker: CertificateWorker = new CertificateWorker({
+    ownServiceNames: [config.serviceName, certificateHealthServiceName(config.serviceName)],
+    extraHostnames: config.extraHostnames,
+    directoryUrl: deps.issuer.directoryUrl,
+    keyType: config.keyType,
+    hasCertificate: (hostname) => index.has(hostname),
+  });
+  const routes = new RouteRegistration({
+    routes: deps.registration,
+    health: deps.healthRegistration,
+    fabioTagPrefix: config.fabioTagPrefix,
+    clock,
+    logger,
+  });
+  const gate = new OrderGate({
+    ledger: deps.budgetLedger,
+    preflight: deps.preflight,
+    budgets: budgetsFrom(config),
+    clock,
+    logger,
+    routeRegisteredAtMs: (hostname) => routes.registeredAtMs(hostname),
+    routeSettleMs: config.routeSettleMs,
+  });
+  const worker = new CertificateWorker({
     store: deps.certificateStore,
     issuer: deps.issuer,
     locker: deps.locker,
     clock,
     logger,
     planOptions,
-    desiredFor: (hostname) => reconciler.desiredFor(hostname),
-    undeclaredSince: (hostname) => reconciler.undeclaredSince(hostname),
-    onPlanned: (hostname, plan, stored) => reconciler.recordPlan(hostname, plan, stored),
-    onOutcome: (event) => metrics.onOutcome(event),
-    gate: new OrderGate({
-      ledger: deps.budgetLedger,
-      preflight: deps.preflight,
-      budgets: budgetsFrom(config),
-      clock,
-      logger,
-    }),
+    desired,
+    index,
+    events,
+    storeHealth,
+    gate,
   });
-  const metrics = deps.metrics ?? new ServiceMetrics();
+  const queue = new IssuanceQueue((run) => worker.process(run), {
+    concurrency: config.queueConcurrency,
+    retryScheduleMs: config.retryScheduleMs,
+    busyRecheckMs: config.lockedRecheckMs,
+    clock,
+    logger,
+    state: deps.stateStore,
+  });
+  const planner = new Planner({
+    store: deps.certificateStore,
+    index,
+    desired,
+    queue,
+    events,
+    limiter,
+    storeHealth,
+    clock,
+    logger,
+    planOptions,
+    renewSpreadMs: config.renewSpreadMs,
+  });
+  const view = new StatusView({ desired, index, queue, storeHealth });
+  events.on((event) => index.onEvent(event));
+  events.on((event) => view.onEvent(event));
+  events.on((event) => metrics.onEngineEvent(event));
+  events.on((event) => {
+    if (event.type === 'retired') desired.forget(event.hostname);
+  });
   const renewal = new RenewalScheduler({
     locker: deps.locker,
-    scan: () => reconciler.reconcileAll({ submit: true }),
-    refresh: () => reconciler.reconcileAll({ submit: false }),
+    clock,
+    scan: async () => {
+      await planner.scan({ submit: true });
+    },
+    refresh: async () => {
+      await planner.scan({ submit: false });
+    },
     schedule: config.renewSchedule,
     logger,
     onTick: (outcome) => metrics.onRenewalTick(outcome),
   });
 
+  let lastSync: { at: Date; index: number } | undefined;
+  let lastDiscoveryError: string | undefined;
+  let stopping = false;
+  const isReady = (): boolean => !stopping && lastSync !== undefined;
+  const status = (): StatusReport => ({
+    instance: config.instanceName,
+    ready: isReady(),
+    store: deps.certificateStore.description,
+    storeHealth: storeHealth.state(),
+    directoryUrl: deps.issuer.directoryUrl,
+    discovery: {
+      lastSyncAt: lastSync?.at.toISOString(),
+      lastError: lastDiscoveryError,
+      services: desired.servicesSeen(),
+    },
+    certificates: view.certificateStatuses(),
+    rejected: desired.rejected(),
+    policy: view.policyStatus(),
+  });
+  metrics.bind({
+    certificates: () => view.certificateStatuses(),
+    queueDepth: () => queue.depth(),
+    inFlight: () => queue.inFlight(),
+    lastSyncAt: () => lastSync?.at,
+  });
   const challengeServer = buildChallengeServer({
     challengeStore: deps.challengeStore,
     logger: logger.child({ [F.component]: 'challenge-http' }),
   });
-  let lastDiscoveryError: string | undefined;
-  let stopping = false;
-  const status = (): StatusReport => {
-    const sync = reconciler.syncInfo();
-    return {
-      instance: config.instanceName,
-      ready: isReady(),
-      store: deps.certificateStore.description,
-      directoryUrl: deps.issuer.directoryUrl,
-      discovery: { lastSyncAt: sync.lastSyncAt?.toISOString(), lastError: lastDiscoveryError, services: sync.services },
-      certificates: reconciler.certificateStatuses(),
-      rejected: reconciler.rejected(),
-      policy: reconciler.policyStatus(),
-    };
-  };
-  const isReady = (): boolean => !stopping && reconciler.hasSynced();
-  metrics.bind({
-    certificates: () => reconciler.certificateStatuses(),
-    queueDepth: () => queue.depth(),
-    inFlight: () => queue.inFlight(),
-    lastSyncAt: () => reconciler.syncInfo().lastSyncAt,
-  });
-  const health = () =>
-    certificateHealth(clock.now(), reconciler.certificateStatuses(), {
-      warnBeforeMs: config.expiryWarningMs,
-      criticalAfterFailures: config.retryScheduleMs.length,
-    });
   const adminServer = buildAdminServer({
     logger: logger.child({ [F.component]: 'admin-http' }),
     isLive: () => true,
     isReady,
     status,
-    certificateHealth: health,
+    certificateHealth: () =>
+      view.health(clock.now(), {
+        warnBeforeMs: config.expiryWarningMs,
+        criticalAfterFailures: config.retryScheduleMs.length,
+      }),
     metrics: () => metrics.render(),
   });
+
+  /** Logs what a desired-set change refused, registers the routes, then plans the names it touched. */
+  const applyChange = async (change: DesiredChange, cause: string): Promise<void> => {
+    for (const r of change.newlyRejected) {
+      log.warn(
+        {
+          [F.event]: EVENTS.hostnameRejected,
+          [F.hostname]: r.value,
+          [F.reason]: r.reason,
+          [F.service]: r.service,
+          tag: r.tag,
+        },
+        'hostname refused',
+      );
+    }
+    for (const r of change.newlyRefused) {
+      log.warn(
+        { [F.event]: EVENTS.hostnameDenied, [F.hostname]: r.hostname, [F.reason]: r.message },
+        'hostname refused by policy',
+      );
+    }
+    if (change.added.length === 0 && change.removed.length === 0) return;
+    log.info(
+      {
+        [F.event]: EVENTS.discoverySnapshot,
+        cause,
+        managed: desired.managedHostnames().length,
+        added: change.added.length,
+        removed: change.removed.length,
+      },
+      'managed hostnames updated',
+    );
+    // Work for names that left stops at once; the routes of new names reach Consul before their
+    // pre-flight check runs.
+    planner.cancelRemoved(change);
+    await routes.sync(desired.managedHostnames());
+    await planner.applyChange(change);
+  };
+  // Catalog and policy changes are applied one at a time, in arrival order.
+  let applying: Promise<unknown> = Promise.resolve();
+  const inOrder = (step: () => Promise<void>): Promise<void> => {
+    const run = applying.then(step);
+    applying = run.catch(() => undefined);
+    return run;
+  };
 
   const watchAbort = new AbortController();
   let watching: Promise<void> | undefined;
   let policyWatching: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
 
+  const onPolicy = (policy: Policy): Promise<void> =>
+    inOrder(async () => {
+      for (const problem of policy.invalid) {
+        log.warn(
+          {
+            [F.event]: EVENTS.policyLineInvalid,
+            list: problem.list,
+            line: problem.line,
+            text: problem.text,
+            [F.reason]: problem.reason,
+          },
+          'policy line ignored',
+        );
+      }
+      for (const unreadable of policy.unreadable) {
+        log.error(
+          { [F.event]: EVENTS.policyUnreadable, list: unreadable.list, [F.reason]: unreadable.reason },
+          'policy list cannot be read; no new names are issued',
+        );
+      }
+      log.info(
+        {
+          [F.event]: EVENTS.policyChanged,
+          deny: policy.deny.length,
+          allow: policy.allow.length,
+          always: policy.always.length,
+          invalid: policy.invalid.length,
+          unreadable: policy.unreadable.length,
+        },
+        'policy lists applied',
+      );
+      await applyChange(desired.applyPolicy(policy, clock.now()), 'policy change');
+    });
+
+  const onSnapshot = (snapshot: CatalogSnapshot): Promise<void> =>
+    inOrder(async () => {
+      lastDiscoveryError = undefined;
+      const first = !desired.hasSnapshot();
+      const change = desired.applySnapshot(snapshot.services, clock.now());
+      if (first) {
+        // Ready only now, and registered only now: Fabio routes to an instance whose check passes.
+        await routes.sync(desired.managedHostnames());
+        lastSync = { at: clock.now(), index: snapshot.index };
+        await routes.start();
+        await applyChange(change, `catalog index ${snapshot.index}`);
+        if (!stopping) renewal.start();
+        return;
+      }
+      lastSync = { at: clock.now(), index: snapshot.index };
+      await applyChange(change, `catalog index ${snapshot.index}`);
+    });
+
   const shutdown = async (): Promise<void> => {
     stopping = true;
     watchAbort.abort();
     await watching?.catch(() => undefined);
     await policyWatching?.catch(() => undefined);
+    await applying;
     await renewal.stop();
+    storeHealth.stop();
     await queue.stop(config.shutdownTimeoutMs);
     await deps.locker.close();
-    if (deps.registration) {
-      await deps.registration
-        .deregister()
-        .catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration failed'));
-    }
-    await deps.healthRegistration
-      ?.deregister()
-      .catch((err: unknown) => log.warn({ [F.err]: describeError(err) }, 'deregistration of the health check failed'));
+    await routes.stop();
     await Promise.allSettled([challengeServer.close(), adminServer.close()]);
     await deps.onStopped?.();
     log.info('stopped');
   };
 
   return {
-    reconciler,
-    queue,
     renewal,
     status,
     async start() {
@@ -248,10 +380,14 @@ export function createService(deps: ServiceDeps): Service {
       await adminServer.listen({ host: config.adminHost, port: config.adminPort });
       const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
       log.info(listening, 'listening');
-      await deps.healthRegistration
-        ?.update([])
+      storeHealth.start();
+      // Which names already have a certificate, so a policy that fails closed keeps renewing them.
+      const listingStartedAtMs = clock.nowMs();
+      await limiter
+        .run(() => storeHealth.observe(() => deps.certificateStore.list()))
+        .then((names) => index.applyListing(names, listingStartedAtMs))
         .catch((err: unknown) =>
-          log.warn({ [F.err]: describeError(err) }, 'could not register the certificate health check'),
+          log.warn({ [F.err]: describeError(err) }, 'could not list the store; the renewal scan retries'),
         );
       // Deny wins over everything, so no catalog name is planned before the policy is known.
       const firstPolicy = new Promise<void>((resolve) => {
@@ -262,7 +398,7 @@ export function createService(deps: ServiceDeps): Service {
         policyWatching = deps.policySource.watch(
           watchAbort.signal,
           async (policy) => {
-            await reconciler.applyPolicy(policy);
+            await onPolicy(policy);
             resolve();
           },
           (err) => log.warn({ [F.err]: describeError(err) }, 'policy watch failed; retrying'),
@@ -271,21 +407,11 @@ export function createService(deps: ServiceDeps): Service {
       watching = firstPolicy.then(() =>
         stopping
           ? undefined
-          : deps.discovery.watch(
-              watchAbort.signal,
-              async (snapshot) => {
-                lastDiscoveryError = undefined;
-                const first = !reconciler.hasSynced();
-                await reconciler.applySnapshot(snapshot);
-                // The scan plans stored names against the declared set, so it waits for the first snapshot.
-                if (first && !stopping) renewal.start();
-              },
-              (err) => {
-                metrics.onWatchError();
-                lastDiscoveryError = describeError(err);
-                log.warn({ [F.err]: lastDiscoveryError }, 'catalog watch failed; retrying');
-              },
-            ),
+          : deps.discovery.watch(watchAbort.signal, onSnapshot, (err) => {
+              metrics.onWatchError();
+              lastDiscoveryError = describeError(err);
+              log.warn({ [F.err]: lastDiscoveryError }, 'catalog watch failed; retrying');
+            }),
       );
       return listening;
     },

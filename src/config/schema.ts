@@ -429,6 +429,16 @@ export const SETTINGS = {
     description: 'Timeout of the pre-flight DNS lookup and probe request.',
     parse: int(100, 60_000),
   }),
+  routeSettleMs: setting({
+    key: 'routeSettleMs',
+    env: 'CONSUL_ACME_ROUTE_SETTLE',
+    default: 30_000,
+    defaultDoc: '`30s`',
+    type: 'duration',
+    description:
+      'How long after a name\'s challenge route is registered a pre-flight failure means "the route is not live yet" (Consul and Fabio still catching up): the name is probed again after 0.5, 1, 2, 4, 8 s, logged as waiting for the route, before the retry schedule applies.',
+    parse: duration(),
+  }),
   budgetNewOrders: setting<BudgetSetting | 'off'>({
     key: 'budgetNewOrders',
     env: 'CONSUL_ACME_BUDGET_NEW_ORDERS',
@@ -540,6 +550,15 @@ export const SETTINGS = {
     type: 'integer 1–64',
     description: 'Orders in flight at once in this instance.',
     parse: int(1, 64),
+  }),
+  ioConcurrency: setting({
+    key: 'ioConcurrency',
+    env: 'CONSUL_ACME_IO_CONCURRENCY',
+    default: 8,
+    type: 'integer 1–256',
+    description:
+      'Store reads and other per-name requests in flight at once when a pass covers many names (start-up, renewal scan, catalog and policy changes), shared by all of them; bounds open connections and files whatever the number of names.',
+    parse: int(1, 256),
   }),
   retryScheduleMs: setting({
     key: 'retryScheduleMs',

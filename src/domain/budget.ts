@@ -17,6 +17,7 @@
  * authorizations always count. Not kept: "5 certificates per exact set of names per 7 days",
  * which renewals are subject to.
  */
+import { canonicalHostname } from './hostname.js';
 import { registeredDomain } from './registered-domain.js';
 
 export type BudgetScope = 'account' | 'registered-domain' | 'failed-authorizations';
@@ -53,11 +54,6 @@ export interface BudgetKey {
   key: string;
 }
 
-function canonical(hostname: string): string {
-  const lower = hostname.trim().toLowerCase();
-  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
-}
-
 /**
  * The budgets one event counts against.
  * - `new-order` for the names of one order (a string or the order's list): the account once and
@@ -71,7 +67,7 @@ export function budgetKeys(
   isRenewal: boolean,
   accountKey: string = DEFAULT_ACCOUNT_BUDGET_KEY,
 ): BudgetKey[] {
-  const names = [...new Set((typeof hostnames === 'string' ? [hostnames] : hostnames).map(canonical))].sort();
+  const names = [...new Set((typeof hostnames === 'string' ? [hostnames] : hostnames).map(canonicalHostname))].sort();
   if (kind === 'failed-authorization') {
     return names.map((key) => ({ scope: 'failed-authorizations', key }));
   }

@@ -43,6 +43,26 @@ export interface StoredRecord {
   problem: string | undefined;
 }
 
+/** What planning needs of a certificate: everything but the PEM texts (kept out of memory). */
+export type CertificateFacts = Omit<CertificateData, 'certPem' | 'keyPem'>;
+
+/** What the engine remembers of a stored record between reads: a StoredRecord without the PEM texts. */
+export interface StoredFacts {
+  hostname: string;
+  version: number;
+  managed: boolean;
+  certificate: CertificateFacts | undefined;
+  problem: string | undefined;
+}
+
+/** The facts of a record, dropping the certificate and key texts. */
+export function factsOf(record: StoredRecord): StoredFacts {
+  const { hostname, version, managed, problem } = record;
+  if (record.certificate === undefined) return { hostname, version, managed, certificate: undefined, problem };
+  const { certPem: _certPem, keyPem: _keyPem, ...certificate } = record.certificate;
+  return { hostname, version, managed, certificate, problem };
+}
+
 /**
  * An order the CA has authorized, recorded durably before it is finalized (write-ahead issuance):
  * with the order URL and the private key, any instance can finish it after a crash, a lost lock or

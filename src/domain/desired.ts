@@ -19,11 +19,11 @@ export interface DesiredSet {
 }
 
 /** Code-unit order: the same on every machine, unlike localeCompare. */
-function compareStrings(a: string, b: string): number {
+export function compareStrings(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function compareRejected(a: RejectedHostname, b: RejectedHostname): number {
+export function compareRejected(a: RejectedHostname, b: RejectedHostname): number {
   return (
     compareStrings(a.value, b.value) ||
     compareStrings(a.service, b.service) ||
@@ -32,39 +32,63 @@ function compareRejected(a: RejectedHostname, b: RejectedHostname): number {
   );
 }
 
+/** What one service declares: its valid hostnames (normalised, sorted, unique) and what was refused. */
+export interface ServiceDeclarations {
+  hostnames: string[];
+  rejected: RejectedHostname[];
+}
+
+/**
+ * The hostnames one service declares through its tags. Pure; malformed tags and invalid names go
+ * to `rejected`, never thrown. A service without the enable tag declares nothing when
+ * `requireEnableTag` is set.
+ */
+export function serviceDeclarations(
+  service: string,
+  tags: readonly string[],
+  options: DesiredOptions,
+): ServiceDeclarations {
+  const hostnames = new Set<string>();
+  const rejectedByKey = new Map<string, RejectedHostname>();
+  const reject = (entry: RejectedHostname): void => {
+    rejectedByKey.set(JSON.stringify([entry.value, entry.reason, entry.service, entry.tag]), entry);
+  };
+  if (!Array.isArray(tags)) return { hostnames: [], rejected: [] };
+  if (options.requireEnableTag && !tags.some((tag) => isEnableTag(tag, options)))
+    return { hostnames: [], rejected: [] };
+  for (const tag of tags) {
+    const parsed = hostnamesFromTag(tag, options);
+    if (parsed.malformed !== undefined) reject({ value: tag, reason: parsed.malformed, service, tag });
+    for (const name of parsed.names) {
+      const result = normalizeHostname(name);
+      if (result.ok) hostnames.add(result.hostname);
+      else reject({ value: name, reason: result.reason, service, tag });
+    }
+  }
+  return {
+    hostnames: [...hostnames].sort(compareStrings),
+    rejected: [...rejectedByKey.values()].sort(compareRejected),
+  };
+}
+
 /**
  * Computes the desired set from a catalog snapshot (`/v1/catalog/services`: service name → tags).
  * Malformed tags and invalid names are reported in `rejected`, never thrown.
  */
 export function desiredFromCatalog(services: Record<string, string[]>, options: DesiredOptions): DesiredSet {
   const servicesByHostname = new Map<string, Set<string>>();
-  const rejectedByKey = new Map<string, RejectedHostname>();
-  const reject = (entry: RejectedHostname): void => {
-    rejectedByKey.set(JSON.stringify([entry.value, entry.reason, entry.service, entry.tag]), entry);
-  };
-
+  const rejected: RejectedHostname[] = [];
   for (const [service, tags] of Object.entries(services)) {
-    if (!Array.isArray(tags)) continue;
-    if (options.requireEnableTag && !tags.some((tag) => isEnableTag(tag, options))) continue;
-    for (const tag of tags) {
-      const parsed = hostnamesFromTag(tag, options);
-      if (parsed.malformed !== undefined) reject({ value: tag, reason: parsed.malformed, service, tag });
-      for (const name of parsed.names) {
-        const result = normalizeHostname(name);
-        if (!result.ok) {
-          reject({ value: name, reason: result.reason, service, tag });
-          continue;
-        }
-        const declaredBy = servicesByHostname.get(result.hostname) ?? new Set<string>();
-        declaredBy.add(service);
-        servicesByHostname.set(result.hostname, declaredBy);
-      }
+    const declared = serviceDeclarations(service, tags, options);
+    rejected.push(...declared.rejected);
+    for (const hostname of declared.hostnames) {
+      const declaredBy = servicesByHostname.get(hostname) ?? new Set<string>();
+      declaredBy.add(service);
+      servicesByHostname.set(hostname, declaredBy);
     }
   }
-
   const hostnames = [...servicesByHostname.entries()]
     .map(([hostname, declaredBy]) => ({ hostname, services: [...declaredBy].sort(compareStrings) }))
     .sort((a, b) => compareStrings(a.hostname, b.hostname));
-  const rejected = [...rejectedByKey.values()].sort(compareRejected);
-  return { hostnames, rejected };
+  return { hostnames, rejected: rejected.sort(compareRejected) };
 }

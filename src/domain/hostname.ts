@@ -85,12 +85,20 @@ function checkAscii(name: string): string | undefined {
 }
 
 /**
+ * The canonical spelling of a name that is already a hostname: trimmed, lower-case, without a
+ * trailing dot. (normalizeHostname also validates and converts IDNs; use it for input.)
+ */
+export function canonicalHostname(name: string): string {
+  const lower = name.trim().toLowerCase();
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
+}
+
+/**
  * Normalises a declared hostname: trims, lower-cases, drops one trailing dot, converts an
  * internationalised name to punycode, then validates it for HTTP-01 issuance.
  */
 export function normalizeHostname(input: string): HostnameResult {
-  let name = input.trim().toLowerCase();
-  if (name.endsWith('.')) name = name.slice(0, -1);
+  let name = canonicalHostname(input);
 
   const early = checkBeforeConversion(name);
   if (early !== undefined) return fail(early);

@@ -3,7 +3,7 @@
  * desired certificate, the stored record and the options. The reason comes from a closed list
  * and flows into logs, metrics and the status API unchanged.
  */
-import type { CertificateData, KeyType, StoredRecord } from './certificate.js';
+import type { CertificateFacts, KeyType, StoredFacts } from './certificate.js';
 
 export const PLAN_REASONS = [
   'Missing',
@@ -49,16 +49,15 @@ export const DEFAULT_PLAN_OPTIONS: Readonly<PlanOptions> = Object.freeze({
 export interface Plan {
   action: PlanAction;
   reason: PlanReason;
-  /**
-   * When a kept certificate becomes due: for NotYetDue the renewal time, for GracePeriod the
-   * retirement time. Undefined for every other plan.
-   */
+  /** When a kept certificate falls due for renewal (NotYetDue only). */
   renewAt: Date | undefined;
+  /** When a certificate nobody declares any more will be removed (GracePeriod only). */
+  retireAt: Date | undefined;
   /** Less than the emergency fraction of the lifetime remains (or none at all): skip the queue's patience. */
   emergency: boolean;
 }
 
-type Validity = Pick<CertificateData, 'notBefore' | 'notAfter'>;
+type Validity = Pick<CertificateFacts, 'notBefore' | 'notAfter'>;
 
 /** The moment `fraction` of the lifetime remains: notAfter − fraction × (notAfter − notBefore). */
 export function renewAt(cert: Validity, fraction: number): Date {
@@ -80,8 +79,8 @@ function isEmergency(now: Date, cert: Validity, options: PlanOptions): boolean {
   return remainingMs < options.emergencyRemainingFraction * lifetimeMs;
 }
 
-function plan(action: PlanAction, reason: PlanReason, renewAtDate?: Date, emergency = false): Plan {
-  return { action, reason, renewAt: renewAtDate, emergency };
+function plan(action: PlanAction, reason: PlanReason, emergency = false): Plan {
+  return { action, reason, renewAt: undefined, retireAt: undefined, emergency };
 }
 
 /** Whether two lists hold the same set of names, in any order. */
@@ -92,16 +91,16 @@ export function sameHostnames(a: readonly string[], b: readonly string[]): boole
 }
 
 /** A certificate nobody declares any more: keep it for the grace period, then retire it. */
-function planUndeclared(now: Date, stored: StoredRecord, options: PlanOptions, undeclaredSince?: Date): Plan {
+function planUndeclared(now: Date, stored: StoredFacts, options: PlanOptions, undeclaredSince?: Date): Plan {
   if (options.retireGraceMs === undefined) {
     const cert = stored.certificate;
     if (cert === undefined || now.getTime() >= cert.notAfter.getTime()) return plan('retire', 'NoLongerDeclared');
-    return plan('keep', 'GracePeriod', cert.notAfter);
+    return { ...plan('keep', 'GracePeriod'), retireAt: cert.notAfter };
   }
   // Without a start time the grace period starts now: deleting a certificate is never the default.
   const retireAtMs = (undeclaredSince ?? now).getTime() + options.retireGraceMs;
   if (now.getTime() >= retireAtMs) return plan('retire', 'NoLongerDeclared');
-  return plan('keep', 'GracePeriod', new Date(retireAtMs));
+  return { ...plan('keep', 'GracePeriod'), retireAt: new Date(retireAtMs) };
 }
 
 /**
@@ -110,7 +109,7 @@ function planUndeclared(now: Date, stored: StoredRecord, options: PlanOptions, u
  * keep/GracePeriod or retire/NoLongerDeclared; nothing stored → issue/Missing; unreadable →
  * issue/Unparseable; past notAfter → renew/Expired; other directory → renew/IssuerChanged;
  * other names → renew/HostnamesChanged; other key type → renew/KeyTypeChanged; renewal fraction
- * reached → renew/Expiring; otherwise keep/NotYetDue with renewAt.
+ * reached → renew/Expiring; otherwise keep/NotYetDue with renewAt. A kept GracePeriod plan carries retireAt.
  * `emergency` is true on every renew whose certificate has less than the emergency fraction left.
  *
  * @param undeclaredSince when the certificate's names stopped being declared (used with retireGraceMs)
@@ -118,7 +117,7 @@ function planUndeclared(now: Date, stored: StoredRecord, options: PlanOptions, u
 export function planCertificate(
   now: Date,
   desired: DesiredCertificate | undefined,
-  stored: StoredRecord | undefined,
+  stored: StoredFacts | undefined,
   options: PlanOptions,
   undeclaredSince?: Date,
 ): Plan {
@@ -131,13 +130,12 @@ export function planCertificate(
   if (stored === undefined) return plan('issue', 'Missing');
   const cert = stored.certificate;
   if (cert === undefined) return plan('issue', 'Unparseable');
-  if (now.getTime() >= cert.notAfter.getTime()) return plan('renew', 'Expired', undefined, true);
+  if (now.getTime() >= cert.notAfter.getTime()) return plan('renew', 'Expired', true);
 
   const emergency = isEmergency(now, cert, options);
-  if (cert.directoryUrl !== desired.directoryUrl) return plan('renew', 'IssuerChanged', undefined, emergency);
-  if (!sameHostnames(cert.hostnames, desired.hostnames)) return plan('renew', 'HostnamesChanged', undefined, emergency);
-  if (cert.keyType !== desired.keyType) return plan('renew', 'KeyTypeChanged', undefined, emergency);
-  if (needsRenewal(now, cert, options.renewWhenRemainingFraction))
-    return plan('renew', 'Expiring', undefined, emergency);
-  return plan('keep', 'NotYetDue', renewAt(cert, options.renewWhenRemainingFraction));
+  if (cert.directoryUrl !== desired.directoryUrl) return plan('renew', 'IssuerChanged', emergency);
+  if (!sameHostnames(cert.hostnames, desired.hostnames)) return plan('renew', 'HostnamesChanged', emergency);
+  if (cert.keyType !== desired.keyType) return plan('renew', 'KeyTypeChanged', emergency);
+  if (needsRenewal(now, cert, options.renewWhenRemainingFraction)) return plan('renew', 'Expiring', emergency);
+  return { ...plan('keep', 'NotYetDue'), renewAt: renewAt(cert, options.renewWhenRemainingFraction) };
 }

@@ -20,7 +20,7 @@
  * addresses and patterns with spaces inside; an invalid line is reported and skipped, the rest of
  * the list applies.
  */
-import { normalizeHostname } from './hostname.js';
+import { canonicalHostname, normalizeHostname } from './hostname.js';
 
 export type PolicyListName = 'deny' | 'allow' | 'always';
 
@@ -115,11 +115,6 @@ export function policyFromTexts(texts: { deny?: string; allow?: string; always?:
   return policy;
 }
 
-function canonicalHostname(hostname: string): string {
-  const lower = hostname.trim().toLowerCase();
-  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
-}
-
 /**
  * Whether `hostname` (already normalised) matches `pattern`: an exact name matches itself only;
  * `*.base` matches exactly one label followed by `.base`.
@@ -127,35 +122,109 @@ function canonicalHostname(hostname: string): string {
 export function matchPattern(hostname: string, pattern: string): boolean {
   const name = canonicalHostname(hostname);
   if (!pattern.startsWith(WILDCARD_PREFIX)) return name === pattern;
-  const suffix = pattern.slice(1); // ".base"
-  if (!name.endsWith(suffix)) return false;
-  const label = name.slice(0, name.length - suffix.length);
-  return label !== '' && !label.includes('.');
+  return parentOf(name) === pattern.slice(WILDCARD_PREFIX.length);
+}
+
+/** `a.example.com` → `example.com`: what `*.example.com` is keyed by; undefined for a single label. */
+function parentOf(name: string): string | undefined {
+  const dot = name.indexOf('.');
+  return dot > 0 ? name.slice(dot + 1) : undefined;
 }
 
 export type PolicyVerdict =
   | { allowed: true }
   | { allowed: false; verdict: 'denied'; pattern: string; message: string }
-  | { allowed: false; verdict: 'not-allowed'; message: 'not on the allow list' };
+  | { allowed: false; verdict: 'not-allowed'; message: string }
+  | { allowed: false; verdict: 'unreadable'; message: string };
 
 export const NOT_ALLOWED_MESSAGE = 'not on the allow list';
 
-/** Decides one hostname: deny wins; then `always`; then a non-empty allow list must match. */
+/**
+ * One list as two indexes: exact names, and the bases of its `*.` patterns, each with the
+ * pattern's position so the first matching pattern can be named. Matching is two look-ups.
+ */
+class PatternIndex {
+  private readonly exact = new Map<string, number>();
+  private readonly wildcardBases = new Map<string, number>();
+  readonly size: number;
+
+  constructor(patterns: readonly string[]) {
+    patterns.forEach((pattern, position) => {
+      if (pattern.startsWith(WILDCARD_PREFIX)) this.wildcardBases.set(pattern.slice(WILDCARD_PREFIX.length), position);
+      else this.exact.set(pattern, position);
+    });
+    this.size = patterns.length;
+  }
+
+  /** The first pattern (in list order) that matches the canonical `name`, or undefined. */
+  firstMatch(name: string): string | undefined {
+    const exactAt = this.exact.get(name);
+    const parent = parentOf(name);
+    const wildcardAt = parent === undefined ? undefined : this.wildcardBases.get(parent);
+    if (exactAt === undefined && wildcardAt === undefined) return undefined;
+    if (wildcardAt === undefined || (exactAt !== undefined && exactAt < wildcardAt)) return name;
+    return `${WILDCARD_PREFIX}${parent}`;
+  }
+}
+
+/** A policy turned into indexes, so that deciding a name costs a few look-ups, whatever the list lengths. */
+export interface CompiledPolicy {
+  readonly policy: Policy;
+  /**
+   * Why the policy refuses every name that has no certificate yet (a list that cannot be read),
+   * or undefined. Names that already have one keep renewing: the caller decides that.
+   */
+  readonly failsClosed: string | undefined;
+  /** The exact names of the always list, which are issued even when no service declares them. */
+  readonly alwaysNames: readonly string[];
+  verdict(hostname: string): PolicyVerdict;
+}
+
+/**
+ * Compiles a policy. Rules, first match wins: a deny match refuses (`denied by <pattern>`); a list
+ * that cannot be read refuses (`unreadable`: no new names while the policy is unknown); an
+ * always match allows; an allow list whose every line is invalid refuses every name (it was meant
+ * to restrict, so it fails closed); a non-empty allow list refuses names it does not match.
+ */
+export function compilePolicy(policy: Policy): CompiledPolicy {
+  const deny = new PatternIndex(policy.deny);
+  const allow = new PatternIndex(policy.allow);
+  const always = new PatternIndex(policy.always);
+  const failsClosed =
+    policy.unreadable.length === 0
+      ? undefined
+      : `the policy cannot be read (${policy.unreadable.map((u) => `${u.list}: ${u.reason}`).join('; ')}); no new names are issued`;
+  const invalidAllowLines = policy.invalid.filter((p) => p.list === 'allow').length;
+  const allowHasNoValidPattern = allow.size === 0 && invalidAllowLines > 0;
+  const noValidAllowMessage = `the allow list has no valid pattern (${invalidAllowLines} invalid line${invalidAllowLines === 1 ? '' : 's'}); every name is refused`;
+  return {
+    policy,
+    failsClosed,
+    alwaysNames: policy.always.filter((p) => !p.startsWith(WILDCARD_PREFIX)),
+    verdict(hostname: string): PolicyVerdict {
+      const name = canonicalHostname(hostname);
+      const denying = deny.firstMatch(name);
+      if (denying !== undefined)
+        return { allowed: false, verdict: 'denied', pattern: denying, message: `denied by ${denying}` };
+      if (failsClosed !== undefined) return { allowed: false, verdict: 'unreadable', message: failsClosed };
+      if (always.firstMatch(name) !== undefined) return { allowed: true };
+      if (allowHasNoValidPattern) return { allowed: false, verdict: 'not-allowed', message: noValidAllowMessage };
+      if (allow.size > 0 && allow.firstMatch(name) === undefined) {
+        return { allowed: false, verdict: 'not-allowed', message: NOT_ALLOWED_MESSAGE };
+      }
+      return { allowed: true };
+    },
+  };
+}
+
+/** Decides one hostname (see compilePolicy for the rules). */
 export function policyVerdict(hostname: string, policy: Policy): PolicyVerdict {
-  const denyingPattern = policy.deny.find((p) => matchPattern(hostname, p));
-  if (denyingPattern !== undefined) {
-    return { allowed: false, verdict: 'denied', pattern: denyingPattern, message: `denied by ${denyingPattern}` };
-  }
-  if (policy.always.some((p) => matchPattern(hostname, p))) return { allowed: true };
-  if (policy.allow.length > 0 && !policy.allow.some((p) => matchPattern(hostname, p))) {
-    return { allowed: false, verdict: 'not-allowed', message: NOT_ALLOWED_MESSAGE };
-  }
-  return { allowed: true };
+  return compilePolicy(policy).verdict(hostname);
 }
 
 export interface RefusedHostname {
   hostname: string;
-  verdict: 'denied' | 'not-allowed';
+  verdict: 'denied' | 'not-allowed' | 'unreadable';
   message: string;
 }
 
@@ -170,12 +239,12 @@ export function applyPolicy(
   declared: readonly string[],
   policy: Policy,
 ): { hostnames: string[]; refused: RefusedHostname[] } {
-  const candidates = new Set(declared.map(canonicalHostname));
-  for (const pattern of policy.always) if (!pattern.startsWith(WILDCARD_PREFIX)) candidates.add(pattern);
+  const compiled = compilePolicy(policy);
+  const candidates = new Set([...declared.map(canonicalHostname), ...compiled.alwaysNames]);
   const hostnames: string[] = [];
   const refused: RefusedHostname[] = [];
   for (const hostname of [...candidates].sort()) {
-    const verdict = policyVerdict(hostname, policy);
+    const verdict = compiled.verdict(hostname);
     if (verdict.allowed) hostnames.push(hostname);
     else refused.push({ hostname, verdict: verdict.verdict, message: verdict.message });
   }

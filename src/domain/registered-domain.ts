@@ -12,8 +12,9 @@
  * Boulder does, the name itself is the key.
  */
 import { getDomain } from 'tldts';
+import { canonicalHostname } from './hostname.js';
 
 export function registeredDomain(hostname: string): string {
-  const name = hostname.trim().toLowerCase().replace(/\.$/, '');
+  const name = canonicalHostname(hostname);
   return getDomain(name, { allowPrivateDomains: true, extractHostname: false }) ?? name;
 }

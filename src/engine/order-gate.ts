@@ -12,6 +12,14 @@
  * against the budgets in the same step, one admission at a time in this process.
  * The decisions are pure (src/domain/budget.ts, src/domain/rate-limit.ts); this class gathers
  * their inputs and records outcomes. It never waits for a limit: a deferral goes back to the queue.
+ *
+ * Holds it has seen (a spent budget, a CA pause) are remembered until they end, so that the other
+ * names behind the same hold are deferred by `heldInMemory` without a lock, a ledger read or a
+ * store read: when the account budget is spent, ten thousand waiting names cost nothing.
+ *
+ * A pre-flight failure within `routeSettleMs` of the name's challenge route being registered is not
+ * a failure: the route may not be live yet (Fabio has to see it), so the name is deferred on a short
+ * schedule ("waiting for the route") before the normal backoff applies.
  */
 import { budgetKeys, budgetScopeKey, checkBudgets, DEFAULT_BUDGETS, type Budget } from '../domain/budget.js';
 import { pauseLedgerKey, pausesFor, rateLimitScope } from '../domain/rate-limit.js';
@@ -32,6 +40,22 @@ export interface OrderGateDeps {
   budgets?: readonly Budget[];
   clock: Clock;
   logger: Logger;
+  /** When the challenge route of `hostname` was registered (ms), if known. */
+  routeRegisteredAtMs?: (hostname: string) => number | undefined;
+  /** How long after its route is registered a name's pre-flight failure means "not live yet"; default DEFAULT_ROUTE_SETTLE_MS. */
+  routeSettleMs?: number;
+}
+
+/** How long a new challenge route may take to become live (Consul, then Fabio's refresh). */
+export const DEFAULT_ROUTE_SETTLE_MS = 30_000;
+/** Shortest and longest wait for a route that is not live yet: 0.5, 1, 2, 4, 8 s as time passes. */
+export const ROUTE_WAIT_MIN_MS = 500;
+export const ROUTE_WAIT_MAX_MS = 8_000;
+
+/** A shared hold the gate has seen: no order for these scope keys before `until`. */
+interface Hold {
+  until: number;
+  why: string;
 }
 
 export class OrderGate {
@@ -39,6 +63,8 @@ export class OrderGate {
   private readonly budgets: readonly Budget[];
   /** The end of the chain of admissions in progress (see `exclusively`). */
   private tail: Promise<unknown> = Promise.resolve();
+  /** Ledger scope key → the hold seen on it, until it ends. */
+  private readonly holds = new Map<string, Hold>();
 
   constructor(private readonly deps: OrderGateDeps) {
     this.log = deps.logger.child({ [F.component]: 'order-gate' });
@@ -57,11 +83,18 @@ export class OrderGate {
     if (this.deps.preflight) {
       for (const hostname of hostnames) {
         const result = await this.deps.preflight.check(hostname, signal);
-        if (!result.ok) {
-          throw new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, {
-            retryable: true,
-          });
+        if (result.ok) continue;
+        const routeWait = this.routeWait(hostname);
+        if (routeWait !== undefined) {
+          return {
+            admitted: false,
+            until: new Date(this.deps.clock.nowMs() + routeWait),
+            why: `waiting for the route: ${result.reason}: ${result.detail}`,
+          };
         }
+        throw new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, {
+          retryable: true,
+        });
       }
     }
     // The check that counts and the record of the order are one step in this process: orders
@@ -75,6 +108,50 @@ export class OrderGate {
     });
   }
 
+  /**
+   * A hold seen before that still covers an order for `hostnames` (a CA pause, a spent budget),
+   * decided from memory alone: no ledger, lock or store is touched. Undefined when none is known;
+   * `admit` still checks the ledger, since another instance may have spent the budget.
+   */
+  heldInMemory(hostnames: readonly string[], isRenewal: boolean): Admission | undefined {
+    if (this.holds.size === 0) return undefined;
+    const now = this.deps.clock.nowMs();
+    let latest: Hold | undefined;
+    for (const key of this.scopeKeys(hostnames, isRenewal)) {
+      const hold = this.holds.get(key);
+      if (hold === undefined) continue;
+      if (hold.until <= now) {
+        this.holds.delete(key);
+        continue;
+      }
+      if (!latest || hold.until > latest.until) latest = hold;
+    }
+    return latest ? { admitted: false, until: new Date(latest.until), why: latest.why } : undefined;
+  }
+
+  /** The ledger keys whose holds stop an order for `hostnames`: pauses, then budgets. */
+  private scopeKeys(hostnames: readonly string[], isRenewal: boolean): string[] {
+    return [
+      ...pausesFor(hostnames).map(pauseLedgerKey),
+      ...budgetKeys(hostnames, 'new-order', isRenewal).map(budgetScopeKey),
+      ...budgetKeys(hostnames, 'failed-authorization', isRenewal).map(budgetScopeKey),
+    ];
+  }
+
+  /** How long to wait before probing `hostname` again when its route may not be live yet; undefined when it should be. */
+  private routeWait(hostname: string): number | undefined {
+    const registeredAt = this.deps.routeRegisteredAtMs?.(hostname);
+    if (registeredAt === undefined) return undefined;
+    const elapsed = this.deps.clock.nowMs() - registeredAt;
+    if (elapsed >= (this.deps.routeSettleMs ?? DEFAULT_ROUTE_SETTLE_MS)) return undefined;
+    return Math.min(Math.max(elapsed, ROUTE_WAIT_MIN_MS), ROUTE_WAIT_MAX_MS);
+  }
+
+  private remember(scopeKey: string, until: Date, why: string): void {
+    const existing = this.holds.get(scopeKey);
+    if (!existing || existing.until < until.getTime()) this.holds.set(scopeKey, { until: until.getTime(), why });
+  }
+
   /** Why an order for `hostnames` must wait now (a CA pause or a spent budget), or undefined. */
   private async holdFor(hostnames: readonly string[], isRenewal: boolean): Promise<Admission | undefined> {
     const now = this.deps.clock.now();
@@ -86,7 +163,11 @@ export class OrderGate {
         (latest, d) => (d > now && (!latest || d > latest) ? d : latest),
         undefined,
       );
-      if (until) return { admitted: false, until, why: `rate limited by the CA for ${pause.scope} ${pause.key}` };
+      if (until) {
+        const why = `rate limited by the CA for ${pause.scope} ${pause.key}`;
+        this.remember(pauseLedgerKey(pause), until, why);
+        return { admitted: false, until, why };
+      }
     }
     const keys = [
       ...budgetKeys(hostnames, 'new-order', isRenewal),
@@ -98,11 +179,9 @@ export class OrderGate {
     );
     const check = checkBudgets(now, entries, this.budgets);
     if (!check.ok) {
-      return {
-        admitted: false,
-        until: check.until,
-        why: `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})`,
-      };
+      const why = `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})`;
+      this.remember(budgetScopeKey(check.key), check.until, why);
+      return { admitted: false, until: check.until, why };
     }
     return undefined;
   }

@@ -1,36 +1,68 @@
 /**
- * The one place that waits. Every certificate job goes through this queue: it keeps at most one
- * job per hostname (a duplicate submit does nothing), runs at most `concurrency` jobs at once,
- * orders emergencies first, and schedules retries after a growing delay from the retry schedule
- * (or the CA's Retry-After, when that is longer). Nothing else in the service sleeps.
+ * The issuance queue: every certificate job waits here, and nowhere else. It keeps at most one job
+ * per hostname (a second submit does nothing), runs at most `concurrency` jobs at once, starts due
+ * emergencies first, and decides when a job runs again:
+ *
+ * - `done`: the job leaves the queue (and its persisted backoff is cleared).
+ * - `busy` (another instance holds the lock): again after `busyRecheckMs`.
+ * - `deferred` (a spent budget, a CA pause, a route not yet live): again at its `until`, not a
+ *   failure, nothing persisted.
+ * - a thrown infrastructure fault (store, Consul, a lost lock; errors.ts isInfrastructureFault):
+ *   again on the short `faultRetryScheduleMs`, not counted as the name's failure, not persisted, so
+ *   the name recovers as soon as the infrastructure does.
+ * - any other thrown error: a failure of the name, counted, and retried after the retry schedule's
+ *   delay (or the CA's longer Retry-After); persisted in the state store, so restarts and other
+ *   instances keep the backoff.
+ *
+ * Nothing costs anything while nothing is due: waiting jobs sit in a heap ordered by due time,
+ * one clock timer wakes the queue for the earliest, and a job is never taken before its time.
  */
 import { retryDelayMs } from '../domain/backoff.js';
-import { AbortedError, AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
-import type { CertificateState, CertificateStateStore } from '../ports/certificate-state-store.js';
-import type { Clock } from '../ports/clock.js';
+import { AbortedError, AcmeProblemError, ConsulAcmeError, describeError, isInfrastructureFault } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
+import type { CertificateState, CertificateStateStore } from '../ports/certificate-state-store.js';
+import type { Clock, Timer } from '../ports/clock.js';
+import { MinHeap } from './heap.js';
 
 export type JobOutcome =
   /** The work was done or found unnecessary. */
   | { kind: 'done' }
   /** Another instance holds the certificate's lock; look again later. */
   | { kind: 'busy' }
-  /** Not now, and not a failure: a budget or a CA pause ends at `until`. */
+  /** Not now, and not a failure: a budget, a CA pause or a route not yet live ends at `until`. */
   | { kind: 'deferred'; until: Date; why: string };
 
-export type JobHandler = (hostname: string, signal: AbortSignal, attempt: number) => Promise<JobOutcome>;
+/** What the handler is told about the run it is asked to do. */
+export interface JobRun {
+  hostname: string;
+  /** The planner's reason for the job, e.g. `Missing`, `Expiring`. */
+  reason: string;
+  /** 1 for the first attempt, n+1 after n consecutive failures of the name. */
+  attempt: number;
+  /** Aborted when the job is cancelled or the queue stops. */
+  signal: AbortSignal;
+}
+
+export type JobHandler = (run: JobRun) => Promise<JobOutcome>;
 
 export interface SubmitOptions {
   reason: string;
-  /** Emergencies (expired, nearly expired) jump ahead of routine work. */
+  /** Emergencies (expired, nearly expired) start before routine work that is due. */
   emergency?: boolean;
   /** Do not start before this time. */
   notBefore?: Date;
 }
 
+/** 1 s growing to 30 s: how soon work hit by an infrastructure fault runs again. */
+export const DEFAULT_FAULT_RETRY_SCHEDULE_MS: readonly number[] = Object.freeze([1_000, 2_000, 5_000, 10_000, 30_000]);
+export const DEFAULT_BUSY_RECHECK_MS = 30_000;
+
 export interface QueueOptions {
   concurrency: number;
+  /** Delay before retry n after n consecutive failures of a name (the last entry repeats). */
   retryScheduleMs: readonly number[];
+  /** Delay before retrying work hit by an infrastructure fault; default DEFAULT_FAULT_RETRY_SCHEDULE_MS. */
+  faultRetryScheduleMs?: readonly number[];
   /** Delay before looking again at a certificate another instance was working on. */
   busyRecheckMs?: number;
   clock: Clock;
@@ -42,7 +74,14 @@ export interface QueueOptions {
   state?: CertificateStateStore;
 }
 
-export type JobPhase = 'waiting' | 'running' | 'retrying';
+/**
+ * - `queued`: submitted, never run here yet (maybe not due yet: spread renewals).
+ * - `running`: the handler is working on it.
+ * - `deferred`: held until `dueAt` by a budget, a CA pause, a route not yet live, or an
+ *   infrastructure fault (`waitingFor` says which).
+ * - `backoff`: the name failed `consecutiveFailures` times in a row; retried at `dueAt`.
+ */
+export type JobPhase = 'queued' | 'running' | 'deferred' | 'backoff';
 
 export interface JobState {
   hostname: string;
@@ -51,69 +90,97 @@ export interface JobState {
   emergency: boolean;
   consecutiveFailures: number;
   lastError: string | undefined;
-  /** Why a deferred job waits (a spent budget, a CA pause); cleared when it runs again. */
-  deferredBecause: string | undefined;
-  /** When a waiting job may start. */
+  /** Why a deferred job waits; cleared when it runs again. */
+  waitingFor: string | undefined;
+  /** When a job that is not running may start. */
   dueAt: Date;
 }
 
 interface Entry extends JobState {
   controller: AbortController | undefined;
+  /** Bumped on every reschedule, so that heap nodes from before are recognised as stale. */
+  generation: number;
   /** Whether the persisted state was consulted before the first run. */
   stateLoaded: boolean;
+  faultRetries: number;
 }
 
-export const DEFAULT_BUSY_RECHECK_MS = 30_000;
+interface HeapNode {
+  entry: Entry;
+  generation: number;
+  dueAtMs: number;
+  emergency: boolean;
+  seq: number;
+}
 
 export class IssuanceQueue {
   private readonly entries = new Map<string, Entry>();
+  /** Jobs not yet due, earliest first. */
+  private readonly waiting = new MinHeap<HeapNode>(
+    (a, b) => a.dueAtMs < b.dueAtMs || (a.dueAtMs === b.dueAtMs && a.seq < b.seq),
+  );
+  /** Jobs due now: emergencies first, then the longest due. */
+  private readonly ready = new MinHeap<HeapNode>(
+    (a, b) =>
+      (a.emergency && !b.emergency) ||
+      (a.emergency === b.emergency && (a.dueAtMs < b.dueAtMs || (a.dueAtMs === b.dueAtMs && a.seq < b.seq))),
+  );
+  private seq = 0;
   private running = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: { at: number; handle: Timer } | undefined;
   private stopped = false;
   private readonly idleWaiters: Array<() => void> = [];
   private readonly log: Logger;
+  private readonly faultSchedule: readonly number[];
 
   constructor(
     private readonly handler: JobHandler,
     private readonly options: QueueOptions,
   ) {
     this.log = options.logger.child({ [F.component]: 'queue' });
+    this.faultSchedule = options.faultRetryScheduleMs ?? DEFAULT_FAULT_RETRY_SCHEDULE_MS;
   }
 
-  /** Adds a job unless one for the same hostname is already waiting or running. Returns whether it was added. */
+  /** Adds a job unless one for the same hostname is already queued or running. Returns whether it was added. */
   submit(hostname: string, options: SubmitOptions): boolean {
     if (this.stopped) return false;
+    const now = this.options.clock.nowMs();
     const existing = this.entries.get(hostname);
     if (existing) {
       // An emergency may pull a waiting job forward; it never starts a second job.
       if (existing.phase !== 'running' && options.emergency && !existing.emergency) {
         existing.emergency = true;
+        this.schedule(existing, Math.min(existing.dueAt.getTime(), now));
         this.pump();
       }
       return false;
     }
-    const now = this.options.clock.now();
-    this.entries.set(hostname, {
+    const notBefore = options.notBefore?.getTime();
+    const entry: Entry = {
       hostname,
-      phase: 'waiting',
+      phase: 'queued',
       reason: options.reason,
       emergency: options.emergency ?? false,
       consecutiveFailures: 0,
       lastError: undefined,
-      deferredBecause: undefined,
-      dueAt: options.notBefore && options.notBefore > now ? options.notBefore : now,
+      waitingFor: undefined,
+      dueAt: new Date(now),
       controller: undefined,
+      generation: 0,
       stateLoaded: this.options.state === undefined,
-    });
+      faultRetries: 0,
+    };
+    this.entries.set(hostname, entry);
+    this.schedule(entry, notBefore !== undefined && notBefore > now ? notBefore : now);
     this.pump();
     return true;
   }
 
-  /** Removes a job that has not started. A running job is aborted. */
+  /** Removes a job that is not running; aborts a running one. */
   cancel(hostname: string, why: string): void {
     const entry = this.entries.get(hostname);
     if (!entry) return;
-    if (entry.phase === 'running') entry.controller?.abort(new Error(why));
+    if (entry.phase === 'running') entry.controller?.abort(new AbortedError(`work on ${hostname} (${why})`));
     else this.entries.delete(hostname);
     this.pump();
   }
@@ -121,15 +188,21 @@ export class IssuanceQueue {
   state(hostname: string): JobState | undefined {
     const entry = this.entries.get(hostname);
     if (!entry) return undefined;
-    const { controller: _controller, stateLoaded: _loaded, ...state } = entry;
-    return { ...state, dueAt: new Date(state.dueAt) };
+    return {
+      hostname: entry.hostname,
+      phase: entry.phase,
+      reason: entry.reason,
+      emergency: entry.emergency,
+      consecutiveFailures: entry.consecutiveFailures,
+      lastError: entry.lastError,
+      waitingFor: entry.waitingFor,
+      dueAt: new Date(entry.dueAt),
+    };
   }
 
-  /** Jobs waiting or retrying, not running. */
+  /** Jobs waiting (not running). */
   depth(): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (e.phase !== 'running') n++;
-    return n;
+    return this.entries.size - this.running;
   }
 
   inFlight(): number {
@@ -149,24 +222,59 @@ export class IssuanceQueue {
    */
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.handle.cancel();
     this.timer = undefined;
-    for (const [id, e] of this.entries) if (e.phase !== 'running') this.entries.delete(id);
+    for (const [hostname, entry] of this.entries) if (entry.phase !== 'running') this.entries.delete(hostname);
     if (this.running === 0) return;
     const finished = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs));
-    if ((await Promise.race([finished, timeout])) === 'timeout') {
+    let timeoutTimer: Timer | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timeoutTimer = this.options.clock.setTimer(() => resolve('timeout'), timeoutMs);
+    });
+    const first = await Promise.race([finished, timeout]);
+    timeoutTimer?.cancel();
+    if (first === 'timeout') {
       this.log.warn({ in_flight: this.running }, 'shutdown timeout reached, abandoning orders in flight');
-      for (const e of this.entries.values()) e.controller?.abort(new AbortedError('order in flight at shutdown'));
+      for (const entry of this.entries.values())
+        entry.controller?.abort(new AbortedError('order in flight at shutdown'));
       await finished;
     }
   }
 
+  private isStale(node: HeapNode): boolean {
+    const entry = node.entry;
+    return (
+      this.entries.get(entry.hostname) !== entry || entry.generation !== node.generation || entry.phase === 'running'
+    );
+  }
+
+  /** Puts `entry` in the waiting heap for `dueAtMs` (older heap nodes of it become stale). */
+  private schedule(entry: Entry, dueAtMs: number): void {
+    entry.generation += 1;
+    entry.dueAt = new Date(dueAtMs);
+    entry.controller = undefined;
+    this.waiting.push({ entry, generation: entry.generation, dueAtMs, emergency: entry.emergency, seq: this.seq++ });
+  }
+
+  /** Moves due jobs to the ready heap; drops stale nodes from the top of both heaps. */
+  private promoteDue(now: number): void {
+    for (;;) {
+      const top = this.waiting.peek();
+      if (!top) break;
+      if (this.isStale(top)) {
+        this.waiting.pop();
+        continue;
+      }
+      if (top.dueAtMs > now) break;
+      this.ready.push(this.waiting.pop()!);
+    }
+    while (this.ready.size > 0 && this.isStale(this.ready.peek()!)) this.ready.pop();
+  }
+
   private isIdle(): boolean {
     if (this.running > 0) return false;
-    const now = this.options.clock.now().getTime();
-    for (const e of this.entries.values()) if (e.dueAt.getTime() <= now) return false;
-    return true;
+    this.promoteDue(this.options.clock.nowMs());
+    return this.ready.size === 0;
   }
 
   private pump(): void {
@@ -174,42 +282,31 @@ export class IssuanceQueue {
       if (this.running === 0) this.idleWaiters.splice(0).forEach((resolve) => resolve());
       return;
     }
-    if (this.timer) clearTimeout(this.timer);
+    const now = this.options.clock.nowMs();
+    this.promoteDue(now);
+    while (this.running < this.options.concurrency && this.ready.size > 0) {
+      const node = this.ready.pop()!;
+      if (this.isStale(node)) continue;
+      this.start(node.entry);
+      while (this.ready.size > 0 && this.isStale(this.ready.peek()!)) this.ready.pop();
+    }
+    this.armTimer(now);
+    if (this.running === 0 && this.ready.size === 0) this.idleWaiters.splice(0).forEach((resolve) => resolve());
+  }
+
+  /** One timer, for the earliest waiting job; re-armed only when that time changes. */
+  private armTimer(now: number): void {
+    const next = this.waiting.peek()?.dueAtMs;
+    if (next === this.timer?.at) return;
+    this.timer?.handle.cancel();
     this.timer = undefined;
-    const now = this.options.clock.now().getTime();
-    while (this.running < this.options.concurrency) {
-      const next = this.nextDue(now);
-      if (!next) break;
-      this.start(next);
-    }
-    const nextDueAt = this.nextWaitingTime();
-    if (nextDueAt !== undefined) {
-      const delay = Math.max(0, nextDueAt - now);
-      // Timers beyond ~24.8 days overflow; waking early is harmless.
-      this.timer = setTimeout(() => this.pump(), Math.min(delay, 2 ** 31 - 1));
-      this.timer.unref();
-    }
-    if (this.isIdle()) this.idleWaiters.splice(0).forEach((resolve) => resolve());
+    if (next === undefined) return;
+    this.timer = { at: next, handle: this.options.clock.setTimer(() => this.onTimer(), Math.max(0, next - now)) };
   }
 
-  private nextDue(now: number): Entry | undefined {
-    let best: Entry | undefined;
-    for (const e of this.entries.values()) {
-      if (e.phase === 'running' || e.dueAt.getTime() > now) continue;
-      if (!best || (e.emergency && !best.emergency) || (e.emergency === best.emergency && e.dueAt < best.dueAt))
-        best = e;
-    }
-    return best;
-  }
-
-  private nextWaitingTime(): number | undefined {
-    let min: number | undefined;
-    for (const e of this.entries.values()) {
-      if (e.phase === 'running') continue;
-      const t = e.dueAt.getTime();
-      if (min === undefined || t < min) min = t;
-    }
-    return min;
+  private onTimer(): void {
+    this.timer = undefined;
+    this.pump();
   }
 
   private start(entry: Entry): void {
@@ -228,11 +325,15 @@ export class IssuanceQueue {
 
   private async run(entry: Entry): Promise<void> {
     if (!entry.stateLoaded && (await this.deferToPersistedBackoff(entry))) return;
-    const attempt = entry.consecutiveFailures + 1;
     let outcome: JobOutcome | undefined;
     let error: unknown;
     try {
-      outcome = await this.handler(entry.hostname, entry.controller!.signal, attempt);
+      outcome = await this.handler({
+        hostname: entry.hostname,
+        reason: entry.reason,
+        attempt: entry.consecutiveFailures + 1,
+        signal: entry.controller!.signal,
+      });
     } catch (err) {
       error = err;
     }
@@ -245,7 +346,7 @@ export class IssuanceQueue {
    */
   private async deferToPersistedBackoff(entry: Entry): Promise<boolean> {
     entry.stateLoaded = true;
-    let persisted;
+    let persisted: CertificateState | undefined;
     try {
       persisted = await this.options.state?.get(entry.hostname);
     } catch (err) {
@@ -258,31 +359,35 @@ export class IssuanceQueue {
     if (!persisted) return false;
     entry.consecutiveFailures = persisted.consecutiveFailures;
     entry.lastError = persisted.lastError;
-    const now = this.options.clock.now().getTime();
-    if (entry.emergency || !persisted.nextAttemptAt || persisted.nextAttemptAt.getTime() <= now) return false;
-    this.reschedule(entry, persisted.nextAttemptAt.getTime());
+    const now = this.options.clock.nowMs();
+    const nextAt = persisted.nextAttemptAt?.getTime();
+    if (entry.emergency || nextAt === undefined || nextAt <= now) return false;
+    entry.phase = 'backoff';
+    this.schedule(entry, nextAt);
     this.log.info(
-      {
-        [F.hostname]: entry.hostname,
-        [F.attempt]: entry.consecutiveFailures,
-        [F.retryInMs]: persisted.nextAttemptAt.getTime() - now,
-      },
+      { [F.hostname]: entry.hostname, [F.attempt]: entry.consecutiveFailures, [F.retryInMs]: nextAt - now },
       'waiting out persisted backoff',
     );
     return true;
   }
 
   private async finish(entry: Entry, outcome: JobOutcome | undefined, err: unknown): Promise<void> {
-    const now = this.options.clock.now();
+    const now = this.options.clock.nowMs();
     if (this.entries.get(entry.hostname) !== entry) return;
     if (outcome?.kind === 'done') {
       this.entries.delete(entry.hostname);
       if (entry.consecutiveFailures > 0) await this.persist(entry.hostname, undefined);
       return;
     }
+    if (this.stopped || (outcome === undefined && entry.controller?.signal.aborted)) {
+      this.entries.delete(entry.hostname);
+      return;
+    }
     if (outcome?.kind === 'deferred') {
-      entry.deferredBecause = outcome.why;
-      this.reschedule(entry, Math.max(now.getTime(), outcome.until.getTime()));
+      entry.phase = 'deferred';
+      entry.waitingFor = outcome.why;
+      entry.faultRetries = 0;
+      this.schedule(entry, Math.max(now, outcome.until.getTime()));
       this.log.info(
         {
           [F.event]: EVENTS.certDeferred,
@@ -294,19 +399,38 @@ export class IssuanceQueue {
       );
       return;
     }
-    entry.deferredBecause = undefined;
     if (outcome?.kind === 'busy') {
-      this.reschedule(entry, now.getTime() + (this.options.busyRecheckMs ?? DEFAULT_BUSY_RECHECK_MS));
+      entry.phase = entry.consecutiveFailures > 0 ? 'backoff' : 'queued';
+      entry.waitingFor = undefined;
+      // The holder may fail and persist a backoff meanwhile: read it again before the next run.
+      entry.stateLoaded = this.options.state === undefined;
+      this.schedule(entry, now + (this.options.busyRecheckMs ?? DEFAULT_BUSY_RECHECK_MS));
       return;
     }
-    if (this.stopped || entry.controller?.signal.aborted) {
-      this.entries.delete(entry.hostname);
+    if (isInfrastructureFault(err)) {
+      entry.faultRetries += 1;
+      const delay = retryDelayMs(entry.faultRetries, this.faultSchedule);
+      entry.phase = 'deferred';
+      entry.waitingFor = describeError(err);
+      this.schedule(entry, now + delay);
+      this.log.warn(
+        {
+          [F.event]: EVENTS.retryScheduled,
+          [F.hostname]: entry.hostname,
+          [F.retryInMs]: delay,
+          [F.err]: describeError(err),
+        },
+        'job hit an infrastructure fault, retrying soon',
+      );
       return;
     }
+    entry.faultRetries = 0;
+    entry.waitingFor = undefined;
     entry.consecutiveFailures++;
     entry.lastError = describeError(err);
     const delay = this.retryDelayFor(entry.consecutiveFailures, err);
-    this.reschedule(entry, now.getTime() + delay);
+    entry.phase = 'backoff';
+    this.schedule(entry, now + delay);
     this.log.warn(
       {
         [F.event]: EVENTS.retryScheduled,
@@ -320,9 +444,9 @@ export class IssuanceQueue {
     await this.persist(entry.hostname, {
       hostname: entry.hostname,
       consecutiveFailures: entry.consecutiveFailures,
-      lastAttemptAt: now,
+      lastAttemptAt: new Date(now),
       lastError: entry.lastError,
-      nextAttemptAt: entry.dueAt,
+      nextAttemptAt: new Date(entry.dueAt),
     });
   }
 
@@ -342,14 +466,9 @@ export class IssuanceQueue {
     const retryAfterMs =
       err instanceof AcmeProblemError && err.retryAfterSeconds !== undefined ? err.retryAfterSeconds * 1000 : undefined;
     // A problem that will not go away by itself waits the longest step of the schedule.
-    if (err instanceof ConsulAcmeError && !err.retryable)
+    if (err instanceof ConsulAcmeError && !err.retryable) {
       return Math.max(schedule[schedule.length - 1] ?? 0, retryAfterMs ?? 0);
+    }
     return retryDelayMs(failures, schedule, retryAfterMs);
-  }
-
-  private reschedule(entry: Entry, dueAtMs: number): void {
-    entry.phase = 'retrying';
-    entry.controller = undefined;
-    entry.dueAt = new Date(dueAtMs);
   }
 }

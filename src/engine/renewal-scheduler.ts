@@ -4,12 +4,13 @@
  * session lives, and every other instance skips its ticks. When the leader's session is lost, the
  * next tick of any instance may take over (after Consul's lock-delay).
  *
- * The scan itself is `reconcileAll`: it plans every declared and stored name again and feeds the
- * same queue as discovery; nothing here decides or waits.
+ * The scan itself is the planner's (planner.ts `scan`): it plans every managed and stored name
+ * again and feeds the same queue as discovery; nothing here decides or waits.
  */
 import cron, { type ScheduledTask } from 'node-cron';
 import { describeError } from '../errors.js';
 import { F, type Logger } from '../logging.js';
+import type { Clock } from '../ports/clock.js';
 import type { Lock, Locker } from '../ports/locker.js';
 
 /** The lock key (under the locker's prefix) of the renewal scan's leader. */
@@ -19,6 +20,7 @@ export type ScanOutcome = 'scanned' | 'not-leader' | 'failed' | 'busy';
 
 export interface RenewalSchedulerDeps {
   locker: Locker;
+  clock: Clock;
   scan: () => Promise<void>;
   /** What an instance that does not lead does on its ticks: refresh its view without ordering. */
   refresh?: () => Promise<void>;
@@ -86,9 +88,9 @@ export class RenewalScheduler {
           once: true,
         });
       }
-      const started = Date.now();
+      const started = this.deps.clock.nowMs();
       await this.deps.scan();
-      this.log.info({ duration_ms: Date.now() - started }, 'renewal scan done');
+      this.log.info({ duration_ms: this.deps.clock.nowMs() - started }, 'renewal scan done');
       return 'scanned';
     } catch (err) {
       this.log.error({ [F.err]: describeError(err) }, 'renewal scan failed; next tick retries');

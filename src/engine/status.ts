@@ -4,19 +4,23 @@ import type { RejectedHostname } from '../domain/hostnames-types.js';
 export interface CertificateStatus {
   hostname: string;
   /** `valid`: stored and not due; `pending`: waiting in the queue; `issuing`: an order is running;
-   *  `failed`: the last attempt failed and a retry is scheduled; `waiting`: a spent budget or a
-   *  CA pause holds it until `nextAttemptAt`; `refused`: the policy lists refuse it (see `policy`);
+   *  `failed`: the last attempt failed and a retry is scheduled; `waiting`: held until
+   *  `nextAttemptAt` by a spent budget, a CA pause, a route not yet live or a store or Consul
+   *  fault (see `waitingFor`); `refused`: the policy lists refuse it (see `policy`);
    *  `unmanaged`: a record under our prefix that consul-acme did not write. */
   state: 'valid' | 'pending' | 'issuing' | 'failed' | 'waiting' | 'refused' | 'unmanaged';
   /** The planner's reason for the last decision, e.g. `Missing`, `NotYetDue`. */
   reason: string | undefined;
   /** The policy verdict when refused: `denied by <pattern>` or `not on the allow list`. */
   policy: string | undefined;
-  /** Why a waiting name waits: the spent budget or the paused scope. */
+  /** Why a waiting name waits: the spent budget, the paused scope, the route, the fault. */
   waitingFor: string | undefined;
   services: string[];
   expiresAt: string | undefined;
+  /** When a kept certificate falls due for renewal. */
   renewsAt: string | undefined;
+  /** When a certificate nobody declares any more will be removed (its grace period ends). */
+  retiresAt: string | undefined;
   lastError: string | undefined;
   attempts: number;
   nextAttemptAt: string | undefined;
@@ -28,12 +32,25 @@ export interface PolicyStatus {
   always: number;
   /** Lines of the policy lists that were ignored, with why. */
   invalid: Array<{ list: string; line: number; text: string; reason: string }>;
+  /** Lists that could not be read, with why. */
+  unreadable: Array<{ list: string; reason: string }>;
+  /** Why the policy refuses every name without a certificate now (fail closed), if it does. */
+  failsClosed: string | undefined;
+}
+
+/** Whether the certificate store answers, as the engine saw it last. */
+export interface StoreHealthStatus {
+  /** The store's current fault, e.g. `STORE_PERMISSION_DENIED: …`; undefined while it answers. */
+  error: string | undefined;
+  failingSince: string | undefined;
 }
 
 export interface StatusReport {
   instance: string;
   ready: boolean;
+  /** The certificate store, e.g. `vault:secret/fabio/certs`. */
   store: string;
+  storeHealth: StoreHealthStatus;
   directoryUrl: string;
   discovery: { lastSyncAt: string | undefined; lastError: string | undefined; services: number };
   certificates: CertificateStatus[];

@@ -40,6 +40,9 @@ import { createVaultClient } from '../../src/adapters/vault/vault-client.js';
 import { VaultCertificateStore } from '../../src/adapters/vault/vault-certificate-store.js';
 import { DEFAULT_PLAN_OPTIONS, type DesiredCertificate } from '../../src/domain/plan.js';
 import type { StatusReport } from '../../src/engine/status.js';
+import { EngineEvents } from '../../src/engine/events.js';
+import type { JobRun } from '../../src/engine/queue.js';
+import { StoreHealth } from '../../src/engine/store-health.js';
 import { CertificateWorker, certificateLockKey } from '../../src/engine/worker.js';
 import { ConsulAcmeError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
@@ -892,13 +895,15 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             clock: systemClock,
             logger: silentLogger(),
             planOptions: DEFAULT_PLAN_OPTIONS,
-            desiredFor: (id) => (id === hostname ? desired : undefined),
-            undeclaredSince: () => undefined,
-            onPlanned: () => undefined,
+            desired: { desiredFor: (id) => (id === hostname ? desired : undefined), undeclaredSince: () => undefined },
+            index: { facts: () => undefined },
+            events: new EngineEvents(silentLogger()),
+            storeHealth: new StoreHealth({ store, clock: systemClock, logger: silentLogger() }),
           });
+        const run = (): JobRun => ({ hostname, reason: 'Missing', attempt: 1, signal: new AbortController().signal });
 
         try {
-          const aRun = worker(slowIssuer, lockerA).process(hostname, new AbortController().signal, 1);
+          const aRun = worker(slowIssuer, lockerA).process(run());
           const aOutcome = aRun.then(
             () => undefined,
             (err: unknown) => err,
@@ -925,7 +930,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           await waitFor(
             'B to obtain the certificate',
             async () => {
-              const outcome = await workerB.process(hostname, new AbortController().signal, 1);
+              const outcome = await workerB.process(run());
               return outcome.kind === 'done' && (await store.get(hostname))?.version === 1;
             },
             { timeoutMs: LOCK_DELAY_SECONDS * 1000 + 10_000, intervalMs: 500 },

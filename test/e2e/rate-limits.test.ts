@@ -101,9 +101,17 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       const healthy = 'healthy-checked.example.test';
       await pebble.addA(unrouted, NOWHERE);
       await registerService(consul.address, 'preflight-on', fabioTags([unrouted, healthy]));
-      const svc = await serviceFor({ preflight: true, env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s,4s' } });
+      const svc = await serviceFor({
+        preflight: true,
+        env: { CONSUL_ACME_RETRY_SCHEDULE: '1s,2s,4s', CONSUL_ACME_ROUTE_SETTLE: '4s' },
+      });
       try {
         await waitForState(svc, healthy, 'valid');
+        // Right after its route was registered, a failed probe means "not live yet": the name waits, it does not fail.
+        const settling = await certificateStatus(svc, unrouted);
+        assert.ok(settling?.state === 'waiting' || settling?.state === 'failed', `state ${settling?.state}`);
+        if (settling?.state === 'waiting')
+          assert.match(settling.waitingFor ?? '', /^waiting for the route: NotRouted: /);
         const firstFailure = await waitForState(svc, unrouted, 'failed', 30_000);
         const failing = await waitFor(
           `${unrouted} failing again (after ${firstFailure.attempts} attempts), at least 3 times`,

@@ -176,8 +176,8 @@ describe('renewal and reconciliation end to end with real Consul and two Pebbles
       },
       { timeoutMs: 20_000 },
     );
-    assert.ok(graced.renewsAt, 'the status says when it will be retired');
-    const retireAt = new Date(graced.renewsAt);
+    assert.ok(graced.retiresAt, 'the status says when it will be retired');
+    const retireAt = new Date(graced.retiresAt);
     const scansSoFar = scansDone(logs);
     await waitFor('one more scan', () => scansDone(logs) > scansSoFar, { timeoutMs: 10_000 });
     const stillGraced = await certificateStatus(adminUrl, hostname);

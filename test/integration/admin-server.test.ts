@@ -14,6 +14,7 @@ const REPORT: StatusReport = {
   instance: 'node-1',
   ready: true,
   store: 'vault',
+  storeHealth: { error: undefined, failingSince: undefined },
   directoryUrl: 'https://127.0.0.1:14000/dir',
   discovery: { lastSyncAt: '2025-03-01T10:00:00.000Z', lastError: undefined, services: 2 },
   certificates: [
@@ -24,6 +25,7 @@ const REPORT: StatusReport = {
       services: ['app'],
       expiresAt: '2025-05-30T10:00:00.000Z',
       renewsAt: '2025-05-01T10:00:00.000Z',
+      retiresAt: undefined,
       lastError: undefined,
       policy: undefined,
       waitingFor: undefined,
@@ -31,7 +33,7 @@ const REPORT: StatusReport = {
       nextAttemptAt: undefined,
     },
   ],
-  policy: { deny: 0, allow: 0, always: 0, invalid: [] },
+  policy: { deny: 0, allow: 0, always: 0, invalid: [], unreadable: [], failsClosed: undefined },
   rejected: [{ value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' }],
 };
 

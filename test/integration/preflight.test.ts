@@ -9,7 +9,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { MemoryChallengeStore } from '../../src/adapters/memory/memory-challenge-store.js';
-import { CHALLENGE_PATH, HttpPreflight } from '../../src/adapters/net/http-preflight.js';
+import { HttpPreflight } from '../../src/adapters/net/http-preflight.js';
+import { ACME_CHALLENGE_PATH as CHALLENGE_PATH } from '../../src/domain/challenge.js';
 import { AbortedError } from '../../src/errors.js';
 import { CHALLTESTSRV_BINARY } from '../support/pebble.js';
 import { freePort, freeUdpAndTcpPort } from '../support/net.js';

@@ -10,6 +10,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
 import { ConsulLocker } from '../../src/adapters/consul/consul-locker.js';
 import { RENEWAL_LEADER_KEY, RenewalScheduler, type ScanOutcome } from '../../src/engine/renewal-scheduler.js';
+import { systemClock } from '../../src/ports/clock.js';
 import { silentLogger } from '../../src/logging.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 import { waitFor } from '../support/wait.js';
@@ -59,6 +60,7 @@ function startInstance(
   };
   instance.scheduler = new RenewalScheduler({
     locker,
+    clock: systemClock,
     schedule: EVERY_SECOND,
     logger: silentLogger(),
     scan: async () => {

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { challengeRouteTags } from '../../src/domain/challenge-routes.js';
+import { challengeRouteTags } from '../../src/domain/challenge.js';
 import { desiredFromCatalog, type DesiredOptions, type DesiredSet } from '../../src/domain/desired.js';
 import { WILDCARD_REASON } from '../../src/domain/hostname.js';
 

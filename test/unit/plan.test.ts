@@ -75,8 +75,14 @@ interface Case {
   expected: Plan;
 }
 
-function expect(action: Plan['action'], reason: PlanReason, renewAtDate?: Date, emergency = false): Plan {
-  return { action, reason, renewAt: renewAtDate, emergency };
+function expect(action: Plan['action'], reason: PlanReason, dueDate?: Date, emergency = false): Plan {
+  return {
+    action,
+    reason,
+    renewAt: reason === 'NotYetDue' ? dueDate : undefined,
+    retireAt: reason === 'GracePeriod' ? dueDate : undefined,
+    emergency,
+  };
 }
 
 const cases: Case[] = [

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { IssuanceQueue, type JobHandler, type JobOutcome } from '../../src/engine/queue.js';
 import { AcmeProblemError, ConsulAcmeError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
-import { systemClock } from '../../src/ports/clock.js';
+import { ManualClock, systemClock } from '../../src/ports/clock.js';
 import { MemoryCertificateStateStore } from '../../src/adapters/memory/memory-certificate-state-store.js';
 import { waitFor } from '../support/wait.js';
 
@@ -63,7 +63,7 @@ describe('issuance queue', () => {
   test('a failed job is retried after a growing delay, and its state records the failures', async () => {
     const attempts: number[] = [];
     const seenOnRetry: Array<ReturnType<IssuanceQueue['state']>> = [];
-    const queue: IssuanceQueue = queueWith(async (id, _signal, attempt) => {
+    const queue: IssuanceQueue = queueWith(async ({ hostname: id, attempt }) => {
       attempts.push(attempt);
       if (attempt > 1) seenOnRetry.push(queue.state(id));
       if (attempt < 3) throw new ConsulAcmeError('ACME_UNREACHABLE', 'down', { retryable: true });
@@ -94,7 +94,7 @@ describe('issuance queue', () => {
   test('emergencies start before routine work that was queued earlier', async () => {
     const order: string[] = [];
     const gate = deferred<JobOutcome>();
-    const queue = queueWith(async (id) => {
+    const queue = queueWith(async ({ hostname: id }) => {
       order.push(id);
       if (id === 'blocker.example.com') return gate.promise;
       return { kind: 'done' };
@@ -117,7 +117,7 @@ describe('issuance queue', () => {
   test('stop lets running jobs finish within the bound, then aborts them', async () => {
     let aborted = false;
     const queue = queueWith(
-      (_id, signal) =>
+      ({ signal }) =>
         new Promise<JobOutcome>((_resolve, reject) => {
           signal.addEventListener('abort', () => {
             aborted = true;
@@ -127,7 +127,10 @@ describe('issuance queue', () => {
     );
     queue.submit('a.example.com', { reason: 'Missing' });
     await waitFor('running', () => queue.inFlight() === 1);
+    // The queue's timers never hold the process open; a real job's own I/O would.
+    const keepAlive = setInterval(() => undefined, 1_000);
     await queue.stop(50);
+    clearInterval(keepAlive);
     assert.equal(aborted, true);
     assert.equal(queue.inFlight(), 0);
     assert.equal(queue.submit('b.example.com', { reason: 'Missing' }), false, 'a stopped queue takes no jobs');
@@ -155,7 +158,7 @@ describe('issuance queue', () => {
     );
     second.submit('a.example.com', { reason: 'Missing' });
     const deferred = await waitFor('deferred to the persisted time', () =>
-      second.state('a.example.com')?.phase === 'retrying' ? second.state('a.example.com') : undefined,
+      second.state('a.example.com')?.phase === 'backoff' ? second.state('a.example.com') : undefined,
     );
     assert.equal(calls, 0, 'no attempt before the persisted time');
     assert.equal(deferred.consecutiveFailures, 1);
@@ -182,4 +185,114 @@ describe('issuance queue', () => {
     withState.submit('a.example.com', { reason: 'Missing' });
     await waitFor('state cleared', async () => (await state.get('a.example.com')) === undefined);
   });
+
+  test('a deferred job is not taken again before its time, and runs once when it comes', () => {
+    const clock = new ManualClock();
+    const runs: number[] = [];
+    const queue = new IssuanceQueue(
+      async () => {
+        runs.push(clock.nowMs());
+        return runs.length === 1
+          ? {
+              kind: 'deferred',
+              until: new Date(clock.nowMs() + 3 * 3_600_000),
+              why: 'budget account default spent (1/1)',
+            }
+          : { kind: 'done' };
+      },
+      { concurrency: 4, retryScheduleMs: [60_000], clock, logger: silentLogger() },
+    );
+    queue.submit('a.example.com', { reason: 'Missing' });
+    return settle().then(async () => {
+      assert.equal(runs.length, 1);
+      assert.equal(queue.state('a.example.com')?.phase, 'deferred');
+      assert.equal(queue.state('a.example.com')?.waitingFor, 'budget account default spent (1/1)');
+      for (let minute = 1; minute < 180; minute++) {
+        clock.advance(60_000);
+        await settle();
+      }
+      assert.equal(runs.length, 1, 'not taken again while the hold lasts');
+      assert.equal(clock.pendingTimers(), 1, 'one timer for the whole queue');
+      clock.advance(60_000);
+      await settle();
+      assert.equal(runs.length, 2, 'taken once when the hold ends');
+      assert.equal(queue.state('a.example.com'), undefined);
+    });
+  });
+
+  test('with 10,000 jobs waiting, each starts at its due time, in due order, and none early', async () => {
+    const clock = new ManualClock();
+    const started: string[] = [];
+    const queue = new IssuanceQueue(
+      async ({ hostname }) => {
+        started.push(hostname);
+        return { kind: 'done' };
+      },
+      { concurrency: 2, retryScheduleMs: [60_000], clock, logger: silentLogger() },
+    );
+    const dueAt = new Map<string, number>();
+    for (let i = 0; i < 10_000; i++) {
+      const hostname = `h${String(i).padStart(5, '0')}.example.com`;
+      // Due times 60 ms apart over ten minutes, submitted in a scrambled order (7919 is prime to 10,000).
+      const at = ((i * 7919) % 10_000) * 60;
+      dueAt.set(hostname, at);
+      queue.submit(hostname, { reason: 'Expiring', emergency: i % 97 === 0, notBefore: new Date(clock.nowMs() + at) });
+    }
+    const start = clock.nowMs();
+    for (let step = 0; step < 10_000; step++) {
+      await settle();
+      const elapsed = clock.nowMs() - start;
+      const dueNow = step + 1; // the jobs due at 0, 60, …, elapsed
+      assert.equal(started.length, dueNow, `at ${elapsed} ms exactly the ${dueNow} jobs due have started`);
+      clock.advance(60);
+    }
+    const expected = [...dueAt.entries()].sort((a, b) => a[1] - b[1]).map(([hostname]) => hostname);
+    assert.deepEqual(started, expected);
+    assert.equal(queue.depth(), 0);
+  });
+
+  test('an infrastructure fault is retried on the short schedule and never counts as the name failing', async () => {
+    const clock = new ManualClock();
+    const state = new MemoryCertificateStateStore();
+    let calls = 0;
+    const queue = new IssuanceQueue(
+      async () => {
+        calls++;
+        if (calls <= 3) throw new ConsulAcmeError('STORE_PERMISSION_DENIED', 'write secret/data/x: permission denied');
+        return { kind: 'done' };
+      },
+      {
+        concurrency: 1,
+        retryScheduleMs: [86_400_000],
+        faultRetryScheduleMs: [1_000, 2_000],
+        clock,
+        logger: silentLogger(),
+        state,
+      },
+    );
+    queue.submit('a.example.com', { reason: 'Missing' });
+    await settle();
+    assert.equal(calls, 1);
+    const held = queue.state('a.example.com');
+    assert.equal(held?.phase, 'deferred');
+    assert.equal(held?.consecutiveFailures, 0);
+    assert.match(held?.waitingFor ?? '', /STORE_PERMISSION_DENIED/);
+    assert.equal(held?.dueAt.getTime(), clock.nowMs() + 1_000);
+    clock.advance(1_000);
+    await settle();
+    assert.equal(calls, 2);
+    clock.advance(2_000);
+    await settle();
+    assert.equal(calls, 3);
+    clock.advance(2_000);
+    await settle();
+    assert.equal(calls, 4);
+    assert.equal(queue.state('a.example.com'), undefined);
+    assert.equal(await state.get('a.example.com'), undefined, 'nothing was persisted as a backoff');
+  });
 });
+
+/** Lets pending promise callbacks run (the queue's bookkeeping is asynchronous). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+}

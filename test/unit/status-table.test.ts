@@ -11,6 +11,7 @@ const REPORT: StatusReport = {
   instance: 'node-1',
   ready: true,
   store: 'vault secret/fabio/certs',
+  storeHealth: { error: undefined, failingSince: undefined },
   directoryUrl: 'https://acme-v02.api.letsencrypt.org/directory',
   discovery: { lastSyncAt: '2025-03-01T11:57:30.000Z', lastError: undefined, services: 3 },
   certificates: [
@@ -21,6 +22,7 @@ const REPORT: StatusReport = {
       services: ['app', 'app-canary'],
       expiresAt: '2025-05-30T10:15:42.000Z',
       renewsAt: '2025-04-30T10:15:42.000Z',
+      retiresAt: undefined,
       lastError: undefined,
       policy: undefined,
       waitingFor: undefined,
@@ -34,6 +36,7 @@ const REPORT: StatusReport = {
       services: ['shop'],
       expiresAt: undefined,
       renewsAt: undefined,
+      retiresAt: undefined,
       lastError: LONG_ERROR,
       policy: undefined,
       waitingFor: undefined,
@@ -47,6 +50,7 @@ const REPORT: StatusReport = {
       services: [],
       expiresAt: '2025-03-10T00:00:00.000Z',
       renewsAt: undefined,
+      retiresAt: undefined,
       lastError: 'short\nerror',
       policy: undefined,
       waitingFor: undefined,
@@ -54,7 +58,7 @@ const REPORT: StatusReport = {
       nextAttemptAt: undefined,
     },
   ],
-  policy: { deny: 0, allow: 0, always: 0, invalid: [] },
+  policy: { deny: 0, allow: 0, always: 0, invalid: [], unreadable: [], failsClosed: undefined },
   rejected: [
     { value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' },
     { value: '*.example.com', reason: 'wildcards need DNS-01', service: 'wild', tag: 'urlprefix-*.example.com/' },
@@ -130,6 +134,7 @@ describe('renderStatusTable for policy and budgets', () => {
     services: ['web'],
     expiresAt: undefined,
     renewsAt: undefined,
+    retiresAt: undefined,
     lastError: undefined,
     policy: undefined,
     waitingFor: undefined,
@@ -160,6 +165,8 @@ describe('renderStatusTable for policy and budgets', () => {
       allow: 0,
       always: 0,
       invalid: [{ list: 'deny', line: 3, text: 'bad*.example.com', reason: 'not a pattern' }],
+      unreadable: [],
+      failsClosed: undefined,
     },
   };
   const lines = renderStatusTable(report, NOW).split('\n');

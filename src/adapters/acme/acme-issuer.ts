@@ -17,7 +17,7 @@ import * as acme from 'acme-client';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
-import type { Clock } from '../../ports/clock.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import type { IssuedCertificate, Issuer, IssueRequest } from '../../ports/issuer.js';
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import type { KeyType } from '../../domain/certificate.js';
@@ -125,7 +125,7 @@ export class AcmeIssuer implements Issuer {
       ...(options.onRequest === undefined ? {} : { onRequest: options.onRequest }),
     });
     this.log = options.logger; // the caller names the component
-    this.clock = options.clock ?? { now: () => new Date() };
+    this.clock = options.clock ?? systemClock;
   }
 
   /** Closes idle connections to the CA. */

@@ -51,8 +51,12 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-registration' });
   }
 
+  /** What the last update asked for. */
+  private lastWanted: string[] | undefined;
+
   update(tags: string[]): Promise<void> {
     const wanted = [...new Set(tags)];
+    this.lastWanted = wanted;
     return this.serialize(async () => {
       if (sameTags(this.registeredTags, wanted)) return;
       const { consul, serviceId, address, port, checkHttpUrl, meta } = this.opts;
@@ -87,6 +91,28 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     });
   }
 
+  /** Re-registers when the agent no longer has the service (a minimal check; tags are compared too). */
+  reassert(): Promise<boolean> {
+    return this.serialize(async () => {
+      const wanted = this.lastWanted;
+      if (wanted === undefined) return false;
+      const { consul, serviceId } = this.opts;
+      let present: { Tags?: string[] } | undefined;
+      try {
+        const services = (await consul.agent.service.list()) as Record<string, { Tags?: string[] }>;
+        present = services[serviceId];
+      } catch (err) {
+        throw classifyConsulError(err, `agent services ${serviceId}`);
+      }
+      if (present && sameTags(present.Tags ?? [], wanted)) return false;
+      this.registeredTags = undefined;
+      return true;
+    }).then(async (lost) => {
+      if (lost && this.lastWanted) await this.update(this.lastWanted);
+      return lost;
+    });
+  }
+
   deregister(): Promise<void> {
     return this.serialize(async () => {
       const { consul, serviceId } = this.opts;
@@ -101,12 +127,16 @@ export class ConsulServiceRegistration implements ServiceRegistration {
         }
       }
       this.registeredTags = undefined;
+      this.lastWanted = undefined;
     });
   }
 
-  private serialize(step: () => Promise<void>): Promise<void> {
+  private serialize<T>(step: () => Promise<T>): Promise<T> {
     const run = this.chain.then(step);
-    this.chain = run.catch(() => undefined);
+    this.chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 }

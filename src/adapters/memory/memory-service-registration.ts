@@ -10,6 +10,7 @@ export class MemoryServiceRegistration implements ServiceRegistration {
 
   async update(tags: string[]): Promise<void> {
     const wanted = [...new Set(tags)];
+    this.wanted = wanted;
     const current = this.tags;
     if (current && current.length === wanted.length && [...current].sort().join('\n') === [...wanted].sort().join('\n'))
       return;
@@ -17,9 +18,25 @@ export class MemoryServiceRegistration implements ServiceRegistration {
     this.history.push([...wanted]);
   }
 
+  /** What the last update asked for, kept when the registration is lost (see `lose`). */
+  private wanted: string[] | undefined;
+
+  /** Forgets the registration, as an agent that lost its state does. */
+  lose(): void {
+    this.tags = undefined;
+  }
+
+  async reassert(): Promise<boolean> {
+    if (this.wanted === undefined || this.tags !== undefined) return false;
+    this.tags = [...this.wanted];
+    this.history.push([...this.wanted]);
+    return true;
+  }
+
   async deregister(): Promise<void> {
     if (this.tags !== undefined) this.deregistrations += 1;
     this.tags = undefined;
+    this.wanted = undefined;
   }
 
   isRegistered(): boolean {

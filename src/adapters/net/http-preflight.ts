@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { request } from 'node:http';
+import { ACME_CHALLENGE_PATH } from '../../domain/challenge.js';
 import { AbortedError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
@@ -24,7 +25,6 @@ import type { Preflight, PreflightResult } from '../../ports/preflight.js';
 
 export const DEFAULT_PREFLIGHT_HTTP_PORT = 80;
 export const DEFAULT_PREFLIGHT_TIMEOUT_MS = 5_000;
-export const CHALLENGE_PATH = '/.well-known/acme-challenge/';
 /** Most body bytes read from an answer; a key authorization is under 100. */
 const MAX_BODY_BYTES = 4_096;
 const SHOWN_BODY_CHARS = 80;
@@ -138,7 +138,7 @@ export class HttpPreflight implements Preflight {
     value: string,
     signal: AbortSignal | undefined,
   ): Promise<Attempt> {
-    const shownUrl = `http://${hostname}${this.httpPort === 80 ? '' : `:${this.httpPort}`}${CHALLENGE_PATH}<probe>`;
+    const shownUrl = `http://${hostname}${this.httpPort === 80 ? '' : `:${this.httpPort}`}${ACME_CHALLENGE_PATH}<probe>`;
     const via = address.includes(':') ? `[${address}]:${this.httpPort}` : `${address}:${this.httpPort}`;
     const signals = [AbortSignal.timeout(this.timeoutMs), ...(signal ? [signal] : [])];
     const combined = AbortSignal.any(signals);
@@ -153,7 +153,7 @@ export class HttpPreflight implements Preflight {
         {
           host: address,
           port: this.httpPort,
-          path: `${CHALLENGE_PATH}${token}`,
+          path: `${ACME_CHALLENGE_PATH}${token}`,
           method: 'GET',
           agent: false,
           headers: {

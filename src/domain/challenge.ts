@@ -1,5 +1,8 @@
 /**
- * The Fabio tags the issuer registers for itself so the CA's HTTP-01 requests reach it.
+ * HTTP-01 in one place: the challenge path, what a token may look like, and the Fabio tags the
+ * issuer registers for itself so the CA's requests for that path reach it.
+ *
+ * A token is base64url (RFC 8555 §8.3); the upper bound only keeps junk away from the store.
  *
  * Fabio tries host-specific routes before host-less ones, so an app tagged
  * `urlprefix-app.example.com/` would swallow `app.example.com/.well-known/acme-challenge/…`
@@ -10,6 +13,13 @@
 import { DEFAULT_FABIO_TAG_PREFIX } from './tags.js';
 
 export const ACME_CHALLENGE_PATH = '/.well-known/acme-challenge/';
+export const MAX_CHALLENGE_TOKEN_LENGTH = 256;
+const CHALLENGE_TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,256}$/;
+
+/** Whether `token` may be an HTTP-01 token (base64url, 1 to 256 characters), so it can name a KV key or a URL path. */
+export function isChallengeToken(token: string): boolean {
+  return CHALLENGE_TOKEN_PATTERN.test(token);
+}
 
 /** Sorted, unique `urlprefix-<host>/.well-known/acme-challenge/` tags, one per hostname. */
 export function challengeRouteTags(hostnames: string[], fabioTagPrefix: string = DEFAULT_FABIO_TAG_PREFIX): string[] {

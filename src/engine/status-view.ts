@@ -1,0 +1,110 @@
+/**
+ * The status projection: one line per declared, refused or stored hostname, and the certificate
+ * health Consul's check reads, computed from the desired set, the store index, the queue and the
+ * last plan of each name. It only reads; the engine's events keep its one piece of state (the last
+ * plan per name) current.
+ */
+import { certificateHealth, type CertificateHealth } from '../domain/certificate-health.js';
+import type { Plan } from '../domain/plan.js';
+import type { DesiredSet } from './desired-set.js';
+import type { EngineEvent } from './events.js';
+import type { IssuanceQueue } from './queue.js';
+import type { CertificateStatus, PolicyStatus } from './status.js';
+import type { StoreHealth } from './store-health.js';
+import type { StoreIndex } from './store-index.js';
+
+/** Plans that mean the name is on its way out: its expiry is no reason to warn anyone. */
+const LEAVING_REASONS: ReadonlySet<string> = new Set(['GracePeriod', 'NoLongerDeclared']);
+
+export interface StatusViewDeps {
+  desired: DesiredSet;
+  index: StoreIndex;
+  queue: Pick<IssuanceQueue, 'state'>;
+  storeHealth: StoreHealth;
+}
+
+export interface HealthOptions {
+  warnBeforeMs: number;
+  /** Consecutive failures of a name that make the check critical. */
+  criticalAfterFailures: number;
+}
+
+export class StatusView {
+  private readonly plans = new Map<string, Plan>();
+
+  constructor(private readonly deps: StatusViewDeps) {}
+
+  onEvent(event: EngineEvent): void {
+    if (event.type === 'planned') {
+      // A plan from a read that a newer read or write overtook is stale (the index kept the newer one).
+      if (event.readStartedAtMs !== undefined && this.deps.index.isStale(event.hostname, event.readStartedAtMs)) return;
+      if (event.stored === undefined && !this.deps.desired.isManaged(event.hostname)) this.plans.delete(event.hostname);
+      else this.plans.set(event.hostname, event.plan);
+    } else if (event.type === 'retired') {
+      this.plans.delete(event.hostname);
+    }
+  }
+
+  /** One line per declared, refused or stored name, sorted by hostname. */
+  certificateStatuses(): CertificateStatus[] {
+    const { desired, index } = this.deps;
+    const names = new Set<string>([...desired.managedHostnames(), ...index.hostnames(), ...desired.refusedHostnames()]);
+    return [...names].sort().map((hostname) => this.statusOf(hostname));
+  }
+
+  statusOf(hostname: string): CertificateStatus {
+    const { desired, index, queue } = this.deps;
+    const facts = index.facts(hostname);
+    const plan = this.plans.get(hostname);
+    const job = queue.state(hostname);
+    const refusal = desired.isManaged(hostname) ? undefined : desired.refusal(hostname);
+    let state: CertificateStatus['state'] = 'pending';
+    if (facts && !facts.managed) state = 'unmanaged';
+    else if (refusal) state = 'refused';
+    else if (job?.phase === 'running') state = 'issuing';
+    else if (job?.phase === 'deferred') state = 'waiting';
+    else if (job && job.consecutiveFailures > 0) state = 'failed';
+    else if (!job && plan?.action === 'keep' && facts?.certificate) state = 'valid';
+    return {
+      hostname,
+      state,
+      reason: plan?.reason,
+      policy: refusal?.message,
+      services: desired.declaringServices(hostname),
+      expiresAt: facts?.certificate?.notAfter.toISOString(),
+      renewsAt: plan?.renewAt?.toISOString(),
+      retiresAt: plan?.retireAt?.toISOString(),
+      lastError: job?.lastError,
+      waitingFor: job?.waitingFor,
+      attempts: job?.consecutiveFailures ?? 0,
+      nextAttemptAt: job && job.phase !== 'running' ? job.dueAt.toISOString() : undefined,
+    };
+  }
+
+  policyStatus(): PolicyStatus {
+    const policy = this.deps.desired.currentPolicy();
+    return {
+      deny: policy.deny.length,
+      allow: policy.allow.length,
+      always: policy.always.length,
+      invalid: [...policy.invalid],
+      unreadable: [...policy.unreadable],
+      failsClosed: this.deps.desired.policyFailsClosed(),
+    };
+  }
+
+  /**
+   * The certificate health for Consul's check: critical when a certificate expired, a name failed on
+   * every step of the retry schedule, or the store fails; warning when one expires within the
+   * warning window. Names on their way out (grace period) are left out of the expiry checks.
+   */
+  health(now: Date, options: HealthOptions): CertificateHealth {
+    const statuses = this.certificateStatuses().filter(
+      (s) => s.state !== 'unmanaged' && !(s.reason !== undefined && LEAVING_REASONS.has(s.reason)),
+    );
+    const health = certificateHealth(now, statuses, options);
+    const store = this.deps.storeHealth.state();
+    if (store.error === undefined) return health;
+    return { status: 'critical', problems: [`certificate store: ${store.error}`, ...health.problems] };
+  }
+}
