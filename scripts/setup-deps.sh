@@ -40,5 +40,5 @@ if [ ! -x "$consul_bin" ]; then
   rm -rf "$cache/consul"
   dpkg-deb -x "$deb" "$cache/consul"
 fi
-"$consul_bin" version | head -n 1 >&2
+"$consul_bin" version | sed -n 1p >&2  # sed reads it all: head would end the pipe early (SIGPIPE, exit 141)
 echo "setup: pebble at $(command -v pebble), consul at $consul_bin" >&2
