@@ -70,6 +70,8 @@ const SHUTDOWN_TIMEOUT_MS = 2_000;
 const APP_HOST = 'app.example.test';
 const OTHER_HOST = 'other.example.test';
 const LATER_HOST = 'later.example.test';
+/** User-Agent of the test's own requests to the apps. */
+const APP_CLIENT = 'app-client';
 
 interface World {
   dir: string;
@@ -397,9 +399,11 @@ describe('through a Fabio-rules router, with two instances and two apps', () => 
       [LATER_HOST, '/.well-known/other', 'other'],
     ];
     for (const [host, path, app] of expected) {
-      const res = await w().router.get(host, path);
+      const res = await w().router.get(host, path, { userAgent: APP_CLIENT });
       assert.deepEqual(res, { status: 200, body: `app ${app}` }, `GET ${host}${path}`);
-      const record = w().router.requests().at(-1)!;
+      const record = w()
+        .router.requests()
+        .findLast((r) => r.userAgent === APP_CLIENT && r.host === host && r.path === path)!;
       assert.equal(`${record.host}${record.path} ${instanceOf(record)}`, `${host}${path} ${app}/${app}`);
     }
     // The app backends saw them with their own Host header.

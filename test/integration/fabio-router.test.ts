@@ -208,6 +208,32 @@ describe('the Fabio-rules router against a real Consul', () => {
     }
   });
 
+  it('takes turns between the instances of a route with the rr strategy', async () => {
+    const rr = await startFabioRouter({ consulAddress: consul.address, strategy: 'rr' });
+    try {
+      const first = await startAppBackend('pair one');
+      const second = await startAppBackend('pair two');
+      backends.set('pair-1', first);
+      backends.set('pair-2', second);
+      const tags = [routeTag('pair.rules.test')];
+      await registerRoutedService(consul.address, { id: 'pair-1', name: 'pair', port: first.port, tags });
+      await registerRoutedService(consul.address, { id: 'pair-2', name: 'pair', port: second.port, tags });
+      await waitFor('both pair instances routed', () => rr.lookup('pair.rules.test', '/')?.targets.length === 2, {
+        timeoutMs: ROUTE_TIMEOUT_MS,
+        intervalMs: 50,
+      });
+      const answers: string[] = [];
+      for (let i = 0; i < 6; i++) answers.push((await rr.get('pair.rules.test', '/')).body);
+      assert.equal(new Set(answers).size, 2, answers.join());
+      assert.ok(
+        answers.every((a, i) => i === 0 || a !== answers[i - 1]),
+        `not alternating: ${answers.join()}`,
+      );
+    } finally {
+      await rr.close();
+    }
+  });
+
   it('answers 404 when no route matches and 502 when the instance refuses, and records both', async () => {
     assert.deepEqual(await router.get('nobody.rules.test', '/x'), { status: 404, body: 'no route\n' });
     const noRoute = router.requests().at(-1)!;

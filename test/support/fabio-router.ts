@@ -22,8 +22,8 @@
  * (Fabio's default `rnd`) or round robin (`rr`). No route → 404; a backend that cannot be reached →
  * 502. The Host header is forwarded unchanged.
  *
- * Port handling: Fabio removes only `:80` from a plain HTTP request's Host, because that is the
- * port it listens on for HTTP-01. Here the router listens on a free port (Pebble validates against
+ * Port handling: Fabio removes only `:80` from a plain HTTP request's Host, and it listens on 80 for
+ * HTTP-01. Here the router listens on a free port (Pebble validates against
  * it, `test/support/pebble.ts` `httpPort`), and Pebble and the pre-flight probe send
  * `Host: <name>:<that port>`. So this router treats its own listening port as Fabio treats `:80`:
  * it is removed from the request's Host and from route hosts; any other port stays part of the host.
@@ -34,7 +34,8 @@
  * it, never print it.
  *
  * `waitForRoute(host, path)` waits until a request would be routed (to a given service), `table()`
- * shows the table, `routeChanges()` says when each route target came and went. The exports at the
+ * shows the table, `routeChanges()` says when each route target came and went and `routeLiveAt()`
+ * when a service's route first appeared (a benchmark's "route live" time). The exports at the
  * end (app backends, routed service registration, request classification) are what the end-to-end
  * test and a tag-to-certificate benchmark need around the router.
  */
