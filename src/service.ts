@@ -334,6 +334,7 @@ export function buildService(config: Config, logger: Logger): Service {
       client: vault,
       mount: config.vaultMount,
       prefix: config.vaultPrefix,
+      pendingPath: config.vaultPendingPath,
       logger,
     });
     accountStore = new VaultAccountStore({
@@ -343,7 +344,7 @@ export function buildService(config: Config, logger: Logger): Service {
       certificatePrefix: config.vaultPrefix,
     });
   } else {
-    certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
+    certificateStore = new FileCertificateStore({ directory: config.fileStoreDir, logger });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
   const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
