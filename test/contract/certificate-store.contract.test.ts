@@ -623,7 +623,7 @@ describe('FileCertificateStore only', () => {
     assert.deepEqual(await fs.readdir(h.directory), []);
   });
 
-  it('list sees linked names, skips dot-folders and plain files, and checks many entries without running out', async () => {
+  it('list sees linked names, skips dot-folders and plain files, and finds every one of many entries', async () => {
     await h.store.put(certA1, 0);
     await writeOldLayout(certB, 1);
     await h.store.putPending(makePending(HOST_C));
@@ -993,7 +993,7 @@ describe('Vault stand-in lifecycle', () => {
       assert.ok(new VaultCertificateStore({ client, pendingPath: 'fabio/pending' }));
     });
 
-    it('a pending write Vault refuses is a STORE_* error and a refused token on reads too', async () => {
+    it('pending reads and writes that Vault refuses are STORE_* errors', async () => {
       standin.restrictToken('pending-reader', (method) => method === 'GET');
       const store = new VaultCertificateStore({
         client: createVaultClient({ address: standin.address, token: 'pending-reader' }),
