@@ -11,7 +11,8 @@
  * How a reader gets a consistent pair: resolve `<dir>/<hostname>` once (realpath, or open the
  * folder through the link once) and read cert.pem and key.pem from the resolved folder. A version
  * folder never changes once the link points at it, and a write keeps the previous version folder,
- * so a reader that resolved the link just before a swap still finds whole files. Reading
+ * so a reader that resolved the link just before a swap still finds whole files; one that finds a
+ * file missing there was held up for more than one renewal, and resolves the link again. Reading
  * `<dir>/<hostname>/cert.pem` and then `<dir>/<hostname>/key.pem` by path can straddle a swap.
  *
  * - Writers (put, delete) hold a per-hostname mutex, the directory `<dir>/.<hostname>.lock` (mkdir is
