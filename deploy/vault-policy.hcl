@@ -1,12 +1,13 @@
 # Vault policy for consul-acme (CONSUL_ACME_STORE=vault), KV v2 mount "secret", certificates under
-# "fabio/certs" (Fabio's cert=secret/fabio/certs), ACME account under "consul-acme/accounts".
+# "fabio/certs" (Fabio's cert=secret/fabio/certs), ACME account under "consul-acme/accounts",
+# pending orders under "consul-acme/pending".
 # Exactly the paths computed by storeVaultRules() in src/deploy-contract.ts and checked by
 # test/unit/deploy-agreement.test.ts. No sudo, no wildcard wider than the prefixes.
 #
 #   vault policy write consul-acme deploy/vault-policy.hcl
 #
-# If you change CONSUL_ACME_VAULT_MOUNT, CONSUL_ACME_VAULT_PREFIX or CONSUL_ACME_VAULT_ACCOUNT_PATH,
-# change the paths below too.
+# If you change CONSUL_ACME_VAULT_MOUNT, CONSUL_ACME_VAULT_PREFIX, CONSUL_ACME_VAULT_ACCOUNT_PATH or
+# CONSUL_ACME_VAULT_PENDING_PATH, change the paths below too.
 
 # Certificates: read (and read back a written version), check-and-set writes.
 path "secret/data/fabio/certs/*" {
@@ -27,4 +28,21 @@ path "secret/metadata/fabio/certs/*" {
 # The ACME account key, shared by every instance, outside the prefix Fabio reads.
 path "secret/data/consul-acme/accounts/*" {
   capabilities = ["create", "read", "update"]
+}
+
+# Pending orders: before finalizing an order, its URL and the certificate's private key are written
+# here (check-and-set), so an instance can complete it after a crash or a Vault outage by downloading
+# the certificate instead of ordering again. Outside the prefix Fabio reads.
+path "secret/data/consul-acme/pending/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Listing the pending orders (the slash as for the certificates' list rule above).
+path "secret/metadata/consul-acme/pending/" {
+  capabilities = ["list"]
+}
+
+# Once the certificate is stored, the pending order is deleted with every version: it holds a key.
+path "secret/metadata/consul-acme/pending/*" {
+  capabilities = ["delete"]
 }

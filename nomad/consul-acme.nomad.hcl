@@ -92,6 +92,12 @@ variable "vault_account_path" {
   description = "Path under the mount for the ACME account key, outside the Fabio prefix."
 }
 
+variable "vault_pending_path" {
+  type        = string
+  default     = "consul-acme/pending"
+  description = "Path under the mount for orders awaiting their certificate (with their private keys), outside the Fabio prefix; must match deploy/vault-policy.hcl."
+}
+
 variable "log_level" {
   type        = string
   default     = "info"
@@ -217,6 +223,7 @@ job "consul-acme" {
         CONSUL_ACME_VAULT_MOUNT        = var.vault_mount
         CONSUL_ACME_VAULT_PREFIX       = var.vault_prefix
         CONSUL_ACME_VAULT_ACCOUNT_PATH = var.vault_account_path
+        CONSUL_ACME_VAULT_PENDING_PATH = var.vault_pending_path
 
         CONSUL_ACME_LOG_LEVEL = var.log_level
       }

@@ -30,19 +30,24 @@ export interface VaultRule {
   why: string;
 }
 
-/** Where the Vault stores keep things: the KV v2 mount, Fabio's certificate prefix, the ACME account path. */
+/**
+ * Where the Vault stores keep things: the KV v2 mount, Fabio's certificate prefix, the ACME account
+ * path, the pending-order path.
+ */
 export interface VaultLayout {
   mount: string;
   prefix: string;
   accountPath: string;
+  pendingPath: string;
 }
 
-/** The layout with the schema's defaults (`secret`, `fabio/certs`, `consul-acme/accounts`). */
+/** The layout with the schema's defaults (`secret`, `fabio/certs`, `consul-acme/accounts`, `consul-acme/pending`). */
 export function defaultVaultLayout(): VaultLayout {
   return {
     mount: SETTINGS.vaultMount.default,
     prefix: SETTINGS.vaultPrefix.default,
     accountPath: SETTINGS.vaultAccountPath.default,
+    pendingPath: SETTINGS.vaultPendingPath.default,
   };
 }
 
@@ -61,12 +66,16 @@ function listRulePath(folder: string): string {
  * - the certificate folder's metadata: list (the renewal scan lists the certificates);
  * - each certificate's metadata: delete (retirement deletes the metadata, i.e. every version),
  *   read (inspecting versions of a secret; the KV v2 metadata read);
- * - account data: read, create/update (check-and-set writes).
+ * - account data: read, create/update (check-and-set writes);
+ * - pending orders (VaultCertificateStore's getPending, putPending, deletePending, listPending):
+ *   data read and create/update (check-and-set writes), the folder's metadata list, each
+ *   record's metadata delete (every version: it holds a private key).
  */
 export function storeVaultRules(layout: VaultLayout): VaultRule[] {
   const mount = trimSlashes(layout.mount);
   const prefix = trimSlashes(layout.prefix);
   const accountPath = trimSlashes(layout.accountPath);
+  const pendingPath = trimSlashes(layout.pendingPath);
   return [
     {
       path: `${kvPath(mount, 'data', prefix)}/*`,
@@ -87,6 +96,21 @@ export function storeVaultRules(layout: VaultLayout): VaultRule[] {
       path: `${kvPath(mount, 'data', accountPath)}/*`,
       capabilities: ['create', 'read', 'update'],
       why: 'the ACME account key is read and written with check-and-set',
+    },
+    {
+      path: `${kvPath(mount, 'data', pendingPath)}/*`,
+      capabilities: ['create', 'read', 'update'],
+      why: 'a pending order is written with check-and-set before finalizing and read to complete it',
+    },
+    {
+      path: listRulePath(kvPath(mount, 'metadata', pendingPath)),
+      capabilities: ['list'],
+      why: 'the pending orders are listed',
+    },
+    {
+      path: `${kvPath(mount, 'metadata', pendingPath)}/*`,
+      capabilities: ['delete'],
+      why: 'a completed pending order is deleted with every version (it holds a private key)',
     },
   ];
 }

@@ -460,6 +460,7 @@ export function buildService(config: Config, logger: Logger): Service {
       client: vault,
       mount: config.vaultMount,
       prefix: config.vaultPrefix,
+      pendingPath: config.vaultPendingPath,
       logger,
     });
     accountStore = new VaultAccountStore({
@@ -469,7 +470,7 @@ export function buildService(config: Config, logger: Logger): Service {
       certificatePrefix: config.vaultPrefix,
     });
   } else {
-    certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
+    certificateStore = new FileCertificateStore({ directory: config.fileStoreDir, logger });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
   const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });

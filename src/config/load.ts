@@ -108,6 +108,15 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
       `${SETTINGS.vaultAccountPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the account key as a certificate`,
     );
   }
+  if (
+    typeof c.vaultPrefix === 'string' &&
+    typeof c.vaultPendingPath === 'string' &&
+    (c.vaultPendingPath === c.vaultPrefix || c.vaultPendingPath.startsWith(`${c.vaultPrefix}/`))
+  ) {
+    problems.push(
+      `${SETTINGS.vaultPendingPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the pending orders as certificates`,
+    );
+  }
   for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
     const path = c[spec.key as 'caBundle'];
     if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);

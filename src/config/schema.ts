@@ -542,6 +542,18 @@ export const SETTINGS = {
       patternDoc: 'a path without leading or trailing /',
     }),
   }),
+  vaultPendingPath: setting({
+    key: 'vaultPendingPath',
+    env: 'CONSUL_ACME_VAULT_PENDING_PATH',
+    default: 'consul-acme/pending',
+    type: 'string',
+    description:
+      "Path under the mount where an order's URL and private key are kept from just before it is finalized until its certificate is stored, so a crash or a Vault outage costs a download, not a new order (never under the Fabio prefix).",
+    parse: str({
+      pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/,
+      patternDoc: 'a path without leading or trailing /',
+    }),
+  }),
   // Queue
   queueConcurrency: setting({
     key: 'queueConcurrency',

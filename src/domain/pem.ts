@@ -4,8 +4,13 @@
  * from Node's crypto parsers; `inspectCertificate` never throws. Also the two rules every
  * CertificateStore shares: how a stored record becomes a StoredRecord (storedRecordFromPem) and
  * that nothing unloadable is ever stored (assertStorableCertificate).
+ *
+ * Parsing is the costly part of reading a store (X.509, the private key, the key check), and a
+ * stored pair rarely changes: `inspectCertificateCached` remembers the result per pair, keyed by a
+ * sha256 of both PEM strings, for the INSPECTION_CACHE_SIZE pairs used last. Both store rules use
+ * it, so a `put` parses its pair once and the gets of an unchanged record parse nothing.
  */
-import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { CertificateData, KeyType, StoredRecord } from './certificate.js';
 import { ConsulAcmeError } from '../errors.js';
 
@@ -140,6 +145,70 @@ function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * How many inspected pairs are remembered: enough for the whole of a large deployment (issue #13
+ * reported 10,000 stored certificates), so a renewal scan over every record parses nothing the
+ * second time. An entry is the key hash and the facts (names, dates, issuer): about 800 bytes of
+ * heap for a two-name certificate, so some 8 MiB when full.
+ */
+export const INSPECTION_CACHE_SIZE = 10_000;
+
+const inspectionCache = new Map<string, CertificateInspection>();
+const inspectionCounters = { hits: 0, misses: 0 };
+
+function pairKey(certPem: string, keyPem: string): string {
+  // The length prefix keeps ("ab", "c") and ("a", "bc") apart.
+  return createHash('sha256').update(`${certPem.length}:`).update(certPem).update(keyPem).digest('hex');
+}
+
+/** A copy callers may change without changing the cached result. */
+function copyInspection(inspection: CertificateInspection): CertificateInspection {
+  if (!inspection.ok) return { ...inspection };
+  return {
+    ...inspection,
+    hostnames: [...inspection.hostnames],
+    notBefore: new Date(inspection.notBefore),
+    notAfter: new Date(inspection.notAfter),
+  };
+}
+
+/**
+ * inspectCertificate, remembered per pair (a result depends on the two PEM strings alone). The
+ * least recently used pair is forgotten first once INSPECTION_CACHE_SIZE pairs are remembered.
+ */
+export function inspectCertificateCached(certPem: string, keyPem: string): CertificateInspection {
+  if (typeof certPem !== 'string' || typeof keyPem !== 'string') return inspectCertificate(certPem, keyPem);
+  const key = pairKey(certPem, keyPem);
+  const cached = inspectionCache.get(key);
+  if (cached !== undefined) {
+    inspectionCounters.hits += 1;
+    inspectionCache.delete(key); // re-inserted last: most recently used
+    inspectionCache.set(key, cached);
+    return copyInspection(cached);
+  }
+  inspectionCounters.misses += 1;
+  const inspection = inspectCertificate(certPem, keyPem);
+  inspectionCache.set(key, copyInspection(inspection));
+  while (inspectionCache.size > INSPECTION_CACHE_SIZE) {
+    const oldest = inspectionCache.keys().next().value;
+    if (oldest === undefined) break;
+    inspectionCache.delete(oldest);
+  }
+  return inspection;
+}
+
+/** For tests and benchmarks: how often inspectCertificateCached found a pair, and how many it holds. */
+export function inspectionCacheStats(): { hits: number; misses: number; size: number } {
+  return { ...inspectionCounters, size: inspectionCache.size };
+}
+
+/** For tests: forgets every pair and zeroes the counters. */
+export function clearInspectionCache(): void {
+  inspectionCache.clear();
+  inspectionCounters.hits = 0;
+  inspectionCounters.misses = 0;
+}
+
 /** Puts hostname first and keeps the certificate's other names sorted. */
 function orderHostnames(hostname: string, sorted: string[]): string[] {
   return sorted.includes(hostname) ? [hostname, ...sorted.filter((h) => h !== hostname)] : sorted;
@@ -169,7 +238,7 @@ export function storedRecordFromPem(
   }
   const certPem = fields.cert ?? '';
   const keyPem = fields.key ?? '';
-  const inspected = inspectCertificate(certPem, keyPem);
+  const inspected = inspectCertificateCached(certPem, keyPem);
   if (!inspected.ok) {
     return { hostname, version, managed, certificate: undefined, problem: `${where}: ${inspected.problem}` };
   }
@@ -200,7 +269,7 @@ export function storedRecordFromPem(
 
 /** Refuses to store what a TLS server could not load; shared by every CertificateStore. */
 export function assertStorableCertificate(certificate: CertificateData, where: string): void {
-  const inspected = inspectCertificate(certificate.certPem, certificate.keyPem);
+  const inspected = inspectCertificateCached(certificate.certPem, certificate.keyPem);
   if (!inspected.ok) {
     throw new ConsulAcmeError('INTERNAL', `refusing to store ${where}: ${inspected.problem}`, { retryable: false });
   }

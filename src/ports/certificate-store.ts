@@ -1,4 +1,4 @@
-import type { CertificateData, StoredRecord } from '../domain/certificate.js';
+import type { CertificateData, PendingOrder, StoredRecord } from '../domain/certificate.js';
 
 /**
  * Where certificates live: Vault KV v2 in Fabio's layout, a directory, or memory.
@@ -19,6 +19,14 @@ import type { CertificateData, StoredRecord } from '../domain/certificate.js';
  * - Errors are ConsulAcmeErrors: STORE_UNAVAILABLE (retryable), STORE_PERMISSION_DENIED.
  * - Callers that hold a lock must still re-read after acquiring it, and must write with the
  *   version they read, so a caller that lost its lock can never overwrite a newer certificate.
+ *
+ * Pending orders (write-ahead issuance, see PendingOrder): one record per hostname, kept apart from
+ * the certificates (never where Fabio or `list()` would see it) and holding a private key, so it is
+ * removed completely once the certificate is stored. The worker writes it with `putPending` before
+ * it finalizes an order and finalizes only once that write resolved; after the certificate is
+ * stored it calls `deletePending`; any later attempt, by any instance, first asks `getPending` and
+ * completes that order instead of placing a new one. The pending methods take no version: the caller
+ * holds the hostname's lock, and the last write wins. Their errors are the STORE_* errors above.
  */
 export interface CertificateStore {
   /** A short description for logs and the status API, e.g. `vault:secret/fabio/certs`. */
@@ -27,4 +35,19 @@ export interface CertificateStore {
   put(certificate: CertificateData, expectedVersion: number): Promise<number>;
   delete(hostname: string, expectedVersion: number): Promise<void>;
   list(): Promise<string[]>;
+  /**
+   * The pending order recorded for `hostname`, or undefined. A record that cannot be parsed resolves
+   * undefined (and is logged when a logger is given): it only costs a new order.
+   */
+  getPending(hostname: string): Promise<PendingOrder | undefined>;
+  /**
+   * Makes the record durable (Vault: the write acknowledged; files: written, fsynced, renamed);
+   * overwrites. Rejects with a STORE_* error when it cannot (and with INTERNAL, writing nothing,
+   * when the order is not one `getPending` could read back: empty fields, a key that is not PEM).
+   */
+  putPending(pending: PendingOrder): Promise<void>;
+  /** Removes the record, every version of it (it holds a private key). No-op when missing. */
+  deletePending(hostname: string): Promise<void>;
+  /** Hostnames with a pending record, sorted. */
+  listPending(): Promise<string[]>;
 }

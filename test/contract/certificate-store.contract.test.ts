@@ -4,23 +4,26 @@
  * that only make sense for one implementation (Fabio's layout, Vault errors, file modes).
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { FileCertificateStore, LOCK_STALE_MS } from '../../src/adapters/file/file-certificate-store.js';
 import { MemoryCertificateStore } from '../../src/adapters/memory/memory-certificate-store.js';
 import { VaultCertificateStore } from '../../src/adapters/vault/vault-certificate-store.js';
 import { classifyVaultError, createVaultClient, type VaultClient } from '../../src/adapters/vault/vault-client.js';
-import { MANAGED_BY, type CertificateData } from '../../src/domain/certificate.js';
+import { MANAGED_BY, type CertificateData, type PendingOrder } from '../../src/domain/certificate.js';
 import { splitPemCertificates } from '../../src/domain/pem.js';
-import { ConsulAcmeError, StoreConflictError } from '../../src/errors.js';
+import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../src/errors.js';
 import type { CertificateStore } from '../../src/ports/certificate-store.js';
 import { makeCertificateData, makeTestCertificate } from '../support/certs.js';
+import { captureLogs, type LogLine } from '../support/logs.js';
 import { freePort } from '../support/net.js';
+import { waitFor } from '../support/wait.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 
 type Corruption = 'bad-pem' | 'wrong-key';
@@ -31,6 +34,10 @@ interface Harness {
   putUnmanaged(hostname: string, pems: { certPem: string; keyPem: string }): Promise<void>;
   /** Damages a stored record as an outside writer would. */
   corrupt(hostname: string, how: Corruption): Promise<void>;
+  /** Stores `fields` as the pending record of hostname as they are (an outside writer, another release). */
+  plantPending(hostname: string, fields: Record<string, unknown>): Promise<void>;
+  /** What the store logged (it was given a logger). */
+  logs: LogLine[];
   cleanup(): Promise<void>;
 }
 
@@ -52,6 +59,33 @@ function otherKeyPem(): string {
   return generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
     .privateKey.export({ type: 'pkcs8', format: 'pem' })
     .toString();
+}
+
+function makePending(hostname: string, overrides: Partial<PendingOrder> = {}): PendingOrder {
+  return {
+    hostname,
+    hostnames: [hostname, `www.${hostname}`],
+    directoryUrl: 'https://acme.test/directory',
+    orderUrl: `https://acme.test/order/${randomBytes(4).toString('hex')}`,
+    keyPem: otherKeyPem(),
+    keyType: 'ec-p256',
+    createdAt: new Date('2026-02-03T04:05:06.789Z'),
+    ...overrides,
+  };
+}
+
+/** The stored fields of a pending order, as the stores write them (src/adapters/pending-record.ts). */
+function pendingFields(pending: PendingOrder): Record<string, unknown> {
+  return {
+    format: 1,
+    hostname: pending.hostname,
+    hostnames: pending.hostnames,
+    directory_url: pending.directoryUrl,
+    order_url: pending.orderUrl,
+    key_pem: pending.keyPem,
+    key_type: pending.keyType,
+    created_at: pending.createdAt.toISOString(),
+  };
 }
 
 function isConflict(err: unknown): boolean {
@@ -219,6 +253,102 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       await h.store.delete(HOST_A, 3);
       assert.equal(await h.store.get(HOST_A), undefined);
     });
+
+    it('getPending of a hostname without a pending record resolves undefined, and listPending of none []', async () => {
+      assert.equal(await h.store.getPending(HOST_A), undefined);
+      assert.deepEqual(await h.store.listPending(), []);
+    });
+
+    it('putPending then getPending round-trips every field, the date as a Date', async () => {
+      const pending = makePending(HOST_A);
+      await h.store.putPending(pending);
+      const read = await h.store.getPending(HOST_A);
+      assert.ok(read);
+      assert.ok(read.createdAt instanceof Date);
+      assert.deepEqual(read, pending);
+    });
+
+    it('putPending overwrites the record of the same hostname', async () => {
+      await h.store.putPending(makePending(HOST_A));
+      const second = makePending(HOST_A, {
+        hostnames: [HOST_A],
+        keyType: 'ec-p384',
+        keyPem: generateKeyPairSync('ec', { namedCurve: 'secp384r1' })
+          .privateKey.export({ type: 'pkcs8', format: 'pem' })
+          .toString(),
+        createdAt: new Date('2026-02-04T00:00:00Z'),
+      });
+      await h.store.putPending(second);
+      assert.deepEqual(await h.store.getPending(HOST_A), second);
+      assert.deepEqual(await h.store.listPending(), [HOST_A]);
+    });
+
+    it('deletePending removes the record and is a no-op when it is missing', async () => {
+      await h.store.putPending(makePending(HOST_A));
+      await h.store.putPending(makePending(HOST_B));
+      await h.store.deletePending(HOST_A);
+      assert.equal(await h.store.getPending(HOST_A), undefined);
+      assert.deepEqual(await h.store.listPending(), [HOST_B]);
+      await h.store.deletePending(HOST_A);
+      await h.store.deletePending(HOST_C);
+      assert.deepEqual(await h.store.listPending(), [HOST_B]);
+    });
+
+    it('listPending resolves the hostnames with a pending record, sorted; list() does not show them', async () => {
+      for (const hostname of [HOST_C, HOST_A, HOST_B]) await h.store.putPending(makePending(hostname));
+      assert.deepEqual(await h.store.listPending(), [HOST_A, HOST_B, HOST_C]);
+      assert.deepEqual(await h.store.list(), []);
+    });
+
+    it('pending records and certificates are independent of each other', async () => {
+      await h.store.put(certA1, 0);
+      const pending = makePending(HOST_A);
+      await h.store.putPending(pending);
+      await h.store.delete(HOST_A, 1);
+      assert.deepEqual(await h.store.getPending(HOST_A), pending);
+      await h.store.put(certA2, 0);
+      await h.store.deletePending(HOST_A);
+      assertSameCertificate((await h.store.get(HOST_A))?.certificate, certA2);
+    });
+
+    it('a pending record that cannot be parsed reads as undefined and is logged without its key', async () => {
+      const pending = makePending(HOST_A);
+      const { key_pem: _dropped, ...withoutKey } = pendingFields(pending);
+      const cases: Array<{ fields: Record<string, unknown>; reason: RegExp }> = [
+        { fields: withoutKey, reason: /has no key_pem field/ },
+        { fields: { ...pendingFields(pending), format: 2 }, reason: /format 2, which this release does not read/ },
+        {
+          fields: { ...pendingFields(pending), key_pem: 'not a key' },
+          reason: /key_pem that is not a PEM private key/,
+        },
+        { fields: { ...pendingFields(pending), key_type: 'rsa-2048' }, reason: /key_pem that is not a rsa-2048 key/ },
+        { fields: { ...pendingFields(pending), hostname: HOST_B }, reason: /is for "b\.example\.com"/ },
+        { fields: { ...pendingFields(pending), created_at: 'yesterday' }, reason: /created_at that is not a date/ },
+        { fields: { ...pendingFields(pending), order_url: 'ftp://x' }, reason: /order_url that is not an http/ },
+      ];
+      for (const { fields, reason } of cases) {
+        await h.plantPending(HOST_A, fields);
+        assert.equal(await h.store.getPending(HOST_A), undefined, String(reason));
+        const line = h.logs.at(-1);
+        assert.equal(line?.msg, 'pending order unreadable; ignored');
+        assert.equal(line?.hostname, HOST_A);
+        assert.match(String(line?.reason), reason);
+      }
+      for (const line of h.logs) assert.ok(!JSON.stringify(line).includes('PRIVATE KEY'), 'no key in the logs');
+      assert.deepEqual(await h.store.listPending(), [HOST_A], 'an unreadable record is still listed');
+      await h.store.deletePending(HOST_A);
+      assert.deepEqual(await h.store.listPending(), []);
+    });
+
+    it('putPending refuses an order that could not be read back, and stores nothing', async () => {
+      await assert.rejects(h.store.putPending(makePending(HOST_A, { keyPem: 'garbage' })), hasCode('INTERNAL', false));
+      await assert.rejects(
+        h.store.putPending(makePending(HOST_A, { hostnames: [HOST_B, HOST_A] })),
+        hasCode('INTERNAL', false),
+      );
+      assert.equal(await h.store.getPending(HOST_A), undefined);
+      assert.deepEqual(await h.store.listPending(), []);
+    });
   });
 }
 
@@ -226,13 +356,16 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
 // Memory
 
 certificateStoreContract('memory', async () => {
-  const store = new MemoryCertificateStore();
+  const { logger, lines } = captureLogs('warn');
+  const store = new MemoryCertificateStore({ logger });
   return {
     store,
     putUnmanaged: async (hostname, pems) => {
       store.putUnmanaged(hostname, pems);
     },
     corrupt: async (hostname, how) => store.corrupt(hostname, how),
+    plantPending: async (hostname, fields) => store.plantPending(hostname, fields),
+    logs: lines,
     cleanup: async () => {},
   };
 });
@@ -268,10 +401,16 @@ describe('MemoryCertificateStore test hooks', () => {
 
 async function fileHarness(): Promise<Harness & { directory: string }> {
   const directory = await fs.mkdtemp(join(tmpdir(), 'consul-acme-certs-'));
-  const store = new FileCertificateStore({ directory });
+  const { logger, lines } = captureLogs('warn');
+  const store = new FileCertificateStore({ directory, logger });
   return {
     directory,
     store,
+    plantPending: async (hostname, fields) => {
+      await fs.mkdir(join(directory, '.pending'), { recursive: true, mode: 0o700 });
+      await fs.writeFile(join(directory, '.pending', `${hostname}.json`), JSON.stringify(fields), { mode: 0o600 });
+    },
+    logs: lines,
     putUnmanaged: async (hostname, pems) => {
       await fs.mkdir(join(directory, hostname), { recursive: true });
       await fs.writeFile(join(directory, hostname, 'cert.pem'), pems.certPem);
@@ -296,18 +435,242 @@ describe('FileCertificateStore only', () => {
     await h.cleanup();
   });
 
-  it('writes key.pem with mode 0600 and cert.pem with mode 0644 in one folder per hostname', async () => {
+  it('writes key.pem 0600, cert.pem 0644 and meta.json in a version folder that <dir>/<hostname> links to', async () => {
     await h.store.put(certA1, 0);
-    const key = await fs.stat(join(h.directory, HOST_A, 'key.pem'));
-    const cert = await fs.stat(join(h.directory, HOST_A, 'cert.pem'));
+    const name = join(h.directory, HOST_A);
+    assert.ok((await fs.lstat(name)).isSymbolicLink());
+    assert.equal(await fs.readlink(name), join('.versions', HOST_A, '1'), 'a relative link');
+    const key = await fs.stat(join(name, 'key.pem'));
+    const cert = await fs.stat(join(name, 'cert.pem'));
     assert.equal(key.mode & 0o777, 0o600);
     assert.equal(cert.mode & 0o777, 0o644);
-    const meta = JSON.parse(await fs.readFile(join(h.directory, HOST_A, 'meta.json'), 'utf8'));
+    const meta = JSON.parse(await fs.readFile(join(name, 'meta.json'), 'utf8'));
     assert.equal(meta.version, 1);
     assert.equal(meta.managed_by, MANAGED_BY);
     assert.deepEqual(meta.hostnames, certA1.hostnames);
     assert.equal(meta.not_after, certA1.notAfter.toISOString());
-    assert.deepEqual((await fs.readdir(h.directory)).sort(), [HOST_A], 'no temporary or lock files are left behind');
+    assert.deepEqual(
+      (await fs.readdir(h.directory)).sort(),
+      ['.versions', HOST_A],
+      'no temporary or lock files are left behind',
+    );
+  });
+
+  it('keeps the previous version folder for readers that resolved the old link, and removes older ones', async () => {
+    const versions = join(h.directory, '.versions', HOST_A);
+    await h.store.put(certA1, 0);
+    await h.store.put(certA2, 1);
+    assert.deepEqual((await fs.readdir(versions)).sort(), ['1', '2']);
+    assert.equal(await fs.readFile(join(versions, '1', 'cert.pem'), 'utf8'), certA1.certPem);
+    await h.store.put(certA1, 2);
+    assert.deepEqual((await fs.readdir(versions)).sort(), ['2', '3']);
+    assert.equal(await fs.readlink(join(h.directory, HOST_A)), join('.versions', HOST_A, '3'));
+    assertSameCertificate((await h.store.get(HOST_A))?.certificate, certA1);
+  });
+
+  it('a reader that resolves the link once never sees a mismatched pair during 20 renewals', async (t) => {
+    // The reader is another thread, so it really runs beside the writer, polling as a TLS server
+    // reloading the files would: realpath, then cert.pem and key.pem from the resolved folder.
+    let version = await h.store.put(certA1, 0);
+    const stop = new Int32Array(new SharedArrayBuffer(4));
+    const reader = new Worker(
+      `
+      const { workerData, parentPort } = require('node:worker_threads');
+      const { realpathSync, readFileSync } = require('node:fs');
+      const { join } = require('node:path');
+      const { X509Certificate, createPrivateKey } = require('node:crypto');
+      const { name, stop } = workerData;
+      let reads = 0, readFailures = 0;
+      const mismatches = [], serials = new Set();
+      while (Atomics.load(stop, 0) === 0) {
+        let certPem, keyPem;
+        try {
+          const folder = realpathSync(name);
+          certPem = readFileSync(join(folder, 'cert.pem'), 'utf8');
+          keyPem = readFileSync(join(folder, 'key.pem'), 'utf8');
+        } catch (err) {
+          readFailures += 1;
+          continue;
+        }
+        reads += 1;
+        if (reads === 1) parentPort.postMessage('reading');
+        const leaf = new X509Certificate(certPem.match(/-----BEGIN CERTIFICATE-----[\\s\\S]*?-----END CERTIFICATE-----/)[0]);
+        serials.add(leaf.serialNumber);
+        if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) mismatches.push(leaf.serialNumber);
+      }
+      parentPort.postMessage({ reads, readFailures, mismatches, versionsSeen: serials.size });
+      `,
+      { eval: true, workerData: { name: join(h.directory, HOST_A), stop } },
+    );
+    type Report = { reads: number; readFailures: number; mismatches: string[]; versionsSeen: number };
+    const messages: unknown[] = [];
+    let failure: Error | undefined;
+    reader.on('message', (message) => messages.push(message));
+    reader.once('error', (err) => (failure = err));
+    const report = async (): Promise<Report> => {
+      await waitFor('the reader to report', () => failure ?? messages.find((m) => m !== 'reading'), {
+        intervalMs: 10,
+      });
+      if (failure !== undefined) throw failure;
+      return messages.find((m) => m !== 'reading') as Report;
+    };
+    await waitFor('the reader to start reading', () => failure ?? messages.includes('reading'), { intervalMs: 10 });
+    try {
+      for (let renewal = 1; renewal <= 20; renewal += 1) {
+        version = await h.store.put(renewal % 2 === 1 ? certA2 : certA1, version);
+      }
+    } finally {
+      Atomics.store(stop, 0, 1);
+    }
+    const { reads, readFailures, mismatches, versionsSeen } = await report();
+    await reader.terminate();
+    t.diagnostic(
+      `reader: ${reads} whole reads during 20 renewals, ${mismatches.length} mismatched pairs, ${readFailures} reads that found no folder, ${versionsSeen} certificates seen`,
+    );
+    assert.equal(version, 21);
+    assert.ok(reads > 0, 'the reader read');
+    assert.ok(versionsSeen >= 2, 'the reader saw renewals happen');
+    assert.deepEqual(mismatches, [], 'a mismatched pair was read');
+  });
+
+  /** A folder as the old layout wrote it: <dir>/<hostname>/ with the three files (meta.json version 3). */
+  async function writeOldLayout(certificate: CertificateData, version: number): Promise<void> {
+    const folder = join(h.directory, certificate.hostname);
+    await fs.mkdir(folder, { recursive: true });
+    await fs.writeFile(join(folder, 'key.pem'), certificate.keyPem, { mode: 0o600 });
+    await fs.writeFile(join(folder, 'cert.pem'), certificate.certPem);
+    const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
+    const meta = {
+      version,
+      managed_by: MANAGED_BY,
+      cert_id: certificate.hostname,
+      hostnames: certificate.hostnames,
+      not_before: certificate.notBefore.toISOString(),
+      not_after: certificate.notAfter.toISOString(),
+      directory_url: certificate.directoryUrl,
+      issuer: certificate.issuer,
+      key_type: certificate.keyType,
+      obtained_at: certificate.obtainedAt.toISOString(),
+      cert_sha256: sha(certificate.certPem),
+      key_sha256: sha(certificate.keyPem),
+    };
+    await fs.writeFile(join(folder, 'meta.json'), JSON.stringify(meta));
+  }
+
+  it('reads a folder of the old layout, and migrates it on the next put while get keeps finding it', async () => {
+    await writeOldLayout(certA1, 3);
+    assert.deepEqual(await h.store.list(), [HOST_A]);
+    const before = await h.store.get(HOST_A);
+    assert.equal(before?.version, 3);
+    assertSameCertificate(before?.certificate, certA1);
+
+    let stop = false;
+    const seen: Array<number | undefined> = [];
+    const poller = (async () => {
+      while (!stop) {
+        const record = await h.store.get(HOST_A);
+        seen.push(record?.certificate === undefined ? undefined : record.version);
+      }
+    })();
+    try {
+      assert.equal(await h.store.put(certA2, 3), 4);
+    } finally {
+      stop = true;
+      await poller;
+    }
+    assert.ok(seen.length > 0);
+    assert.ok(
+      seen.every((v) => v === 3 || v === 4),
+      `every read found a whole record: ${JSON.stringify(seen)}`,
+    );
+
+    assert.ok((await fs.lstat(join(h.directory, HOST_A))).isSymbolicLink());
+    const versions = join(h.directory, '.versions', HOST_A);
+    assert.deepEqual((await fs.readdir(versions)).sort(), ['3', '4'], 'the old folder is the previous version');
+    assert.equal(await fs.readFile(join(versions, '3', 'cert.pem'), 'utf8'), certA1.certPem);
+    assertSameCertificate((await h.store.get(HOST_A))?.certificate, certA2);
+    assert.equal(await h.store.put(certA1, 4), 5);
+    assert.deepEqual((await fs.readdir(versions)).sort(), ['4', '5']);
+  });
+
+  it('after a crash between the two renames of a migration, get reads the newest version and put restores the link', async () => {
+    await writeOldLayout(certA1, 3);
+    const versions = join(h.directory, '.versions', HOST_A);
+    await fs.mkdir(versions, { recursive: true });
+    await fs.rename(join(h.directory, HOST_A), join(versions, '3')); // the first rename, then the crash
+    const record = await h.store.get(HOST_A);
+    assert.equal(record?.version, 3);
+    assertSameCertificate(record?.certificate, certA1);
+    assert.deepEqual(await h.store.list(), [HOST_A]);
+    await assert.rejects(h.store.put(certA2, 0), isConflict);
+    assert.equal(await h.store.put(certA2, 3), 4);
+    assert.equal(await fs.readlink(join(h.directory, HOST_A)), join('.versions', HOST_A, '4'));
+    assert.deepEqual((await fs.readdir(versions)).sort(), ['3', '4']);
+  });
+
+  it('delete removes the link and every version folder', async () => {
+    await h.store.put(certA1, 0);
+    await h.store.put(certA2, 1);
+    await h.store.delete(HOST_A, 2);
+    assert.deepEqual(await fs.readdir(h.directory), ['.versions']);
+    assert.deepEqual(await fs.readdir(join(h.directory, '.versions')), []);
+    assert.deepEqual(await h.store.list(), []);
+  });
+
+  it('delete of an old-layout folder removes it', async () => {
+    await writeOldLayout(certA1, 2);
+    await h.store.delete(HOST_A, 2);
+    assert.deepEqual(await fs.readdir(h.directory), []);
+  });
+
+  it('list sees linked names, skips dot-folders and plain files, and finds every one of many entries', async () => {
+    await h.store.put(certA1, 0);
+    await writeOldLayout(certB, 1);
+    await h.store.putPending(makePending(HOST_C));
+    await fs.writeFile(join(h.directory, 'notes.txt'), 'not a certificate');
+    await fs.mkdir(join(h.directory, '.hidden.example.com'));
+    await fs.writeFile(join(h.directory, '.hidden.example.com', 'cert.pem'), certC.certPem);
+    await fs.mkdir(join(h.directory, 'empty.example.com'));
+    assert.deepEqual(await h.store.list(), [HOST_A, HOST_B]);
+    // Many entries: list checks them a few at a time and still finds every one.
+    const many = Array.from({ length: 300 }, (_, i) => `n${String(i).padStart(3, '0')}.example.com`);
+    for (const name of many) {
+      await fs.mkdir(join(h.directory, name));
+      await fs.writeFile(join(h.directory, name, 'cert.pem'), foreign.certPem);
+    }
+    assert.deepEqual(await h.store.list(), [HOST_A, HOST_B, ...many].sort());
+  });
+
+  it('refuses to replace a plain file at <dir>/<hostname>', async () => {
+    await fs.writeFile(join(h.directory, HOST_A), 'someone else');
+    await assert.rejects(h.store.put(certA1, 0), hasCode('STORE_CONFLICT'));
+    assert.equal(await fs.readFile(join(h.directory, HOST_A), 'utf8'), 'someone else');
+  });
+
+  it('keeps a pending order in <dir>/.pending/<hostname>.json, 0600 in a 0700 folder, with nothing left behind', async () => {
+    const pending = makePending(HOST_A);
+    await h.store.putPending(pending);
+    await h.store.putPending(pending);
+    const folder = join(h.directory, '.pending');
+    assert.equal((await fs.stat(folder)).mode & 0o777, 0o700);
+    assert.equal((await fs.stat(join(folder, `${HOST_A}.json`))).mode & 0o777, 0o600);
+    assert.deepEqual(await fs.readdir(folder), [`${HOST_A}.json`]);
+    const stored = JSON.parse(await fs.readFile(join(folder, `${HOST_A}.json`), 'utf8'));
+    assert.equal(stored.format, 1);
+    assert.equal(stored.order_url, pending.orderUrl);
+    assert.deepEqual(await h.store.list(), [], 'the certificates do not include it');
+    // A temporary copy a crashed write left holds the key too: deletePending removes it.
+    await fs.writeFile(join(folder, `${HOST_A}.json.tmp-0a1b2c`), 'partial', { mode: 0o600 });
+    await h.store.deletePending(HOST_A);
+    assert.deepEqual(await fs.readdir(folder), []);
+  });
+
+  it('a pending file that is not JSON reads as undefined and is logged', async () => {
+    await fs.mkdir(join(h.directory, '.pending'), { mode: 0o700 });
+    await fs.writeFile(join(h.directory, '.pending', `${HOST_A}.json`), '{"format": 1, "hostn');
+    assert.equal(await h.store.getPending(HOST_A), undefined);
+    assert.match(String(h.logs.at(-1)?.reason), /is not valid JSON/);
+    await assert.rejects(h.store.getPending('../evil'), hasCode('INVALID_HOSTNAME'));
   });
 
   it('refuses hostnames that are not one safe folder name', async () => {
@@ -360,12 +723,18 @@ function vaultHarness(
   client: VaultClient,
   mount: string,
   prefix: string,
+  pendingPath: string,
   cleanupAll: boolean,
 ): Harness {
-  const store = new VaultCertificateStore({ client, mount, prefix });
+  const { logger, lines } = captureLogs('warn');
+  const store = new VaultCertificateStore({ client, mount, prefix, pendingPath, logger });
   const dataPath = (hostname: string): string => `${mount}/data/${prefix}/${hostname}`;
   return {
     store,
+    plantPending: async (hostname, fields) => {
+      await raw.write(`${mount}/data/${pendingPath}/${hostname}`, { data: fields });
+    },
+    logs: lines,
     putUnmanaged: async (hostname, pems) => {
       await raw.write(dataPath(hostname), { data: { cert: pems.certPem, key: pems.keyPem } });
     },
@@ -380,6 +749,7 @@ function vaultHarness(
       if (!cleanupAll) return;
       const keys = await store.list();
       for (const key of keys) await raw.delete(`${mount}/metadata/${prefix}/${key}`);
+      for (const key of await store.listPending()) await raw.delete(`${mount}/metadata/${pendingPath}/${key}`);
     },
   };
 }
@@ -398,7 +768,7 @@ describe('Vault stand-in lifecycle', () => {
   certificateStoreContract('vault (stand-in)', async () => {
     testNumber += 1;
     const client = createVaultClient({ address: standin.address, token: standin.token });
-    return vaultHarness(client, client, 'secret', `t${testNumber}/certs`, false);
+    return vaultHarness(client, client, 'secret', `t${testNumber}/certs`, `t${testNumber}/pending`, false);
   });
 
   describe('VaultCertificateStore only', () => {
@@ -572,6 +942,69 @@ describe('Vault stand-in lifecycle', () => {
       }
     });
 
+    it('keeps pending orders at secret/data/consul-acme/pending/<host>, outside the prefix Fabio lists', async () => {
+      const vault = await startVaultStandin();
+      try {
+        const store = new VaultCertificateStore({
+          client: createVaultClient({ address: vault.address, token: vault.token }),
+        });
+        const pending = makePending(HOST_A);
+        await store.putPending(pending);
+        await store.putPending({ ...pending, orderUrl: 'https://acme.test/order/second' });
+        const raw = vault.readRaw('secret', `consul-acme/pending/${HOST_A}`);
+        assert.equal(raw?.current, 2);
+        assert.deepEqual(raw?.versions[2]?.data, {
+          ...pendingFields(pending),
+          order_url: 'https://acme.test/order/second',
+        });
+        const headers = { 'X-Vault-Token': vault.token };
+        const fabioList = await fetch(`${vault.address}/v1/secret/metadata/fabio/certs?list=true`, { headers });
+        assert.equal(fabioList.status, 404, 'Fabio finds nothing to load');
+        assert.deepEqual(await store.list(), []);
+        await store.deletePending(HOST_A);
+        assert.equal(vault.readRaw('secret', `consul-acme/pending/${HOST_A}`), undefined, 'no version is left');
+        assert.ok(
+          vault.requests().includes(`DELETE /v1/secret/metadata/consul-acme/pending/${HOST_A}`),
+          'the metadata (every version) is deleted',
+        );
+      } finally {
+        await vault.close();
+      }
+    });
+
+    it('writes pending orders with check-and-set, so a mount that requires it works', async () => {
+      const client = createVaultClient({ address: standin.address, token: standin.token });
+      const store = new VaultCertificateStore({ client, prefix: 'casreq/certs', pendingPath: 'casreq/pending' });
+      await client.write(`secret/metadata/casreq/pending/${HOST_A}`, { cas_required: true });
+      await store.putPending(makePending(HOST_A));
+      await store.putPending(makePending(HOST_A));
+      assert.equal(standin.readRaw('secret', `casreq/pending/${HOST_A}`)?.current, 2);
+    });
+
+    it('refuses a pending path inside the certificate prefix', () => {
+      const client = createVaultClient({ address: standin.address, token: standin.token });
+      for (const pendingPath of ['fabio/certs', 'fabio/certs/pending', '/fabio/certs/']) {
+        assert.throws(
+          () => new VaultCertificateStore({ client, pendingPath }),
+          (err) => err instanceof ConfigError && /must not be inside the certificate prefix/.test(err.message),
+          pendingPath,
+        );
+      }
+      assert.ok(new VaultCertificateStore({ client, pendingPath: 'fabio/pending' }));
+    });
+
+    it('pending reads and writes that Vault refuses are STORE_* errors', async () => {
+      standin.restrictToken('pending-reader', (method) => method === 'GET');
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: standin.address, token: 'pending-reader' }),
+        pendingPath: 'refused/pending',
+      });
+      await assert.rejects(store.putPending(makePending(HOST_A)), hasCode('STORE_PERMISSION_DENIED', false));
+      standin.failNext(503, ['Vault is sealed']);
+      await assert.rejects(store.getPending(HOST_A), hasCode('STORE_UNAVAILABLE', true));
+      assert.equal(await store.getPending(HOST_A), undefined);
+    });
+
     it('classifyVaultError keeps the check-and-set conflict as StoreConflictError', () => {
       const err = Object.assign(new Error('check-and-set parameter did not match the current version'), {
         response: { statusCode: 400, body: { errors: ['check-and-set parameter did not match the current version'] } },
@@ -597,6 +1030,7 @@ if (realVaultAddress && realVaultToken) {
       token: realVaultToken,
       ...(caCertPath ? { caCertPath } : {}),
     });
-    return vaultHarness(client, client, mount, `consul-acme-contract-${randomBytes(4).toString('hex')}/certs`, true);
+    const run = `consul-acme-contract-${randomBytes(4).toString('hex')}`;
+    return vaultHarness(client, client, mount, `${run}/certs`, `${run}/pending`, true);
   });
 }

@@ -25,7 +25,13 @@
  * Test hooks: `failNext(status, errors)` answers the next request(s) with an error; `setSealed`
  * makes every request 503 as a sealed Vault does; `restrictToken(token, allowed)` adds a token
  * whose requests are refused with 403 unless `allowed(method, path)`; `readRaw`/`writeRaw` look
- * at and change the store without HTTP.
+ * at and change the store without HTTP. Fault switches for the fault catalogue, each in force until
+ * switched off: `refuseWrites`/`allowWrites` (writes under a path answered with an error, reads
+ * still served), `revokeToken`/`restoreToken`/`addToken` (a token refused as Vault refuses a
+ * revoked one; a new token accepted, for "token replaced"), `delayRequests`/`clearDelays` (matching
+ * requests held, for timeouts); `countRequests` counts what arrived by method and path prefix.
+ * Order of answers: a delay holds a request before anything else; then `failNext`; sys/health;
+ * sealed (503); refused writes; token (403); the API.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -72,7 +78,41 @@ export interface VaultStandin {
   writeRaw(mount: string, path: string, data: Record<string, unknown>): number;
   /** Every request seen so far, as `METHOD /v1/path?query`. */
   requests(): string[];
+  /**
+   * From now on, writes (POST, PUT, PATCH, DELETE) whose path (relative to `/v1/`, e.g.
+   * `secret/data/fabio/certs/`) starts with `pathPrefix` (every path when omitted) are answered with
+   * `status` (default 503) and `{"errors": errors}` (default: what Vault says for that status) and
+   * change nothing. Reads keep working. Calls add up; `allowWrites` ends them.
+   */
+  refuseWrites(opts?: { pathPrefix?: string; status?: number; errors?: string[] }): void;
+  /** Ends the refusals of `refuseWrites` with that `pathPrefix`, or all of them when omitted. */
+  allowWrites(opts?: { pathPrefix?: string }): void;
+  /** Every request with `token` (the root token included) gets 403 `permission denied`, as Vault answers a revoked token. */
+  revokeToken(token: string): void;
+  /** Accepts a revoked token again, with what it could do before. */
+  restoreToken(token: string): void;
+  /** Accepts `token` with the root token's rights (a replacement token, say). */
+  addToken(token: string): void;
+  /**
+   * From now on, requests whose path (relative to `/v1/`) starts with `pathPrefix` (every request
+   * when omitted) are held `ms` before they are answered; the longest matching delay applies.
+   */
+  delayRequests(ms: number, opts?: { pathPrefix?: string }): void;
+  /** Ends every delay and answers the requests being held now. */
+  clearDelays(): void;
+  /** How many requests arrived so far whose method is `method` (any when omitted; LIST for `?list=`) and whose path (relative to `/v1/`) starts with `pathPrefix`. */
+  countRequests(opts?: { method?: string; pathPrefix?: string }): number;
 }
+
+/** The error body Vault sends with a status, for refusals whose errors the test did not choose. */
+function defaultErrors(status: number): string[] {
+  if (status === 503) return ['Vault is sealed'];
+  if (status === 403) return ['1 error occurred:\n\t* permission denied\n\n'];
+  if (status === 500) return ['1 error occurred:\n\t* internal error\n\n'];
+  return [];
+}
+
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 class HttpError extends Error {
   constructor(
@@ -157,8 +197,13 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
   }
   const policies = new Map<string, TokenPolicy>();
   const failures: { status: number; errors: string[] }[] = [];
-  const seen: string[] = [];
+  const seen: { line: string; method: string; path: string }[] = [];
   let sealed = false;
+  const writeRefusals: { pathPrefix: string; status: number; errors: string[] }[] = [];
+  const revoked = new Set<string>();
+  const addedTokens = new Set<string>();
+  const delays: { pathPrefix: string; ms: number }[] = [];
+  const held = new Set<() => void>();
 
   function envelope(data: unknown): Record<string, unknown> {
     return {
@@ -422,15 +467,27 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     return [...mounts.keys()].find((m) => path === m || path.startsWith(`${m}/`));
   }
 
-  async function route(req: IncomingMessage, url: URL): Promise<{ status: number; body?: unknown }> {
-    const method = (req.method ?? 'GET').toUpperCase();
-    if (!url.pathname.startsWith('/v1/')) throw notFound();
-    const path = url.pathname
+  /** The path relative to `/v1/`, decoded, without trailing slashes; undefined outside `/v1/`. */
+  function apiPath(url: URL): string | undefined {
+    if (!url.pathname.startsWith('/v1/')) return undefined;
+    return url.pathname
       .slice('/v1/'.length)
       .split('/')
-      .map((segment) => decodeURIComponent(segment))
+      .map((segment) => {
+        try {
+          return decodeURIComponent(segment);
+        } catch {
+          return segment;
+        }
+      })
       .join('/')
       .replace(/\/+$/, '');
+  }
+
+  async function route(req: IncomingMessage, url: URL): Promise<{ status: number; body?: unknown }> {
+    const method = (req.method ?? 'GET').toUpperCase();
+    const path = apiPath(url);
+    if (path === undefined) throw notFound();
 
     if (path === 'sys/health') {
       if (method !== 'GET' && method !== 'HEAD') throw unsupported();
@@ -449,9 +506,17 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
       return { status: sealed ? Number(url.searchParams.get('sealedcode') ?? 503) : 200, body };
     }
     if (sealed) throw new HttpError(503, ['Vault is sealed']);
+    if (WRITE_METHODS.has(method)) {
+      const refusal = writeRefusals.find((r) => path.startsWith(r.pathPrefix));
+      if (refusal !== undefined) throw new HttpError(refusal.status, refusal.errors);
+    }
 
     const token = tokenOf(req);
-    if (token === undefined || (token !== rootToken && !policies.has(token)))
+    if (
+      token === undefined ||
+      revoked.has(token) ||
+      (token !== rootToken && !policies.has(token) && !addedTokens.has(token))
+    )
       throw new HttpError(403, ['permission denied']);
     const policy = policies.get(token);
     const policyMethod = method === 'GET' && parseBool(url.searchParams.get('list')) ? 'LIST' : method;
@@ -522,7 +587,25 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://standin');
-    seen.push(`${req.method ?? 'GET'} ${url.pathname}${url.search}`);
+    const method = (req.method ?? 'GET').toUpperCase();
+    const path = apiPath(url) ?? url.pathname;
+    seen.push({
+      line: `${req.method ?? 'GET'} ${url.pathname}${url.search}`,
+      method: method === 'GET' && parseBool(url.searchParams.get('list')) ? 'LIST' : method,
+      path,
+    });
+    const delayMs = Math.max(0, ...delays.filter((d) => path.startsWith(d.pathPrefix)).map((d) => d.ms));
+    if (delayMs > 0) {
+      await new Promise<void>((resolve) => {
+        const release = (): void => {
+          clearTimeout(timer);
+          held.delete(release);
+          resolve();
+        };
+        const timer = setTimeout(release, delayMs);
+        held.add(release);
+      });
+    }
     let status: number;
     let body: unknown;
     try {
@@ -566,6 +649,8 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     address: `http://127.0.0.1:${port}`,
     token: rootToken,
     async close() {
+      delays.length = 0;
+      for (const release of [...held]) release();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
@@ -588,7 +673,41 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
       return writeVersion(mount, path.replace(/^\/+|\/+$/g, ''), data, undefined).version;
     },
     requests() {
-      return [...seen];
+      return seen.map((request) => request.line);
+    },
+    refuseWrites(opts = {}) {
+      const status = opts.status ?? 503;
+      writeRefusals.push({ pathPrefix: opts.pathPrefix ?? '', status, errors: opts.errors ?? defaultErrors(status) });
+    },
+    allowWrites(opts = {}) {
+      for (let i = writeRefusals.length - 1; i >= 0; i -= 1) {
+        if (opts.pathPrefix === undefined || writeRefusals[i]?.pathPrefix === opts.pathPrefix)
+          writeRefusals.splice(i, 1);
+      }
+    },
+    revokeToken(token) {
+      revoked.add(token);
+    },
+    restoreToken(token) {
+      revoked.delete(token);
+    },
+    addToken(token) {
+      addedTokens.add(token);
+      revoked.delete(token);
+    },
+    delayRequests(ms, opts = {}) {
+      delays.push({ pathPrefix: opts.pathPrefix ?? '', ms });
+    },
+    clearDelays() {
+      delays.length = 0;
+      for (const release of [...held]) release();
+    },
+    countRequests(opts = {}) {
+      return seen.filter(
+        (request) =>
+          (opts.method === undefined || request.method === opts.method.toUpperCase()) &&
+          request.path.startsWith(opts.pathPrefix ?? ''),
+      ).length;
     },
   };
 }

@@ -105,6 +105,17 @@ describe('configuration', () => {
     assert.match(problems[0]!, /must not be under/);
   });
 
+  test('the pending-order path defaults outside the Fabio prefix and may not sit under it', () => {
+    assert.equal(loadConfig({ env: {}, ...noFiles }).vaultPendingPath, 'consul-acme/pending');
+    for (const path of ['fabio/certs/pending', 'fabio/certs']) {
+      const problems = problemsOf({ CONSUL_ACME_VAULT_PENDING_PATH: path });
+      assert.equal(problems.length, 1, problems.join('\n'));
+      assert.match(problems[0]!, /CONSUL_ACME_VAULT_PENDING_PATH must not be under CONSUL_ACME_VAULT_PREFIX/);
+    }
+    assert.deepEqual(problemsOf({ CONSUL_ACME_VAULT_PENDING_PATH: 'fabio/certs-pending' }), []);
+    assert.match(problemsOf({ CONSUL_ACME_VAULT_PENDING_PATH: '/lead/slash' })[0]!, /a path without leading/);
+  });
+
   test('check-config masks secrets and shows every setting', () => {
     const config = loadConfig({ env: { CONSUL_HTTP_TOKEN: 's3cr3t-token', VAULT_TOKEN: 'hvs.abc' }, ...noFiles });
     const text = describeConfig(config);

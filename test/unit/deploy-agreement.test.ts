@@ -187,6 +187,7 @@ function jobVaultLayout(job: JobModel): VaultLayout {
     mount: settingIn(task, SETTINGS.vaultMount) ?? fallback.mount,
     prefix: settingIn(task, SETTINGS.vaultPrefix) ?? fallback.prefix,
     accountPath: settingIn(task, SETTINGS.vaultAccountPath) ?? fallback.accountPath,
+    pendingPath: settingIn(task, SETTINGS.vaultPendingPath) ?? fallback.pendingPath,
   };
 }
 
@@ -779,7 +780,7 @@ describe('the contract is derived from the code', () => {
     assert.equal(hasAdminRoute('/healthz'), false, 'hasRoute answers false for a path the server does not serve');
   });
 
-  test('the default Vault rules are the KV v2 paths under the default mount, prefix and account path', () => {
+  test('the default Vault rules are the KV v2 paths under the default mount, prefix, account and pending paths', () => {
     assert.deepEqual(
       storeVaultRules(defaultVaultLayout()).map((r) => [r.path, [...r.capabilities]]),
       [
@@ -787,6 +788,9 @@ describe('the contract is derived from the code', () => {
         ['secret/metadata/fabio/certs/', ['list']],
         ['secret/metadata/fabio/certs/*', ['read', 'delete']],
         ['secret/data/consul-acme/accounts/*', ['create', 'read', 'update']],
+        ['secret/data/consul-acme/pending/*', ['create', 'read', 'update']],
+        ['secret/metadata/consul-acme/pending/', ['list']],
+        ['secret/metadata/consul-acme/pending/*', ['delete']],
       ],
     );
     assert.equal(fabioCertSourcePath(defaultVaultLayout()), 'secret/fabio/certs');
@@ -977,6 +981,26 @@ describe('mutated deploy files are reported', () => {
       expected: /path "secret\/metadata\/fabio\/certs\/\*" lacks "delete", needed because retiring a certificate/,
     },
     {
+      name: 'a missing pending-order data rule',
+      from: /path "secret\/data\/consul-acme\/pending\/\*" \{[^}]*\}/,
+      to: '',
+      expected:
+        /no rule for path "secret\/data\/consul-acme\/pending\/\*"; it needs \[create, read, update\] because a pending order/,
+    },
+    {
+      name: 'a pending-order metadata rule that grants read as well as delete',
+      from: /(path "secret\/metadata\/consul-acme\/pending\/\*" \{\s*capabilities = )\["delete"\]/,
+      to: '$1["read", "delete"]',
+      expected: /path "secret\/metadata\/consul-acme\/pending\/\*" grants "read", which is not needed/,
+    },
+    {
+      name: 'a pending-order metadata rule without delete',
+      from: /(path "secret\/metadata\/consul-acme\/pending\/\*" \{\s*capabilities = )\["delete"\]/,
+      to: '$1["list"]',
+      expected:
+        /path "secret\/metadata\/consul-acme\/pending\/\*" lacks "delete", needed because a completed pending order/,
+    },
+    {
       name: 'the list rule written without the trailing slash Vault checks',
       from: 'path "secret/metadata/fabio/certs/" {',
       to: 'path "secret/metadata/fabio/certs" {',
@@ -994,6 +1018,28 @@ describe('mutated deploy files are reported', () => {
     assertReported(
       await storePolicyProblems(original('vaultPolicy'), job),
       /no rule for path "secret\/data\/certs\/public\/\*"/,
+    );
+  });
+
+  test('the Vault policy checker reports a policy that no longer matches a job with another pending path', async () => {
+    const job = mutate(original('job'), 'default     = "consul-acme/pending"', 'default     = "acme/in-flight"');
+    const problems = await storePolicyProblems(original('vaultPolicy'), job);
+    assertReported(problems, /no rule for path "secret\/data\/acme\/in-flight\/\*"/);
+    assertReported(
+      problems,
+      /path "secret\/data\/consul-acme\/pending\/\*" grants \[create, read, update\] through a wildcard/,
+    );
+  });
+
+  test('the job checker reports a pending-path setting the job does not pass on', async () => {
+    const job = mutate(
+      original('job'),
+      'CONSUL_ACME_VAULT_PENDING_PATH = var.vault_pending_path',
+      'CONSUL_ACME_VAULT_PENDINGPATH = var.vault_pending_path',
+    );
+    assertReported(
+      await jobProblems(job),
+      /env \{\} sets CONSUL_ACME_VAULT_PENDINGPATH, which consul-acme does not read/,
     );
   });
 

@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { KeyType } from '../../src/domain/certificate.js';
-import { inspectCertificate, keyTypeOf, splitPemCertificates, storedRecordFromPem } from '../../src/domain/pem.js';
+import {
+  clearInspectionCache,
+  INSPECTION_CACHE_SIZE,
+  inspectCertificate,
+  inspectCertificateCached,
+  inspectionCacheStats,
+  keyTypeOf,
+  splitPemCertificates,
+  storedRecordFromPem,
+} from '../../src/domain/pem.js';
 import { makeTestCertificate, TEST_CA_NAME } from '../support/certs.js';
 
 const notBefore = new Date('2026-01-01T00:00:00Z');
@@ -145,5 +154,59 @@ describe('storedRecordFromPem', () => {
   it('names every missing field', () => {
     const record = storedRecordFromPem('b.example.com', 1, true, { cert: ecP256.certPem }, 'record b');
     assert.equal(record.problem, 'record b has no key, directory_url field');
+  });
+});
+
+describe('inspectCertificateCached', () => {
+  const fields = { cert: ecP256.certPem, key: ecP256.keyPem, directoryUrl: 'https://acme.test/dir' };
+
+  it('parses a pair once: later records of the same pair come from memory and are equal', () => {
+    clearInspectionCache();
+    const first = storedRecordFromPem('b.example.com', 1, true, fields, 'record b');
+    const second = storedRecordFromPem('b.example.com', 2, true, fields, 'record b');
+    assert.deepEqual(inspectionCacheStats(), { hits: 1, misses: 1, size: 1 });
+    assert.deepEqual(second.certificate, first.certificate);
+    assert.deepEqual(
+      inspectCertificateCached(ecP256.certPem, ecP256.keyPem),
+      inspectCertificate(ecP256.certPem, ecP256.keyPem),
+    );
+  });
+
+  it('keys on both PEM strings: the same certificate with another key is inspected again', () => {
+    clearInspectionCache();
+    assert.equal(inspectCertificateCached(ecP256.certPem, ecP256.keyPem).ok, true);
+    const other = inspectCertificateCached(ecP256.certPem, otherKey);
+    assert.deepEqual(other, { ok: false, problem: 'private key does not match the certificate' });
+    assert.deepEqual(inspectionCacheStats(), { hits: 0, misses: 2, size: 2 });
+  });
+
+  it('hands out copies: changing a record does not change what the next read of the pair gives', () => {
+    clearInspectionCache();
+    const record = storedRecordFromPem('b.example.com', 1, true, fields, 'record b');
+    record.certificate?.hostnames.push('evil.example.com');
+    record.certificate?.notAfter.setTime(0);
+    const inspected = inspectCertificateCached(ecP256.certPem, ecP256.keyPem);
+    assert.ok(inspected.ok);
+    inspected.hostnames.push('evil.example.com');
+    inspected.notBefore.setTime(0);
+    const again = storedRecordFromPem('b.example.com', 1, true, fields, 'record b');
+    assert.deepEqual(again.certificate?.hostnames, ['b.example.com', 'a.example.com']);
+    assert.equal(again.certificate?.notAfter.getTime(), notAfter.getTime());
+    assert.equal(again.certificate?.notBefore.getTime(), notBefore.getTime());
+  });
+
+  it(`remembers at most ${INSPECTION_CACHE_SIZE} pairs and forgets the least recently used first`, () => {
+    clearInspectionCache();
+    inspectCertificateCached('not a certificate 0', 'k');
+    inspectCertificateCached('not a certificate 1', 'k');
+    for (let i = 2; i < INSPECTION_CACHE_SIZE; i += 1) inspectCertificateCached(`not a certificate ${i}`, 'k');
+    inspectCertificateCached('not a certificate 0', 'k'); // used again: now the most recent
+    inspectCertificateCached('one pair too many', 'k');
+    assert.equal(inspectionCacheStats().size, INSPECTION_CACHE_SIZE);
+    const before = inspectionCacheStats();
+    inspectCertificateCached('not a certificate 0', 'k');
+    assert.equal(inspectionCacheStats().hits, before.hits + 1, 'the pair used again is kept');
+    inspectCertificateCached('not a certificate 1', 'k');
+    assert.equal(inspectionCacheStats().misses, before.misses + 1, 'the least recently used pair was forgotten');
   });
 });

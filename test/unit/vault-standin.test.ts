@@ -1,8 +1,11 @@
 /** The Vault stand-in answers as Vault's documented HTTP API does (docs/protocols.md §3). */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createVaultClient } from '../../src/adapters/vault/vault-client.js';
+import { VaultCertificateStore } from '../../src/adapters/vault/vault-certificate-store.js';
+import { classifyVaultError, createVaultClient, readKv } from '../../src/adapters/vault/vault-client.js';
+import { ConsulAcmeError } from '../../src/errors.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
+import { waitFor } from '../support/wait.js';
 
 let vault: VaultStandin;
 
@@ -217,5 +220,137 @@ describe('Vault stand-in', () => {
     );
     assert.equal(patched.json.data.version, 2);
     assert.deepEqual((await call('GET', 'secret/data/patched')).json.data.data, { a: 1, c: 3 });
+  });
+
+  it("refuseWrites answers writes under a path prefix with 503 and Vault's body, serves reads, until allowWrites", async () => {
+    assert.equal((await call('POST', 'secret/data/fabio/certs/w', { data: { v: 1 } })).status, 200);
+    vault.refuseWrites({ pathPrefix: 'secret/data/fabio/certs/' });
+    try {
+      for (const method of ['POST', 'PUT']) {
+        assert.deepEqual(await call(method, 'secret/data/fabio/certs/w', { data: { v: 2 } }), {
+          status: 503,
+          json: { errors: ['Vault is sealed'] },
+        });
+      }
+      const patch = await call(
+        'PATCH',
+        'secret/data/fabio/certs/w',
+        { data: { v: 3 } },
+        { 'Content-Type': 'application/merge-patch+json' },
+      );
+      assert.equal(patch.status, 503);
+      assert.equal((await call('DELETE', 'secret/data/fabio/certs/w')).status, 503);
+      const read = await call('GET', 'secret/data/fabio/certs/w');
+      assert.equal(read.status, 200, 'reads keep working');
+      assert.deepEqual(read.json.data.data, { v: 1 }, 'nothing refused was written');
+      assert.equal(read.json.data.metadata.version, 1);
+      assert.equal((await call('POST', 'secret/data/elsewhere', { data: { v: 1 } })).status, 200, 'other paths');
+      // The store sees what it would see from Vault: a retryable STORE_UNAVAILABLE.
+      const client = createVaultClient({ address: vault.address, token: vault.token });
+      await assert.rejects(client.write('secret/data/fabio/certs/w', { data: { v: 4 } }), (err) => {
+        const classified = classifyVaultError(err, 'write');
+        assert.equal(classified.code, 'STORE_UNAVAILABLE');
+        assert.equal(classified.retryable, true);
+        return true;
+      });
+    } finally {
+      vault.allowWrites();
+    }
+    assert.equal((await call('POST', 'secret/data/fabio/certs/w', { data: { v: 5 } })).json.data.version, 2);
+  });
+
+  it('refuseWrites takes a status and errors, applies to every path without a prefix, and allowWrites ends one prefix', async () => {
+    vault.refuseWrites({ status: 500, errors: ['storage backend failed'] });
+    vault.refuseWrites({ pathPrefix: 'kv/', status: 429 });
+    try {
+      assert.deepEqual(await call('POST', 'secret/data/any', { data: { v: 1 } }), {
+        status: 500,
+        json: { errors: ['storage backend failed'] },
+      });
+      assert.equal((await call('POST', 'secret/metadata/any', { max_versions: 2 })).status, 500);
+      vault.allowWrites({ pathPrefix: '' });
+      assert.equal((await call('POST', 'secret/data/any', { data: { v: 1 } })).status, 200);
+      assert.deepEqual(await call('POST', 'kv/data/any', { data: { v: 1 } }), { status: 429, json: { errors: [] } });
+    } finally {
+      vault.allowWrites();
+    }
+    assert.equal((await call('POST', 'kv/data/any', { data: { v: 1 } })).status, 200);
+  });
+
+  it('revokeToken refuses every request with the token as Vault refuses a revoked one, until restoreToken', async () => {
+    vault.addToken('replacement-token');
+    const replacement = { 'X-Vault-Token': 'replacement-token' };
+    assert.equal((await call('POST', 'secret/data/tokens', { data: { v: 1 } }, replacement)).status, 200);
+    vault.revokeToken(vault.token);
+    try {
+      for (const [method, path] of [
+        ['GET', 'secret/data/tokens'],
+        ['POST', 'secret/data/tokens'],
+        ['GET', 'auth/token/lookup-self'],
+      ] as const) {
+        assert.deepEqual(await call(method, path, method === 'POST' ? { data: {} } : undefined), {
+          status: 403,
+          json: { errors: ['permission denied'] },
+        });
+      }
+      assert.equal((await call('GET', 'secret/data/tokens', undefined, replacement)).status, 200, 'token replaced');
+      const store = new VaultCertificateStore({
+        client: createVaultClient({ address: vault.address, token: vault.token }),
+      });
+      await assert.rejects(
+        store.list(),
+        (err) => err instanceof ConsulAcmeError && err.code === 'STORE_PERMISSION_DENIED',
+      );
+      assert.equal((await fetch(`${vault.address}/v1/sys/health`)).status, 200, 'sys/health needs no token');
+    } finally {
+      vault.restoreToken(vault.token);
+    }
+    assert.equal((await call('GET', 'secret/data/tokens')).status, 200);
+    vault.revokeToken('replacement-token');
+    assert.equal((await call('GET', 'secret/data/tokens', undefined, replacement)).status, 403);
+  });
+
+  it('delayRequests holds matching requests, so a client times out; clearDelays answers the held ones', async () => {
+    await call('POST', 'secret/data/slow/x', { data: { v: 1 } });
+    vault.delayRequests(60_000, { pathPrefix: 'secret/data/slow/' });
+    try {
+      const impatient = createVaultClient({ address: vault.address, token: vault.token, timeoutMs: 300 });
+      await assert.rejects(readKv(impatient, 'secret/data/slow/x'), (err) => {
+        assert.ok(err instanceof ConsulAcmeError);
+        assert.equal(err.code, 'STORE_UNAVAILABLE');
+        assert.equal(err.retryable, true);
+        return true;
+      });
+      let answered = false;
+      const held = call('GET', 'secret/data/slow/x').then((answer) => {
+        answered = true;
+        return answer;
+      });
+      await waitFor('the held request to arrive', () => vault.countRequests({ pathPrefix: 'secret/data/slow/' }) >= 2);
+      assert.equal((await call('GET', 'secret/data/app/one')).status, 200, 'other paths answer');
+      assert.equal(answered, false, 'the matching request is still held');
+      vault.clearDelays();
+      const answer = await held;
+      assert.equal(answer.status, 200);
+      assert.deepEqual(answer.json.data.data, { v: 1 });
+    } finally {
+      vault.clearDelays();
+    }
+  });
+
+  it('countRequests counts the requests by method (LIST for ?list=) and path prefix', async () => {
+    const count = (method?: string): number =>
+      vault.countRequests({ ...(method === undefined ? {} : { method }), pathPrefix: 'kv/data/counted/' });
+    const before = { all: count(), get: count('GET'), post: count('POST') };
+    const lists = vault.countRequests({ method: 'LIST', pathPrefix: 'kv/metadata/counted' });
+    await call('POST', 'kv/data/counted/a', { data: { v: 1 } });
+    await call('GET', 'kv/data/counted/a');
+    await call('GET', 'kv/data/counted/b');
+    await call('GET', 'kv/metadata/counted?list=true');
+    assert.equal(count() - before.all, 3);
+    assert.equal(count('GET') - before.get, 2);
+    assert.equal(count('post') - before.post, 1);
+    assert.equal(vault.countRequests({ method: 'LIST', pathPrefix: 'kv/metadata/counted' }) - lists, 1);
+    assert.equal(vault.countRequests(), vault.requests().length, 'no filter counts every request');
   });
 });

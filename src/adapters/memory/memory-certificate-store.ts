@@ -1,8 +1,10 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { MANAGED_BY, type CertificateData, type StoredRecord } from '../../domain/certificate.js';
-import { assertStorableCertificate, inspectCertificate } from '../../domain/pem.js';
+import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
+import { assertStorableCertificate, inspectCertificateCached } from '../../domain/pem.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import { F, type Logger } from '../../logging.js';
 import type { CertificateStore } from '../../ports/certificate-store.js';
+import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 interface MemoryEntry {
   version: number;
@@ -13,7 +15,12 @@ interface MemoryEntry {
   keyPem: string;
 }
 
-type Operation = 'get' | 'put' | 'delete' | 'list';
+type Operation = 'get' | 'put' | 'delete' | 'list' | 'getPending' | 'putPending' | 'deletePending' | 'listPending';
+
+export interface MemoryCertificateStoreOptions {
+  /** Where an unreadable pending record is reported. */
+  logger?: Logger;
+}
 
 function copyCertificate(certificate: CertificateData): CertificateData {
   return {
@@ -28,13 +35,22 @@ function copyCertificate(certificate: CertificateData): CertificateData {
 /**
  * CertificateStore for one process (tests, dry runs). Same contract as the Vault and file stores:
  * check-and-set versions, records not written by consul-acme are never overwritten or deleted,
- * and `get` runs inspectCertificate so corrupted data shows up as a `problem`. Not safe across
- * processes. Test hooks: `versions`, `corrupt`, `putUnmanaged`, `failNext`.
+ * and `get` runs inspectCertificate so corrupted data shows up as a `problem`. Pending orders are
+ * kept as the stored fields the other stores write (src/adapters/pending-record.ts) and parsed on
+ * `getPending`, so they round-trip as they would there. Not safe across processes. Test hooks:
+ * `versions`, `corrupt`, `putUnmanaged`, `plantPending`, `failNext`.
  */
 export class MemoryCertificateStore implements CertificateStore {
   readonly description = 'memory';
   private readonly entries = new Map<string, MemoryEntry>();
+  /** hostname → stored pending fields (JSON-like, as Vault or a file would hold them). */
+  private readonly pending = new Map<string, unknown>();
   private readonly failures: { operation: Operation; error: Error }[] = [];
+  private readonly logger: Logger | undefined;
+
+  constructor(options: MemoryCertificateStoreOptions = {}) {
+    this.logger = options.logger;
+  }
 
   private takeFailure(operation: Operation): void {
     const index = this.failures.findIndex((f) => f.operation === operation);
@@ -56,7 +72,7 @@ export class MemoryCertificateStore implements CertificateStore {
         problem: `memory record ${hostname} was not written by consul-acme; it is left alone`,
       };
     }
-    const inspected = inspectCertificate(entry.certPem, entry.keyPem);
+    const inspected = inspectCertificateCached(entry.certPem, entry.keyPem);
     if (!inspected.ok) {
       return {
         ...base,
@@ -110,6 +126,38 @@ export class MemoryCertificateStore implements CertificateStore {
   async list(): Promise<string[]> {
     this.takeFailure('list');
     return [...this.entries.keys()].sort();
+  }
+
+  async getPending(hostname: string): Promise<PendingOrder | undefined> {
+    this.takeFailure('getPending');
+    if (!this.pending.has(hostname)) return undefined;
+    const parsed = pendingFromFields(structuredClone(this.pending.get(hostname)), hostname);
+    if (parsed.ok) return parsed.pending;
+    this.logger?.warn(
+      { [F.hostname]: hostname, [F.reason]: `memory pending record ${hostname} ${parsed.problem}` },
+      'pending order unreadable; ignored',
+    );
+    return undefined;
+  }
+
+  async putPending(pending: PendingOrder): Promise<void> {
+    this.takeFailure('putPending');
+    this.pending.set(pending.hostname, storablePendingFields(pending, `${pending.hostname} in memory`));
+  }
+
+  async deletePending(hostname: string): Promise<void> {
+    this.takeFailure('deletePending');
+    this.pending.delete(hostname);
+  }
+
+  async listPending(): Promise<string[]> {
+    this.takeFailure('listPending');
+    return [...this.pending.keys()].sort();
+  }
+
+  /** Stores `fields` as the pending record of hostname as they are, as an outside writer or an older or newer release might. */
+  plantPending(hostname: string, fields: unknown): void {
+    this.pending.set(hostname, structuredClone(fields));
   }
 
   /** The stored version of hostname; 0 when missing. */

@@ -10,16 +10,25 @@
  *   `managed_by: consul-acme`; `put` refuses a certificate whose key does not match.
  * - `delete` removes the metadata (all versions). KV v2 has no check-and-set on delete, so the
  *   version check before it narrows the race with a concurrent writer but cannot close it.
+ * - Pending orders live at `<mount>/data/<pendingPath>/<hostname>`, outside the prefix (Fabio would
+ *   try to load them; the constructor refuses a pending path inside it), in the fields of
+ *   src/adapters/pending-record.ts. `putPending` reads the current version and writes with
+ *   check-and-set on it, so it also works where the mount requires check-and-set; it resolves once
+ *   Vault acknowledged the write. `deletePending` deletes the metadata: every version of the key.
+ * - Each method makes at most three requests, one after another; nothing fans out.
  */
-import { MANAGED_BY, type CertificateData, type StoredRecord } from '../../domain/certificate.js';
+import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
-import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import type { CertificateStore } from '../../ports/certificate-store.js';
+import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 import { classifyVaultError, kvPath, readKv, trimSlashes, vaultResponseOf, type VaultClient } from './vault-client.js';
 
 export const DEFAULT_VAULT_MOUNT = 'secret';
 export const DEFAULT_VAULT_CERT_PREFIX = 'fabio/certs';
+export const DEFAULT_VAULT_PENDING_PATH = 'consul-acme/pending';
+const MAX_PENDING_WRITE_ATTEMPTS = 3;
 
 export interface VaultCertificateStoreOptions {
   client: VaultClient;
@@ -27,6 +36,9 @@ export interface VaultCertificateStoreOptions {
   mount?: string;
   /** Path under the mount that Fabio lists (`cert=<mount>/<prefix>`); default DEFAULT_VAULT_CERT_PREFIX. */
   prefix?: string;
+  /** Path under the mount for pending orders, outside `prefix`; default DEFAULT_VAULT_PENDING_PATH. */
+  pendingPath?: string;
+  /** Where an unreadable pending record is reported (and debug lines of writes). */
   logger?: Logger;
 }
 
@@ -66,12 +78,19 @@ export class VaultCertificateStore implements CertificateStore {
   private readonly client: VaultClient;
   private readonly mount: string;
   private readonly prefix: string;
+  private readonly pendingPath: string;
   private readonly logger: Logger | undefined;
 
   constructor(options: VaultCertificateStoreOptions) {
     this.client = options.client;
     this.mount = trimSlashes(options.mount ?? DEFAULT_VAULT_MOUNT);
     this.prefix = trimSlashes(options.prefix ?? DEFAULT_VAULT_CERT_PREFIX);
+    this.pendingPath = trimSlashes(options.pendingPath ?? DEFAULT_VAULT_PENDING_PATH);
+    if (this.pendingPath === '' || this.pendingPath === this.prefix || this.pendingPath.startsWith(`${this.prefix}/`)) {
+      throw new ConfigError([
+        `the Vault pending-order path "${this.pendingPath}" must not be inside the certificate prefix "${this.prefix}" that Fabio reads`,
+      ]);
+    }
     this.logger = options.logger;
     this.description = `vault:${this.mount}/${this.prefix}`;
   }
@@ -193,7 +212,11 @@ export class VaultCertificateStore implements CertificateStore {
   }
 
   async list(): Promise<string[]> {
-    const path = this.metadataPath();
+    return this.listKeys(this.metadataPath());
+  }
+
+  /** The secrets (not sub-folders) under a metadata folder, sorted; an empty folder answers 404. */
+  private async listKeys(path: string): Promise<string[]> {
     try {
       const response = await this.client.list(path);
       const keys: unknown = response?.data?.keys;
@@ -203,5 +226,67 @@ export class VaultCertificateStore implements CertificateStore {
       if (vaultResponseOf(err)?.statusCode === 404) return [];
       throw classifyVaultError(err, `list ${path}`);
     }
+  }
+
+  private pendingDataPath(hostname: string): string {
+    return kvPath(this.mount, 'data', this.pendingPath, hostname);
+  }
+
+  async getPending(hostname: string): Promise<PendingOrder | undefined> {
+    assertCertId(hostname);
+    const path = this.pendingDataPath(hostname);
+    const found = await readKv(this.client, path);
+    if (found.state !== 'present') return undefined;
+    const parsed = pendingFromFields(found.data, hostname);
+    if (parsed.ok) return parsed.pending;
+    this.logger?.warn(
+      { [F.hostname]: hostname, [F.reason]: `secret ${path} ${parsed.problem}` },
+      'pending order unreadable; ignored',
+    );
+    return undefined;
+  }
+
+  async putPending(pending: PendingOrder): Promise<void> {
+    const { hostname } = pending;
+    assertCertId(hostname);
+    const path = this.pendingDataPath(hostname);
+    const data = storablePendingFields(pending, `at ${path}`);
+    // Check-and-set on the version there, so the write also works where the mount requires it; the
+    // caller holds the hostname's lock, so a conflict means a writer that lost it: write again.
+    for (let attempt = 1; ; attempt += 1) {
+      const current = await readKv(this.client, path);
+      const cas = current.state === 'missing' ? 0 : current.version;
+      let version: number;
+      try {
+        const response = await this.client.write(path, { options: { cas }, data });
+        version = Number(response?.data?.version);
+      } catch (err) {
+        const classified = classifyVaultError(err, `write ${path}`, cas);
+        if (classified instanceof StoreConflictError && attempt < MAX_PENDING_WRITE_ATTEMPTS) continue;
+        throw classified;
+      }
+      if (!Number.isInteger(version) || version <= 0) {
+        throw new ConsulAcmeError('STORE_VERIFY_FAILED', `write ${path}: Vault did not report the new version`, {
+          retryable: true,
+        });
+      }
+      this.logger?.debug({ [F.hostname]: hostname, version }, 'pending order stored in vault');
+      return;
+    }
+  }
+
+  async deletePending(hostname: string): Promise<void> {
+    assertCertId(hostname);
+    const path = kvPath(this.mount, 'metadata', this.pendingPath, hostname);
+    try {
+      await this.client.delete(path);
+    } catch (err) {
+      if (vaultResponseOf(err)?.statusCode === 404) return;
+      throw classifyVaultError(err, `delete ${path}`);
+    }
+  }
+
+  async listPending(): Promise<string[]> {
+    return this.listKeys(kvPath(this.mount, 'metadata', this.pendingPath));
   }
 }
