@@ -23,14 +23,14 @@ import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.
 import { createVaultClient } from './adapters/vault/vault-client.js';
 import type { Config } from './config/schema.js';
 import type { Budget, BudgetScope } from './domain/budget.js';
-import { certificateHealth } from './domain/certificate-health.js';
+import { certificateHealth, withFailingSinks } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
 import { OrderGate } from './engine/order-gate.js';
 import { IssuanceQueue, type JobOutcome } from './engine/queue.js';
 import { Reconciler } from './engine/reconciler.js';
 import { RenewalScheduler } from './engine/renewal-scheduler.js';
 import type { StatusReport } from './engine/status.js';
-import { CertificateWorker } from './engine/worker.js';
+import { CertificateWorker, type WorkerOutcome } from './engine/worker.js';
 import { describeError } from './errors.js';
 import { buildAdminServer } from './http/admin-server.js';
 import { buildChallengeServer } from './http/challenge-server.js';
@@ -49,6 +49,7 @@ import type { Locker } from './ports/locker.js';
 import type { PolicySource } from './ports/policy-source.js';
 import type { Preflight } from './ports/preflight.js';
 import type { ServiceRegistration } from './ports/service-registration.js';
+import { createSinkRunner, type SinkRunner } from './sinks/index.js';
 
 export interface ServiceDeps {
   config: Config;
@@ -78,6 +79,8 @@ export interface ServiceDeps {
   budgetLedger?: BudgetLedger;
   /** Checked before every order; none switches the pre-flight check off. */
   preflight?: Preflight;
+  /** Copies certificates to HAProxy, Traefik or a hook after every store change; none when no sink is configured. */
+  sinks?: SinkRunner;
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -153,7 +156,10 @@ export function createService(deps: ServiceDeps): Service {
     desiredFor: (hostname) => reconciler.desiredFor(hostname),
     undeclaredSince: (hostname) => reconciler.undeclaredSince(hostname),
     onPlanned: (hostname, plan, stored) => reconciler.recordPlan(hostname, plan, stored),
-    onOutcome: (event) => metrics.onOutcome(event),
+    onOutcome: (event) => {
+      metrics.onOutcome(event);
+      notifySinks(event);
+    },
     gate: new OrderGate({
       ledger: deps.budgetLedger,
       preflight: deps.preflight,
@@ -163,6 +169,35 @@ export function createService(deps: ServiceDeps): Service {
     }),
   });
   const metrics = deps.metrics ?? new ServiceMetrics();
+  const sinks = deps.sinks;
+  /**
+   * Tells the sinks what the worker changed. The worker's outcome names the hostname only, so a
+   * stored certificate is read back from the store; when that read fails, a full re-sync (retried
+   * by the runner) brings the sinks up to date instead.
+   */
+  const notifySinks = (event: WorkerOutcome): void => {
+    if (!sinks) return;
+    const { hostname, outcome } = event;
+    if (outcome === 'retired') {
+      sinks.notify({ kind: 'removed', hostname });
+      return;
+    }
+    if (outcome !== 'obtained' && outcome !== 'renewed') return;
+    deps.certificateStore.get(hostname).then(
+      (record) => {
+        if (record?.managed && record.certificate)
+          sinks.notify({ kind: 'stored', certificate: record.certificate, reason: outcome });
+        else sinks.requestResync();
+      },
+      (err: unknown) => {
+        log.warn(
+          { [F.hostname]: hostname, [F.err]: describeError(err) },
+          'could not read the certificate for the sinks; re-syncing them',
+        );
+        sinks.requestResync();
+      },
+    );
+  };
   const renewal = new RenewalScheduler({
     locker: deps.locker,
     scan: () => reconciler.reconcileAll({ submit: true }),
@@ -189,6 +224,7 @@ export function createService(deps: ServiceDeps): Service {
       certificates: reconciler.certificateStatuses(),
       rejected: reconciler.rejected(),
       policy: reconciler.policyStatus(),
+      sinks: sinks?.status() ?? [],
     };
   };
   const isReady = (): boolean => !stopping && reconciler.hasSynced();
@@ -197,12 +233,16 @@ export function createService(deps: ServiceDeps): Service {
     queueDepth: () => queue.depth(),
     inFlight: () => queue.inFlight(),
     lastSyncAt: () => reconciler.syncInfo().lastSyncAt,
+    sinks: () => sinks?.status() ?? [],
   });
   const health = () =>
-    certificateHealth(clock.now(), reconciler.certificateStatuses(), {
-      warnBeforeMs: config.expiryWarningMs,
-      criticalAfterFailures: config.retryScheduleMs.length,
-    });
+    withFailingSinks(
+      certificateHealth(clock.now(), reconciler.certificateStatuses(), {
+        warnBeforeMs: config.expiryWarningMs,
+        criticalAfterFailures: config.retryScheduleMs.length,
+      }),
+      sinks?.failingLongerThan(config.sinkFailingWarningMs) ?? [],
+    );
   const adminServer = buildAdminServer({
     logger: logger.child({ [F.component]: 'admin-http' }),
     isLive: () => true,
@@ -224,6 +264,8 @@ export function createService(deps: ServiceDeps): Service {
     await policyWatching?.catch(() => undefined);
     await renewal.stop();
     await queue.stop(config.shutdownTimeoutMs);
+    // After the queue, so the changes of the orders that finished are still copied.
+    await sinks?.stop();
     await deps.locker.close();
     if (deps.registration) {
       await deps.registration
@@ -248,6 +290,8 @@ export function createService(deps: ServiceDeps): Service {
       await adminServer.listen({ host: config.adminHost, port: config.adminPort });
       const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
       log.info(listening, 'listening');
+      // The store is the source of truth: every sink starts from a full re-sync.
+      sinks?.start();
       await deps.healthRegistration
         ?.update([])
         .catch((err: unknown) =>
@@ -348,6 +392,11 @@ export function buildService(config: Config, logger: Logger): Service {
   }
   const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
   const metrics = new ServiceMetrics();
+  const sinks = createSinkRunner(config, logger, {
+    store: certificateStore,
+    onApplied: (sink, outcome) => metrics.onSinkChange(sink, outcome),
+    onHookRun: (result) => metrics.onHookRun(result),
+  });
   const issuer = new AcmeIssuer({
     directoryUrl: config.directoryUrl,
     caBundlePem: config.caBundle ? readFileSync(config.caBundle, 'utf8') : undefined,
@@ -431,6 +480,7 @@ export function buildService(config: Config, logger: Logger): Service {
           logger,
         })
       : undefined,
+    sinks,
     onStopped: async () => issuer.close(),
   });
 }

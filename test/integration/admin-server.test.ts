@@ -33,6 +33,7 @@ const REPORT: StatusReport = {
   ],
   policy: { deny: 0, allow: 0, always: 0, invalid: [] },
   rejected: [{ value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' }],
+  sinks: [],
 };
 
 interface Switches {

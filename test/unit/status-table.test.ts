@@ -59,6 +59,7 @@ const REPORT: StatusReport = {
     { value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' },
     { value: '*.example.com', reason: 'wildcards need DNS-01', service: 'wild', tag: 'urlprefix-*.example.com/' },
   ],
+  sinks: [],
 };
 
 describe('renderStatusTable', () => {
