@@ -52,15 +52,33 @@ export interface HaproxyInstance {
   logs(): string;
 }
 
+/**
+ * The lines of HAProxy's configuration that consul-acme relies on, as the README shows them: an
+ * admin-level stats socket, and a TLS bind with a default certificate and consul-acme's crt-list.
+ */
+export function haproxySinkLines(options: {
+  bind: string;
+  socketPath: string;
+  defaultPem: string;
+  crtListPath: string;
+}): { global: string; bind: string } {
+  return {
+    global: `stats socket ${options.socketPath} level admin`,
+    bind: `bind ${options.bind} ssl crt ${options.defaultPem} crt-list ${options.crtListPath}`,
+  };
+}
+
+/** The whole test configuration: those lines, plus a frontend that answers every request itself. */
 export function haproxyConfig(options: {
   port: number;
   socketPath: string;
   defaultPem: string;
   crtListPath: string;
 }): string {
+  const lines = haproxySinkLines({ ...options, bind: `127.0.0.1:${options.port}` });
   return [
     'global',
-    `  stats socket ${options.socketPath} level admin`,
+    `  ${lines.global}`,
     '',
     'defaults',
     '  mode http',
@@ -69,7 +87,7 @@ export function haproxyConfig(options: {
     '  timeout server 10s',
     '',
     'frontend https',
-    `  bind 127.0.0.1:${options.port} ssl crt ${options.defaultPem} crt-list ${options.crtListPath}`,
+    `  ${lines.bind}`,
     '  http-request return status 200 content-type text/plain string "served by haproxy"',
     '',
   ].join('\n');
