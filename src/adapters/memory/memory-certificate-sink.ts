@@ -5,7 +5,8 @@ import type { CertificateSink, SinkChange, SinkSnapshot } from '../../ports/cert
 /**
  * CertificateSink in memory, for tests: holds the certificates it was given, by hostname, and
  * records every call. Same contract as the real sinks (test/contract/certificate-sink.contract.test.ts).
- * Test hooks: `failNext(n, error)` makes the next n calls fail; `gate` holds calls until opened.
+ * Test hooks: `failNext(n, error)` makes the next n calls fail, `failWith(error)` every call until
+ * `failWith(undefined)`; `hold()` holds calls until `open()`.
  */
 export class MemoryCertificateSink implements CertificateSink {
   readonly held = new Map<string, CertificateData>();
@@ -14,6 +15,7 @@ export class MemoryCertificateSink implements CertificateSink {
   inFlight = 0;
   maxInFlight = 0;
   private failures: Error[] = [];
+  private failure: Error | undefined;
   private gate: Promise<void> | undefined;
   private openGate: (() => void) | undefined;
 
@@ -25,6 +27,11 @@ export class MemoryCertificateSink implements CertificateSink {
       this.failures.push(
         error ?? new ConsulAcmeError('SINK_WRITE_FAILED', `${this.name}: failing on purpose`, { retryable: true }),
       );
+  }
+
+  /** Every call throws `error` until this is called again with undefined. */
+  failWith(error: Error | undefined): void {
+    this.failure = error;
   }
 
   /** Calls wait until `open()` is called. */
@@ -73,7 +80,7 @@ export class MemoryCertificateSink implements CertificateSink {
         });
       }
       throwIfAborted(signal, this.name);
-      const failure = this.failures.shift();
+      const failure = this.failures.shift() ?? this.failure;
       if (failure) throw failure;
       await work();
     } finally {
