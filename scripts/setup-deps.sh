@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the tests and the quick start need, without changing the system's apt sources:
 #   - Pebble and pebble-challtestsrv from the machine's own Debian suite (apt-get install pebble)
+#   - HAProxy (2.6 on bookworm) from the machine's own Debian suite (apt-get install haproxy), for the HAProxy sink's tests
 #   - Consul 1.8.7 from Debian's bullseye suite, unpacked into .cache/consul (the system's apt lists stay as they are)
 # Idempotent: does nothing for a part that is already there. Prints where each binary is.
 set -euo pipefail
@@ -14,6 +15,13 @@ if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null
   echo "setup: installing pebble from Debian" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >/dev/null
+fi
+
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  echo "setup: installing haproxy from Debian" >&2
+  as_root apt-get update -qq
+  # The tests start their own HAProxy; Debian's default configuration, should its service start, binds no port.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
 fi
 
 consul_bin="$cache/consul/usr/bin/consul"
@@ -41,4 +49,6 @@ if [ ! -x "$consul_bin" ]; then
   dpkg-deb -x "$deb" "$cache/consul"
 fi
 "$consul_bin" version | sed -n 1p >&2  # sed reads it all: head would end the pipe early (SIGPIPE, exit 141)
-echo "setup: pebble at $(command -v pebble), consul at $consul_bin" >&2
+haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
+"$haproxy_bin" -v | sed -n 1p >&2
+echo "setup: pebble at $(command -v pebble), haproxy at $haproxy_bin, consul at $consul_bin" >&2

@@ -21,6 +21,12 @@ export const ERROR_CODES = {
   INVALID_HOSTNAME: 'A hostname cannot be issued (see the reason).',
   PREFLIGHT_FAILED:
     'The pre-flight check found that the name does not resolve (NoDNS) or its challenge path does not reach consul-acme (NotRouted); no order was placed.',
+  SINK_WRITE_FAILED: 'A sink could not write or remove its files (permissions, disk full); retried with backoff.',
+  HAPROXY_UNREACHABLE:
+    "HAProxy's stats socket is absent, refused the connection or did not answer in time; the files are written and the push is retried.",
+  HAPROXY_REFUSED:
+    'HAProxy answered a runtime API command with an error (its answer is in the message); retried with backoff.',
+  HOOK_FAILED: 'The hook command exited non-zero, outlived its timeout or could not be started; retried with backoff.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 

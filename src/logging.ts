@@ -17,6 +17,7 @@ export const F = {
   err: 'err',
   service: 'service',
   event: 'event',
+  sink: 'sink',
 } as const;
 
 /** Lifecycle and audit events, logged in the `event` field. Documented in docs/events.md. */
@@ -40,6 +41,15 @@ export const EVENTS = {
   registrationUpdated: 'registration_updated',
   /** A registration the agent had lost (agent restarted without its data, deregistered by hand) was registered again. */
   registrationRestored: 'registration_restored',
+  /** A sink (HAProxy, Traefik, hook) now reflects a stored or retired certificate. */
+  sinkApplied: 'sink_applied',
+  /** A sink failed to apply a change or a re-sync; it is retried with backoff. */
+  sinkFailed: 'sink_failed',
+  sinkResynced: 'sink_resynced',
+  sinkRecovered: 'sink_recovered',
+  /** HAProxy's runtime API now serves a certificate (or no longer serves a retired one). */
+  haproxyPushed: 'haproxy_pushed',
+  hookRan: 'hook_ran',
 } as const;
 
 export const REDACT_PATHS = [

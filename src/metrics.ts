@@ -7,12 +7,16 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EngineEvent } from './engine/events.js';
 import type { CertificateStatus } from './engine/status.js';
+import type { HookResult } from './sinks/hook-sink.js';
+import type { SinkOutcome, SinkStatus } from './sinks/sink-runner.js';
 
 export interface MetricsSources {
   certificates: () => CertificateStatus[];
   queueDepth: () => number;
   inFlight: () => number;
   lastSyncAt: () => Date | undefined;
+  /** The configured sinks (HAProxy, Traefik, hook); none when absent. */
+  sinks?: () => SinkStatus[];
 }
 
 export const METRIC_PREFIX = 'consul_acme_';
@@ -25,6 +29,8 @@ export class ServiceMetrics {
   private readonly acmeDuration: Histogram<'endpoint'>;
   private readonly watchErrors: Counter;
   private readonly scans: Counter<'outcome'>;
+  private readonly sinkChanges: Counter<'sink' | 'outcome'>;
+  private readonly hookRuns: Counter<'result'>;
 
   constructor() {
     const registers = [this.registry];
@@ -78,6 +84,38 @@ export class ServiceMetrics {
         this.set(at ? Math.floor(at.getTime() / 1000) : 0);
       },
     });
+    new Gauge({
+      name: `${METRIC_PREFIX}sink_pending`,
+      help: 'Changes a sink has not applied yet (queued or being retried), by sink.',
+      labelNames: ['sink'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of current()?.sinks?.() ?? []) this.set({ sink: s.name }, s.pending + (s.resyncPending ? 1 : 0));
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}sink_failing`,
+      help: '1 while a sink is failing (its changes are being retried), else 0.',
+      labelNames: ['sink'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of current()?.sinks?.() ?? []) this.set({ sink: s.name }, s.failingSince === undefined ? 0 : 1);
+      },
+    });
+    this.sinkChanges = new Counter({
+      name: `${METRIC_PREFIX}sink_changes_total`,
+      help: 'Sink operations by sink and outcome (applied, failed, resynced, resync_failed).',
+      labelNames: ['sink', 'outcome'],
+      registers,
+    });
+    this.hookRuns = new Counter({
+      name: `${METRIC_PREFIX}hook_runs_total`,
+      help: 'Runs of the hook command by result (succeeded, failed, timed_out).',
+      labelNames: ['result'],
+      registers,
+    });
     this.outcomes = new Counter({
       name: `${METRIC_PREFIX}issuance_outcomes_total`,
       help: "Issuance attempts by the planner's reason and their outcome (obtained, renewed, failed, retired); code is the error code of a failure.",
@@ -129,6 +167,14 @@ export class ServiceMetrics {
 
   onWatchError(): void {
     this.watchErrors.inc();
+  }
+
+  onSinkChange(sink: string, outcome: SinkOutcome): void {
+    this.sinkChanges.inc({ sink, outcome });
+  }
+
+  onHookRun(result: HookResult): void {
+    this.hookRuns.inc({ result });
   }
 
   onRenewalTick(outcome: string): void {

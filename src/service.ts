@@ -23,6 +23,7 @@ import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.
 import { createVaultClient } from './adapters/vault/vault-client.js';
 import type { Config } from './config/schema.js';
 import type { Budget, BudgetScope } from './domain/budget.js';
+import { withFailingSinks } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
 import type { Policy } from './domain/policy.js';
 import { DesiredSet, type DesiredChange } from './engine/desired-set.js';
@@ -56,6 +57,7 @@ import type { Locker } from './ports/locker.js';
 import type { PolicySource } from './ports/policy-source.js';
 import type { Preflight } from './ports/preflight.js';
 import type { ServiceRegistration } from './ports/service-registration.js';
+import { createSinkRunner, type SinkRunner } from './sinks/index.js';
 
 export interface ServiceDeps {
   config: Config;
@@ -85,6 +87,8 @@ export interface ServiceDeps {
   budgetLedger?: BudgetLedger;
   /** Checked before every order; none switches the pre-flight check off. */
   preflight?: Preflight;
+  /** Copies certificates to HAProxy, Traefik or a hook after every store change; none when no sink is configured. */
+  sinks?: SinkRunner;
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -198,6 +202,13 @@ export function createService(deps: ServiceDeps): Service {
   events.on((event) => {
     if (event.type === 'retired') desired.forget(event.hostname);
   });
+  // The sinks follow the store: every certificate written, every one retired.
+  const sinks = deps.sinks;
+  events.on((event) => {
+    if (event.type === 'stored')
+      sinks?.notify({ kind: 'stored', certificate: event.certificate, reason: event.outcome });
+    else if (event.type === 'retired') sinks?.notify({ kind: 'removed', hostname: event.hostname });
+  });
   const renewal = new RenewalScheduler({
     locker: deps.locker,
     clock,
@@ -230,12 +241,14 @@ export function createService(deps: ServiceDeps): Service {
     certificates: view.certificateStatuses(),
     rejected: desired.rejected(),
     policy: view.policyStatus(),
+    sinks: sinks?.status() ?? [],
   });
   metrics.bind({
     certificates: () => view.certificateStatuses(),
     queueDepth: () => queue.depth(),
     inFlight: () => queue.inFlight(),
     lastSyncAt: () => lastSync?.at,
+    sinks: () => sinks?.status() ?? [],
   });
   const challengeServer = buildChallengeServer({
     challengeStore: deps.challengeStore,
@@ -247,10 +260,13 @@ export function createService(deps: ServiceDeps): Service {
     isReady,
     status,
     certificateHealth: () =>
-      view.health(clock.now(), {
-        warnBeforeMs: config.expiryWarningMs,
-        criticalAfterFailures: config.retryScheduleMs.length,
-      }),
+      withFailingSinks(
+        view.health(clock.now(), {
+          warnBeforeMs: config.expiryWarningMs,
+          criticalAfterFailures: config.retryScheduleMs.length,
+        }),
+        sinks?.failingLongerThan(config.sinkFailingWarningMs) ?? [],
+      ),
     metrics: () => metrics.render(),
   });
 
@@ -365,6 +381,8 @@ export function createService(deps: ServiceDeps): Service {
     await renewal.stop();
     storeHealth.stop();
     await queue.stop(config.shutdownTimeoutMs);
+    // After the queue, so the changes of the orders that finished are still copied.
+    await sinks?.stop();
     await deps.locker.close();
     await routes.stop();
     await Promise.allSettled([challengeServer.close(), adminServer.close()]);
@@ -381,6 +399,8 @@ export function createService(deps: ServiceDeps): Service {
       const listening = { challengeUrl: addressOf(challengeServer), adminUrl: addressOf(adminServer) };
       log.info(listening, 'listening');
       storeHealth.start();
+      // The store is the source of truth: every sink starts from a full re-sync.
+      sinks?.start();
       // Which names already have a certificate, so a policy that fails closed keeps renewing them.
       const listingStartedAtMs = clock.nowMs();
       await limiter
@@ -475,6 +495,11 @@ export function buildService(config: Config, logger: Logger): Service {
   }
   const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
   const metrics = new ServiceMetrics();
+  const sinks = createSinkRunner(config, logger, {
+    store: certificateStore,
+    onApplied: (sink, outcome) => metrics.onSinkChange(sink, outcome),
+    onHookRun: (result) => metrics.onHookRun(result),
+  });
   const issuer = new AcmeIssuer({
     directoryUrl: config.directoryUrl,
     caBundlePem: config.caBundle ? readFileSync(config.caBundle, 'utf8') : undefined,
@@ -558,6 +583,7 @@ export function buildService(config: Config, logger: Logger): Service {
           logger,
         })
       : undefined,
+    sinks,
     onStopped: async () => issuer.close(),
   });
 }

@@ -178,6 +178,27 @@ export function renderStatusTable(report: StatusReport, now: Date): string {
       ),
     );
   }
+  const sinks = report.sinks ?? [];
+  if (sinks.length > 0) {
+    lines.push('', 'Sinks');
+    lines.push(
+      ...table(
+        ['SINK', 'STATE', 'PENDING', 'LAST SUCCESS', 'LAST ERROR'],
+        sinks.map((s) => [
+          clean(s.name),
+          s.failingSince === undefined ? 'ok' : `failing since ${shortDate(s.failingSince)}`,
+          String(s.pending + (s.resyncPending ? 1 : 0)),
+          shortDate(s.lastSuccessAt),
+          s.failingSince === undefined || s.lastError === undefined
+            ? EMPTY
+            : truncate(
+                clean(s.nextRetryAt ? `${s.lastError} (retry at ${shortDate(s.nextRetryAt)})` : s.lastError),
+                LAST_ERROR_MAX_CHARS,
+              ),
+        ]),
+      ),
+    );
+  }
   if (report.policy.invalid.length > 0) {
     lines.push('', 'Ignored policy lines');
     lines.push(

@@ -3,7 +3,9 @@
  * environment. Every problem is collected and reported together; nothing falls back silently.
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { isRuntimeArgument } from '../sinks/haproxy-runtime.js';
 import { CONFIG_FILE_ENV, SETTINGS, type Config, type SettingSpec } from './schema.js';
 
 export interface LoadConfigInput {
@@ -117,10 +119,46 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
       `${SETTINGS.vaultPendingPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the pending orders as certificates`,
     );
   }
+  crossCheckSinks(c, problems);
   for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
     const path = c[spec.key as 'caBundle'];
     if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);
   }
+}
+
+/** The sinks' folders must not overlap the file store or each other, and HAProxy's paths must fit its runtime API. */
+function crossCheckSinks(c: Config, problems: string[]): void {
+  if (c.haproxyDir === undefined) {
+    for (const spec of [SETTINGS.haproxyCrtList, SETTINGS.haproxySocket]) {
+      if (c[spec.key as 'haproxyCrtList'] !== undefined)
+        problems.push(`${spec.env} needs ${SETTINGS.haproxyDir.env} (the folder of the HAProxy sink)`);
+    }
+  } else {
+    for (const [spec, path] of [
+      [SETTINGS.haproxyDir, resolve(c.haproxyDir)],
+      [SETTINGS.haproxyCrtList, c.haproxyCrtList],
+    ] as const) {
+      if (path !== undefined && !isRuntimeArgument(path))
+        problems.push(
+          `${spec.env} "${path}" cannot be named in HAProxy's runtime API (no spaces, quotes, backslashes, "#" or ";")`,
+        );
+    }
+  }
+  const folders: Array<[string, string]> = [];
+  if (c.store === 'file' && typeof c.fileStoreDir === 'string')
+    folders.push([SETTINGS.fileStoreDir.env, resolve(c.fileStoreDir)]);
+  if (c.haproxyDir !== undefined) folders.push([SETTINGS.haproxyDir.env, resolve(c.haproxyDir)]);
+  if (c.traefikDir !== undefined) folders.push([SETTINGS.traefikDir.env, resolve(c.traefikDir)]);
+  for (let i = 0; i < folders.length; i++) {
+    for (let j = i + 1; j < folders.length; j++) {
+      const [envA, a] = folders[i]!;
+      const [envB, b] = folders[j]!;
+      if (a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`))
+        problems.push(`${envA} and ${envB} must be separate folders (both are under ${a.length <= b.length ? a : b})`);
+    }
+  }
+  if (typeof c.hookTimeoutMs === 'number' && c.hookTimeoutMs <= 0)
+    problems.push(`${SETTINGS.hookTimeoutMs.env} must be longer than 0`);
 }
 
 /** The effective configuration as `key  ENV  value` lines, secrets masked. For `check-config`. */

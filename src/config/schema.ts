@@ -708,6 +708,85 @@ export const SETTINGS = {
       'The certificate health check in Consul turns warning when a certificate expires within this time (critical once one has expired or has failed on every step of the retry schedule).',
     parse: duration(),
   }),
+  // Sinks: where certificates are copied after every store write
+  haproxyDir: optional<string>({
+    key: 'haproxyDir',
+    env: 'CONSUL_ACME_HAPROXY_DIR',
+    default: undefined,
+    defaultDoc: '(none: no HAProxy sink)',
+    type: 'directory',
+    description:
+      'Folder of the HAProxy sink: one `<hostname>.pem` (leaf, chain, key) per certificate and the crt-list that names them. HAProxy must see it at the same path.',
+    parse: str({ nonEmpty: true }),
+  }),
+  haproxyCrtList: optional<string>({
+    key: 'haproxyCrtList',
+    env: 'CONSUL_ACME_HAPROXY_CRT_LIST',
+    default: undefined,
+    defaultDoc: '`<haproxyDir>/crt-list`',
+    type: 'file path',
+    description:
+      "The crt-list file, written exactly as HAProxy's `bind ... crt-list <path>` names it (the runtime API knows it by that path).",
+    parse: str({ nonEmpty: true }),
+  }),
+  haproxySocket: optional<string>({
+    key: 'haproxySocket',
+    env: 'CONSUL_ACME_HAPROXY_SOCKET',
+    default: undefined,
+    defaultDoc: '(none: files only)',
+    type: 'file path',
+    description:
+      "HAProxy's stats socket (`stats socket <path> level admin`): changes are pushed through its runtime API, without a reload. Unset, HAProxy reads the files when it restarts.",
+    parse: str({ nonEmpty: true }),
+  }),
+  traefikDir: optional<string>({
+    key: 'traefikDir',
+    env: 'CONSUL_ACME_TRAEFIK_DIR',
+    default: undefined,
+    defaultDoc: '(none: no Traefik sink)',
+    type: 'directory',
+    description:
+      "Folder of the Traefik file-provider sink: `consul-acme.yml` lists the certificates it keeps under `certs/`. Point Traefik's `providers.file` at it.",
+    parse: str({ nonEmpty: true }),
+  }),
+  hookCommand: optional<string>({
+    key: 'hookCommand',
+    env: 'CONSUL_ACME_HOOK_COMMAND',
+    default: undefined,
+    defaultDoc: '(none: no hook)',
+    type: 'shell command',
+    description:
+      'Runs with `/bin/sh -c` after a certificate is obtained, renewed or retired, and at start; hostname, file paths and reason are in its environment (see "Command hook").',
+    parse: str({ nonEmpty: true }),
+  }),
+  hookTimeoutMs: setting({
+    key: 'hookTimeoutMs',
+    env: 'CONSUL_ACME_HOOK_TIMEOUT',
+    default: 30_000,
+    defaultDoc: '`30s`',
+    type: 'duration',
+    description: 'A hook still running after this long is killed (its process group) and counts as failed.',
+    parse: duration(),
+  }),
+  sinkResyncIntervalMs: setting({
+    key: 'sinkResyncIntervalMs',
+    env: 'CONSUL_ACME_SINK_RESYNC_INTERVAL',
+    default: 600_000,
+    defaultDoc: '`10m`',
+    type: 'duration',
+    description:
+      'Besides at start, every sink is re-synced with the store this often, which brings in certificates other instances wrote; `0s` for never.',
+    parse: duration(),
+  }),
+  sinkFailingWarningMs: setting({
+    key: 'sinkFailingWarningMs',
+    env: 'CONSUL_ACME_SINK_FAILING_WARNING',
+    default: 600_000,
+    defaultDoc: '`10m`',
+    type: 'duration',
+    description: 'The certificate health check turns warning when a sink has been failing for this long.',
+    parse: duration(),
+  }),
   // Process
   logLevel: setting<LogLevel>({
     key: 'logLevel',

@@ -40,3 +40,26 @@ export function certificateHealth(
 
 /** Consul HTTP checks read 2xx as passing, 429 as warning and anything else as critical. */
 export const HEALTH_HTTP_STATUS: Record<HealthStatus, number> = { passing: 200, warning: 429, critical: 503 };
+
+/** A sink as the health check sees it. */
+export interface FailingSinkInput {
+  name: string;
+  failingSince: string | undefined;
+  lastError: string | undefined;
+}
+
+/**
+ * Adds the sinks that have been failing for too long (the caller picks them) to the health: at
+ * least warning, since the store holds good certificates that a proxy may not be serving.
+ */
+export function withFailingSinks(health: CertificateHealth, sinks: readonly FailingSinkInput[]): CertificateHealth {
+  if (sinks.length === 0) return health;
+  const problems = sinks.map(
+    (s) =>
+      `sink ${s.name}: failing since ${s.failingSince ?? 'an unknown time'}: ${s.lastError ?? 'no error recorded'}`,
+  );
+  return {
+    status: health.status === 'critical' ? 'critical' : 'warning',
+    problems: [...health.problems, ...problems],
+  };
+}

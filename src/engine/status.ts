@@ -1,4 +1,7 @@
 import type { RejectedHostname } from '../domain/hostnames-types.js';
+import type { SinkStatus } from '../sinks/sink-runner.js';
+
+export type { SinkStatus };
 
 /** What one hostname looks like from outside: served by GET /status and `consul-acme status`. */
 export interface CertificateStatus {
@@ -56,4 +59,6 @@ export interface StatusReport {
   certificates: CertificateStatus[];
   rejected: RejectedHostname[];
   policy: PolicyStatus;
+  /** The configured sinks (HAProxy, Traefik, hook): empty when none is. */
+  sinks: SinkStatus[];
 }

@@ -35,6 +35,7 @@ const REPORT: StatusReport = {
   ],
   policy: { deny: 0, allow: 0, always: 0, invalid: [], unreadable: [], failsClosed: undefined },
   rejected: [{ value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' }],
+  sinks: [],
 };
 
 interface Switches {

@@ -48,6 +48,10 @@ class Counting {
       put: (certificate, version) => inner.put(certificate, version),
       delete: (hostname, version) => inner.delete(hostname, version),
       list: () => inner.list(),
+      getPending: (hostname) => inner.getPending(hostname),
+      putPending: (pending) => inner.putPending(pending),
+      deletePending: (hostname) => inner.deletePending(hostname),
+      listPending: () => inner.listPending(),
     };
   }
 

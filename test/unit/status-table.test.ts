@@ -63,6 +63,7 @@ const REPORT: StatusReport = {
     { value: 'localhost', reason: 'not a public name', service: 'web', tag: 'urlprefix-localhost/' },
     { value: '*.example.com', reason: 'wildcards need DNS-01', service: 'wild', tag: 'urlprefix-*.example.com/' },
   ],
+  sinks: [],
 };
 
 describe('renderStatusTable', () => {
@@ -215,5 +216,51 @@ describe('shortDate and truncate', () => {
   it('truncate keeps text at the limit and cuts text over it', () => {
     assert.equal(truncate('abcdef', 6), 'abcdef');
     assert.equal(truncate('abcdefg', 6), 'abcde…');
+  });
+});
+
+describe('renderStatusTable for sinks', () => {
+  const sink = (s: Partial<StatusReport['sinks'][number]>): StatusReport['sinks'][number] => ({
+    name: 'haproxy',
+    pending: 0,
+    resyncPending: false,
+    failures: 0,
+    failingSince: undefined,
+    lastError: undefined,
+    lastErrorAt: undefined,
+    lastSuccessAt: '2025-03-01T11:59:00.000Z',
+    lastResyncAt: '2025-03-01T11:00:00.000Z',
+    nextRetryAt: undefined,
+    ...s,
+  });
+  const report: StatusReport = {
+    ...REPORT,
+    sinks: [
+      sink({}),
+      sink({
+        name: 'hook',
+        pending: 2,
+        failures: 3,
+        failingSince: '2025-03-01T11:50:00.000Z',
+        lastError: 'HOOK_FAILED: the hook for a.example.com (renewed) exited with status 1',
+        nextRetryAt: '2025-03-01T12:01:00.000Z',
+      }),
+    ],
+  };
+  const lines = renderStatusTable(report, NOW).split('\n');
+
+  it('a healthy sink shows ok and its last success', () => {
+    assert.match(lines.find((l) => l.startsWith('haproxy')) ?? '', /^haproxy\s+ok\s+0\s+2025-03-01 11:59\s+-$/);
+  });
+
+  it('a failing sink shows since when, what is pending and the error', () => {
+    assert.match(
+      lines.find((l) => l.startsWith('hook')) ?? '',
+      /^hook\s+failing since 2025-03-01 11:50\s+2\s+2025-03-01 11:59\s+HOOK_FAILED: the hook for a\.example\.com/,
+    );
+  });
+
+  it('no sinks, no section', () => {
+    assert.ok(!renderStatusTable(REPORT, NOW).includes('Sinks'));
   });
 });
