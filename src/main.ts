@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     }
     case 'status': {
       try {
-        const report = await fetchStatus(command.adminUrl);
+        const report = await fetchStatus(command.adminUrl, { adminToken: command.adminToken });
         process.stdout.write(`${formatStatus(report, { json: command.json, now: new Date() })}\n`);
       } catch (err) {
         process.stderr.write(`consul-acme: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -268,6 +268,7 @@ export function createService(deps: ServiceDeps): Service {
         sinks?.failingLongerThan(config.sinkFailingWarningMs) ?? [],
       ),
     metrics: () => metrics.render(),
+    adminToken: config.adminToken,
   });
 
   /** Logs what a desired-set change refused, registers the routes, then plans the names it touched. */

@@ -10,6 +10,8 @@ import { DEFAULT_ADMIN_PORT } from '../config/schema.js';
 import { helpText, isCommandName, usageText, type CommandName } from './help.js';
 
 export const ADMIN_URL_ENV = 'CONSUL_ACME_ADMIN_URL';
+/** The admin token `status` sends, read from the same variable the service reads. */
+export const ADMIN_TOKEN_ENV = 'CONSUL_ACME_ADMIN_TOKEN';
 export const DEFAULT_ADMIN_URL = `http://127.0.0.1:${DEFAULT_ADMIN_PORT}`;
 export const USAGE_EXIT_CODE = 2;
 
@@ -20,7 +22,7 @@ export type CliCommand =
   | { kind: 'version' }
   | { kind: 'run'; configFile: string | undefined }
   | { kind: 'check-config'; configFile: string | undefined }
-  | { kind: 'status'; json: boolean; adminUrl: string }
+  | { kind: 'status'; json: boolean; adminUrl: string; adminToken: string | undefined }
   /** Print `message` (error line, blank line, usage) to stderr and exit with `exitCode`. */
   | { kind: 'error'; message: string; exitCode: typeof USAGE_EXIT_CODE };
 
@@ -128,14 +130,15 @@ function parseCommand(
       if (adminUrl === undefined) {
         return usageError(`${source}: '${raw}' is not an http(s) URL or host:port`, command);
       }
-      return { kind: 'status', json: values.json === true, adminUrl };
+      const adminToken = env[ADMIN_TOKEN_ENV]?.trim() || undefined;
+      return { kind: 'status', json: values.json === true, adminUrl, adminToken };
     }
   }
 }
 
 /**
  * Parses the arguments after the program name (`process.argv.slice(2)`). `env` supplies
- * CONSUL_ACME_ADMIN_URL for `status`; main.ts passes process.env.
+ * CONSUL_ACME_ADMIN_URL and CONSUL_ACME_ADMIN_TOKEN for `status`; main.ts passes process.env.
  */
 export function parseCli(argv: string[], env: Readonly<Record<string, string | undefined>> = {}): CliCommand {
   for (const token of tokenize(argv, TOP_LEVEL_OPTIONS)) {

@@ -27,15 +27,22 @@ function isStatusReport(value: unknown): value is StatusReport {
 }
 
 /**
- * GET `<adminUrl>/status`. Throws a ConsulAcmeError whose message says what went wrong:
- * "cannot reach consul-acme at <url>: <reason>", an HTTP status, or a body that is not a report.
+ * GET `<adminUrl>/status`, with `Authorization: Bearer <adminToken>` when a token is given. Throws
+ * a ConsulAcmeError whose message says what went wrong: "cannot reach consul-acme at <url>:
+ * <reason>", an HTTP status, or a body that is not a report.
  */
-export async function fetchStatus(adminUrl: string, timeoutMs = DEFAULT_STATUS_TIMEOUT_MS): Promise<StatusReport> {
+export async function fetchStatus(
+  adminUrl: string,
+  { timeoutMs = DEFAULT_STATUS_TIMEOUT_MS, adminToken }: { timeoutMs?: number; adminToken?: string | undefined } = {},
+): Promise<StatusReport> {
   const base = adminUrl.replace(/\/+$/, '');
   const url = `${base}/status`;
   let response: Response;
   try {
-    response = await fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+    response = await fetch(url, {
+      headers: { accept: 'application/json', ...(adminToken ? { authorization: `Bearer ${adminToken}` } : {}) },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
   } catch (err) {
     const reason = reasonOf(err);
     throw new ConsulAcmeError(
@@ -55,6 +62,12 @@ export async function fetchStatus(adminUrl: string, timeoutMs = DEFAULT_STATUS_T
       'INTERNAL',
       `cannot reach consul-acme at ${base}: reading the answer failed: ${reasonOf(err)}`,
       { cause: err, retryable: true },
+    );
+  }
+  if (response.status === 401) {
+    throw new ConsulAcmeError(
+      'INTERNAL',
+      `consul-acme at ${base} wants the admin token: set CONSUL_ACME_ADMIN_TOKEN to the instance's token${adminToken ? ' (the one set was refused)' : ''}`,
     );
   }
   if (!response.ok) {

@@ -663,6 +663,16 @@ export const SETTINGS = {
     description: 'Port of the admin API.',
     parse: int(0, 65535),
   }),
+  adminToken: optional<string>({
+    key: 'adminToken',
+    env: 'CONSUL_ACME_ADMIN_TOKEN',
+    default: undefined,
+    type: 'string, 16 characters or more',
+    secret: true,
+    description:
+      "When set, `GET /status` and `GET /metrics` need `Authorization: Bearer <token>` (`consul-acme status` sends it from this variable); the health paths stay open for Consul's checks.",
+    parse: str({ pattern: /^\S{16,}$/, patternDoc: 'at least 16 characters without spaces' }),
+  }),
   registerService: setting({
     key: 'registerService',
     env: 'CONSUL_ACME_REGISTER_SERVICE',

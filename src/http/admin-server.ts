@@ -2,9 +2,14 @@
  * The admin API: liveness and readiness for Consul health checks and orchestrators, and the status
  * report that `consul-acme status` renders. JSON everywhere, including errors and 404s.
  *
+ * With an admin token, every path but the health paths needs `Authorization: Bearer <token>`
+ * (401 otherwise); the comparison is in constant time. The health paths stay open, since Consul's
+ * HTTP checks send no credentials.
+ *
  * Consul HTTP checks read 2xx as passing, 429 as warning and anything else as critical, so "not
  * ready" is a 503.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import Fastify, {
   LogController,
@@ -33,6 +38,18 @@ export interface AdminServerOptions {
   certificateHealth: () => CertificateHealth;
   /** Prometheus exposition for GET /metrics. */
   metrics: () => Promise<{ contentType: string; body: string }>;
+  /** When set, everything but the health paths needs it as a bearer token. */
+  adminToken?: string | undefined;
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/** Whether the request carries `Authorization: Bearer <token>` (compared in constant time). */
+function carriesToken(authorization: string | undefined, expected: Buffer): boolean {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
+  return match !== null && timingSafeEqual(digest(match[1] ?? ''), expected);
 }
 
 function noStore(reply: FastifyReply): FastifyReply {
@@ -61,6 +78,14 @@ export function buildAdminServer(opts: AdminServerOptions): FastifyInstance {
     frameworkErrors: (_err, _request, reply) => {
       void noStore(reply).code(400).send({ error: 'bad request' });
     },
+  });
+
+  const tokenDigest = opts.adminToken === undefined ? undefined : digest(opts.adminToken);
+  const openPaths = new Set<string>(Object.values(ADMIN_HEALTH_PATHS));
+  app.addHook('onRequest', async (request, reply) => {
+    if (tokenDigest === undefined || openPaths.has(request.url.split('?')[0] ?? '')) return;
+    if (carriesToken(request.headers.authorization, tokenDigest)) return;
+    await noStore(reply).code(401).header('www-authenticate', 'Bearer').send({ error: 'admin token required' });
   });
 
   app.get(ADMIN_HEALTH_PATHS.live, async (_request, reply) => {

@@ -45,8 +45,9 @@ interface Switches {
   health?: CertificateHealth;
 }
 
-async function start(switches: Switches): Promise<{ app: FastifyInstance; base: string }> {
+async function start(switches: Switches, adminToken?: string): Promise<{ app: FastifyInstance; base: string }> {
   const app = buildAdminServer({
+    adminToken,
     logger: silentLogger(),
     isLive: () => switches.live,
     isReady: async () => {
@@ -206,13 +207,13 @@ describe('fetchStatus (what `consul-acme status` calls)', () => {
 
   it('says which address it cannot reach and why', async () => {
     const port = await freePort();
-    await assert.rejects(fetchStatus(`http://127.0.0.1:${port}`, 2000), {
+    await assert.rejects(fetchStatus(`http://127.0.0.1:${port}`, { timeoutMs: 2000 }), {
       message: new RegExp(`^cannot reach consul-acme at http://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`),
     });
   });
 
   it('gives up after the timeout when the instance does not answer', async () => {
-    await assert.rejects(fetchStatus(`http://127.0.0.1:${silentPort}`, 300), {
+    await assert.rejects(fetchStatus(`http://127.0.0.1:${silentPort}`, { timeoutMs: 300 }), {
       message: `cannot reach consul-acme at http://127.0.0.1:${silentPort}: no answer within 300 ms`,
     });
   });
@@ -241,5 +242,45 @@ describe('fetchStatus (what `consul-acme status` calls)', () => {
     } finally {
       other.close();
     }
+  });
+});
+
+describe('admin server with an admin token', () => {
+  const TOKEN = 'the-admin-token-of-this-test';
+  let app: FastifyInstance;
+  let base: string;
+
+  before(async () => {
+    ({ app, base } = await start({ live: true, ready: true, status: 'ok' }, TOKEN));
+  });
+  after(async () => {
+    await app.close();
+  });
+
+  it('answers /status and /metrics only with the token as a bearer token', async () => {
+    for (const path of ['/status', '/metrics']) {
+      const without = await fetch(`${base}${path}`);
+      assert.equal(without.status, 401, `${path} without a token`);
+      assert.equal(without.headers.get('www-authenticate'), 'Bearer');
+      assert.deepEqual(await without.json(), { error: 'admin token required' });
+      const wrong = await fetch(`${base}${path}`, { headers: { authorization: 'Bearer not-the-token-at-all' } });
+      assert.equal(wrong.status, 401, `${path} with a wrong token`);
+      const right = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      assert.equal(right.status, 200, `${path} with the token`);
+    }
+  });
+
+  it("keeps the health paths open for Consul's checks", async () => {
+    for (const path of ['/health/live', '/health/ready', '/health/certificates']) {
+      assert.equal((await fetch(`${base}${path}`)).status, 200, path);
+    }
+  });
+
+  it('consul-acme status sends the token, and says what to set when it has none', async () => {
+    assert.equal((await fetchStatus(base, { adminToken: TOKEN })).instance, REPORT.instance);
+    await assert.rejects(fetchStatus(base), {
+      message: `consul-acme at ${base} wants the admin token: set CONSUL_ACME_ADMIN_TOKEN to the instance's token`,
+    });
+    await assert.rejects(fetchStatus(base, { adminToken: 'wrong-token-of-some-length' }), /the one set was refused/);
   });
 });

@@ -42,35 +42,41 @@ const cases: Case[] = [
   {
     name: 'status defaults to the local admin port',
     argv: ['status'],
-    expected: { kind: 'status', json: false, adminUrl: 'http://127.0.0.1:8081' },
+    expected: { kind: 'status', json: false, adminUrl: 'http://127.0.0.1:8081', adminToken: undefined },
   },
   {
     name: 'status reads CONSUL_ACME_ADMIN_URL',
     argv: ['status'],
     env: { CONSUL_ACME_ADMIN_URL: 'http://10.0.0.5:9000/' },
-    expected: { kind: 'status', json: false, adminUrl: 'http://10.0.0.5:9000' },
+    expected: { kind: 'status', json: false, adminUrl: 'http://10.0.0.5:9000', adminToken: undefined },
   },
   {
     name: 'status ignores an empty CONSUL_ACME_ADMIN_URL',
     argv: ['status'],
     env: { CONSUL_ACME_ADMIN_URL: ' ' },
-    expected: { kind: 'status', json: false, adminUrl: 'http://127.0.0.1:8081' },
+    expected: { kind: 'status', json: false, adminUrl: 'http://127.0.0.1:8081', adminToken: undefined },
   },
   {
     name: '--admin-addr wins over the environment',
     argv: ['status', '--admin-addr', 'https://ca.internal:8443'],
     env: { CONSUL_ACME_ADMIN_URL: 'http://10.0.0.5:9000' },
-    expected: { kind: 'status', json: false, adminUrl: 'https://ca.internal:8443' },
+    expected: { kind: 'status', json: false, adminUrl: 'https://ca.internal:8443', adminToken: undefined },
   },
   {
     name: 'a bare host:port for --admin-addr means http',
     argv: ['status', '--json', '--admin-addr=10.1.2.3:8081'],
-    expected: { kind: 'status', json: true, adminUrl: 'http://10.1.2.3:8081' },
+    expected: { kind: 'status', json: true, adminUrl: 'http://10.1.2.3:8081', adminToken: undefined },
+  },
+  {
+    name: 'status sends the admin token from CONSUL_ACME_ADMIN_TOKEN',
+    argv: ['status'],
+    env: { CONSUL_ACME_ADMIN_TOKEN: 'a-token-of-sixteen-chars' },
+    expected: { kind: 'status', json: false, adminUrl: DEFAULT_ADMIN_URL, adminToken: 'a-token-of-sixteen-chars' },
   },
   {
     name: 'status --json',
     argv: ['status', '--json'],
-    expected: { kind: 'status', json: true, adminUrl: DEFAULT_ADMIN_URL },
+    expected: { kind: 'status', json: true, adminUrl: DEFAULT_ADMIN_URL, adminToken: undefined },
   },
   { name: '--version prints the version', argv: ['--version'], expected: { kind: 'version' } },
   {
@@ -235,7 +241,12 @@ describe('parseCli', () => {
     const saved = process.env.CONSUL_ACME_ADMIN_URL;
     process.env.CONSUL_ACME_ADMIN_URL = 'http://10.9.9.9:1';
     try {
-      assert.deepEqual(parseCli(['status']), { kind: 'status', json: false, adminUrl: DEFAULT_ADMIN_URL });
+      assert.deepEqual(parseCli(['status']), {
+        kind: 'status',
+        json: false,
+        adminUrl: DEFAULT_ADMIN_URL,
+        adminToken: undefined,
+      });
     } finally {
       if (saved === undefined) delete process.env.CONSUL_ACME_ADMIN_URL;
       else process.env.CONSUL_ACME_ADMIN_URL = saved;
