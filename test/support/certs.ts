@@ -25,6 +25,8 @@ export interface TestCertificateOptions {
   keyType?: KeyType;
   /** CN of the issuing test CA (default TEST_CA_NAME); `null` makes a self-signed leaf without chain. */
   issuer?: string | null;
+  /** Reuse one leaf key per key type (many certificates fast, e.g. to seed a store with thousands). */
+  sharedKey?: boolean;
 }
 
 export interface TestCertificate {
@@ -96,13 +98,25 @@ function testCa(name: string): Promise<TestCa> {
 
 let serial = 0x1000;
 
+const sharedKeys = new Map<KeyType, Promise<KeyPairWithAlgorithm>>();
+function sharedLeafKeys(keyType: KeyType): Promise<KeyPairWithAlgorithm> {
+  let keys = sharedKeys.get(keyType);
+  if (keys === undefined) {
+    keys = generateKeys(keyType);
+    sharedKeys.set(keyType, keys);
+  }
+  return keys;
+}
+
 /** A certificate for `hostnames` with its private key. */
 export async function makeTestCertificate(options: TestCertificateOptions): Promise<TestCertificate> {
   const first = options.hostnames[0];
   if (first === undefined) throw new Error('makeTestCertificate needs at least one hostname');
   const notBefore = options.notBefore ?? new Date(Date.now() - DAY_MS);
   const notAfter = options.notAfter ?? new Date(notBefore.getTime() + 90 * DAY_MS);
-  const leafKeys = await generateKeys(options.keyType ?? 'ec-p256');
+  const leafKeys = options.sharedKey
+    ? await sharedLeafKeys(options.keyType ?? 'ec-p256')
+    : await generateKeys(options.keyType ?? 'ec-p256');
   const extensions = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
@@ -159,7 +173,14 @@ export async function makeCertificateData(options: TestCertificateDataOptions): 
   const notAfter = options.notAfter ?? new Date(notBefore.getTime() + 90 * DAY_MS);
   const keyType = options.keyType ?? 'ec-p256';
   const issuer = options.issuer === undefined ? TEST_CA_NAME : options.issuer;
-  const { certPem, keyPem } = await makeTestCertificate({ hostnames, notBefore, notAfter, keyType, issuer });
+  const { certPem, keyPem } = await makeTestCertificate({
+    hostnames,
+    notBefore,
+    notAfter,
+    keyType,
+    issuer,
+    ...(options.sharedKey ? { sharedKey: true } : {}),
+  });
   return {
     hostname: options.hostname,
     hostnames,

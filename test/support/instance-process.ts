@@ -36,6 +36,8 @@ export interface InstanceOptions {
   adminPort: number;
   /** Every other setting. CONSUL_ACME_INSTANCE_NAME and the listener settings are added here. */
   env: Record<string, string>;
+  /** Runs the instance under `ulimit -n <openFileLimit>` (the soft and hard open-file limit). */
+  openFileLimit?: number;
 }
 
 export interface InstanceProcess {
@@ -78,7 +80,18 @@ export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProc
     CONSUL_ACME_CHALLENGE_PORT: String(opts.challengePort),
     CONSUL_ACME_ADMIN_PORT: String(opts.adminPort),
   };
-  const child = spawn(process.execPath, [MAIN_JS, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // With a file limit, a shell sets it and then becomes node (exec), so the pid is node's.
+  const child =
+    opts.openFileLimit === undefined
+      ? spawn(process.execPath, [MAIN_JS, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(
+          '/bin/sh',
+          ['-c', `ulimit -n ${opts.openFileLimit} && exec "$0" "$@"`, process.execPath, MAIN_JS, 'run'],
+          {
+            env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
   killOnExit(child);
 
   let raw = '';
