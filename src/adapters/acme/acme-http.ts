@@ -233,22 +233,28 @@ export class AcmeHttp {
 
   // ---------------------------------------------------------------- directory and nonces
 
+  /**
+   * The directory, fetched once for every Client of this transport. The fetch is shared, so it
+   * does not stop for one caller's signal (only when the transport closes); a caller whose signal
+   * fires stops waiting for it at once.
+   */
   private directory(signal: AbortSignal | undefined): Promise<Record<string, unknown>> {
-    const cached = this.directoryCache;
-    if (cached && performance.now() - cached.at < ACME_DIRECTORY_MAX_AGE_MS) return cached.directory;
-    const directory = this.request(this.options.directoryUrl, 'GET', {}, signal).then((response) => {
-      const data = response.data;
-      if (typeof data !== 'object' || data === null) {
-        throw new Error(`the ACME directory ${this.options.directoryUrl} answered something that is not a directory`);
-      }
-      return data as Record<string, unknown>;
-    });
-    const entry = { at: performance.now(), directory };
-    this.directoryCache = entry;
-    directory.catch(() => {
-      if (this.directoryCache === entry) this.directoryCache = undefined;
-    });
-    return directory;
+    let cached = this.directoryCache;
+    if (!cached || performance.now() - cached.at >= ACME_DIRECTORY_MAX_AGE_MS) {
+      const directory = this.request(this.options.directoryUrl, 'GET', {}, undefined).then((response) => {
+        const data = response.data;
+        if (typeof data !== 'object' || data === null) {
+          throw new Error(`the ACME directory ${this.options.directoryUrl} answered something that is not a directory`);
+        }
+        return data as Record<string, unknown>;
+      });
+      const entry = { at: performance.now(), directory };
+      this.directoryCache = cached = entry;
+      directory.catch(() => {
+        if (this.directoryCache === entry) this.directoryCache = undefined;
+      });
+    }
+    return untilAborted(cached.directory, signal, 'the acme directory request');
   }
 
   private async nonce(signal: AbortSignal | undefined): Promise<string> {
@@ -432,6 +438,22 @@ export class AcmeHttp {
     } catch {
       // A metrics hook must never break issuance.
     }
+  }
+}
+
+/** Resolves as `promise` does, or rejects with AbortedError (`what` was aborted) as soon as `signal` fires. */
+export async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) throw new AbortedError(what, { cause: signal.reason });
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AbortedError(what, { cause: signal.reason }));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, aborted]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -28,7 +28,7 @@ import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import type { KeyType, PendingOrder } from '../../domain/certificate.js';
 import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import { AcmeHttp, type AcmeRequestHook } from './acme-http.js';
+import { AcmeHttp, untilAborted, type AcmeRequestHook } from './acme-http.js';
 import { AcmeServerProblem, classifyAcmeError, shortProblemType, type ProblemDocument } from './acme-errors.js';
 import {
   createCertificateKey,
@@ -74,22 +74,6 @@ const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
 const BASE64URL_TOKEN = /^[A-Za-z0-9_-]+$/;
 /** What CAs say of an order they do not know (Pebble: 404 "No order for ID …"). */
 const ORDER_UNKNOWN_DETAIL = /no order|not exist|not found|unknown order/i;
-
-/** Resolves as `promise` does, or rejects with AbortedError as soon as `signal` fires. */
-async function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (!signal) return promise;
-  throwIfAborted(signal, what);
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(new AbortedError(what, { cause: signal.reason }));
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, aborted]);
-  } finally {
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-  }
-}
 
 function problemOf(error: unknown): ProblemDocument | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
@@ -309,7 +293,7 @@ export class AcmeIssuer implements Issuer {
 
   /** A Client of its own for one issuance, on the shared account, whose retry waits end with `signal`. */
   private async session(signal: AbortSignal | undefined, what: string): Promise<OrderSession> {
-    const account = await unlessAborted(this.client(), signal, what);
+    const account = await untilAborted(this.client(), signal, what);
     const accountKey = this.accountKeys.get(account);
     if (accountKey === undefined) throw new Error('internal: the account client has no key');
     const client = new acme.Client({
