@@ -143,7 +143,12 @@ export class CertificateWorker {
     // The gate recorded this order against the budgets when it admitted it.
     log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
     try {
-      const issued = await this.deps.issuer.issue({ hostnames: desired.hostnames, keyType: desired.keyType }, signal);
+      // No write-ahead record yet: the worker's rewrite wires beforeFinalize to the store.
+      const issued = await this.deps.issuer.issue(
+        { hostnames: desired.hostnames, keyType: desired.keyType },
+        { beforeFinalize: async () => {} },
+        signal,
+      );
       const certificate: CertificateData = {
         hostname,
         hostnames: desired.hostnames,

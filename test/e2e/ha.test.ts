@@ -46,7 +46,7 @@ import { StoreHealth } from '../../src/engine/store-health.js';
 import { CertificateWorker, certificateLockKey } from '../../src/engine/worker.js';
 import { ConsulAcmeError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
-import type { IssuedCertificate, Issuer, IssueRequest } from '../../src/ports/issuer.js';
+import type { IssuedCertificate, Issuer, IssueRequest, ResumeOutcome } from '../../src/ports/issuer.js';
 import { systemClock } from '../../src/ports/clock.js';
 import { makeTestCertificate, TEST_CA_NAME, TEST_DIRECTORY_URL } from '../support/certs.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
@@ -865,18 +865,24 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             notAfter: new Date(leaf.validTo),
             issuer: TEST_CA_NAME,
             directoryUrl: TEST_DIRECTORY_URL,
+            serial: leaf.serialNumber.toLowerCase().replace(/^0+/, ''),
           };
         };
+        const noPendingOrders = async (): Promise<ResumeOutcome> => ({
+          kind: 'gone',
+          why: 'this test issuer keeps none',
+        });
         let signalSeenByA: AbortSignal | undefined;
         let letAFinish: () => void = () => undefined;
         const aMayFinish = new Promise<void>((resolve) => (letAFinish = resolve));
         const slowIssuer: Issuer = {
           directoryUrl: TEST_DIRECTORY_URL,
-          async issue(request, signal) {
+          async issue(request, _hooks, signal) {
             signalSeenByA = signal;
             await aMayFinish;
             return issueFor(request);
           },
+          resume: noPendingOrders,
         };
         const bCertificates: string[] = [];
         const fastIssuer: Issuer = {
@@ -886,6 +892,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             bCertificates.push(issued.certPem);
             return issued;
           },
+          resume: noPendingOrders,
         };
         const worker = (issuer: Issuer, locker: ConsulLocker): CertificateWorker =>
           new CertificateWorker({

@@ -5,24 +5,29 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import * as acme from 'acme-client';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { AcmeIssuer, type AcmeIssuerOptions } from '../../src/adapters/acme/acme-issuer.js';
+import { ACME_RETRY_MAX_ATTEMPTS, ACME_RETRY_TOTAL_MS } from '../../src/adapters/acme/acme-http.js';
+import type { PendingOrder } from '../../src/domain/certificate.js';
 import { MemoryChallengeStore } from '../../src/adapters/memory/memory-challenge-store.js';
 import type { AccountStore, AcmeAccount } from '../../src/ports/account-store.js';
 import type { ChallengeStore } from '../../src/ports/challenge-store.js';
-import type { IssuedCertificate } from '../../src/ports/issuer.js';
+import type { IssuedCertificate, IssueHooks } from '../../src/ports/issuer.js';
 import { AbortedError, AcmeProblemError } from '../../src/errors.js';
 import { createLogger, silentLogger } from '../../src/logging.js';
 import { startPebble, type PebbleInstance } from '../support/pebble.js';
 import { startChallengeResponder, type ChallengeResponder } from '../support/challenge-responder.js';
 import { freePort } from '../support/net.js';
+import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
 
 const ISSUE_DEADLINE_MS = 30_000;
 const TEST_TIMEOUT_MS = 90_000;
 const ACME_URN = /^urn:ietf:params:acme:error:[A-Za-z]+$/;
+/** For tests about something else than write-ahead: nothing to make durable. */
+const NO_HOOKS: IssueHooks = { beforeFinalize: async () => {} };
 
 /** A minimal AccountStore for this file (MemoryAccountStore is being written elsewhere). */
 class TestAccountStore implements AccountStore {
@@ -158,7 +163,10 @@ describe('AcmeIssuer against Pebble', () => {
     { timeout: TEST_TIMEOUT_MS },
     async () => {
       const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
-      const issued = await bounded(pebble, issuer.issue({ hostnames: ['app.example.test'], keyType: 'ec-p256' }));
+      const issued = await bounded(
+        pebble,
+        issuer.issue({ hostnames: ['app.example.test'], keyType: 'ec-p256' }, NO_HOOKS),
+      );
 
       const leaf = await assertChainsToPebbleRoot(pebble, issued);
       assert.equal(leaf.subjectAltName, 'DNS:app.example.test');
@@ -184,7 +192,7 @@ describe('AcmeIssuer against Pebble', () => {
       const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }));
       const issued = await bounded(
         pebble,
-        issuer.issue({ hostnames: ['rsa.example.test', 'www.rsa.example.test'], keyType: 'rsa-2048' }),
+        issuer.issue({ hostnames: ['rsa.example.test', 'www.rsa.example.test'], keyType: 'rsa-2048' }, NO_HOOKS),
       );
 
       const leaf = await assertChainsToPebbleRoot(pebble, issued);
@@ -207,8 +215,8 @@ describe('AcmeIssuer against Pebble', () => {
       await bounded(
         pebble,
         Promise.all([
-          first.issue({ hostnames: ['one.shared.example.test'], keyType: 'ec-p256' }),
-          first.issue({ hostnames: ['two.shared.example.test'], keyType: 'ec-p256' }),
+          first.issue({ hostnames: ['one.shared.example.test'], keyType: 'ec-p256' }, NO_HOOKS),
+          first.issue({ hostnames: ['two.shared.example.test'], keyType: 'ec-p256' }, NO_HOOKS),
         ]),
       );
       const account = await accountStore.get(pebble.directoryUrl);
@@ -222,7 +230,7 @@ describe('AcmeIssuer against Pebble', () => {
       );
 
       const second = track(makeIssuer(pebble, { accountStore, challengeStore }, secondRequests));
-      await bounded(pebble, second.issue({ hostnames: ['three.shared.example.test'], keyType: 'ec-p256' }));
+      await bounded(pebble, second.issue({ hostnames: ['three.shared.example.test'], keyType: 'ec-p256' }, NO_HOOKS));
       assert.equal(
         secondRequests.filter((r) => r.endpoint === 'newAccount').length,
         0,
@@ -269,7 +277,7 @@ describe('AcmeIssuer against Pebble', () => {
         try {
           const err = await bounded(
             pebble,
-            rejection(issuer.issue({ hostnames: failure.hostnames, keyType: 'ec-p256' })),
+            rejection(issuer.issue({ hostnames: failure.hostnames, keyType: 'ec-p256' }, NO_HOOKS)),
           );
           assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
           assert.equal(err.code, 'ACME_PROBLEM');
@@ -304,7 +312,9 @@ describe('AcmeIssuer against Pebble', () => {
         try {
           const err = await bounded(
             pebble,
-            rejection(issuer.issue({ hostnames: ['abort.example.test'], keyType: 'ec-p256' }, controller.signal)),
+            rejection(
+              issuer.issue({ hostnames: ['abort.example.test'], keyType: 'ec-p256' }, NO_HOOKS, controller.signal),
+            ),
           );
           assert.ok(err instanceof AbortedError, `an AbortedError, got ${String(err)}`);
           assert.match(err.message, /abort\.example\.test/);
@@ -336,13 +346,13 @@ describe('AcmeIssuer against Pebble', () => {
     const issuer = track(makeIssuer(pebble, { accountStore, challengeStore }));
     const err = await bounded(
       pebble,
-      rejection(issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' })),
+      rejection(issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' }, NO_HOOKS)),
     );
     assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
     assert.equal(err.problemType, 'urn:ietf:params:acme:error:accountDoesNotExist');
     assert.equal(err.retryable, true);
 
-    await bounded(pebble, issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' }));
+    await bounded(pebble, issuer.issue({ hostnames: ['forgotten.example.test'], keyType: 'ec-p256' }, NO_HOOKS));
     const stored = await accountStore.get(pebble.directoryUrl);
     assert.ok(
       stored?.accountUrl && stored.accountUrl !== forgotten,
@@ -355,7 +365,7 @@ describe('AcmeIssuer against Pebble', () => {
     const requests: Requests = [];
     const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }, requests));
     const err = await rejection(
-      issuer.issue({ hostnames: ['early.example.test'], keyType: 'ec-p256' }, AbortSignal.abort()),
+      issuer.issue({ hostnames: ['early.example.test'], keyType: 'ec-p256' }, NO_HOOKS, AbortSignal.abort()),
     );
     assert.ok(err instanceof AbortedError);
     assert.deepEqual(requests, [], 'no request was sent');
@@ -364,7 +374,7 @@ describe('AcmeIssuer against Pebble', () => {
   it('reports every request to onRequest with a directory resource name', { timeout: TEST_TIMEOUT_MS }, async () => {
     const requests: Requests = [];
     const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }, requests));
-    await bounded(pebble, issuer.issue({ hostnames: ['metrics.example.test'], keyType: 'ec-p256' }));
+    await bounded(pebble, issuer.issue({ hostnames: ['metrics.example.test'], keyType: 'ec-p256' }, NO_HOOKS));
     const endpoints = new Set(requests.map((r) => r.endpoint));
     for (const expected of [
       'directory',
@@ -382,6 +392,28 @@ describe('AcmeIssuer against Pebble', () => {
     assert.ok(!endpoints.has('other'), `every request is named: ${[...endpoints].join(', ')}`);
   });
 
+  it(
+    'reuses its connections and nonces: 3 certificates one after another over fewer connections than certificates, with 1 newNonce request',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const requests: Requests = [];
+      const issuer = track(makeIssuer(pebble, { accountStore: new TestAccountStore(), challengeStore }, requests));
+      for (const n of [1, 2, 3]) {
+        await bounded(pebble, issuer.issue({ hostnames: [`reuse${n}.example.test`], keyType: 'ec-p256' }, NO_HOOKS));
+      }
+      assert.ok(requests.length >= 20, `${requests.length} requests`);
+      assert.ok(
+        issuer.connectionsOpened() < 3,
+        `${issuer.connectionsOpened()} connections for ${requests.length} requests`,
+      );
+      assert.equal(
+        requests.filter((r) => r.endpoint === 'newNonce').length,
+        1,
+        'after the first, every nonce came with an earlier answer',
+      );
+    },
+  );
+
   describe('with a second Pebble that requires external account binding', () => {
     let eabPebble: PebbleInstance;
     const eab = { kid: 'kid-consul-acme', hmacKey: randomBytes(32).toString('base64url') };
@@ -395,7 +427,10 @@ describe('AcmeIssuer against Pebble', () => {
 
     it('issues when the issuer has the kid and HMAC key', { timeout: TEST_TIMEOUT_MS }, async () => {
       const issuer = track(makeIssuer(eabPebble, { accountStore: new TestAccountStore(), challengeStore, eab }));
-      const issued = await bounded(eabPebble, issuer.issue({ hostnames: ['eab.example.test'], keyType: 'ec-p256' }));
+      const issued = await bounded(
+        eabPebble,
+        issuer.issue({ hostnames: ['eab.example.test'], keyType: 'ec-p256' }, NO_HOOKS),
+      );
       await assertChainsToPebbleRoot(eabPebble, issued);
     });
 
@@ -403,7 +438,7 @@ describe('AcmeIssuer against Pebble', () => {
       const issuer = track(makeIssuer(eabPebble, { accountStore: new TestAccountStore(), challengeStore }));
       const err = await bounded(
         eabPebble,
-        rejection(issuer.issue({ hostnames: ['noeab.example.test'], keyType: 'ec-p256' })),
+        rejection(issuer.issue({ hostnames: ['noeab.example.test'], keyType: 'ec-p256' }, NO_HOOKS)),
       );
       assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
       assert.equal(err.problemType, 'urn:ietf:params:acme:error:externalAccountRequired');
@@ -421,8 +456,8 @@ describe('AcmeIssuer against Pebble', () => {
         const [a, b] = await bounded(
           pebble,
           Promise.all([
-            plain.issue({ hostnames: ['first-ca.example.test'], keyType: 'ec-p256' }),
-            bound.issue({ hostnames: ['second-ca.example.test'], keyType: 'ec-p256' }),
+            plain.issue({ hostnames: ['first-ca.example.test'], keyType: 'ec-p256' }, NO_HOOKS),
+            bound.issue({ hostnames: ['second-ca.example.test'], keyType: 'ec-p256' }, NO_HOOKS),
           ]),
         );
         await assertChainsToPebbleRoot(pebble, a);
@@ -453,7 +488,7 @@ describe('AcmeIssuer with Pebble rejecting 5 % of nonces (its default)', () => {
     const names = [1, 2, 3, 4, 5].map((n) => `nonce${n}.example.test`);
     const issued = await bounded(
       pebble,
-      Promise.all(names.map((name) => issuer!.issue({ hostnames: [name], keyType: 'ec-p256' }))),
+      Promise.all(names.map((name) => issuer!.issue({ hostnames: [name], keyType: 'ec-p256' }, NO_HOOKS))),
     );
     assert.deepEqual(
       issued.map((c) => new X509Certificate(c.certPem).subjectAltName),
@@ -494,9 +529,10 @@ describe('AcmeIssuer when the CA cannot be reached', () => {
   ];
   for (const c of cases) {
     it(
-      `rejects with a retryable ACME_UNREACHABLE naming the host when ${c.name}, without sleeping`,
-      { timeout: 10_000 },
+      `rejects with a retryable ACME_UNREACHABLE naming the host when ${c.name}, after ${ACME_RETRY_MAX_ATTEMPTS} tries`,
+      { timeout: 30_000 },
       async () => {
+        const requests: Requests = [];
         const issuer = new AcmeIssuer({
           directoryUrl: await c.url(),
           accountStore: new TestAccountStore(),
@@ -506,18 +542,342 @@ describe('AcmeIssuer when the CA cannot be reached', () => {
           pollAttempts: 5,
           requestTimeoutMs: 500,
           logger: silentLogger(),
+          onRequest: (endpoint, status) => requests.push({ endpoint, status }),
         });
         try {
-          const err = await rejection(issuer.issue({ hostnames: ['down.example.test'], keyType: 'ec-p256' }));
+          const err = await rejection(issuer.issue({ hostnames: ['down.example.test'], keyType: 'ec-p256' }, NO_HOOKS));
           assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
           assert.equal(err.code, 'ACME_UNREACHABLE');
           assert.equal(err.retryable, true);
           assert.match(err.message, /down\.example\.test/);
           assert.match(err.message, c.message);
+          assert.deepEqual(
+            requests,
+            Array.from({ length: ACME_RETRY_MAX_ATTEMPTS }, () => ({ endpoint: 'directory', status: 'error' })),
+            'the directory GET was tried a few times, then given up',
+          );
         } finally {
           issuer.close();
         }
       },
     );
   }
+});
+
+describe('AcmeIssuer through a proxy that counts what Pebble receives and injects faults', () => {
+  let pebble: PebbleInstance;
+  let responder: ChallengeResponder;
+  let proxy: AcmeProxy;
+  const tokens = new MemoryChallengeStore();
+  const challengeStore = new HookedChallengeStore(tokens);
+  const accountStore = new TestAccountStore();
+  const issuers: AcmeIssuer[] = [];
+  /** Short enough that a stalled request fails well within a test, long enough for Pebble on a busy machine. */
+  const REQUEST_TIMEOUT_MS = 3_000;
+  const issuerFor = (requests?: Requests): AcmeIssuer => {
+    const issuer = makeIssuer(proxy, { accountStore, challengeStore, requestTimeoutMs: REQUEST_TIMEOUT_MS }, requests);
+    issuers.push(issuer);
+    return issuer;
+  };
+  const statusesOf = (requests: Requests, endpoint: string): Array<number | 'error'> =>
+    requests.filter((r) => r.endpoint === endpoint).map((r) => r.status);
+  /** The path of the order whose fetches the proxy recorded for `hostname` (one order expected). */
+  const orderPathsOf = (hostname: string): string[] => [
+    ...new Set(
+      proxy
+        .requests()
+        .filter((r) => r.endpoint === 'order' && r.identifiers.includes(hostname))
+        .map((r) => r.path),
+    ),
+  ];
+  const assertIssuedFor = (issued: IssuedCertificate, hostname: string, keyPem = issued.keyPem): void => {
+    const leaf = new X509Certificate(issued.certPem);
+    assert.equal(leaf.subjectAltName, `DNS:${hostname}`);
+    assert.ok(leaf.checkPrivateKey(createPrivateKey(keyPem)), 'the certificate is for the key');
+    assert.equal(issued.keyPem, keyPem);
+    assert.equal(issued.serial, leaf.serialNumber.toLowerCase().replace(/^0+/, ''));
+    assert.equal(issued.directoryUrl, proxy.directoryUrl);
+  };
+  const pendingFor = (overrides: Partial<PendingOrder>): PendingOrder => ({
+    hostname: 'resume.example.test',
+    hostnames: ['resume.example.test'],
+    directoryUrl: proxy.directoryUrl,
+    orderUrl: new URL('/my-order/0000000000', proxy.directoryUrl).href,
+    keyPem: generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      .privateKey.export({ type: 'pkcs8', format: 'pem' })
+      .toString(),
+    keyType: 'ec-p256',
+    createdAt: new Date(),
+    ...overrides,
+  });
+
+  before(async () => {
+    responder = await startChallengeResponder(challengeStore);
+    pebble = await startPebble({ httpPort: responder.port });
+    proxy = await startAcmeProxy({ directoryUrl: pebble.directoryUrl, caBundlePem: pebble.caBundlePem });
+  });
+  after(async () => {
+    for (const issuer of issuers) issuer.close();
+    await proxy?.close();
+    await pebble?.stop();
+    await responder?.stop();
+  });
+
+  it(
+    'obtains the certificate after two 503 answers to its download, from 1 order and 1 finalize',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const hostname = 'download503.example.test';
+      const requests: Requests = [];
+      const issuer = issuerFor(requests);
+      proxy.failNext({ endpoint: 'certificate', status: 503, times: 2 });
+      const issued = await bounded(pebble, issuer.issue({ hostnames: [hostname], keyType: 'ec-p256' }, NO_HOOKS));
+      assertIssuedFor(issued, hostname);
+      assert.deepEqual(proxy.pendingFaults(), [], 'both 503s were answered');
+      assert.equal(proxy.newOrders(hostname).length, 1, 'Pebble saw 1 new order');
+      assert.equal(proxy.finalizations(hostname).length, 1, 'Pebble saw 1 finalize');
+      assert.deepEqual(statusesOf(requests, 'certificate'), [503, 503, 200], 'each send is reported, retries too');
+    },
+  );
+
+  const faults = [
+    { name: '503 twice on order polls', inject: () => proxy.failNext({ endpoint: 'order', times: 2 }) },
+    {
+      name: '503 twice on authorization polls',
+      // The first authorization fetch comes right after the new order; the polls follow the challenge.
+      inject: () => proxy.failNext({ endpoint: 'authorization', after: 1, times: 2 }),
+    },
+    { name: 'a timeout on the certificate download', inject: () => proxy.stallNext({ endpoint: 'certificate' }) },
+    { name: 'a timeout on an order fetch', inject: () => proxy.stallNext({ endpoint: 'order' }) },
+    { name: 'a timeout on an authorization fetch', inject: () => proxy.stallNext({ endpoint: 'authorization' }) },
+    { name: 'a 503 on the directory', inject: () => proxy.failNext({ endpoint: 'directory' }) },
+    // Nonces come from earlier answers when the issuer has one: a new issuer has none.
+    { name: 'a 503 on newNonce', inject: () => proxy.failNext({ endpoint: 'newNonce' }) },
+  ];
+  faults.forEach((fault, i) => {
+    it(
+      `places exactly 1 order and obtains the certificate despite ${fault.name}`,
+      { timeout: TEST_TIMEOUT_MS },
+      async () => {
+        const hostname = `fault${i}.example.test`;
+        const requests: Requests = [];
+        const issuer = issuerFor(requests); // a new issuer: its first requests fetch the directory and a nonce
+        fault.inject();
+        const issued = await bounded(pebble, issuer.issue({ hostnames: [hostname], keyType: 'ec-p256' }, NO_HOOKS));
+        assertIssuedFor(issued, hostname);
+        assert.deepEqual(proxy.pendingFaults(), [], 'the fault was hit');
+        assert.equal(proxy.newOrders(hostname).length, 1, 'exactly 1 new order');
+        assert.equal(proxy.finalizations(hostname).length, 1, 'exactly 1 finalize');
+        assert.ok(
+          requests.some((r) => r.status === 'error' || r.status === 503),
+          `the failure was seen and reported: ${JSON.stringify(requests)}`,
+        );
+      },
+    );
+  });
+
+  it(
+    `rejects at once with ACME_UNREACHABLE carrying a Retry-After longer than the ${ACME_RETRY_TOTAL_MS / 1000} s bound, without a second order`,
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const hostname = 'retryafter.example.test';
+      const requests: Requests = [];
+      const issuer = issuerFor(requests);
+      proxy.failNext({ endpoint: 'order', status: 503, retryAfterSeconds: 120 });
+      const err = await bounded(
+        pebble,
+        rejection(issuer.issue({ hostnames: [hostname], keyType: 'ec-p256' }, NO_HOOKS)),
+      );
+      assert.ok(err instanceof AcmeProblemError, `an AcmeProblemError, got ${String(err)}`);
+      assert.equal(err.code, 'ACME_UNREACHABLE');
+      assert.equal(err.retryable, true);
+      assert.equal(err.retryAfterSeconds, 120, 'the queue learns how long to wait');
+      assert.match(err.message, /retryafter\.example\.test/);
+      assert.deepEqual(statusesOf(requests, 'order'), [503], 'the order fetch was not sent again');
+      assert.equal(proxy.newOrders(hostname).length, 1, 'no second order');
+      assert.equal(proxy.finalizations(hostname).length, 0);
+      assert.deepEqual(tokens.tokens(), []);
+    },
+  );
+
+  it(
+    "rejects with the hook's own error and sends no finalize when beforeFinalize rejects",
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const hostname = 'hookfails.example.test';
+      const issuer = issuerFor();
+      const storeDown = new Error('the certificate store is down');
+      const err = await bounded(
+        pebble,
+        rejection(
+          issuer.issue(
+            { hostnames: [hostname], keyType: 'ec-p256' },
+            {
+              beforeFinalize: async () => {
+                throw storeDown;
+              },
+            },
+          ),
+        ),
+      );
+      assert.equal(err, storeDown, 'the very error the hook threw');
+      assert.equal(proxy.newOrders(hostname).length, 1);
+      assert.equal(proxy.finalizations(hostname).length, 0, 'nothing was finalized: nothing bought');
+      assert.deepEqual(tokens.tokens(), []);
+    },
+  );
+
+  it(
+    'gives beforeFinalize, once and before finalize, the order URL and the key of the certificate it returns',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const hostname = 'writeahead.example.test';
+      const issuer = issuerFor();
+      const seen: Array<{ pending: PendingOrder; finalizations: number }> = [];
+      const issued = await bounded(
+        pebble,
+        issuer.issue(
+          { hostnames: [hostname], keyType: 'ec-p256' },
+          {
+            beforeFinalize: async (pending) => {
+              seen.push({ pending, finalizations: proxy.finalizations(hostname).length });
+            },
+          },
+        ),
+      );
+      assert.equal(seen.length, 1, 'called once');
+      const [{ pending, finalizations }] = seen as [(typeof seen)[number]];
+      assert.equal(finalizations, 0, 'called before finalize');
+      assertIssuedFor(issued, hostname, pending.keyPem);
+      assert.deepEqual(orderPathsOf(hostname), [new URL(pending.orderUrl).pathname], "the order's URL");
+      assert.equal(new URL(pending.orderUrl).origin, new URL(proxy.directoryUrl).origin);
+      assert.equal(proxy.newOrders(hostname)[0]?.location, pending.orderUrl, 'the URL the CA gave the new order');
+      assert.deepEqual(
+        { hostname: pending.hostname, hostnames: pending.hostnames, directoryUrl: pending.directoryUrl },
+        { hostname, hostnames: [hostname], directoryUrl: proxy.directoryUrl },
+      );
+      assert.equal(pending.keyType, 'ec-p256');
+    },
+  );
+
+  it(
+    'rejects ABORTED when aborted right after finalize was answered; resume() on another issuer then downloads the certificate without a new order',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const hostname = 'crash.example.test';
+      const controller = new AbortController();
+      const stop = proxy.onAnswered((r) => {
+        if (r.endpoint === 'finalize' && r.identifiers.includes(hostname)) controller.abort(new Error('crash'));
+      });
+      let pending: PendingOrder | undefined;
+      try {
+        const err = await bounded(
+          pebble,
+          rejection(
+            issuerFor().issue(
+              { hostnames: [hostname], keyType: 'ec-p256' },
+              { beforeFinalize: async (p) => void (pending = p) },
+              controller.signal,
+            ),
+          ),
+        );
+        assert.ok(err instanceof AbortedError, `an AbortedError, got ${String(err)}`);
+        assert.equal(err.code, 'ABORTED');
+      } finally {
+        stop();
+      }
+      assert.ok(pending, 'the pending order was handed to the hook');
+      assert.equal(proxy.finalizations(hostname).length, 1, 'finalize was sent before the crash');
+
+      // Another instance, after a restart: same account store, nothing else shared.
+      const requests: Requests = [];
+      const outcome = await bounded(pebble, issuerFor(requests).resume(pending));
+      assert.equal(outcome.kind, 'issued', JSON.stringify(outcome));
+      assertIssuedFor(outcome.certificate, hostname, pending.keyPem);
+      assert.equal(proxy.newOrders(hostname).length, 1, 'still exactly 1 order');
+      assert.equal(proxy.finalizations(hostname).length, 1, 'still exactly 1 finalize');
+      assert.ok(!requests.some((r) => r.endpoint === 'newOrder' || r.endpoint === 'finalize'));
+
+      // While the CA cannot be reached, resume() rejects (the caller keeps the record); then it works again.
+      proxy.failNext({ endpoint: 'order', status: 503, times: ACME_RETRY_MAX_ATTEMPTS });
+      const down = await bounded(pebble, rejection(issuerFor().resume(pending)));
+      assert.ok(down instanceof AcmeProblemError, `an AcmeProblemError, got ${String(down)}`);
+      assert.equal(down.code, 'ACME_UNREACHABLE');
+      assert.equal(down.retryable, true);
+      const again = await bounded(pebble, issuerFor().resume(pending));
+      assert.equal(again.kind, 'issued');
+      assert.equal(again.certificate.serial, outcome.certificate.serial, 'the same certificate');
+      assert.equal(proxy.newOrders(hostname).length, 1);
+    },
+  );
+
+  it(
+    'resume() finalizes an order left ready (aborted before finalize) with the same key, without a new order',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const hostname = 'ready.example.test';
+      const controller = new AbortController();
+      let pending: PendingOrder | undefined;
+      const err = await bounded(
+        pebble,
+        rejection(
+          issuerFor().issue(
+            { hostnames: [hostname], keyType: 'ec-p256' },
+            {
+              beforeFinalize: async (p) => {
+                pending = p;
+                controller.abort(new Error('lost the lock'));
+              },
+            },
+            controller.signal,
+          ),
+        ),
+      );
+      assert.ok(err instanceof AbortedError, `an AbortedError, got ${String(err)}`);
+      assert.ok(pending);
+      assert.equal(proxy.finalizations(hostname).length, 0, 'not finalized yet');
+
+      const outcome = await bounded(pebble, issuerFor().resume(pending));
+      assert.equal(outcome.kind, 'issued', JSON.stringify(outcome));
+      assertIssuedFor(outcome.certificate, hostname, pending.keyPem);
+      assert.equal(proxy.newOrders(hostname).length, 1, 'still exactly 1 order');
+      assert.equal(proxy.finalizations(hostname).length, 1, 'finalized once, by resume()');
+    },
+  );
+
+  it(
+    'resume() says gone for an order the CA does not know, and asks nothing for a record of another directory',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      const issuer = issuerFor();
+      const unknown = await bounded(pebble, issuer.resume(pendingFor({})));
+      assert.equal(unknown.kind, 'gone');
+      assert.match(unknown.kind === 'gone' ? unknown.why : '', /does not know the order/);
+
+      const before = proxy.requests().length;
+      const elsewhere = await issuer.resume(pendingFor({ directoryUrl: 'https://acme.other.example/directory' }));
+      assert.equal(elsewhere.kind, 'gone');
+      assert.match(elsewhere.kind === 'gone' ? elsewhere.why : '', /acme\.other\.example/);
+      assert.equal(proxy.requests().length, before, 'no request for a record of another CA');
+      assert.equal(proxy.newOrders('resume.example.test').length, 0);
+    },
+  );
+
+  it('resume() says gone for an order that became invalid', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const hostname = 'invalid.example.test';
+    const issuer = issuerFor();
+    challengeStore.dropPuts = true; // the responder answers 404: validation fails, the order turns invalid
+    try {
+      await bounded(pebble, rejection(issuer.issue({ hostnames: [hostname], keyType: 'ec-p256' }, NO_HOOKS)));
+    } finally {
+      challengeStore.dropPuts = false;
+    }
+    const orderUrl = proxy.newOrders(hostname)[0]?.location;
+    assert.ok(orderUrl, 'the proxy recorded the order URL');
+    const outcome = await bounded(pebble, issuer.resume(pendingFor({ hostname, hostnames: [hostname], orderUrl })));
+    assert.equal(outcome.kind, 'gone');
+    assert.match(outcome.kind === 'gone' ? outcome.why : '', /invalid/);
+    assert.equal(proxy.newOrders(hostname).length, 1);
+    assert.equal(proxy.finalizations(hostname).length, 0);
+  });
 });

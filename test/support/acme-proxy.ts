@@ -12,12 +12,21 @@
  *   `newOrder`, else `finalize`, `order`, `authorization`, `challenge`, `certificate`,
  *   `account`, `other`), the identifiers it concerns (newOrder: from the JWS payload, which is
  *   base64url JSON in the flattened JWS body; finalize and order: the identifiers of the order
- *   whose URL it is), the status answered, and whether the proxy answered itself.
+ *   whose URL it is), the status and Location answered, and whether the proxy answered itself.
  * - `rateLimitNewOrders(rule)`: newOrder POSTs the rule matches are answered, as a CA in a rate
  *   limit would, with HTTP 429, `Retry-After`, `application/problem+json`
  *   `{"type":"urn:ietf:params:acme:error:rateLimited","detail":…,"status":429}` and a fresh
  *   `Replay-Nonce` (taken from a HEAD to Pebble's newNonce), for `retryAfterSeconds` from the
  *   first refusal (the limit then frees, as the CA promised), or until `clearRateLimits()`.
+ * - `failNext(fault)`: the next `times` requests to an endpoint (`directory`, `newNonce`, `order`,
+ *   `authorization`, `certificate`, …) are answered by the proxy with `status` (503 by default)
+ *   and a `serverInternal` problem, a fresh `Replay-Nonce` and, if asked, `Retry-After`; Pebble
+ *   never sees them.
+ * - `stallNext(stall)`: the next `times` requests to an endpoint are never forwarded nor answered:
+ *   the proxy holds them until the client gives up (its request timeout) or `holdMs` passes, then
+ *   drops the connection.
+ * - `onAnswered(listener)`: called as soon as the proxy has sent an answer (forwarded or its own),
+ *   with its record, e.g. to abort a client right after Pebble answered its finalize.
  *
  * Every upstream request has a deadline; an unreachable Pebble is answered 502 and recorded.
  */
@@ -30,6 +39,8 @@ import { join } from 'node:path';
 import { makeLocalhostCertificate } from './tls.js';
 
 const UPSTREAM_TIMEOUT_MS = 15_000;
+const DEFAULT_STALL_MS = 10_000;
+const SERVER_INTERNAL_TYPE = 'urn:ietf:params:acme:error:serverInternal';
 export const RATE_LIMITED_TYPE = 'urn:ietf:params:acme:error:rateLimited';
 
 export interface AcmeProxyRequest {
@@ -42,10 +53,14 @@ export interface AcmeProxyRequest {
   endpoint: string;
   /** The identifiers the request concerns (see the module comment); empty when unknown. */
   identifiers: string[];
-  /** The status answered; undefined while in flight. */
+  /** The status answered; undefined while in flight or when stalled. */
   status: number | undefined;
-  /** True when the proxy answered itself (an injected rate limit). */
+  /** The Location header answered (the proxy's URL), e.g. a new order's URL. */
+  location: string | undefined;
+  /** True when the proxy answered (or stalled) itself: an injected rate limit, fault or stall. */
   injected: boolean;
+  /** What the proxy injected, e.g. `status 503` or `stalled`; undefined when Pebble answered. */
+  fault: string | undefined;
   error: string | undefined;
 }
 
@@ -55,6 +70,34 @@ export interface RateLimitRule {
   /** The problem's detail, e.g. `too many new orders (300) from this account in the last 3h0m0s`. */
   detail: string;
   retryAfterSeconds: number;
+}
+
+export interface Fault {
+  /** Endpoint name as recorded: `directory`, `newNonce`, `order`, `authorization`, `certificate`, … */
+  endpoint: string;
+  /** Status to answer; 503 by default. */
+  status?: number;
+  /** How many matching requests get it; 1 by default. */
+  times?: number;
+  /** Let this many matching requests through first (e.g. 1 to spare an authorization's first fetch); 0 by default. */
+  after?: number;
+  /** Sent as `Retry-After` (seconds) when given. */
+  retryAfterSeconds?: number;
+}
+
+export interface Stall {
+  endpoint: string;
+  times?: number;
+  after?: number;
+  /** The longest a request is held before its connection is dropped; 10 s by default. */
+  holdMs?: number;
+}
+
+interface ActiveFault {
+  endpoint: string;
+  skip: number;
+  left: number;
+  apply: (record: AcmeProxyRequest, req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 interface ActiveRule extends RateLimitRule {
@@ -78,6 +121,14 @@ export interface AcmeProxy {
   /** Each rule that has refused: from its first refusal to when it ends (Date.now() values). */
   rateLimitWindows(): Array<{ rule: RateLimitRule; from: number; to: number }>;
   clearRateLimits(): void;
+  /** Answers the next `times` requests to `fault.endpoint` with `fault.status` (see the module comment). */
+  failNext(fault: Fault): void;
+  /** Holds the next `times` requests to `stall.endpoint` unanswered (see the module comment). */
+  stallNext(stall: Stall): void;
+  /** Faults and stalls not used up yet, e.g. to check a test's fault was really hit. */
+  pendingFaults(): Array<{ endpoint: string; left: number }>;
+  /** Calls `listener` with each request's record once it has been answered; returns the unsubscribe. */
+  onAnswered(listener: (request: AcmeProxyRequest) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -149,6 +200,17 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
   const windows: Array<{ rule: RateLimitRule; from: number; to: number }> = [];
   let seq = 0;
   let proxyOrigin = '';
+  let faults: ActiveFault[] = [];
+  const listeners = new Set<(request: AcmeProxyRequest) => void>();
+  const answered = (record: AcmeProxyRequest): void => {
+    for (const listener of listeners) {
+      try {
+        listener({ ...record, identifiers: [...record.identifiers] });
+      } catch {
+        // a test's listener must not break the proxy
+      }
+    }
+  };
 
   const send = (method: string, path: string, headers: OutgoingHttpHeaders, body?: Buffer): Promise<UpstreamResponse> =>
     new Promise((resolve, reject) => {
@@ -222,6 +284,59 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
       ...(nonce === undefined ? {} : { 'replay-nonce': nonce }),
     });
     res.end(body);
+    answered(record);
+  };
+
+  const injectStatus =
+    (fault: Fault) =>
+    async (record: AcmeProxyRequest, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+      const status = fault.status ?? 503;
+      record.injected = true;
+      record.fault = `status ${status}`;
+      const nonce = await freshNonce(req.headers.host ?? upstream.host).catch(() => undefined);
+      const body = JSON.stringify({
+        type: SERVER_INTERNAL_TYPE,
+        detail: `injected ${status} by the test proxy`,
+        status,
+      });
+      record.status = status;
+      res.writeHead(status, {
+        'content-type': 'application/problem+json',
+        'cache-control': 'no-store',
+        'content-length': Buffer.byteLength(body),
+        ...(fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) }),
+        ...(nonce === undefined ? {} : { 'replay-nonce': nonce }),
+      });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      answered(record);
+    };
+
+  const injectStall =
+    (stall: Stall) =>
+    async (record: AcmeProxyRequest, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+      record.injected = true;
+      record.fault = 'stalled';
+      record.error = 'stalled: never forwarded nor answered';
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, stall.holdMs ?? DEFAULT_STALL_MS);
+        res.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      req.socket.destroy();
+    };
+
+  const takeFault = (endpoint: string): ActiveFault | undefined => {
+    const fault = faults.find((f) => f.endpoint === endpoint && f.left > 0);
+    if (fault === undefined) return undefined;
+    if (fault.skip > 0) {
+      fault.skip--;
+      return undefined;
+    }
+    fault.left--;
+    faults = faults.filter((f) => f.left > 0);
+    return fault;
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> => {
@@ -241,10 +356,18 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
       endpoint,
       identifiers,
       status: undefined,
+      location: undefined,
       injected: false,
+      fault: undefined,
       error: undefined,
     };
     log.push(record);
+
+    const fault = takeFault(endpoint);
+    if (fault) {
+      await fault.apply(record, req, res);
+      return;
+    }
 
     if (endpoint === 'newOrder' && method === 'POST') {
       const rule = activeRuleFor(identifiers, record.receivedAt);
@@ -265,6 +388,7 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
       record.error = err instanceof Error ? err.message : String(err);
       if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
       res.end(`acme proxy: ${record.error}\n`);
+      answered(record);
       return;
     }
 
@@ -299,8 +423,10 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
     const outBody = isText ? Buffer.from(rewrite(answer.body.toString('utf8')), 'utf8') : answer.body;
     if (method !== 'HEAD') outHeaders['content-length'] = outBody.length;
     record.status = answer.status;
+    if (typeof outHeaders.location === 'string') record.location = outHeaders.location;
     res.writeHead(answer.status, outHeaders);
     res.end(method === 'HEAD' ? undefined : outBody);
+    answered(record);
   };
 
   const server: Server = createServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
@@ -333,13 +459,34 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
       copies((r) => r.endpoint === 'newOrder' && r.method === 'POST' && !r.injected && concerns(r, identifier)),
     refusedNewOrders: (identifier) => copies((r) => r.endpoint === 'newOrder' && r.injected && concerns(r, identifier)),
     finalizations: (identifier) =>
-      copies((r) => r.endpoint === 'finalize' && r.method === 'POST' && concerns(r, identifier)),
+      copies((r) => r.endpoint === 'finalize' && r.method === 'POST' && !r.injected && concerns(r, identifier)),
     rateLimitNewOrders(rule) {
       rules.push({ ...rule, firstRefusalAt: undefined });
     },
     rateLimitWindows: () => windows.map((w) => ({ ...w, rule: { ...w.rule } })),
     clearRateLimits() {
       rules = [];
+    },
+    failNext(fault) {
+      faults.push({
+        endpoint: fault.endpoint,
+        skip: fault.after ?? 0,
+        left: fault.times ?? 1,
+        apply: injectStatus(fault),
+      });
+    },
+    stallNext(stall) {
+      faults.push({
+        endpoint: stall.endpoint,
+        skip: stall.after ?? 0,
+        left: stall.times ?? 1,
+        apply: injectStall(stall),
+      });
+    },
+    pendingFaults: () => faults.map((f) => ({ endpoint: f.endpoint, left: f.left })),
+    onAnswered(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
     },
     async close() {
       server.closeAllConnections();

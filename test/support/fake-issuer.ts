@@ -2,10 +2,13 @@
  * An Issuer for fast engine tests: it issues real certificates from a small test CA
  * (test/support/certs.ts), valid from the clock's "now", without any ACME server, and counts its
  * orders. `failWith(err)` makes the next orders fail; `onIssue` runs inside each order (to act while
- * an order is in flight, e.g. another writer storing a certificate meanwhile).
+ * an order is in flight, e.g. another writer storing a certificate meanwhile). It calls
+ * `beforeFinalize` with a PendingOrder for its key before returning the certificate, as the
+ * contract asks; it keeps no orders, so `resume` always says gone.
  */
 import type { Clock } from '../../src/ports/clock.js';
-import type { IssuedCertificate, Issuer, IssueRequest } from '../../src/ports/issuer.js';
+import { X509Certificate } from 'node:crypto';
+import type { IssuedCertificate, Issuer, IssueHooks, IssueRequest, ResumeOutcome } from '../../src/ports/issuer.js';
 import { makeTestCertificate, TEST_CA_NAME, TEST_DIRECTORY_URL } from './certs.js';
 
 const DAY_MS = 86_400_000;
@@ -32,7 +35,7 @@ export class FakeIssuer implements Issuer {
     for (let i = 0; i < times; i++) this.failures.push(err);
   }
 
-  async issue(request: IssueRequest, signal?: AbortSignal): Promise<IssuedCertificate> {
+  async issue(request: IssueRequest, hooks: IssueHooks, signal?: AbortSignal): Promise<IssuedCertificate> {
     signal?.throwIfAborted();
     this.orders.push(request.hostnames[0] ?? '');
     const failure = this.failures.shift();
@@ -46,6 +49,20 @@ export class FakeIssuer implements Issuer {
       notAfter,
       keyType: request.keyType,
     });
-    return { certPem, keyPem, notBefore, notAfter, issuer: TEST_CA_NAME, directoryUrl: this.directoryUrl };
+    await hooks.beforeFinalize({
+      hostname: request.hostnames[0] ?? '',
+      hostnames: [...request.hostnames],
+      directoryUrl: this.directoryUrl,
+      orderUrl: `${this.directoryUrl}/order/${this.orders.length}`,
+      keyPem,
+      keyType: request.keyType,
+      createdAt: this.clock.now(),
+    });
+    const serial = new X509Certificate(certPem).serialNumber.toLowerCase().replace(/^0+/, '') || '0';
+    return { certPem, keyPem, notBefore, notAfter, issuer: TEST_CA_NAME, directoryUrl: this.directoryUrl, serial };
+  }
+
+  async resume(): Promise<ResumeOutcome> {
+    return { kind: 'gone', why: 'the fake issuer keeps no orders' };
   }
 }

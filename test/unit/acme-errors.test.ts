@@ -2,11 +2,19 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   AcmeServerProblem,
+  AcmeTransportError,
   classifyAcmeError,
+  isTransientAcmeFailure,
   isRetryableProblem,
   parseProblemDocument,
   parseRetryAfterSeconds,
 } from '../../src/adapters/acme/acme-errors.js';
+import {
+  ACME_RETRY_MAX_ATTEMPTS,
+  ACME_RETRY_SCHEDULE_MS,
+  ACME_RETRY_TOTAL_MS,
+  nextRetryDelayMs,
+} from '../../src/adapters/acme/acme-http.js';
 import { AbortedError, AcmeProblemError } from '../../src/errors.js';
 
 const NOW = new Date('2026-01-01T00:00:00Z');
@@ -245,6 +253,30 @@ const cases: {
     },
   },
   {
+    name: 'a request our transport got no answer to is a retryable ACME_UNREACHABLE naming the request',
+    err: new AcmeTransportError('ETIMEDOUT', 'timeout: no complete answer within 500 ms', {
+      method: 'post',
+      url: 'https://ca.example/acme/cert/1',
+    }),
+    context: { hostnames: ['app.example.com'], step: 'certificate download' },
+    expected: {
+      code: 'ACME_UNREACHABLE',
+      retryable: true,
+      message: [
+        /^acme certificate download for app\.example\.com failed: the CA could not be reached \(timed out\)/,
+        /\(POST https:\/\/ca\.example\/acme\/cert\/1\)$/,
+      ],
+    },
+  },
+  {
+    name: 'a TLS failure from our transport is ACME_UNREACHABLE too',
+    err: new AcmeTransportError('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate', {
+      method: 'get',
+      url: 'https://ca.example/dir',
+    }),
+    expected: { code: 'ACME_UNREACHABLE', retryable: true, message: [/DEPTH_ZERO_SELF_SIGNED_CERT/] },
+  },
+  {
     name: 'a plain Error from acme-client is a retryable ACME_PROBLEM with its text',
     err: new Error('Creating a new order did not return an order link'),
     expected: {
@@ -333,5 +365,74 @@ describe('isRetryableProblem and parseProblemDocument', () => {
     assert.equal(parseProblemDocument('-----BEGIN CERTIFICATE-----'), undefined);
     assert.equal(parseProblemDocument({ status: 'valid' }), undefined);
     assert.equal(parseProblemDocument(undefined), undefined);
+  });
+});
+
+/** What our transport throws for an error answer. */
+function serverProblem(status: number, headers: Record<string, unknown> = {}): AcmeServerProblem {
+  return new AcmeServerProblem(
+    { type: `${URN}serverInternal`, detail: 'try again', status },
+    { status, headers, data: problem('serverInternal', 'try again', status) },
+  );
+}
+const transportError = (code: string): AcmeTransportError =>
+  new AcmeTransportError(code, code, { method: 'post', url: 'https://ca.example/acme/order/1' });
+
+describe('isTransientAcmeFailure: what an idempotent request is sent again for', () => {
+  const table: { name: string; err: unknown; transient: boolean }[] = [
+    { name: 'HTTP 503', err: serverProblem(503), transient: true },
+    { name: 'HTTP 500', err: serverProblem(500), transient: true },
+    { name: 'a timeout', err: transportError('ETIMEDOUT'), transient: true },
+    { name: 'a reset connection', err: transportError('ECONNRESET'), transient: true },
+    { name: 'a refused connection', err: transportError('ECONNREFUSED'), transient: true },
+    { name: 'an axios-shaped 502', err: axiosResponseError(502, 'bad gateway'), transient: true },
+    { name: 'HTTP 429 (the queue waits out rate limits)', err: serverProblem(429), transient: false },
+    { name: 'HTTP 404', err: serverProblem(404), transient: false },
+    { name: 'an object that became invalid', err: new AcmeServerProblem({ detail: 'invalid' }), transient: false },
+    { name: 'a TLS failure', err: transportError('ERR_TLS_CERT_ALTNAME_INVALID'), transient: false },
+    { name: 'a name that does not resolve', err: transportError('ENOTFOUND'), transient: false },
+    { name: 'an abort', err: new AbortedError('acme order'), transient: false },
+    { name: 'a plain Error', err: new Error('boom'), transient: false },
+  ];
+  for (const row of table) {
+    it(`${row.transient ? 'retries' : 'does not retry'} ${row.name}`, () =>
+      assert.equal(isTransientAcmeFailure(row.err), row.transient));
+  }
+});
+
+describe('nextRetryDelayMs', () => {
+  const noJitter = (): number => 0;
+  const fullJitter = (): number => 0.999;
+
+  it('waits the schedule after each transient failure, then gives up after the last attempt', () => {
+    const delays = Array.from({ length: ACME_RETRY_MAX_ATTEMPTS }, (_, i) =>
+      nextRetryDelayMs(serverProblem(503), i + 1, 0, NOW, noJitter),
+    );
+    assert.deepEqual(delays, [...ACME_RETRY_SCHEDULE_MS.slice(0, ACME_RETRY_MAX_ATTEMPTS - 1), undefined]);
+  });
+
+  it('lengthens a wait by at most half with jitter', () => {
+    const delay = nextRetryDelayMs(serverProblem(503), 1, 0, NOW, fullJitter);
+    assert.ok(delay !== undefined && delay > ACME_RETRY_SCHEDULE_MS[0]! && delay <= ACME_RETRY_SCHEDULE_MS[0]! * 1.5);
+  });
+
+  it('waits a Retry-After that fits in the bound', () => {
+    assert.equal(nextRetryDelayMs(serverProblem(503, { 'retry-after': '3' }), 1, 0, NOW, noJitter), 3000);
+  });
+
+  it('gives up at once on a Retry-After longer than what is left of the bound', () => {
+    assert.equal(nextRetryDelayMs(serverProblem(503, { 'retry-after': '120' }), 1, 0, NOW, noJitter), undefined);
+    assert.equal(
+      nextRetryDelayMs(serverProblem(503, { 'retry-after': '3' }), 1, ACME_RETRY_TOTAL_MS - 1000, NOW, noJitter),
+      undefined,
+    );
+  });
+
+  it('gives up when the next wait would pass the bound', () => {
+    assert.equal(nextRetryDelayMs(serverProblem(503), 1, ACME_RETRY_TOTAL_MS - 10, NOW, noJitter), undefined);
+  });
+
+  it('never retries what is not transient', () => {
+    assert.equal(nextRetryDelayMs(serverProblem(400), 1, 0, NOW, noJitter), undefined);
   });
 });

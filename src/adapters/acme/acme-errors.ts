@@ -5,7 +5,9 @@
  * the HTTP status and `Retry-After` are lost (docs/protocols.md §6). Our transport
  * (acme-http.ts) therefore throws an {@link AcmeServerProblem} itself for every error response,
  * and the issuer throws one for objects that turned `invalid` (their `error` field), so the type
- * survives. Network failures arrive as axios errors (`code`, no `response`).
+ * survives. Network failures arrive as {@link AcmeTransportError}s (`code`, the request; no
+ * `response`); errors shaped like axios's are still read, for anything that uses acme-client's own
+ * axios.
  *
  * | What                                                         | code              | retryable |
  * |--------------------------------------------------------------|-------------------|-----------|
@@ -22,6 +24,9 @@
  * | `serverInternal` sent with a 4xx, unknown types, no type     |                   |           |
  * | a plain Error (acme-client's own checks)                     | ACME_PROBLEM      | yes       |
  * | AbortedError, axios cancellation                             | ABORTED           | yes       |
+ *
+ * Separately, {@link isTransientAcmeFailure} says which failures the transport retries at once
+ * for an idempotent request (acme-http.ts): HTTP 5xx, timeouts, refused or reset connections.
  *
  * Messages name the hostnames, the step and the CA's detail, e.g.
  * `acme validation for app.example.test failed: Non-200 status code ... returned 404 (unauthorized)`.
@@ -78,6 +83,58 @@ export class AcmeServerProblem extends Error {
     this.problem = problem;
     this.response = response;
   }
+}
+
+/**
+ * A request to the CA that got no HTTP answer: refused, reset, timed out, TLS failure. `code` is
+ * Node's (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT` for our own deadline, `ERR_TLS_…`, …).
+ */
+export class AcmeTransportError extends Error {
+  readonly code: string;
+  readonly method: string;
+  readonly url: string;
+  constructor(code: string, message: string, request: { method: string; url: string }, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'AcmeTransportError';
+    this.code = code;
+    this.method = request.method.toUpperCase();
+    this.url = request.url;
+  }
+}
+
+/** Codes of failures that a retry a moment later can get past: the connection, not the request. */
+const TRANSIENT_NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ECONNABORTED',
+  'EPIPE',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/**
+ * Whether an idempotent request that failed this way is worth sending again at once: the CA
+ * answered 5xx, or the connection was refused, reset or timed out. Not a 4xx (the same request
+ * gets the same answer; 429 waits in the queue), not a TLS or DNS name failure, not an abort.
+ */
+export function isTransientAcmeFailure(err: unknown): boolean {
+  if (err instanceof AbortedError || isCancellation(err)) return false;
+  const response = err instanceof AcmeServerProblem ? err.response : responseOf(err);
+  if (response !== undefined) return response.status >= 500;
+  if (err instanceof AcmeServerProblem) return false; // an object that became invalid
+  const code = codeOf(err);
+  return code !== undefined && TRANSIENT_NETWORK_CODES.has(code);
+}
+
+/** The Retry-After of a failure's response, in milliseconds from `now`; undefined when none. */
+export function retryAfterMsOf(err: unknown, now: Date): number | undefined {
+  const response = err instanceof AcmeServerProblem ? err.response : responseOf(err);
+  if (response === undefined) return undefined;
+  const seconds = parseRetryAfterSeconds(headerValue(response.headers, 'retry-after'), now);
+  return seconds === undefined ? undefined : seconds * 1000;
 }
 
 export interface ClassifyContext {
@@ -224,6 +281,7 @@ function isCancellation(err: unknown): boolean {
 }
 
 function requestOf(err: unknown): string {
+  if (err instanceof AcmeTransportError) return ` (${err.method} ${err.url})`;
   if (!isRecord(err) || !isRecord(err.config)) return '';
   const { method, url } = err.config;
   return typeof url === 'string'
@@ -292,6 +350,7 @@ export function classifyAcmeError(
   const isAxiosError = isRecord(err) && err.isAxiosError === true;
   if (
     isAxiosError ||
+    err instanceof AcmeTransportError ||
     (code !== undefined && (NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('UND_ERR')))
   ) {
     const timedOut = code === 'ECONNABORTED' || code === 'ETIMEDOUT' || /timeout/i.test(message);

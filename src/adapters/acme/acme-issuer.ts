@@ -3,28 +3,41 @@
  *
  * Uses acme-client's lower-level calls (not `auto()`), so that every step is ours: the AbortSignal
  * is checked between requests, challenge tokens go into the shared ChallengeStore before the CA is
- * asked to validate, and acme-client's `verifyChallenge` self-check (system DNS, port 80) is never
- * run. Status polling is ours too (min·2^n capped at max, `pollAttempts` tries, the same schedule
- * as acme-client's waitForValidStatus): it can be aborted between polls, and it reads the problem
- * document from an `invalid` object instead of acme-client's bare detail string.
+ * asked to validate, the caller's write-ahead hook runs before finalize, and acme-client's
+ * `verifyChallenge` self-check (system DNS, port 80) is never run. Status polling is ours too
+ * (min·2^n capped at max, `pollAttempts` tries, the same schedule as acme-client's
+ * waitForValidStatus): it can be aborted between polls, and it reads the problem document from an
+ * `invalid` object instead of acme-client's bare detail string.
  *
- * Every HTTP request goes through a per-issuer transport (acme-http.ts): no retries of 429/5xx,
- * no sleeps, requestTimeoutMs on each request, and this issuer's CA bundle only, so several
- * issuers for different CAs coexist in one process. Failures come out classified
- * (acme-errors.ts); errors of our own ports (e.g. the challenge store) pass through unchanged.
+ * Every HTTP request goes through a per-issuer transport (acme-http.ts): idempotent fetches are
+ * retried a few times within about 30 s, nothing else is; no long sleeps; requestTimeoutMs on each
+ * request; this issuer's CA bundle only, so several issuers for different CAs coexist in one
+ * process. Each issuance gets its own acme-client Client for the shared account (cheap: the
+ * account key, directory and nonces are the transport's), so that its AbortSignal reaches the
+ * transport's retry waits. Keys, CSRs and the issued leaf are handled with Node's crypto
+ * (acme-csr.ts). Failures come out classified (acme-errors.ts); errors of our own ports (e.g. the
+ * challenge store) and of the caller's hook pass through unchanged.
  */
 import * as acme from 'acme-client';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
 import { systemClock, type Clock } from '../../ports/clock.js';
-import type { IssuedCertificate, Issuer, IssueRequest } from '../../ports/issuer.js';
+import type { IssuedCertificate, Issuer, IssueHooks, IssueRequest, ResumeOutcome } from '../../ports/issuer.js';
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
-import type { KeyType } from '../../domain/certificate.js';
+import type { KeyType, PendingOrder } from '../../domain/certificate.js';
 import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import { AcmeHttp, type AcmeRequestHook } from './acme-http.js';
-import { AcmeServerProblem, classifyAcmeError, type ProblemDocument } from './acme-errors.js';
+import { AcmeHttp, untilAborted, type AcmeRequestHook } from './acme-http.js';
+import { AcmeServerProblem, classifyAcmeError, shortProblemType, type ProblemDocument } from './acme-errors.js';
+import {
+  createCertificateKey,
+  createCsrDer,
+  csrPem,
+  readCertificateKey,
+  readLeaf,
+  type CertificateKey,
+} from './acme-csr.js';
 
 export interface AcmeIssuerOptions {
   directoryUrl: string;
@@ -41,9 +54,9 @@ export interface AcmeIssuerOptions {
   /** Timeout of every ACME HTTP request. */
   requestTimeoutMs: number;
   logger: Logger;
-  /** Called after every ACME HTTP request; for metrics. */
+  /** Called after every ACME HTTP request (retries included); for metrics. */
   onRequest?: AcmeRequestHook;
-  /** For Retry-After dates; the system clock by default. */
+  /** For Retry-After dates and pending records; the system clock by default. */
   clock?: Clock;
 }
 
@@ -59,37 +72,8 @@ interface Challenge {
 
 const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
 const BASE64URL_TOKEN = /^[A-Za-z0-9_-]+$/;
-
-async function createCertificateKey(keyType: KeyType): Promise<Buffer> {
-  switch (keyType) {
-    case 'ec-p256':
-      return acme.crypto.createPrivateEcdsaKey('P-256');
-    case 'ec-p384':
-      return acme.crypto.createPrivateEcdsaKey('P-384');
-    case 'rsa-2048':
-      return acme.crypto.createPrivateRsaKey(2048);
-    case 'rsa-3072':
-      return acme.crypto.createPrivateRsaKey(3072);
-    case 'rsa-4096':
-      return acme.crypto.createPrivateRsaKey(4096);
-  }
-}
-
-/** Resolves as `promise` does, or rejects with AbortedError as soon as `signal` fires. */
-async function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (!signal) return promise;
-  throwIfAborted(signal, what);
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(new AbortedError(what, { cause: signal.reason }));
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, aborted]);
-  } finally {
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-  }
-}
+/** What CAs say of an order they do not know (Pebble: 404 "No order for ID …"). */
+const ORDER_UNKNOWN_DETAIL = /no order|not exist|not found|unknown order/i;
 
 function problemOf(error: unknown): ProblemDocument | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
@@ -101,9 +85,44 @@ function problemOf(error: unknown): ProblemDocument | undefined {
   return problem.type === undefined && problem.detail === undefined ? undefined : problem;
 }
 
+function problemText(problem: ProblemDocument | undefined): string {
+  if (!problem) return 'no detail';
+  const short = shortProblemType(problem.type);
+  return `${problem.detail ?? 'no detail'}${short === undefined ? '' : ` (${short})`}`;
+}
+
+/** Why a failed fetch of an order means the order is gone for good; undefined when it may not be. */
+function orderGoneReason(err: unknown): string | undefined {
+  if (!(err instanceof AcmeServerProblem) || err.response === undefined) return undefined;
+  const { status } = err.response;
+  const short = shortProblemType(err.problem.type);
+  const saysUnknown =
+    (short === undefined || short === 'malformed') && ORDER_UNKNOWN_DETAIL.test(err.problem.detail ?? '');
+  if (status === 404 || (status < 500 && saysUnknown)) {
+    return `the CA does not know the order (HTTP ${status}: ${problemText(err.problem)})`;
+  }
+  if (status === 403 && short === 'unauthorized') {
+    return `the CA refuses this account the order (HTTP 403: ${problemText(err.problem)})`;
+  }
+  return undefined;
+}
+
+/** The caller's hook failed: issue() rejects with exactly its error (this wrapper never escapes). */
+class HookFailure extends Error {
+  constructor(readonly error: unknown) {
+    super('beforeFinalize failed');
+  }
+}
+
 /** Tracks the step in progress, so an error says where it happened. */
 interface Progress {
   step: string;
+}
+
+/** The Client one issuance or resumption uses, and the shared account Client it was made from. */
+interface OrderSession {
+  client: acme.Client;
+  account: acme.Client;
 }
 
 export class AcmeIssuer implements Issuer {
@@ -113,27 +132,35 @@ export class AcmeIssuer implements Issuer {
   private readonly clock: Clock;
   private clientPromise: Promise<acme.Client> | undefined;
   private currentClient: acme.Client | undefined;
+  /** The account key PEM of each account Client. */
+  private readonly accountKeys = new WeakMap<acme.Client, string>();
   /** An account URL the CA said it does not know; re-register instead of using it again. */
   private staleAccountUrl: string | undefined;
 
   constructor(private readonly options: AcmeIssuerOptions) {
     this.directoryUrl = options.directoryUrl;
+    this.clock = options.clock ?? systemClock;
     this.http = new AcmeHttp({
       directoryUrl: options.directoryUrl,
       requestTimeoutMs: options.requestTimeoutMs,
+      now: () => this.clock.now(),
       ...(options.caBundlePem === undefined ? {} : { caBundlePem: options.caBundlePem }),
       ...(options.onRequest === undefined ? {} : { onRequest: options.onRequest }),
     });
     this.log = options.logger; // the caller names the component
-    this.clock = options.clock ?? systemClock;
   }
 
-  /** Closes idle connections to the CA. */
+  /** TLS connections opened to the CA so far (keep-alive reuses them). */
+  connectionsOpened(): number {
+    return this.http.connectionsOpened();
+  }
+
+  /** Closes idle connections to the CA and ends waits between retries. */
   close(): void {
     this.http.close();
   }
 
-  async issue(request: IssueRequest, signal?: AbortSignal): Promise<IssuedCertificate> {
+  async issue(request: IssueRequest, hooks: IssueHooks, signal?: AbortSignal): Promise<IssuedCertificate> {
     const hostnames = [...request.hostnames];
     const commonName = hostnames[0];
     if (commonName === undefined) {
@@ -142,14 +169,14 @@ export class AcmeIssuer implements Issuer {
     const what = `acme order for ${hostnames.join(', ')}`;
     const log = this.log.child({ [F.hostname]: commonName });
     const progress: Progress = { step: 'account' };
-    let client: acme.Client | undefined;
+    let session: OrderSession | undefined;
     try {
       throwIfAborted(signal, what);
-      client = await unlessAborted(this.client(), signal, what);
+      session = await this.session(signal, what);
+      const { client } = session;
 
       progress.step = 'key generation';
-      const keyPem = await createCertificateKey(request.keyType);
-      const [, csr] = await acme.crypto.createCsr({ commonName, altNames: hostnames }, keyPem);
+      const key = await createCertificateKey(request.keyType);
 
       throwIfAborted(signal, what);
       progress.step = 'new order';
@@ -163,36 +190,194 @@ export class AcmeIssuer implements Issuer {
       await this.authorizeAll(client, authorizations, signal, what, log);
 
       progress.step = 'order';
-      const acmeClient = client;
-      order = await this.poll('order', () => acmeClient.getOrder(order), ['ready', 'valid'], signal, what);
-      if (order.status !== 'valid') {
-        throwIfAborted(signal, what);
-        progress.step = 'finalize';
-        order = await client.finalizeOrder(order, csr);
-        order = await this.poll('order', () => acmeClient.getOrder(order), ['valid'], signal, what);
+      order = await this.poll('order', () => client.getOrder(order), ['ready', 'valid'], signal, what);
+
+      // Write-ahead: the caller makes the order and its key durable before anything is bought.
+      progress.step = 'write-ahead';
+      const pending: PendingOrder = {
+        hostname: commonName,
+        hostnames,
+        directoryUrl: this.directoryUrl,
+        orderUrl: order.url,
+        keyPem: key.keyPem,
+        keyType: request.keyType,
+        createdAt: this.clock.now(),
+      };
+      try {
+        await hooks.beforeFinalize(pending);
+      } catch (err) {
+        throw new HookFailure(err);
       }
 
       throwIfAborted(signal, what);
-      progress.step = 'certificate download';
-      const certPem = await client.getCertificate(order);
-      const info = acme.crypto.readCertificateInfo(certPem);
-      log.debug({ not_after: info.notAfter.toISOString() }, 'acme certificate downloaded');
-      return {
-        certPem,
-        keyPem: keyPem.toString('utf8'),
-        notBefore: info.notBefore,
-        notAfter: info.notAfter,
-        issuer: info.issuer.commonName,
-        directoryUrl: this.directoryUrl,
-      };
-    } catch (err) {
-      if (err instanceof ConsulAcmeError) throw err; // ours (aborts, store errors) pass through
-      const classified = classifyAcmeError(err, this.clock.now(), { hostnames, step: progress.step });
-      if (client && classified instanceof AcmeProblemError && classified.problemType === ACCOUNT_DOES_NOT_EXIST) {
-        this.forgetAccount(client);
+      if (order.status !== 'valid') {
+        progress.step = 'finalize';
+        order = await this.finalize(client, order, key, request.keyType, hostnames, signal, what);
       }
-      throw classified;
+      return await this.download(client, order, key, signal, what, progress, log);
+    } catch (err) {
+      throw this.failure(err, signal, what, hostnames, progress, session);
     }
+  }
+
+  async resume(pending: PendingOrder, signal?: AbortSignal): Promise<ResumeOutcome> {
+    const hostnames = [...pending.hostnames];
+    if (pending.directoryUrl !== this.directoryUrl) {
+      return {
+        kind: 'gone',
+        why: `the order was placed with ${pending.directoryUrl}, not with this issuer's directory ${this.directoryUrl}`,
+      };
+    }
+    const what = `acme order for ${hostnames.join(', ')} (resuming ${pending.orderUrl})`;
+    const log = this.log.child({ [F.hostname]: pending.hostname });
+    const progress: Progress = { step: 'account' };
+    let session: OrderSession | undefined;
+    let key: CertificateKey;
+    try {
+      key = readCertificateKey(pending.keyPem, pending.keyType);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      return { kind: 'gone', why: `the pending record's private key cannot be read: ${reason}` };
+    }
+    try {
+      throwIfAborted(signal, what);
+      session = await this.session(signal, what);
+      const { client } = session;
+
+      progress.step = 'order';
+      let order: Order;
+      try {
+        order = await client.getOrder({ url: pending.orderUrl } as Order);
+      } catch (err) {
+        const why = orderGoneReason(err);
+        if (why !== undefined) return { kind: 'gone', why };
+        throw err;
+      }
+      log.debug({ order: order.url, status: order.status }, 'acme order resumed');
+
+      const expires = typeof order.expires === 'string' ? Date.parse(order.expires) : Number.NaN;
+      const expired = !Number.isNaN(expires) && expires <= this.clock.now().getTime();
+      switch (order.status) {
+        case 'valid':
+          break;
+        case 'processing':
+          order = await this.poll('order', () => client.getOrder(order), ['valid'], signal, what);
+          break;
+        case 'ready':
+          if (expired) return { kind: 'gone', why: `the order expired at ${order.expires} before it was finalized` };
+          throwIfAborted(signal, what);
+          progress.step = 'finalize';
+          order = await this.finalize(client, order, key, pending.keyType, hostnames, signal, what);
+          break;
+        case 'pending':
+          return {
+            kind: 'gone',
+            why: 'the order still has authorizations pending (a pending record is written only once they are valid), so it cannot be finalized',
+          };
+        case 'invalid':
+          return { kind: 'gone', why: `the CA marked the order invalid: ${problemText(problemOf(order.error))}` };
+        default:
+          return { kind: 'gone', why: `the order has a status this issuer does not know: ${String(order.status)}` };
+      }
+      return { kind: 'issued', certificate: await this.download(client, order, key, signal, what, progress, log) };
+    } catch (err) {
+      // The order turned invalid while we polled it (the CA gave up issuing): nothing to resume.
+      if (err instanceof AcmeServerProblem && err.response === undefined) {
+        return { kind: 'gone', why: `the order became invalid: ${problemText(err.problem)}` };
+      }
+      throw this.failure(err, signal, what, hostnames, progress, session);
+    }
+  }
+
+  // ---------------------------------------------------------------- steps
+
+  /** A Client of its own for one issuance, on the shared account, whose retry waits end with `signal`. */
+  private async session(signal: AbortSignal | undefined, what: string): Promise<OrderSession> {
+    const account = await untilAborted(this.client(), signal, what);
+    const accountKey = this.accountKeys.get(account);
+    if (accountKey === undefined) throw new Error('internal: the account client has no key');
+    const client = new acme.Client({
+      directoryUrl: this.directoryUrl,
+      accountKey,
+      accountUrl: account.getAccountUrl(),
+      backoffMin: this.options.pollIntervalMinMs,
+      backoffMax: this.options.pollIntervalMaxMs,
+      backoffAttempts: this.options.pollAttempts,
+    });
+    this.http.attach(client, signal);
+    return { client, account };
+  }
+
+  /** Sends finalize with a CSR for `key`, then polls until the order is valid. */
+  private async finalize(
+    client: acme.Client,
+    order: Order,
+    key: CertificateKey,
+    keyType: KeyType,
+    hostnames: readonly string[],
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<Order> {
+    const csr = csrPem(createCsrDer(hostnames, key.privateKey, keyType));
+    const finalized = await client.finalizeOrder(order, csr);
+    if (finalized.status === 'valid') return finalized;
+    return this.poll('order', () => client.getOrder(finalized), ['valid'], signal, what);
+  }
+
+  /** Downloads the certificate of a valid order and checks that it is for `key`. */
+  private async download(
+    client: acme.Client,
+    order: Order,
+    key: CertificateKey,
+    signal: AbortSignal | undefined,
+    what: string,
+    progress: Progress,
+    log: Logger,
+  ): Promise<IssuedCertificate> {
+    throwIfAborted(signal, what);
+    progress.step = 'certificate download';
+    const certPem = await client.getCertificate(order);
+    const leaf = readLeaf(certPem, key.privateKey);
+    if (!leaf.matchesKey) {
+      throw new AcmeProblemError(
+        'ACME_PROBLEM',
+        `${what}: the certificate the CA returned for order ${order.url} (serial ${leaf.serial}) is not for the order's private key`,
+        { retryable: false },
+      );
+    }
+    log.debug({ not_after: leaf.notAfter.toISOString(), serial: leaf.serial }, 'acme certificate downloaded');
+    return {
+      certPem,
+      keyPem: key.keyPem,
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+      issuer: leaf.issuer,
+      directoryUrl: this.directoryUrl,
+      serial: leaf.serial,
+    };
+  }
+
+  /** What issue() or resume() rejects with for `err`. */
+  private failure(
+    err: unknown,
+    signal: AbortSignal | undefined,
+    what: string,
+    hostnames: string[],
+    progress: Progress,
+    session: OrderSession | undefined,
+  ): unknown {
+    if (err instanceof HookFailure) return err.error;
+    if (signal?.aborted) {
+      return err instanceof AbortedError && err.message === `${what} was aborted`
+        ? err
+        : new AbortedError(what, { cause: err });
+    }
+    if (err instanceof ConsulAcmeError) return err; // ours (transport closed, store errors) pass through
+    const classified = classifyAcmeError(err, this.clock.now(), { hostnames, step: progress.step });
+    if (session && classified instanceof AcmeProblemError && classified.problemType === ACCOUNT_DOES_NOT_EXIST) {
+      this.forgetAccount(session.account);
+    }
+    return classified;
   }
 
   // ---------------------------------------------------------------- account
@@ -252,6 +437,7 @@ export class AcmeIssuer implements Issuer {
       backoffAttempts: this.options.pollAttempts,
     });
     this.http.attach(client);
+    this.accountKeys.set(client, account.accountKeyPem);
     if (knownUrl === undefined) {
       // Another instance may have registered this key already (it won the race, or died before
       // storing the URL): look the account up first (RFC 8555 §7.3.1), and register only when the
