@@ -60,7 +60,12 @@ describe('sink settings', () => {
   });
 
   test('every secret setting is withheld from the hook', () => {
-    assert.deepEqual([...WITHHELD_FROM_HOOK].sort(), ['CONSUL_ACME_EAB_HMAC_KEY', 'CONSUL_HTTP_TOKEN', 'VAULT_TOKEN']);
+    assert.deepEqual([...WITHHELD_FROM_HOOK].sort(), [
+      'CONSUL_ACME_ADMIN_TOKEN',
+      'CONSUL_ACME_EAB_HMAC_KEY',
+      'CONSUL_HTTP_TOKEN',
+      'VAULT_TOKEN',
+    ]);
   });
 
   test('HAProxy settings without the folder, overlapping folders and unusable paths are each reported', () => {
