@@ -26,6 +26,8 @@ export const EVENTS = {
   certObtained: 'cert_obtained',
   certRenewed: 'cert_renewed',
   certFailed: 'cert_failed',
+  /** An order was completed from its pending record (after a crash, a store outage, a lost lock), without a new order. */
+  certResumed: 'cert_resumed',
   /** The queue scheduled the next attempt after a failure (of the order or of the pre-flight check). */
   retryScheduled: 'retry_scheduled',
   /** A spent budget or a CA pause holds a certificate back; not a failure. */

@@ -2,10 +2,13 @@
  * An Issuer for fast engine tests: it issues real certificates from a small test CA
  * (test/support/certs.ts), valid from the clock's "now", without any ACME server, and counts its
  * orders. `failWith(err)` makes the next orders fail; `onIssue` runs inside each order (to act while
- * an order is in flight, e.g. another writer storing a certificate meanwhile). It calls
- * `beforeFinalize` with a PendingOrder for its key before returning the certificate, as the
- * contract asks; it keeps no orders, so `resume` always says gone.
+ * an order is in flight, e.g. another writer storing a certificate meanwhile). Like a CA, it
+ * calls `beforeFinalize` with the order's PendingOrder and issues ("finalizes") only after that
+ * resolves; it remembers every finalized order, so `resume` downloads the same certificate again
+ * (and counts that as a download, not an order). `failAfterFinalize(err)` makes the next order
+ * fail after its certificate was issued, as a lost connection would.
  */
+import type { PendingOrder } from '../../src/domain/certificate.js';
 import type { Clock } from '../../src/ports/clock.js';
 import { X509Certificate } from 'node:crypto';
 import type { IssuedCertificate, Issuer, IssueHooks, IssueRequest, ResumeOutcome } from '../../src/ports/issuer.js';
@@ -19,6 +22,11 @@ export class FakeIssuer implements Issuer {
   readonly orders: string[] = [];
   private failures: Error[] = [];
   onIssue: ((request: IssueRequest) => Promise<void>) | undefined;
+  /** Order URL → the certificate issued for it. */
+  private readonly finalized = new Map<string, IssuedCertificate>();
+  /** Orders completed again by `resume`. */
+  readonly resumed: string[] = [];
+  private failuresAfterFinalize: Error[] = [];
 
   constructor(
     private readonly clock: Clock,
@@ -35,6 +43,11 @@ export class FakeIssuer implements Issuer {
     for (let i = 0; i < times; i++) this.failures.push(err);
   }
 
+  /** The next `times` orders fail after their certificate was issued. */
+  failAfterFinalize(err: Error, times = 1): void {
+    for (let i = 0; i < times; i++) this.failuresAfterFinalize.push(err);
+  }
+
   async issue(request: IssueRequest, hooks: IssueHooks, signal?: AbortSignal): Promise<IssuedCertificate> {
     signal?.throwIfAborted();
     this.orders.push(request.hostnames[0] ?? '');
@@ -49,20 +62,36 @@ export class FakeIssuer implements Issuer {
       notAfter,
       keyType: request.keyType,
     });
+    const orderUrl = `${this.directoryUrl}/order/${this.orders.length}`;
     await hooks.beforeFinalize({
       hostname: request.hostnames[0] ?? '',
       hostnames: [...request.hostnames],
       directoryUrl: this.directoryUrl,
-      orderUrl: `${this.directoryUrl}/order/${this.orders.length}`,
+      orderUrl,
       keyPem,
       keyType: request.keyType,
       createdAt: this.clock.now(),
     });
     const serial = new X509Certificate(certPem).serialNumber.toLowerCase().replace(/^0+/, '') || '0';
-    return { certPem, keyPem, notBefore, notAfter, issuer: TEST_CA_NAME, directoryUrl: this.directoryUrl, serial };
+    const issued = {
+      certPem,
+      keyPem,
+      notBefore,
+      notAfter,
+      issuer: TEST_CA_NAME,
+      directoryUrl: this.directoryUrl,
+      serial,
+    };
+    this.finalized.set(orderUrl, issued);
+    const lost = this.failuresAfterFinalize.shift();
+    if (lost !== undefined) throw lost;
+    return issued;
   }
 
-  async resume(): Promise<ResumeOutcome> {
-    return { kind: 'gone', why: 'the fake issuer keeps no orders' };
+  async resume(pending: PendingOrder): Promise<ResumeOutcome> {
+    const issued = this.finalized.get(pending.orderUrl);
+    if (issued === undefined) return { kind: 'gone', why: `the CA has no order ${pending.orderUrl}` };
+    this.resumed.push(pending.orderUrl);
+    return { kind: 'issued', certificate: issued };
   }
 }

@@ -363,6 +363,71 @@ describe('engine: lock → re-check → act → check-and-set', () => {
   });
 });
 
+describe('engine: write-ahead issuance', () => {
+  test('a certificate issued while the store refuses the final write is stored later from its pending record, without a second order', async () => {
+    const engine = await startEngine({});
+    try {
+      engine.store.failNext(
+        'put',
+        new ConsulAcmeError('STORE_UNAVAILABLE', 'write secret/data/fabio/certs/a.example.com: Vault is sealed', {
+          retryable: true,
+        }),
+      );
+      await engine.discovery.push({ web: [tag('a.example.com')] });
+      await until(engine, 'a.example.com', 'waiting');
+      assert.deepEqual(await engine.store.listPending(), ['a.example.com'], 'the order is recorded before finalize');
+      engine.clock.advance(1_000);
+      await until(engine, 'a.example.com', 'valid');
+      assert.deepEqual(engine.issuer.orders, ['a.example.com'], 'one order');
+      assert.equal(engine.issuer.resumed.length, 1, 'completed from the pending record');
+      assert.deepEqual(await engine.store.listPending(), [], 'and the record is gone');
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('an order whose pending record cannot be written is never finalized', async () => {
+    const engine = await startEngine({});
+    try {
+      engine.store.failNext(
+        'putPending',
+        new ConsulAcmeError(
+          'STORE_PERMISSION_DENIED',
+          'write secret/data/consul-acme/pending/a.example.com: permission denied',
+        ),
+      );
+      await engine.discovery.push({ web: [tag('a.example.com')] });
+      const waiting = await until(engine, 'a.example.com', 'waiting');
+      assert.match(waiting.waitingFor ?? '', /STORE_PERMISSION_DENIED/);
+      assert.equal(engine.issuer.resumed.length, 0);
+      assert.equal(await engine.store.get('a.example.com'), undefined, 'nothing was issued into the store');
+      engine.clock.advance(1_000);
+      await until(engine, 'a.example.com', 'valid');
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a connection lost after finalize costs no second order', async () => {
+    const engine = await startEngine({});
+    try {
+      engine.issuer.failAfterFinalize(
+        new ConsulAcmeError('ACME_UNREACHABLE', 'acme certificate download for a.example.com failed: ECONNRESET', {
+          retryable: true,
+        }),
+      );
+      await engine.discovery.push({ web: [tag('a.example.com')] });
+      await until(engine, 'a.example.com', 'failed');
+      engine.clock.advance(MINUTE);
+      await until(engine, 'a.example.com', 'valid');
+      assert.deepEqual(engine.issuer.orders, ['a.example.com']);
+      assert.equal(engine.issuer.resumed.length, 1);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 describe('engine: the policy fails closed, and the registration heals', () => {
   test('with a list that cannot be read, no new name is ordered and a stored one still renews', async () => {
     const engine = await startEngine(
