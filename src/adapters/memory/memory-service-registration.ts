@@ -1,12 +1,21 @@
 import type { ServiceRegistration } from '../../ports/service-registration.js';
 
-/** ServiceRegistration that records what it was asked to register; for tests and runs without Consul. */
+/**
+ * ServiceRegistration that records what it was asked to register; for tests and runs without
+ * Consul. Same contract as ConsulServiceRegistration, with a simulated agent: `lose()` drops the
+ * registration from it, as an agent restarted without its data would, and `reassert()` puts it
+ * back. Calls are not coalesced (each update that changes the tags is one registration).
+ */
 export class MemoryServiceRegistration implements ServiceRegistration {
-  /** Tags currently registered; undefined when not registered. */
+  /** Tags last asked for; undefined before the first update and after deregister. */
   tags: string[] | undefined;
-  /** Every registration actually made (identical updates are skipped, as in Consul). */
+  /** Every registration actually made (identical updates are skipped, as in Consul), reassertions included. */
   readonly history: string[][] = [];
   deregistrations = 0;
+  /** How many reassert() calls had to register again. */
+  reassertions = 0;
+  /** Whether the simulated agent holds the registration. */
+  private inAgent = false;
 
   async update(tags: string[]): Promise<void> {
     const wanted = [...new Set(tags)];
@@ -14,15 +23,31 @@ export class MemoryServiceRegistration implements ServiceRegistration {
     if (current && current.length === wanted.length && [...current].sort().join('\n') === [...wanted].sort().join('\n'))
       return;
     this.tags = wanted;
+    this.inAgent = true;
     this.history.push([...wanted]);
+  }
+
+  async reassert(): Promise<boolean> {
+    if (this.tags === undefined || this.inAgent) return false;
+    this.inAgent = true;
+    this.reassertions += 1;
+    this.history.push([...this.tags]);
+    return true;
   }
 
   async deregister(): Promise<void> {
     if (this.tags !== undefined) this.deregistrations += 1;
     this.tags = undefined;
+    this.inAgent = false;
   }
 
+  /** Drops the registration from the simulated agent behind this object's back. */
+  lose(): void {
+    this.inAgent = false;
+  }
+
+  /** Whether the (simulated) agent holds the registration, i.e. whether Fabio would route to it. */
   isRegistered(): boolean {
-    return this.tags !== undefined;
+    return this.tags !== undefined && this.inAgent;
   }
 }
