@@ -349,7 +349,13 @@ export function buildService(config: Config, logger: Logger): Service {
     certificateStore = new FileCertificateStore({ directory: config.fileStoreDir });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
-  const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
+  const challengeStore = new ConsulChallengeStore({
+    consul,
+    prefix: consulKvFolder(config.kvPrefix, 'challenges'),
+    logger,
+  });
+  // Keeps the store's local mirror current, so tokens other instances put are answered at once.
+  challengeStore.start();
   const metrics = new ServiceMetrics();
   const issuer = new AcmeIssuer({
     directoryUrl: config.directoryUrl,
@@ -440,6 +446,9 @@ export function buildService(config: Config, logger: Logger): Service {
           logger,
         })
       : undefined,
-    onStopped: async () => issuer.close(),
+    onStopped: async () => {
+      await challengeStore.close();
+      issuer.close();
+    },
   });
 }

@@ -536,7 +536,7 @@ describe('a restartable Consul (test/support/consul.ts)', () => {
     try {
       assert.ok(persistent.dataDir);
       const put = await fetch(`${persistent.address}/v1/kv/restart-test/key`, { method: 'PUT', body: 'kept' });
-      assert.equal(await put.text(), 'true');
+      assert.equal((await put.text()).trim(), 'true');
       const reg = await fetch(`${persistent.address}/v1/agent/service/register`, {
         method: 'PUT',
         body: JSON.stringify({ ID: 'kept-service', Name: 'kept', Port: 9000, Tags: ['urlprefix-kept.example.com/'] }),
