@@ -23,9 +23,13 @@
  *   alone at most once a minute: a 403 there makes every miss fail with CONSUL_PERMISSION_DENIED
  *   instead of looking like an unknown token.
  *
+ * - A miss while the watch is between two queries (the folder is busy and the watch waits for its
+ *   token bucket) waits up to 250 ms for the watch's next return, since it may carry the token.
+ *
  * What this costs: a token put by another instance is seen as soon as the watch returns (a few
- * milliseconds after the write, on a healthy agent), or, without a running watch, by the first miss
- * more than `missFreshnessMs` after the last read. Until then a miss for it answers "unknown".
+ * milliseconds after the write, on a healthy agent), and in any case by a miss more than
+ * `missFreshnessMs` after the put: any read confirmed later than the put holds it. Until then a
+ * miss for it may answer "unknown".
  */
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import { AbortedError, ConsulAcmeError, describeError } from '../../errors.js';
@@ -37,8 +41,13 @@ import { kvDelete, kvDeleteIfUnchanged, kvGet, kvList, kvPut, type KvItem } from
 /** A miss is answered without a read when the mirror was confirmed this recently. */
 export const DEFAULT_CHALLENGE_MISS_FRESHNESS_MS = 1_000;
 export const DEFAULT_CHALLENGE_WATCH_WAIT_SECONDS = 300;
-/** The folder changes with issuance only; a busy folder is re-read at most 5 times a second. */
-export const DEFAULT_CHALLENGE_WATCH_REQUESTS_PER_SECOND = 5;
+/**
+ * The folder changes with issuance only; a folder changing all the time is re-read at most 20
+ * times a second, so the mirror lags a busy folder by 50 ms at most.
+ */
+export const DEFAULT_CHALLENGE_WATCH_REQUESTS_PER_SECOND = 20;
+/** How long a miss waits for a watch that is between two queries to catch up. */
+export const CHALLENGE_WATCH_CATCH_UP_MS = 250;
 /** How often an empty folder is checked for an ACL refusal. */
 export const CHALLENGE_PERMISSION_PROBE_INTERVAL_MS = 60_000;
 
@@ -73,6 +82,14 @@ interface LocalWrite {
 
 const monotonicMs = (): number => performance.now();
 
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = (): void => undefined;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
 export class ConsulChallengeStore implements ChallengeStore {
   private readonly consul: Consul;
   private readonly prefix: string;
@@ -97,6 +114,10 @@ export class ConsulChallengeStore implements ChallengeStore {
   private reads = 0;
   private watchAbort: AbortController | undefined;
   private watching: Promise<void> | undefined;
+  /** The watch's state: waiting in a blocking query for changes after the mirror's index, between two queries, or backing off. */
+  private watchState: 'stopped' | 'waiting' | 'between' | 'failing' = 'stopped';
+  /** Resolved (and replaced) each time the watch applies a return. */
+  private watchApplied = deferred();
 
   constructor(opts: ConsulChallengeStoreOptions) {
     this.consul = opts.consul;
@@ -132,6 +153,7 @@ export class ConsulChallengeStore implements ChallengeStore {
       signal.addEventListener('abort', () => controller.abort(), { once: true });
     }
     this.watchAbort = controller;
+    this.watchState = 'between';
     this.watching = this.watch(controller.signal).catch((err: unknown) => {
       this.log.error({ [F.err]: describeError(err) }, 'challenge watch ended unexpectedly');
     });
@@ -161,6 +183,11 @@ export class ConsulChallengeStore implements ChallengeStore {
     if (known !== undefined) return known;
     if (monotonicMs() - this.confirmedAt < this.missFreshnessMs) {
       this.throwIfRefused();
+      // A watch between two queries (the folder is busy) may be holding a change: let it catch up.
+      if (this.watchState === 'between') {
+        await Promise.race([this.watchApplied.promise, sleep(CHALLENGE_WATCH_CATCH_UP_MS)]);
+        return this.mirror.get(token);
+      }
       return undefined;
     }
     if (this.lastFailure && monotonicMs() - this.lastFailure.at < this.missFreshnessMs) throw this.lastFailure.err;
@@ -289,6 +316,7 @@ export class ConsulChallengeStore implements ChallengeStore {
       let result;
       try {
         this.reads += 1;
+        this.watchState = index > 0 && index >= this.mirrorIndex ? 'waiting' : 'between';
         result = await blockingGet<KvItem[] | undefined>(
           this.consul,
           'kv.get',
@@ -297,6 +325,7 @@ export class ConsulChallengeStore implements ChallengeStore {
         );
       } catch (err) {
         if (signal.aborted || err instanceof AbortedError) break;
+        this.watchState = 'failing';
         failures += 1;
         const retryInMs = retryDelayMs(failures, schedule);
         this.log.warn(
@@ -307,9 +336,14 @@ export class ConsulChallengeStore implements ChallengeStore {
         continue;
       }
       failures = 0;
+      this.watchState = 'between';
       // The content is as of the answer, not of the request: it confirms the mirror now.
       this.apply(result.body, result.consulIndex, seq, monotonicMs(), result.indexReset);
       index = result.index;
+      const applied = this.watchApplied;
+      this.watchApplied = deferred();
+      applied.resolve();
     }
+    this.watchState = 'stopped';
   }
 }
