@@ -14,7 +14,10 @@ import { createConsulClient } from './adapters/consul/consul-client.js';
 import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
 import { ConsulLocker } from './adapters/consul/consul-locker.js';
 import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
-import { ConsulServiceRegistration } from './adapters/consul/consul-service-registration.js';
+import {
+  ConsulServiceRegistration,
+  ROUTE_DEREGISTER_CRITICAL_AFTER,
+} from './adapters/consul/consul-service-registration.js';
 import { FileAccountStore } from './adapters/file/file-account-store.js';
 import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
 import { HttpPreflight } from './adapters/net/http-preflight.js';
@@ -494,7 +497,13 @@ export function buildService(config: Config, logger: Logger): Service {
     certificateStore = new FileCertificateStore({ directory: config.fileStoreDir, logger });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
-  const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
+  const challengeStore = new ConsulChallengeStore({
+    consul,
+    prefix: consulKvFolder(config.kvPrefix, 'challenges'),
+    logger,
+  });
+  // Keeps the store's local mirror current, so tokens other instances put are answered at once.
+  challengeStore.start();
   const metrics = new ServiceMetrics();
   const sinks = createSinkRunner(config, logger, {
     store: certificateStore,
@@ -524,6 +533,10 @@ export function buildService(config: Config, logger: Logger): Service {
         address: config.serviceAddress,
         port: config.challengePort,
         checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.ready}`,
+        // Routable at once; an instance killed without deregistering leaves the catalog.
+        initialCheckStatus: 'passing',
+        deregisterCriticalAfter: ROUTE_DEREGISTER_CRITICAL_AFTER,
+        logger,
       })
     : undefined;
   const healthRegistration = config.registerService
@@ -535,6 +548,8 @@ export function buildService(config: Config, logger: Logger): Service {
         port: config.adminPort,
         checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.certificates}`,
         checkName: 'certificates',
+        // No deregisterCriticalAfter: a critical certificate check is the alert, it must stay.
+        logger,
       })
     : undefined;
   return createService({
@@ -585,6 +600,9 @@ export function buildService(config: Config, logger: Logger): Service {
         })
       : undefined,
     sinks,
-    onStopped: async () => issuer.close(),
+    onStopped: async () => {
+      await challengeStore.close();
+      issuer.close();
+    },
   });
 }

@@ -119,7 +119,8 @@ export function buildChallengeServer(opts: ChallengeServerOptions): FastifyInsta
       return reply.code(503).header('retry-after', '1').type(TEXT).send('challenge store unavailable\n');
     }
     if (keyAuthorization === undefined) {
-      log.info(tokenFacts(token), 'unknown challenge token');
+      // Debug, not info: a flood of made-up tokens must not become a flood of log lines.
+      log.debug(tokenFacts(token), 'unknown challenge token');
       return notFound(reply);
     }
     log.info(tokenFacts(token), 'challenge answered');

@@ -17,6 +17,8 @@ interface Subject {
   setup(): Promise<void>;
   teardown(): Promise<void>;
   create(): CertificateStateStore;
+  /** A store nobody else uses. */
+  isolated(): CertificateStateStore;
   /** Writes `text` where the store keeps hostname's state, as another writer could; undefined when the store has no such place. */
   writeRaw?: (hostname: string, text: string) => Promise<void>;
 }
@@ -52,6 +54,7 @@ const subjects: Subject[] = [
     setup: async () => undefined,
     teardown: async () => undefined,
     create: () => new MemoryCertificateStateStore(),
+    isolated: () => new MemoryCertificateStateStore(),
   },
   {
     name: 'ConsulCertificateStateStore',
@@ -63,6 +66,8 @@ const subjects: Subject[] = [
       await consulServer?.stop();
     },
     create: () => new ConsulCertificateStateStore({ consul: consulClient(), prefix }),
+    isolated: () =>
+      new ConsulCertificateStateStore({ consul: consulClient(), prefix: `consul-acme-test/${randomUUID()}/state/` }),
     writeRaw: async (hostname, text) => {
       const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}`, { method: 'PUT', body: text });
       assert.equal(res.status, 200, `writing ${prefix}${hostname}: ${await res.text()}`);
@@ -140,6 +145,16 @@ for (const subject of subjects) {
       assert.deepEqual(await store.get(kept.hostname), kept);
     });
 
+    it('lists the hostnames that have a state, sorted, and none when there is none', async () => {
+      const store = subject.isolated();
+      assert.deepEqual(await store.list(), []);
+      const names = ['b.example.test', 'a.example.test', 'c.example.test'];
+      for (const hostname of names) await store.put(failingState(hostname));
+      assert.deepEqual(await store.list(), [...names].sort());
+      await store.delete('b.example.test');
+      assert.deepEqual(await store.list(), ['a.example.test', 'c.example.test']);
+    });
+
     it('treats deleting an unknown certificate as a no-op', async () => {
       const store = subject.create();
       await store.delete(newHostname());
@@ -194,6 +209,15 @@ for (const subject of subjects) {
           lastError: undefined,
           nextAttemptAt: new Date('2030-01-02T04:04:05.678Z'),
         });
+      });
+
+      it('lists a state it cannot parse, so that it can be deleted', async () => {
+        const store = subject.create();
+        const hostname = newHostname();
+        await writeRaw(hostname, 'not json at all');
+        assert.ok((await store.list()).includes(hostname));
+        await store.delete(hostname);
+        assert.ok(!(await store.list()).includes(hostname));
       });
 
       it('shares the state between two instances', async () => {

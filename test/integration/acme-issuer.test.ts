@@ -66,6 +66,9 @@ class HookedChallengeStore implements ChallengeStore {
   async delete(token: string): Promise<void> {
     await this.inner.delete(token);
   }
+  prune(olderThanMs: number): Promise<number> {
+    return this.inner.prune(olderThanMs);
+  }
 }
 
 type Requests = { endpoint: string; status: number | 'error' }[];

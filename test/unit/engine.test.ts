@@ -72,6 +72,7 @@ class Counting {
         this.ledgerReads++;
         return inner.events(key, since);
       },
+      prune: (now) => inner.prune(now),
     };
   }
 }

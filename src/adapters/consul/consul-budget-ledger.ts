@@ -10,6 +10,11 @@
  * other and a few attempts suffice. Events older than `retentionMs` (7 days) are dropped on
  * every write.
  *
+ * `prune(now)` reads the whole folder once (a recursive read) and, for each key holding something
+ * that is over (docs: ports/budget-ledger.ts), writes back what is left or deletes the key when
+ * nothing is, both as check-and-set on the ModifyIndex just read: a record racing the prune wins,
+ * and the key is looked at again by the next prune.
+ *
  * The check-and-set write is done here rather than with consul-kv.ts `kvPut`: the consul package
  * (through papi) resolves `undefined` instead of `false` when Consul answers `false`, so a lost
  * race would look like a failure. With `includeResponse` the body comes back as sent.
@@ -20,9 +25,9 @@
 import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
 import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
-import { isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
+import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
 import type { Consul } from './consul-client.js';
-import { kvGet, kvPut } from './consul-kv.js';
+import { kvDeleteIfUnchanged, kvGet, kvList, kvPut } from './consul-kv.js';
 
 /** Check-and-set attempts per write before giving up with a retryable STORE_CONFLICT. */
 export const DEFAULT_LEDGER_CAS_ATTEMPTS = 10;
@@ -120,6 +125,28 @@ export class ConsulBudgetLedger implements BudgetLedger {
     const { times, malformed } = parseLedgerValue(entry.value);
     if (malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; unreadable events ignored');
     return times.filter((t) => t >= since.getTime()).map((t) => new Date(t));
+  }
+
+  async prune(now: Date): Promise<number> {
+    const entries = await kvList(this.consul, this.prefix);
+    let deleted = 0;
+    for (const [key, entry] of entries) {
+      const scopeKey = key.slice(this.prefix.length);
+      if (!key.startsWith(this.prefix) || !isBudgetScopeKey(scopeKey)) continue;
+      const stored = parseLedgerValue(entry.value);
+      const kept = eventsToKeep(scopeKey, stored.times, now, this.retentionMs);
+      if (kept.length > 0 && kept.length === stored.times.length && !stored.malformed) continue;
+      if (kept.length === 0) {
+        if (await kvDeleteIfUnchanged(this.consul, key, entry.modifyIndex)) deleted += 1;
+        continue;
+      }
+      const value = JSON.stringify(kept.map((t) => new Date(t).toISOString()));
+      if (!(await kvPut(this.consul, key, value, { cas: entry.modifyIndex }))) {
+        this.log.debug({ key }, 'budget ledger prune lost a race; the key is pruned next time');
+      }
+    }
+    if (deleted > 0) this.log.debug({ deleted }, 'budget ledger keys pruned');
+    return deleted;
   }
 
   /** Writes queued batches of `key` one after another until none is left. Never rejects. */

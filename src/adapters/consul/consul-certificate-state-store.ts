@@ -1,9 +1,10 @@
 /**
  * Per-certificate attempt state as JSON in Consul KV at `<prefix><hostname>`, shared by every
- * instance, so that a restart or another instance respects a failing name's backoff.
+ * instance, so that a restart or another instance respects a failing name's backoff. `list()`
+ * reads the key names only (`?keys`), never the values.
  */
 import type { CertificateState, CertificateStateStore } from '../../ports/certificate-state-store.js';
-import type { Consul } from './consul-client.js';
+import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
 import { kvDelete, kvGet, kvPut } from './consul-kv.js';
 
 interface StoredState {
@@ -59,5 +60,22 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
 
   async delete(hostname: string): Promise<void> {
     await kvDelete(this.opts.consul, this.prefix + hostname);
+  }
+
+  async list(): Promise<string[]> {
+    let keys: unknown;
+    try {
+      keys = await this.opts.consul.kv.keys({ key: this.prefix });
+    } catch (err) {
+      // A missing folder answers 404, which the package reports as an error.
+      if (consulErrorStatus(err) === 404) return [];
+      throw classifyConsulError(err, `kv keys ${this.prefix}`);
+    }
+    if (!Array.isArray(keys)) return [];
+    return keys
+      .filter((k): k is string => typeof k === 'string' && k.startsWith(this.prefix))
+      .map((k) => k.slice(this.prefix.length))
+      .filter((hostname) => hostname !== '' && !hostname.includes('/'))
+      .sort();
   }
 }

@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import Consul from 'consul';
@@ -28,10 +29,20 @@ export interface ConsulConnection {
   datacenter?: string;
   /** Timeout of every request that does not set its own (blocking queries do). */
   requestTimeoutMs?: number;
+  /** Most connections open to Consul at once; further requests wait for one. */
+  maxSockets?: number;
 }
 
 /** Default per-request timeout; a hung Consul must not hang a worker or a lock renewal. */
 export const DEFAULT_CONSUL_REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * Most connections to Consul at once. The agent closes connections from one client address beyond
+ * `limits.http_max_conns_per_client` (200 by default, shared with every other client on the same
+ * host: docs/protocols.md §1.11), so a burst of requests must queue here rather than open a socket
+ * each. The few blocking queries (catalog, policy, challenges) hold one each.
+ */
+export const DEFAULT_CONSUL_MAX_SOCKETS = 32;
 
 type PackageOptions = NonNullable<ConstructorParameters<typeof Consul>[0]>;
 /** Constructor options the package accepts but its ConsulOptions type leaves out (type gap): baseUrl, defaults.timeout. */
@@ -64,12 +75,15 @@ export function createConsulClient(conn: ConsulConnection): Consul {
       ...(conn.datacenter ? { dc: conn.datacenter } : {}),
     },
   };
-  if (url.protocol === 'https:') {
-    options.agent = new HttpsAgent({
-      keepAlive: true,
-      ...(conn.caCertPath ? { ca: readFileSync(conn.caCertPath) } : {}),
-    });
-  }
+  const maxSockets = conn.maxSockets ?? DEFAULT_CONSUL_MAX_SOCKETS;
+  options.agent =
+    url.protocol === 'https:'
+      ? new HttpsAgent({
+          keepAlive: true,
+          maxSockets,
+          ...(conn.caCertPath ? { ca: readFileSync(conn.caCertPath) } : {}),
+        })
+      : new HttpAgent({ keepAlive: true, maxSockets });
   return new Consul(options);
 }
 

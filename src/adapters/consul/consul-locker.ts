@@ -1,19 +1,26 @@
 /**
  * Locks as Consul KV keys acquired with a session (docs/protocols.md §1.7, §1.8).
  *
- * One session per locker (Behavior "release"), created on the first tryAcquire and renewed in the
- * background at half the TTL Consul last returned. When a renew answers 404 (session destroyed or
- * expired), or renewing keeps failing for a whole TTL, the session is lost: every lock held under
- * it has its `signal` aborted with a LockLostError, and the next tryAcquire creates a new session.
+ * One session per locker, shared by all its locks: created once, on the first tryAcquire (calls
+ * made together wait for the same creation), and renewed in the background at half the TTL
+ * Consul last returned. When a renew answers 404 (session destroyed or expired), or renewing keeps
+ * failing for a whole TTL, the session is lost: every lock held under it has its `signal` aborted
+ * with a LockLostError, and the next tryAcquire creates a new session.
  *
- * The KV value names the holder (`{"holder","acquiredAt"}`); release sends that same value, since a
- * `?release` with an empty body would wipe it.
+ * Nothing is left behind in KV. The session has Behavior "delete", so when it is invalidated
+ * (holder dead, TTL expired) Consul deletes the keys it holds, and lock-delay still keeps them
+ * from others for a while. A release deletes the key while this session still holds it: read
+ * the key, and only if it names this session, delete it with `?cas=<ModifyIndex>`. Another
+ * session cannot acquire a held key, so the key deleted is the one this lock held; a late release,
+ * after the session was lost and someone else acquired the key, finds their session and leaves
+ * the key alone. The KV value names the holder (`{"holder","acquiredAt"}`) while it is held.
  */
 import { hostname } from 'node:os';
 import { AbortedError, ConfigError, ConsulAcmeError, LockLostError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import type { Lock, Locker } from '../../ports/locker.js';
 import { classifyConsulError, isSessionGoneError, type Consul } from './consul-client.js';
+import { kvDeleteIfUnchanged, kvGet } from './consul-kv.js';
 
 export const DEFAULT_SESSION_TTL_SECONDS = 15;
 export const DEFAULT_LOCK_DELAY_SECONDS = 15;
@@ -45,8 +52,6 @@ interface SessionState {
 interface HeldLock {
   key: string;
   kvKey: string;
-  /** The value written at acquire; release writes it again. */
-  value: string;
   session: SessionState;
   controller: AbortController;
   /** The Lock's release (idempotent); close() uses it too. */
@@ -147,10 +152,10 @@ export class ConsulLocker implements Locker {
       if (acquired !== true) return undefined; // another holder, or lock-delay after a lost holder
       if (session.lost || this.closed) {
         // Lost (or closed) while the request was in flight: the key is not really ours to work under.
-        await this.sendRelease(kvKey, value, session);
+        await this.deleteIfHeld(kvKey, session);
         return undefined;
       }
-      return this.makeLock({ key, kvKey, value, session, controller: new AbortController() });
+      return this.makeLock({ key, kvKey, session, controller: new AbortController() });
     }
   }
 
@@ -159,7 +164,7 @@ export class ConsulLocker implements Locker {
     const h: HeldLock = { ...fields, release: () => releasing ?? Promise.resolve() };
     h.release = () => {
       releasing ??= (async () => {
-        if (!h.session.lost) await this.sendRelease(h.kvKey, h.value, h.session);
+        if (!h.session.lost) await this.deleteIfHeld(h.kvKey, h.session);
         // Forget the key only now, so that this locker cannot re-acquire it while the release is in flight.
         if (this.held.get(h.key) === h) this.held.delete(h.key);
       })();
@@ -169,15 +174,25 @@ export class ConsulLocker implements Locker {
     return { key: h.key, signal: h.controller.signal, release: h.release };
   }
 
-  /** `?release=` with the value written at acquire. Never throws. */
-  private async sendRelease(kvKey: string, value: string, session: SessionState): Promise<void> {
+  /**
+   * Releases by deleting the key, only while `session` still holds it (check-and-set on the
+   * ModifyIndex just read). Never throws: on failure the key goes with the session.
+   */
+  private async deleteIfHeld(kvKey: string, session: SessionState): Promise<void> {
     try {
-      const released = await this.consul.kv.set({ key: kvKey, value, release: session.id });
-      if (released !== true) this.log.warn({ lock: kvKey }, 'lock release refused; not held by this session any more');
+      const entry = await kvGet(this.consul, kvKey);
+      if (entry === undefined) return;
+      if (entry.session !== session.id) {
+        this.log.warn({ lock: kvKey }, 'lock not held by this session any more; left alone');
+        return;
+      }
+      if (!(await kvDeleteIfUnchanged(this.consul, kvKey, entry.modifyIndex))) {
+        this.log.warn({ lock: kvKey }, 'lock changed while being released; left alone');
+      }
     } catch (err) {
       this.log.warn(
         { lock: kvKey, [F.err]: describeError(classifyConsulError(err, `lock release ${kvKey}`)) },
-        'lock release failed; it ends with the session',
+        'lock release failed; the key goes with the session',
       );
     }
   }
@@ -197,7 +212,8 @@ export class ConsulLocker implements Locker {
         name: this.sessionName,
         ttl: `${this.sessionTtlSeconds}s`,
         lockdelay: `${this.lockDelaySeconds}s`,
-        behavior: 'release',
+        // Keys held by an invalidated session are deleted, not left behind (lock-delay still applies).
+        behavior: 'delete',
       });
     } catch (err) {
       throw classifyConsulError(err, 'session create');

@@ -1,6 +1,6 @@
 import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
 import { ConsulAcmeError } from '../../errors.js';
-import { isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
+import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
 
 export interface MemoryBudgetLedgerOptions {
   /** Events older than this (relative to `now`) are forgotten on write. */
@@ -31,6 +31,24 @@ export class MemoryBudgetLedger implements BudgetLedger {
   async events(scopeKey: string, since: Date): Promise<Date[]> {
     checkKey(scopeKey);
     return (this.entries.get(scopeKey) ?? []).filter((t) => t >= since.getTime()).map((t) => new Date(t));
+  }
+
+  async prune(now: Date): Promise<number> {
+    let deleted = 0;
+    for (const [scopeKey, times] of [...this.entries]) {
+      const kept = eventsToKeep(scopeKey, times, now, this.retentionMs);
+      if (kept.length > 0) this.entries.set(scopeKey, kept);
+      else {
+        this.entries.delete(scopeKey);
+        deleted += 1;
+      }
+    }
+    return deleted;
+  }
+
+  /** Scope keys with events, sorted; tests use it to check what is left. */
+  scopeKeys(): string[] {
+    return [...this.entries.keys()].sort();
   }
 }
 
