@@ -29,8 +29,10 @@ import type { Budget, BudgetScope } from './domain/budget.js';
 import { withFailingSinks } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
 import type { Policy } from './domain/policy.js';
+import { AntiEntropy } from './engine/anti-entropy.js';
 import { DesiredSet, type DesiredChange } from './engine/desired-set.js';
 import { EngineEvents } from './engine/events.js';
+import { Janitor } from './engine/janitor.js';
 import { Limiter } from './engine/limiter.js';
 import { OrderGate } from './engine/order-gate.js';
 import { Planner } from './engine/planner.js';
@@ -212,11 +214,28 @@ export function createService(deps: ServiceDeps): Service {
       sinks?.notify({ kind: 'stored', certificate: event.certificate, reason: event.outcome });
     else if (event.type === 'retired') sinks?.notify({ kind: 'removed', hostname: event.hostname });
   });
+  const janitor = new Janitor({
+    challengeStore: deps.challengeStore,
+    ledger: deps.budgetLedger,
+    stateStore: deps.stateStore,
+    isKnown: (hostname) => desired.isManaged(hostname) || index.has(hostname),
+    clock,
+    logger,
+  });
+  const antiEntropy = new AntiEntropy({
+    steps: [
+      { name: 'registrations', run: () => routes.reassert() },
+      { name: 'challenge tokens', run: () => deps.challengeStore.reassert() },
+    ],
+    clock,
+    logger,
+  });
   const renewal = new RenewalScheduler({
     locker: deps.locker,
     clock,
     scan: async () => {
       await planner.scan({ submit: true });
+      await janitor.maybeRun();
     },
     refresh: async () => {
       await planner.scan({ submit: false });
@@ -368,6 +387,7 @@ export function createService(deps: ServiceDeps): Service {
         await routes.sync(desired.managedHostnames());
         lastSync = { at: clock.now(), index: snapshot.index };
         await routes.start();
+        antiEntropy.start();
         await applyChange(change, `catalog index ${snapshot.index}`);
         if (!stopping) renewal.start();
         return;
@@ -383,6 +403,7 @@ export function createService(deps: ServiceDeps): Service {
     await policyWatching?.catch(() => undefined);
     await applying;
     await renewal.stop();
+    antiEntropy.stop();
     storeHealth.stop();
     await queue.stop(config.shutdownTimeoutMs);
     // After the queue, so the changes of the orders that finished are still copied.

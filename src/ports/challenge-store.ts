@@ -14,6 +14,9 @@
  * - `prune(olderThanMs)` deletes the tokens put more than `olderThanMs` ago (left behind by a
  *   crash) and resolves how many; a token put again meanwhile stays. The caller runs it now and
  *   then with an age well above any validation (an hour).
+ * - `reassert()` puts again every token this instance put and has not deleted that the shared
+ *   store no longer holds (a Consul that lost its data), and resolves how many: a validation in
+ *   flight survives it.
  * - Tokens are base64url (RFC 8555 §8.3); callers validate before calling.
  * - Safe across processes for Consul; memory is one process only.
  */
@@ -22,4 +25,5 @@ export interface ChallengeStore {
   get(token: string): Promise<string | undefined>;
   delete(token: string): Promise<void>;
   prune(olderThanMs: number): Promise<number>;
+  reassert(): Promise<number>;
 }

@@ -69,6 +69,9 @@ class HookedChallengeStore implements ChallengeStore {
   prune(olderThanMs: number): Promise<number> {
     return this.inner.prune(olderThanMs);
   }
+  reassert(): Promise<number> {
+    return this.inner.reassert();
+  }
 }
 
 type Requests = { endpoint: string; status: number | 'error' }[];

@@ -67,6 +67,9 @@ class FlakyStore implements ChallengeStore {
   prune(olderThanMs: number): Promise<number> {
     return this.inner.prune(olderThanMs);
   }
+  reassert(): Promise<number> {
+    return this.inner.reassert();
+  }
 }
 
 describe('challenge server over real HTTP', () => {

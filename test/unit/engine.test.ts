@@ -488,7 +488,7 @@ describe('engine: the policy fails closed, and the registration heals', () => {
       await until(engine, 'a.example.com', 'valid');
       engine.registration.lose();
       assert.equal(engine.registration.isRegistered(), false);
-      engine.clock.advance(15_000);
+      engine.clock.advance(30_000);
       await waitFor('the registration restored', () => engine.registration.isRegistered());
       assert.deepEqual(engine.registration.tags, ['urlprefix-a.example.com/.well-known/acme-challenge/']);
     } finally {

@@ -107,6 +107,8 @@ export class ConsulChallengeStore implements ChallengeStore {
   /** When (monotonic ms) the mirror was last known to match Consul. */
   private confirmedAt = Number.NEGATIVE_INFINITY;
   private readonly localWrites = new Map<string, LocalWrite>();
+  /** Tokens this instance put and has not deleted: the validations it has in flight. */
+  private readonly inFlight = new Map<string, string>();
   private writeSeq = 0;
   private refreshing: Promise<void> | undefined;
   private lastFailure: { at: number; err: ConsulAcmeError } | undefined;
@@ -175,6 +177,7 @@ export class ConsulChallengeStore implements ChallengeStore {
     }
     await kvPut(this.consul, this.key(token), keyAuthorization, { flags: this.now() });
     this.writeLocally(token, keyAuthorization);
+    this.inFlight.set(token, keyAuthorization);
   }
 
   async get(token: string): Promise<string | undefined> {
@@ -198,8 +201,23 @@ export class ConsulChallengeStore implements ChallengeStore {
 
   async delete(token: string): Promise<void> {
     if (!isChallengeToken(token)) return;
+    this.inFlight.delete(token);
     await kvDelete(this.consul, this.key(token));
     this.writeLocally(token, undefined);
+  }
+
+  /** Puts again the tokens in flight here that a fresh read of the folder no longer shows. */
+  async reassert(): Promise<number> {
+    if (this.inFlight.size === 0) return 0;
+    const entries = await kvList(this.consul, this.prefix);
+    let restored = 0;
+    for (const [token, keyAuthorization] of [...this.inFlight]) {
+      if (entries.has(this.key(token)) || !this.inFlight.has(token)) continue;
+      await kvPut(this.consul, this.key(token), keyAuthorization, { flags: this.now() });
+      restored += 1;
+    }
+    if (restored > 0) this.log.warn({ restored }, 'challenge tokens in flight were missing from Consul; put again');
+    return restored;
   }
 
   /**
@@ -219,6 +237,7 @@ export class ConsulChallengeStore implements ChallengeStore {
       } else if (entry.flags < now - olderThanMs) {
         if (await kvDeleteIfUnchanged(this.consul, key, entry.modifyIndex)) {
           this.writeLocally(token, undefined);
+          this.inFlight.delete(token);
           deleted += 1;
         }
       }
