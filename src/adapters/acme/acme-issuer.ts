@@ -26,10 +26,17 @@ import { systemClock, type Clock } from '../../ports/clock.js';
 import type { IssuedCertificate, Issuer, IssueHooks, IssueRequest, ResumeOutcome } from '../../ports/issuer.js';
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import type { KeyType, PendingOrder } from '../../domain/certificate.js';
+import { isChallengeToken } from '../../domain/challenge.js';
 import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import { AcmeHttp, untilAborted, type AcmeRequestHook } from './acme-http.js';
-import { AcmeServerProblem, classifyAcmeError, shortProblemType, type ProblemDocument } from './acme-errors.js';
+import {
+  AcmeServerProblem,
+  classifyAcmeError,
+  parseProblemDocument,
+  shortProblemType,
+  type ProblemDocument,
+} from './acme-errors.js';
 import {
   createCertificateKey,
   createCsrDer,
@@ -71,19 +78,8 @@ interface Challenge {
 }
 
 const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
-const BASE64URL_TOKEN = /^[A-Za-z0-9_-]+$/;
 /** What CAs say of an order they do not know (Pebble: 404 "No order for ID …"). */
 const ORDER_UNKNOWN_DETAIL = /no order|not exist|not found|unknown order/i;
-
-function problemOf(error: unknown): ProblemDocument | undefined {
-  if (typeof error !== 'object' || error === null) return undefined;
-  const e = error as Record<string, unknown>;
-  const problem: ProblemDocument = {};
-  if (typeof e.type === 'string') problem.type = e.type;
-  if (typeof e.detail === 'string') problem.detail = e.detail;
-  if (typeof e.status === 'number') problem.status = e.status;
-  return problem.type === undefined && problem.detail === undefined ? undefined : problem;
-}
 
 function problemText(problem: ProblemDocument | undefined): string {
   if (!problem) return 'no detail';
@@ -275,7 +271,10 @@ export class AcmeIssuer implements Issuer {
             why: 'the order still has authorizations pending (a pending record is written only once they are valid), so it cannot be finalized',
           };
         case 'invalid':
-          return { kind: 'gone', why: `the CA marked the order invalid: ${problemText(problemOf(order.error))}` };
+          return {
+            kind: 'gone',
+            why: `the CA marked the order invalid: ${problemText(parseProblemDocument(order.error))}`,
+          };
         default:
           return { kind: 'gone', why: `the order has a status this issuer does not know: ${String(order.status)}` };
       }
@@ -530,7 +529,7 @@ export class AcmeIssuer implements Issuer {
         );
       }
       const token = challenge.token ?? '';
-      if (!BASE64URL_TOKEN.test(token)) {
+      if (!isChallengeToken(token)) {
         throw new AcmeProblemError(
           'ACME_PROBLEM',
           `acme validation for ${name} failed: the CA sent a malformed http-01 token`,
@@ -603,7 +602,7 @@ export class AcmeIssuer implements Issuer {
       const item = await fetch();
       if (done.includes(item.status)) return item;
       if (item.status === 'invalid') {
-        const problem = problemOf(errorOf(item)) ?? problemOf(item.error);
+        const problem = parseProblemDocument(errorOf(item)) ?? parseProblemDocument(item.error);
         throw new AcmeServerProblem({
           ...(problem ?? { detail: `${what} became invalid` }),
           ...(identifier ? { identifier } : {}),
@@ -628,6 +627,6 @@ export class AcmeIssuer implements Issuer {
   }
 
   private invalidObject(item: object, fallback: string): AcmeServerProblem {
-    return new AcmeServerProblem(problemOf((item as { error?: unknown }).error) ?? { detail: fallback });
+    return new AcmeServerProblem(parseProblemDocument((item as { error?: unknown }).error) ?? { detail: fallback });
   }
 }

@@ -32,6 +32,7 @@
  * miss for it may answer "unknown".
  */
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
+import { isChallengeToken } from '../../domain/challenge.js';
 import { AbortedError, ConsulAcmeError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
@@ -50,13 +51,6 @@ export const DEFAULT_CHALLENGE_WATCH_REQUESTS_PER_SECOND = 20;
 export const CHALLENGE_WATCH_CATCH_UP_MS = 250;
 /** How often an empty folder is checked for an ACL refusal. */
 export const CHALLENGE_PERMISSION_PROBE_INTERVAL_MS = 60_000;
-
-/** RFC 8555 §8.3: a token is base64url without padding. */
-const TOKEN_PATTERN = /^[A-Za-z0-9_-]+$/;
-
-export function isChallengeToken(token: string): boolean {
-  return TOKEN_PATTERN.test(token);
-}
 
 export interface ConsulChallengeStoreOptions {
   consul: Consul;
