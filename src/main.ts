@@ -10,6 +10,7 @@ import { describeConfig, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError, describeError } from './errors.js';
 import { createLogger } from './logging.js';
+import { systemClock } from './ports/clock.js';
 import { buildService } from './service.js';
 
 const CONFIG_EXIT_CODE = 2;
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
     case 'status': {
       try {
         const report = await fetchStatus(command.adminUrl, { adminToken: command.adminToken });
-        process.stdout.write(`${formatStatus(report, { json: command.json, now: new Date() })}\n`);
+        process.stdout.write(`${formatStatus(report, { json: command.json, now: systemClock.now() })}\n`);
       } catch (err) {
         process.stderr.write(`consul-acme: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exit(1);

@@ -5,6 +5,7 @@
  * time, and a refused token surfaces as CONSUL_PERMISSION_DENIED.
  */
 import assert from 'node:assert/strict';
+import { ManualClock, type Clock } from '../../src/ports/clock.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { ConsulChallengeStore } from '../../src/adapters/consul/consul-challenge-store.js';
@@ -26,7 +27,7 @@ interface Subject {
   teardown(): Promise<void>;
   create(): ChallengeStore;
   /** A store over a folder nobody else uses, with a wall clock (Unix ms) the test sets. */
-  withClock(now: () => number): ChallengeStore;
+  withClock(clock: Clock): ChallengeStore;
 }
 
 let consulServer: ConsulInstance | undefined;
@@ -46,7 +47,7 @@ const subjects: Subject[] = [
     setup: async () => undefined,
     teardown: async () => undefined,
     create: () => new MemoryChallengeStore(),
-    withClock: (now) => new MemoryChallengeStore({ now }),
+    withClock: (clock) => new MemoryChallengeStore({ clock }),
   },
   {
     name: 'ConsulChallengeStore',
@@ -58,8 +59,12 @@ const subjects: Subject[] = [
       await consulServer?.stop();
     },
     create: () => new ConsulChallengeStore({ consul: consulClient(), prefix }),
-    withClock: (now) =>
-      new ConsulChallengeStore({ consul: consulClient(), prefix: `consul-acme-test/${randomUUID()}/challenges/`, now }),
+    withClock: (clock) =>
+      new ConsulChallengeStore({
+        consul: consulClient(),
+        prefix: `consul-acme-test/${randomUUID()}/challenges/`,
+        clock,
+      }),
   },
 ];
 
@@ -96,15 +101,15 @@ for (const subject of subjects) {
     });
 
     it('prunes the tokens put longer ago than the age given, and keeps the others', async () => {
-      let clock = Date.parse('2030-01-01T00:00:00Z');
-      const store = subject.withClock(() => clock);
+      const clock = new ManualClock('2030-01-01T00:00:00Z');
+      const store = subject.withClock(clock);
       const [old, renewed, fresh] = [newToken(), newToken(), newToken()];
       await store.put(old, 'old');
       await store.put(renewed, 'renewed-1');
-      clock += 50 * 60_000;
+      clock.advance(50 * 60_000);
       await store.put(renewed, 'renewed-2'); // put again: its age starts over
       await store.put(fresh, 'fresh');
-      clock += 20 * 60_000;
+      clock.advance(20 * 60_000);
       assert.equal(await store.prune(60 * 60_000), 1);
       assert.equal(await store.get(old), undefined);
       assert.equal(await store.get(renewed), 'renewed-2');
@@ -187,7 +192,7 @@ describe('ConsulChallengeStore across instances', () => {
 
   it('stores the key authorization under the prefix with the put time in the KV flags', async () => {
     const putAt = Date.parse('2031-05-06T07:08:09.123Z');
-    const store = new ConsulChallengeStore({ consul: consulClient(), prefix, now: () => putAt });
+    const store = new ConsulChallengeStore({ consul: consulClient(), prefix, clock: new ManualClock(new Date(putAt)) });
     const token = newToken();
     await store.put(token, 'ka-value');
     const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${token}`);
@@ -198,14 +203,14 @@ describe('ConsulChallengeStore across instances', () => {
   });
 
   it('gives a token written without a put time one when pruning, and deletes it one age later', async () => {
-    let clock = Date.parse('2030-01-01T00:00:00Z');
+    const clock = new ManualClock('2030-01-01T00:00:00Z');
     const folder = `consul-acme-test/${randomUUID()}/challenges/`;
-    const store = new ConsulChallengeStore({ consul: consulClient(), prefix: folder, now: () => clock });
+    const store = new ConsulChallengeStore({ consul: consulClient(), prefix: folder, clock });
     const token = newToken();
     const written = await fetch(`${consulServer!.address}/v1/kv/${folder}${token}`, { method: 'PUT', body: 'legacy' });
     assert.equal((await written.text()).trim(), 'true');
     assert.equal(await store.prune(60_000), 0, 'no put time: stamped, not deleted');
-    clock += 61_000;
+    clock.advance(61_000);
     assert.equal(await store.prune(60_000), 1);
     assert.equal((await fetch(`${consulServer!.address}/v1/kv/${folder}${token}`)).status, 404);
   });

@@ -131,7 +131,7 @@ async function startEngine(
     registration,
     healthRegistration: new MemoryServiceRegistration(),
     policySource: policy,
-    budgetLedger: counting.ledger(new MemoryBudgetLedger({ now: () => clock.now() })),
+    budgetLedger: counting.ledger(new MemoryBudgetLedger({ clock })),
   });
   const listening = await service.start();
   await waitFor('the first catalog snapshot', () => service.status().ready, { timeoutMs: 5_000, intervalMs: 5 });

@@ -12,8 +12,8 @@ const HOUR = 3_600_000;
 describe('janitor', () => {
   test('deletes what is left behind, keeps what is in use, and runs at most once an hour', async () => {
     const clock = new ManualClock();
-    const challengeStore = new MemoryChallengeStore({ now: () => clock.nowMs() });
-    const ledger = new MemoryBudgetLedger({ now: () => clock.now() });
+    const challengeStore = new MemoryChallengeStore({ clock });
+    const ledger = new MemoryBudgetLedger({ clock });
     const stateStore = new MemoryCertificateStateStore();
     await challengeStore.put('left-behind-by-a-crash', 'ka-1');
     await ledger.record('paused/name/gone.example.com', new Date(clock.nowMs() + 10 * 60_000));

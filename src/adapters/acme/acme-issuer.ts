@@ -139,7 +139,7 @@ export class AcmeIssuer implements Issuer {
     this.http = new AcmeHttp({
       directoryUrl: options.directoryUrl,
       requestTimeoutMs: options.requestTimeoutMs,
-      now: () => this.clock.now(),
+      clock: this.clock,
       ...(options.caBundlePem === undefined ? {} : { caBundlePem: options.caBundlePem }),
       ...(options.onRequest === undefined ? {} : { onRequest: options.onRequest }),
     });

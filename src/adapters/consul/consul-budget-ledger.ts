@@ -23,6 +23,7 @@
  * about 450 kB, under Consul's 512 kB value limit; real rates are far lower.
  */
 import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
@@ -39,7 +40,7 @@ export interface ConsulBudgetLedgerOptions {
   /** Events older than this (relative to `now`) are dropped on write. */
   retentionMs?: number;
   casAttempts?: number;
-  now?: () => Date;
+  clock?: Clock;
   logger?: Logger;
 }
 
@@ -74,7 +75,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
   private readonly prefix: string;
   private readonly retentionMs: number;
   private readonly casAttempts: number;
-  private readonly now: () => Date;
+  private readonly clock: Clock;
   private readonly log: Logger;
   /** Events waiting for the next write of each KV key, with their callers. */
   private readonly pending = new Map<string, { times: number[]; waiters: Waiter[] }>();
@@ -86,7 +87,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
     this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
     this.retentionMs = opts.retentionMs ?? BUDGET_RETENTION_MS;
     this.casAttempts = Math.max(1, opts.casAttempts ?? DEFAULT_LEDGER_CAS_ATTEMPTS);
-    this.now = opts.now ?? (() => new Date());
+    this.clock = opts.clock ?? systemClock;
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-budget-ledger' });
   }
 
@@ -175,7 +176,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
       const entry = await kvGet(this.consul, key);
       const stored = entry ? parseLedgerValue(entry.value) : { times: [], malformed: false };
       if (stored.malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; rewriting it');
-      const oldest = this.now().getTime() - this.retentionMs;
+      const oldest = this.clock.now().getTime() - this.retentionMs;
       const next = [...stored.times, ...times].filter((t) => t >= oldest).sort((a, b) => a - b);
       const value = JSON.stringify(next.map((t) => new Date(t).toISOString()));
       if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0 })) return;

@@ -36,6 +36,7 @@ import { isChallengeToken } from '../../domain/challenge.js';
 import { AbortedError, ConsulAcmeError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import { blockingGet, classifyConsulError, sleep, TokenBucket, type Consul } from './consul-client.js';
 import { kvDelete, kvDeleteIfUnchanged, kvGet, kvList, kvPut, type KvItem } from './consul-kv.js';
 
@@ -62,8 +63,8 @@ export interface ConsulChallengeStoreOptions {
   watchRequestsPerSecond?: number;
   /** Delay after consecutive watch errors: minMs, doubling, capped at maxMs. */
   backoff?: { minMs?: number; maxMs?: number };
-  /** Wall clock in Unix milliseconds, for the put times in `flags`; injectable for tests. */
-  now?: () => number;
+  /** For the put times in `flags`. */
+  clock?: Clock;
   logger?: Logger;
 }
 
@@ -92,7 +93,7 @@ export class ConsulChallengeStore implements ChallengeStore {
   private readonly watchRequestsPerSecond: number;
   private readonly backoffMinMs: number;
   private readonly backoffMaxMs: number;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly log: Logger;
 
   private mirror = new Map<string, string>();
@@ -123,7 +124,7 @@ export class ConsulChallengeStore implements ChallengeStore {
     this.watchRequestsPerSecond = opts.watchRequestsPerSecond ?? DEFAULT_CHALLENGE_WATCH_REQUESTS_PER_SECOND;
     this.backoffMinMs = opts.backoff?.minMs ?? 1_000;
     this.backoffMaxMs = opts.backoff?.maxMs ?? 30_000;
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock ?? systemClock;
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-challenge-store' });
   }
 
@@ -169,7 +170,7 @@ export class ConsulChallengeStore implements ChallengeStore {
         'challenge store put: token is not base64url; refusing to build a KV key from it',
       );
     }
-    await kvPut(this.consul, this.key(token), keyAuthorization, { flags: this.now() });
+    await kvPut(this.consul, this.key(token), keyAuthorization, { flags: this.clock.nowMs() });
     this.writeLocally(token, keyAuthorization);
     this.inFlight.set(token, keyAuthorization);
   }
@@ -207,7 +208,7 @@ export class ConsulChallengeStore implements ChallengeStore {
     let restored = 0;
     for (const [token, keyAuthorization] of [...this.inFlight]) {
       if (entries.has(this.key(token)) || !this.inFlight.has(token)) continue;
-      await kvPut(this.consul, this.key(token), keyAuthorization, { flags: this.now() });
+      await kvPut(this.consul, this.key(token), keyAuthorization, { flags: this.clock.nowMs() });
       restored += 1;
     }
     if (restored > 0) this.log.warn({ restored }, 'challenge tokens in flight were missing from Consul; put again');
@@ -221,7 +222,7 @@ export class ConsulChallengeStore implements ChallengeStore {
    */
   async prune(olderThanMs: number): Promise<number> {
     const entries = await kvList(this.consul, this.prefix);
-    const now = this.now();
+    const now = this.clock.nowMs();
     let deleted = 0;
     for (const [key, entry] of entries) {
       const token = key.slice(this.prefix.length);

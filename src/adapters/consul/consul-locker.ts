@@ -18,6 +18,7 @@
 import { hostname } from 'node:os';
 import { AbortedError, ConfigError, ConsulAcmeError, LockLostError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import type { Lock, Locker } from '../../ports/locker.js';
 import { classifyConsulError, isSessionGoneError, type Consul } from './consul-client.js';
 import { kvDeleteIfUnchanged, kvGet } from './consul-kv.js';
@@ -39,6 +40,8 @@ export interface ConsulLockerOptions {
   /** How long Consul refuses the key to others after this session is invalidated (not after a release). */
   lockDelaySeconds?: number;
   logger?: Logger;
+  /** For the acquisition time in the lock's value and the session's renewal bookkeeping. */
+  clock?: Clock;
 }
 
 interface SessionState {
@@ -94,6 +97,7 @@ export class ConsulLocker implements Locker {
   private readonly held = new Map<string, HeldLock>();
   private readonly acquiring = new Set<string>();
   private closed = false;
+  private readonly clock: Clock;
 
   constructor(opts: ConsulLockerOptions) {
     const ttl = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS;
@@ -115,6 +119,7 @@ export class ConsulLocker implements Locker {
     this.sessionTtlSeconds = ttl;
     this.lockDelaySeconds = lockDelay;
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-locker' });
+    this.clock = opts.clock ?? systemClock;
   }
 
   /** The current session's ID, if one exists (for tests and diagnostics). */
@@ -137,7 +142,7 @@ export class ConsulLocker implements Locker {
     const kvKey = `${this.prefix}${key}`;
     for (let attempt = 1; ; attempt++) {
       const session = await this.ensureSession();
-      const value = JSON.stringify({ holder: this.holder, acquiredAt: new Date().toISOString() });
+      const value = JSON.stringify({ holder: this.holder, acquiredAt: this.clock.now().toISOString() });
       let acquired: unknown;
       try {
         acquired = await this.consul.kv.set({ key: kvKey, value, acquire: session.id });
@@ -226,7 +231,7 @@ export class ConsulLocker implements Locker {
     const session: SessionState = {
       id: created.ID,
       ttlMs: this.sessionTtlSeconds * 1000,
-      lastRenewedAt: Date.now(),
+      lastRenewedAt: this.clock.nowMs(),
       timer: undefined,
       lost: false,
     };
@@ -260,7 +265,7 @@ export class ConsulLocker implements Locker {
       const ttlMs = parseGoDurationMs(returned);
       // Consul may hand back a longer TTL than asked for (load shedding); renew on its schedule.
       if (ttlMs !== undefined && ttlMs >= MIN_SESSION_TTL_SECONDS * 1000) session.ttlMs = ttlMs;
-      session.lastRenewedAt = Date.now();
+      session.lastRenewedAt = this.clock.nowMs();
       this.scheduleRenew(session, session.ttlMs / 2);
     } catch (err) {
       if (session.lost) return;
@@ -268,7 +273,7 @@ export class ConsulLocker implements Locker {
         this.loseSession(session, err);
         return;
       }
-      const sinceMs = Date.now() - session.lastRenewedAt;
+      const sinceMs = this.clock.nowMs() - session.lastRenewedAt;
       if (sinceMs >= session.ttlMs) {
         this.loseSession(session, err);
         return;

@@ -1,3 +1,4 @@
+import { systemClock, type Clock } from '../../ports/clock.js';
 import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
 import { ConsulAcmeError } from '../../errors.js';
 import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
@@ -5,23 +6,23 @@ import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/b
 export interface MemoryBudgetLedgerOptions {
   /** Events older than this (relative to `now`) are forgotten on write. */
   retentionMs?: number;
-  now?: () => Date;
+  clock?: Clock;
 }
 
 /** BudgetLedger for one process: tests and single-instance runs without Consul. */
 export class MemoryBudgetLedger implements BudgetLedger {
   private readonly entries = new Map<string, number[]>();
   private readonly retentionMs: number;
-  private readonly now: () => Date;
+  private readonly clock: Clock;
 
   constructor(opts: MemoryBudgetLedgerOptions = {}) {
     this.retentionMs = opts.retentionMs ?? BUDGET_RETENTION_MS;
-    this.now = opts.now ?? (() => new Date());
+    this.clock = opts.clock ?? systemClock;
   }
 
   async record(scopeKey: string, at: Date): Promise<void> {
     checkKey(scopeKey);
-    const oldest = this.now().getTime() - this.retentionMs;
+    const oldest = this.clock.now().getTime() - this.retentionMs;
     const kept = (this.entries.get(scopeKey) ?? []).filter((t) => t >= oldest);
     kept.push(at.getTime());
     kept.sort((a, b) => a - b);

@@ -1,21 +1,22 @@
 import type { ChallengeStore } from '../../ports/challenge-store.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 
 export interface MemoryChallengeStoreOptions {
-  /** Wall clock in Unix milliseconds, for the put times `prune` reads; injectable for tests. */
-  now?: () => number;
+  /** For the put times `prune` reads. */
+  clock?: Clock;
 }
 
 /** ChallengeStore for one process: tests and single-instance runs without Consul. */
 export class MemoryChallengeStore implements ChallengeStore {
   private readonly values = new Map<string, { keyAuthorization: string; putAt: number }>();
-  private readonly now: () => number;
+  private readonly clock: Clock;
 
   constructor(opts: MemoryChallengeStoreOptions = {}) {
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock ?? systemClock;
   }
 
   async put(token: string, keyAuthorization: string): Promise<void> {
-    this.values.set(token, { keyAuthorization, putAt: this.now() });
+    this.values.set(token, { keyAuthorization, putAt: this.clock.nowMs() });
   }
 
   async get(token: string): Promise<string | undefined> {
@@ -27,7 +28,7 @@ export class MemoryChallengeStore implements ChallengeStore {
   }
 
   async prune(olderThanMs: number): Promise<number> {
-    const cutoff = this.now() - olderThanMs;
+    const cutoff = this.clock.nowMs() - olderThanMs;
     let deleted = 0;
     for (const [token, entry] of [...this.values]) {
       if (entry.putAt < cutoff) {
