@@ -11,13 +11,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
-import Fastify, {
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-} from 'fastify';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { HEALTH_HTTP_STATUS, type CertificateHealth } from '../domain/certificate-health.js';
 import type { StatusReport } from '../engine/status.js';
 import { ADMIN_HEALTH_PATHS } from '../naming.js';
