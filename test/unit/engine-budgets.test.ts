@@ -90,7 +90,7 @@ async function startEngine(
     registration: new MemoryServiceRegistration(),
     healthRegistration: new MemoryServiceRegistration(),
     policySource: new MemoryPolicySource(EMPTY_POLICY),
-    budgetLedger: new MemoryBudgetLedger({ now: () => clock.now() }),
+    budgetLedger: new MemoryBudgetLedger({ clock }),
     ...(options.preflight ? { preflight: options.preflight } : {}),
   });
   await service.start();
