@@ -17,7 +17,9 @@
  *    `http://<hostname>:<httpPort>/.well-known/acme-challenge/<probe>` from the resolved address
  *    with the Host header naming the hostname, and expect exactly that value back (trailing
  *    whitespace trimmed, as the CA does). Anything else (a 404 from another app, a redirect, a
- *    refused connection, a timeout) → NotRouted with a detail naming what came back. IPv6 is tried
+ *    refused connection, a timeout) → NotRouted with a detail naming what came back. A 404 is asked
+ *    once more after PROBE_NOT_FOUND_RETRY_MS, since the probe may have reached another instance
+ *    before the token reached that instance's copy of the challenge store. IPv6 is tried
  *    first and IPv4 only when IPv6 fails to connect, as Let's Encrypt does. Redirects are not
  *    followed (the issuer's own Fabio route serves the challenge path directly).
  * 4. Delete the probe token, whatever happened.
@@ -25,6 +27,7 @@
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { request } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { caaLookupNodes, decideCaa, type CaaLookup, type CaaRecord } from '../../domain/caa.js';
 import { ACME_CHALLENGE_PATH } from '../../domain/challenge.js';
 import { AbortedError } from '../../errors.js';
@@ -56,7 +59,15 @@ export interface HttpPreflightOptions {
 /** Resolver codes that mean "no CAA records here": NODATA and NXDOMAIN. */
 const NO_RECORDS_CODES = new Set(['ENODATA', 'ENOTFOUND']);
 
-type Attempt = { kind: 'ok' } | { kind: 'connect-failed'; detail: string } | { kind: 'wrong'; detail: string };
+type Attempt =
+  { kind: 'ok' } | { kind: 'connect-failed'; detail: string } | { kind: 'wrong'; detail: string; status?: number };
+
+/**
+ * A probe answered 404 is asked once more after this long: the request may have reached another
+ * instance before the probe token reached that instance's copy of the challenge store (it gets
+ * there within about a second, adapters/consul/consul-challenge-store.ts).
+ */
+export const PROBE_NOT_FOUND_RETRY_MS = 1_000;
 
 function errorCode(err: unknown): string {
   if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string') {
@@ -122,7 +133,12 @@ export class HttpPreflight implements Preflight {
       const candidates = [resolved.v6[0], resolved.v4[0]].filter((a): a is string => a !== undefined);
       const failures: string[] = [];
       for (const [i, address] of candidates.entries()) {
-        const attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        let attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        if (attempt.kind === 'wrong' && attempt.status === 404) {
+          await sleep(PROBE_NOT_FOUND_RETRY_MS, undefined, signal ? { signal } : undefined).catch(() => undefined);
+          if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+          attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        }
         if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
         if (attempt.kind === 'ok') return { ok: true };
         failures.push(attempt.detail);
@@ -248,7 +264,7 @@ export class HttpPreflight implements Preflight {
               status === 200
                 ? `${shownUrl} via ${via} answered 200 with ${shownBody(body)} instead of the probe value`
                 : `${shownUrl} via ${via} answered ${status}${location} with ${shownBody(body)}`;
-            done({ kind: 'wrong', detail });
+            done({ kind: 'wrong', detail, status });
           });
         },
       );
