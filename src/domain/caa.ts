@@ -102,7 +102,10 @@ export function defaultCaaIdentities(directoryUrl: string): string[] {
     : [];
 }
 
-/** The nodes whose CAA records decide for `hostname`, in the order they count: the name, then each parent up to its top-level label. */
+/**
+ * The nodes whose CAA records decide for `hostname`, in the order they count: the name, then each
+ * parent up to its top-level label.
+ */
 export function caaLookupNodes(hostname: string): string[] {
   const labels = hostname.trim().toLowerCase().replace(/\.$/, '').split('.');
   return labels.map((_, i) => labels.slice(i).join('.')).filter((node) => node !== '');

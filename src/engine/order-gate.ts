@@ -45,7 +45,10 @@ export interface OrderGateDeps {
   logger: Logger;
   /** When the challenge route of `hostname` was registered (ms), if known. */
   routeRegisteredAtMs?: (hostname: string) => number | undefined;
-  /** How long after its route is registered a name's pre-flight failure means "not live yet"; default DEFAULT_ROUTE_SETTLE_MS. */
+  /**
+   * How long after its route is registered a name's pre-flight failure means "not live yet"; default
+   * DEFAULT_ROUTE_SETTLE_MS.
+   */
   routeSettleMs?: number;
 }
 
@@ -141,7 +144,10 @@ export class OrderGate {
     ];
   }
 
-  /** How long to wait before probing `hostname` again when its route may not be live yet; undefined when it should be. */
+  /**
+   * How long to wait before probing `hostname` again when its route may not be live yet; undefined
+   * when it should be.
+   */
   private routeWait(hostname: string): number | undefined {
     const registeredAt = this.deps.routeRegisteredAtMs?.(hostname);
     if (registeredAt === undefined) return undefined;

@@ -114,7 +114,10 @@ export class ConsulChallengeStore implements ChallengeStore {
   private reads = 0;
   private watchAbort: AbortController | undefined;
   private watching: Promise<void> | undefined;
-  /** The watch's state: waiting in a blocking query for changes after the mirror's index, between two queries, or backing off. */
+  /**
+   * The watch's state: waiting in a blocking query for changes after the mirror's index, between two
+   * queries, or backing off.
+   */
   private watchState: 'stopped' | 'waiting' | 'between' | 'failing' = 'stopped';
   /** Resolved (and replaced) each time the watch applies a return. */
   private watchApplied = deferred();
@@ -302,7 +305,10 @@ export class ConsulChallengeStore implements ChallengeStore {
     }
   }
 
-  /** Replaces the mirror with a read's content, unless an older read than the mirror's; writes made since it was sent win. */
+  /**
+   * Replaces the mirror with a read's content, unless an older read than the mirror's; writes made
+   * since it was sent win.
+   */
   private apply(items: KvItem[] | undefined, consulIndex: number, seq: number, at: number, force: boolean): void {
     if (!force && consulIndex < this.mirrorIndex) return;
     const next = new Map<string, string>();
