@@ -508,7 +508,7 @@ describe('fault catalogue: real Consul, real Pebble, the Vault stand-in', { conc
     '3. 503 and timeouts on the certificate download, the order poll and the authorization poll: exactly 1 order per name',
     { timeout: CASE_TIMEOUT_MS },
     async (t) => {
-      const REQUEST_TIMEOUT_MS = 3_000;
+      const REQUEST_TIMEOUT_MS = 5_000;
       const defer = cleanups(t);
       const stack = await startStack(defer);
       const logs = captureLogs('info');
