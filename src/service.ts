@@ -580,7 +580,9 @@ export function buildService(config: Config, logger: Logger): Service {
         port: config.adminPort,
         checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.certificates}`,
         checkName: 'certificates',
-        // No deregisterCriticalAfter: a critical certificate check is the alert, it must stay.
+        // A live instance's critical check is the alert: if Consul removes it after this long, the
+        // next anti-entropy round registers it again. A dead instance's goes, and stays gone.
+        deregisterCriticalAfter: `${Math.round(config.healthDeregisterAfterMs / 1000)}s`,
         logger,
       })
     : undefined;

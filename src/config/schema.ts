@@ -714,6 +714,21 @@ export const SETTINGS = {
       "When set, `GET /status` and `GET /metrics` need `Authorization: Bearer <token>` (`consul-acme status` sends it from this variable); the health paths stay open for Consul's checks.",
     parse: str({ pattern: /^\S{16,}$/, patternDoc: 'at least 16 characters without spaces' }),
   }),
+  healthDeregisterAfterMs: setting({
+    key: 'healthDeregisterAfterMs',
+    env: 'CONSUL_ACME_HEALTH_DEREGISTER_AFTER',
+    default: 86_400_000,
+    defaultDoc: '`24h`',
+    type: 'duration, 1m or more',
+    description:
+      'Consul removes the certificate-health check of an instance that has been critical this long, so a dead instance does not alert forever; a live instance registers it again within 30 s, so a certificate problem stays visible.',
+    parse: (raw: unknown) => {
+      const parsed = duration()(raw);
+      return parsed.ok && parsed.value < 60_000
+        ? bad<number>(`must be at least 1m (Consul's minimum), got "${String(raw)}"`)
+        : parsed;
+    },
+  }),
   registerService: setting({
     key: 'registerService',
     env: 'CONSUL_ACME_REGISTER_SERVICE',
