@@ -138,6 +138,20 @@ export function fabioVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): 
   ];
 }
 
+/**
+ * What a sink-only instance (CONSUL_ACME_MODE=sinks) needs of Vault: to list the certificates and
+ * read each one, as Fabio does; it writes nothing. So nomad/consul-acme-sinks.nomad.hcl's role
+ * takes deploy/fabio-vault-policy.hcl.
+ */
+export function sinkOnlyVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): VaultRule[] {
+  return fabioVaultRules(layout).map((rule) => ({
+    ...rule,
+    why: rule.capabilities.includes('list')
+      ? 'the sink-only mode lists the certificates (re-sync, and new names)'
+      : 'the sink-only mode reads each certificate and key for the sinks',
+  }));
+}
+
 // ---------------------------------------------------------------------------------------------
 // (c) Consul
 
