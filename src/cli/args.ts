@@ -141,6 +141,9 @@ export function parseIssuedBefore(text: string, now: Date): string | undefined {
   const ageMs = parseDurationMs(text);
   if (ageMs !== undefined) return new Date(now.getTime() - ageMs).toISOString();
   if (!/^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(text)) return undefined;
+  const [year, month, day] = text.slice(0, 10).split('-').map(Number) as [number, number, number];
+  // Date.parse rolls 2026-02-30 over into March: a day the month does not have is refused.
+  if (new Date(Date.UTC(year, month - 1, day)).getUTCDate() !== day) return undefined;
   const ms = Date.parse(text.includes('T') || text.includes(' ') ? text.replace(' ', 'T') : `${text}T00:00:00Z`);
   return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 }
@@ -154,11 +157,15 @@ function parseOperation(
 ): CliCommand {
   const url = adminUrlFrom(values['admin-addr'], env);
   if (!url.ok) return usageError(url.problem, command);
-  const problems = hostnames.flatMap((name) => {
+  const problems: string[] = [];
+  const names: string[] = [];
+  for (const name of hostnames) {
     const normalized = normalizeHostname(name);
-    return normalized.ok ? [] : [normalized.reason];
-  });
+    if (normalized.ok) names.push(normalized.hostname);
+    else problems.push(normalized.reason);
+  }
   if (problems.length > 0) return usageError(problems.join('; '), command);
+  hostnames = names;
   let waitTimeoutMs = DEFAULT_WAIT_MS;
   if (typeof values.wait === 'string') {
     const parsed = parseDurationMs(values.wait);

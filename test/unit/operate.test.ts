@@ -17,6 +17,8 @@ import { MemoryLocker } from '../../src/adapters/memory/memory-locker.js';
 import { MemoryRequestStore } from '../../src/adapters/memory/memory-request-store.js';
 import { MemoryServiceRegistration } from '../../src/adapters/memory/memory-service-registration.js';
 import { requestToText } from '../../src/adapters/request-record.js';
+import { parseCli, type CliCommand } from '../../src/cli/args.js';
+import { runOperation, type OperateIo } from '../../src/cli/operate-command.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { CertificateData } from '../../src/domain/certificate.js';
 import type { CertificateStatus } from '../../src/engine/status.js';
@@ -458,6 +460,80 @@ describe('adopt', () => {
       );
       await settle();
       assert.equal((await store.get('old.example.com'))?.managed, false);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('the command line against an instance', () => {
+  function io(lines: string[]): OperateIo {
+    return {
+      out: (line) => lines.push(line),
+      now: () => Date.now(),
+      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.min(ms, 20))),
+    };
+  }
+
+  function parsed(engine: Engine, argv: string[]): Extract<CliCommand, { kind: 'operate' }> {
+    const command = parseCli(argv, { CONSUL_ACME_ADMIN_URL: engine.adminUrl, CONSUL_ACME_ADMIN_TOKEN: TOKEN });
+    assert.equal(command.kind, 'operate', JSON.stringify(command));
+    return command;
+  }
+
+  test('reissue prints the serial it replaces, then the new one, and exits 0', async () => {
+    const engine = await startEngine({ web: [tag('a.example.com')] });
+    try {
+      await until(engine, 'a.example.com', 'valid');
+      const old = (await storedSerial(engine, 'a.example.com'))!;
+      engine.clock.advance(MINUTE);
+      const lines: string[] = [];
+      assert.equal(await runOperation(parsed(engine, ['reissue', 'a.example.com']), io(lines)), 0);
+      const now = (await storedSerial(engine, 'a.example.com'))!;
+      assert.deepEqual(lines, [
+        `a.example.com: reissue requested, replacing serial ${old}`,
+        `a.example.com: new serial ${now} (was ${old})`,
+      ]);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a name still waiting when the wait ends is reported with why; the command exits 1 and the request is kept', async () => {
+    const engine = await startEngine(
+      { web: [tag('a.example.com')] },
+      { env: { CONSUL_ACME_BUDGET_FAILED_AUTHORIZATIONS: '1/1h' } },
+    );
+    try {
+      await until(engine, 'a.example.com', 'valid');
+      engine.issuer.failWith(
+        new AcmeProblemError('ACME_PROBLEM', 'validation failed', {
+          problemType: 'urn:ietf:params:acme:error:unauthorized',
+        }),
+      );
+      engine.clock.advance(MINUTE);
+      await command(engine, '/reissue', { hostnames: ['a.example.com'] });
+      await until(engine, 'a.example.com', 'failed');
+      const lines: string[] = [];
+      const code = await runOperation(
+        parsed(engine, ['revoke', 'a.example.com', '--reason', 'superseded', '--wait', '1s']),
+        io(lines),
+      );
+      assert.equal(code, 1);
+      assert.match(lines.join('\n'), /^a\.example\.com: waiting: waiting: budget failed-authorizations .* spent/m);
+      assert.match(lines.at(-1) ?? '', /^a\.example\.com: still waiting after 1s: .*The request is kept/);
+      assert.equal((await engine.requests.get('a.example.com'))?.kind, 'revoke');
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test('a refused name makes the command exit 1, with the reason', async () => {
+    const engine = await startEngine({ web: [tag('a.example.com')] });
+    try {
+      const lines: string[] = [];
+      assert.equal(await runOperation(parsed(engine, ['adopt', 'nothing.example.com', '--no-wait']), io(lines)), 1);
+      assert.deepEqual(lines, ['nothing.example.com: refused: nothing is stored under that name']);
     } finally {
       await engine.stop();
     }
