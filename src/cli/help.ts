@@ -136,8 +136,8 @@ Revokes the stored certificate of <name> at the CA, then replaces it with a new 
 the other reasons it is revoked when the new order may be placed, so a revoked certificate is
 served no longer than one order takes. Prints the serial revoked and the new one.
 
-  --reason <reason>    unspecified, keyCompromise, affiliationChanged, superseded or
-                       cessationOfOperation (RFC 5280; the other reasons are the CA's own).
+  --reason <reason>    unspecified, keyCompromise, superseded or cessationOfOperation (the RFC
+                       5280 reasons Let's Encrypt accepts from a subscriber; it refuses the others).
 ${OPERATION_OPTIONS}
 
 ${OPERATION_EXIT}

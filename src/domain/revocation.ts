@@ -1,23 +1,24 @@
 /**
  * Revocation reasons: the RFC 5280 §5.3.1 CRLReason names an operator types, and the codes an ACME
- * revokeCert request carries (RFC 8555 §7.6). Only the reasons a subscriber may give are accepted;
- * the others are for a CA's own use, and CAs refuse them (docs/protocols.md §7.1). Pure.
+ * revokeCert request carries (RFC 8555 §7.6). Only the four reasons Let's Encrypt accepts from a
+ * subscriber are accepted here; it rejects a request with any other (docs/protocols.md §7.1), so
+ * the other RFC 5280 reasons are refused before anything is sent. Pure.
  */
 
-/** Subscriber reasons and their RFC 5280 codes. */
+/** The reasons a subscriber may give, and their RFC 5280 codes. */
 export const REVOCATION_REASONS = {
   unspecified: 0,
   keyCompromise: 1,
-  affiliationChanged: 3,
   superseded: 4,
   cessationOfOperation: 5,
 } as const;
 
 export type RevocationReason = keyof typeof REVOCATION_REASONS;
 
-/** RFC 5280 reasons a subscriber cannot give (the CA's own), with their codes, for a clear refusal. */
-export const CA_ONLY_REVOCATION_REASONS: Readonly<Record<string, number>> = Object.freeze({
+/** The other RFC 5280 reasons, with their codes: the CA refuses them from a subscriber. */
+export const REFUSED_REVOCATION_REASONS: Readonly<Record<string, number>> = Object.freeze({
   cACompromise: 2,
+  affiliationChanged: 3,
   certificateHold: 6,
   removeFromCRL: 8,
   privilegeWithdrawn: 9,
@@ -44,9 +45,9 @@ export function parseRevocationReason(
   const found = (Object.keys(REVOCATION_REASONS) as RevocationReason[]).find((name) => name.toLowerCase() === wanted);
   if (found !== undefined) return { ok: true, reason: found };
   const names = Object.keys(REVOCATION_REASONS).join(', ');
-  const caOnly = Object.keys(CA_ONLY_REVOCATION_REASONS).find((name) => name.toLowerCase() === wanted);
-  if (caOnly !== undefined) {
-    return { ok: false, problem: `${caOnly} is a reason only a CA may give; a subscriber may give ${names}` };
+  const refused = Object.keys(REFUSED_REVOCATION_REASONS).find((name) => name.toLowerCase() === wanted);
+  if (refused !== undefined) {
+    return { ok: false, problem: `${refused} is not a reason the CA accepts from a subscriber; give one of ${names}` };
   }
   return { ok: false, problem: `"${text}" is not a revocation reason; use one of ${names}` };
 }

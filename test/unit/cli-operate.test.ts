@@ -89,9 +89,9 @@ const errors: Array<{ name: string; argv: string[]; firstLine: RegExp }> = [
   },
   { name: 'revoke without a reason', argv: ['revoke', 'a.example.com'], firstLine: /^revoke needs --reason <reason>/ },
   {
-    name: 'revoke with a reason only a CA gives',
+    name: 'revoke with a reason the CA refuses from a subscriber',
     argv: ['revoke', 'a.example.com', '--reason', 'cACompromise'],
-    firstLine: /^cACompromise is a reason only a CA may give/,
+    firstLine: /^cACompromise is not a reason the CA accepts from a subscriber/,
   },
   {
     name: 'revoke with an unknown reason',

@@ -68,17 +68,16 @@ describe('revocation reasons', () => {
     assert.deepEqual(parseRevocationReason('keycompromise'), { ok: true, reason: 'keyCompromise' });
     assert.equal(revocationCode('unspecified'), 0);
     assert.equal(revocationCode('keyCompromise'), 1);
-    assert.equal(revocationCode('affiliationChanged'), 3);
     assert.equal(revocationCode('superseded'), 4);
     assert.equal(revocationCode('cessationOfOperation'), 5);
   });
 
-  test("a CA's own reason and an unknown word are refused, naming the reasons a subscriber may give", () => {
+  test('the other RFC 5280 reasons and an unknown word are refused, naming the reasons a subscriber may give', () => {
     const caOnly = parseRevocationReason('certificateHold');
     assert.equal(caOnly.ok, false);
     assert.match(
       caOnly.ok ? '' : caOnly.problem,
-      /certificateHold is a reason only a CA may give; a subscriber may give unspecified, keyCompromise/,
+      /certificateHold is not a reason the CA accepts from a subscriber; give one of unspecified, keyCompromise, superseded, cessationOfOperation/,
     );
     const unknown = parseRevocationReason('stolen');
     assert.match(unknown.ok ? '' : unknown.problem, /"stolen" is not a revocation reason/);
@@ -86,7 +85,7 @@ describe('revocation reasons', () => {
 
   test('only a compromised key is revoked before the budgets admit the replacement', () => {
     assert.equal(revokesBeforeAdmission('keyCompromise'), true);
-    for (const reason of ['unspecified', 'affiliationChanged', 'superseded', 'cessationOfOperation'] as const)
+    for (const reason of ['unspecified', 'superseded', 'cessationOfOperation'] as const)
       assert.equal(revokesBeforeAdmission(reason), false, reason);
   });
 });
