@@ -337,7 +337,7 @@ export class OperatorCommands {
         if (facts === undefined || !facts.managed) names.add(hostname); // not read yet, or not ours
       }
     }
-    return this.each([...names].sort(), async (hostname) => {
+    const outcomes = await this.each([...names].sort(), async (hostname) => {
       const record = await this.readRecord(hostname);
       if (record === undefined) return refused(hostname, 'nothing is stored under that name');
       if (record.managed) return refused(hostname, "the record is consul-acme's already");
@@ -362,6 +362,11 @@ export class OperatorCommands {
         revokedAt: undefined,
       });
     });
+    // `--all` asks for every record not ours: the records read only now and found ours are not news.
+    const listed = new Set(selection.hostnames ?? []);
+    return outcomes.filter(
+      (o) => o.accepted || listed.has(o.hostname) || o.why !== "the record is consul-acme's already",
+    );
   }
 
   // ------------------------------------------------------------------ helpers

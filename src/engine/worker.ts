@@ -148,17 +148,18 @@ export class CertificateWorker {
     );
     events.emit({ type: 'planned', hostname, plan, stored, readStartedAtMs });
     const log = this.log.child({ [F.hostname]: hostname, [F.reason]: plan.reason, [F.attempt]: run.attempt });
+    // (An adopt plan always has a desired certificate: domain/plan.ts adopts declared names only.)
+    if (plan.action === 'keep' || plan.action === 'retire' || !desired) {
+      // A pending order nobody needs any more: its certificate was stored, or the name left.
+      if (pending) await this.discardPending(pending, 'no longer needed');
+      if (plan.action === 'retire' && stored) await this.retire(hostname, stored, plan);
+      // A request another instance carried out, or one that cannot be carried out any more.
+      if (request) await this.settle(request, record, plan.adoptionRefused, signal, log);
+      return { kind: 'done' };
+    }
     try {
-      if (plan.action === 'adopt' && stored && desired) {
+      if (plan.action === 'adopt' && stored) {
         await this.adopt(stored, desired, request, log);
-        return { kind: 'done' };
-      }
-      if (plan.action === 'keep' || plan.action === 'retire' || plan.action === 'adopt' || !desired) {
-        // A pending order nobody needs any more: its certificate was stored, or the name left.
-        if (pending) await this.discardPending(pending, 'no longer needed');
-        if (plan.action === 'retire' && stored) await this.retire(hostname, stored, plan);
-        // A request another instance carried out, or one that cannot be carried out any more.
-        if (request) await this.settle(request, record, plan.adoptionRefused, signal, log);
         return { kind: 'done' };
       }
       if (pending) {
@@ -180,7 +181,7 @@ export class CertificateWorker {
       return await this.settleAfterStore(hostname, request, signal, log);
     } catch (err) {
       log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
-      if (desired) await this.deps.gate?.recordFailure(desired.hostnames, err);
+      await this.deps.gate?.recordFailure(desired.hostnames, err);
       events.emit({
         type: 'failed',
         hostname,

@@ -6,6 +6,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_WAIT_MS, parseCli, parseIssuedBefore, type CliCommand } from '../../src/cli/args.js';
 import { helpText } from '../../src/cli/help.js';
+import { renderStatusTable } from '../../src/cli/status-command.js';
+import type { CertificateStatus, StatusReport } from '../../src/engine/status.js';
 
 const NOW = new Date('2026-03-31T12:00:00.000Z');
 const ENV = { CONSUL_ACME_ADMIN_URL: 'http://10.0.0.5:8081', CONSUL_ACME_ADMIN_TOKEN: 'operator-token-0123456789' };
@@ -156,5 +158,95 @@ describe('parseCli: operator commands', () => {
     assert.match(helpText('revoke'), /keyCompromise it is revoked at once/);
     assert.match(helpText('run'), /--sinks-only/);
     for (const word of ['adopt', 'reissue', 'revoke']) assert.ok(helpText().includes(word), word);
+  });
+});
+
+describe('consul-acme status with operator requests and the sink-only mode', () => {
+  const base: StatusReport = {
+    instance: 'edge-1',
+    ready: true,
+    store: 'vault:secret/fabio/certs',
+    storeHealth: { error: undefined, failingSince: undefined },
+    directoryUrl: '',
+    discovery: { lastSyncAt: '2026-03-31T11:59:30.000Z', lastError: undefined, services: 0 },
+    certificates: [],
+    rejected: [],
+    policy: { deny: 0, allow: 0, always: 0, invalid: [], unreadable: [], failsClosed: undefined },
+    sinks: [
+      {
+        name: 'haproxy',
+        pending: 0,
+        resyncPending: false,
+        failures: 0,
+        failingSince: undefined,
+        lastError: undefined,
+        lastErrorAt: undefined,
+        lastSuccessAt: '2026-03-31T11:59:31.000Z',
+        lastResyncAt: '2026-03-31T11:50:00.000Z',
+        nextRetryAt: undefined,
+      },
+    ],
+  };
+
+  it('a sink-only instance shows the store it follows and its sinks, and no certificate table', () => {
+    assert.equal(
+      renderStatusTable({ ...base, mode: 'sinks' }, NOW),
+      [
+        'instance   edge-1 (ready), sinks only: no issuance',
+        'store      vault:secret/fabio/certs, last listed 2026-03-31 11:59 (30s ago)',
+        '',
+        'Sinks',
+        'SINK     STATE  PENDING  LAST SUCCESS      LAST ERROR',
+        'haproxy  ok     0        2026-03-31 11:59  -',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('a pending revocation, an adoption and a refused adoption are shown when nothing else is', () => {
+    const line = (overrides: Partial<CertificateStatus>): CertificateStatus => ({
+      hostname: 'a.example.com',
+      state: 'valid',
+      reason: 'NotYetDue',
+      policy: undefined,
+      waitingFor: undefined,
+      services: ['web'],
+      expiresAt: undefined,
+      renewsAt: undefined,
+      retiresAt: undefined,
+      lastError: undefined,
+      attempts: 0,
+      nextAttemptAt: undefined,
+      ...overrides,
+    });
+    const text = renderStatusTable(
+      {
+        ...base,
+        certificates: [
+          line({
+            hostname: 'a.example.com',
+            state: 'pending',
+            request: {
+              kind: 'revoke',
+              requestedAt: '2026-03-31T11:00:00.000Z',
+              requestedBy: 'node-1',
+              replacesSerial: 'ab',
+              revokeReason: 'keyCompromise',
+              revokedAt: undefined,
+            },
+          }),
+          line({ hostname: 'b.example.com', adoptedAt: '2026-03-30T08:00:00.000Z' }),
+          line({
+            hostname: 'c.example.com',
+            state: 'unmanaged',
+            adoption: 'not adopted: Expired: its certificate has expired',
+          }),
+        ],
+      },
+      NOW,
+    );
+    assert.match(text, /^a\.example\.com +pending .* revocation requested \(keyCompromise\) +web$/m);
+    assert.match(text, /^b\.example\.com +valid .* adopted 2026-03-30 08:00 +web$/m);
+    assert.match(text, /^c\.example\.com +unmanaged .* not adopted: Expired: its certificate has expired +web$/m);
   });
 });
