@@ -89,7 +89,22 @@ export function isRequestDone(request: OperatorRequest, stored: StoredFacts | un
 }
 
 /**
- * The request to keep when `incoming` arrives while `existing` is stored. A revocation is never
+ * Whether `existing` must be carried out before `incoming` may take its place: a revocation not yet
+ * confirmed, of another certificate than the one `incoming` is about (one request per name is kept,
+ * and a revocation is never dropped).
+ */
+export function isBlockedBy(existing: OperatorRequest | undefined, incoming: OperatorRequest): boolean {
+  if (existing === undefined || existing.kind !== 'revoke' || existing.revokedAt !== undefined) return false;
+  return (
+    incoming.replaces === undefined ||
+    existing.replaces === undefined ||
+    existing.replaces.obtainedAt.getTime() !== incoming.replaces.obtainedAt.getTime()
+  );
+}
+
+/**
+ * The request to keep when `incoming` arrives while `existing` is stored (unless it is blocked:
+ * isBlockedBy). A revocation is never
  * weakened into a reissue of the same certificate, and a pending revocation is raised to
  * keyCompromise when that is asked; otherwise a request about the same certificate keeps the
  * first one (the command is idempotent), and one about another certificate replaces it.

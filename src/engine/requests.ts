@@ -23,6 +23,7 @@ import { ADOPTION_REFUSAL_TEXT, adoptionRefusal } from '../domain/adopt.js';
 import type { StoredRecord } from '../domain/certificate.js';
 import { splitPemCertificates } from '../domain/pem.js';
 import {
+  isBlockedBy,
   mergeRequests,
   type OperatorRequest,
   type RequestKind,
@@ -407,6 +408,12 @@ export class OperatorCommands {
     const { hostname } = incoming;
     for (let attempt = 1; attempt <= PUT_ATTEMPTS; attempt++) {
       const existing = await this.deps.requestStore.get(hostname);
+      if (existing !== undefined && isBlockedBy(existing, incoming)) {
+        return refused(
+          hostname,
+          `the revocation of serial ${existing.replaces?.serial ?? '?'} requested at ${existing.requestedAt.toISOString()} is not done yet; repeat the command once it is`,
+        );
+      }
       const merged = mergeRequests(existing, incoming);
       const alreadyRequested = existing !== undefined && merged === existing;
       let stored: StoredOperatorRequest | undefined = alreadyRequested ? existing : undefined;

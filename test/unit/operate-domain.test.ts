@@ -10,6 +10,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { adoptionAllowed, adoptionRefusal, parseAdoptionSetting } from '../../src/domain/adopt.js';
 import type { CertificateFacts, StoredFacts } from '../../src/domain/certificate.js';
 import {
+  isBlockedBy,
   isRequestDone,
   isRequestOpen,
   mergeRequests,
@@ -129,7 +130,19 @@ describe('operator requests', () => {
     const forNewer = request('reissue', {
       replaces: { obtainedAt: NOW, notAfter: new Date(NOW.getTime() + DAY), serial: 'bb' },
     });
-    assert.equal(mergeRequests(revoke, forNewer), forNewer, 'a request about another certificate replaces it');
+    assert.equal(mergeRequests(reissue, forNewer), forNewer, 'a request about another certificate replaces it');
+  });
+
+  test('a revocation not yet confirmed blocks a request about another certificate, and nothing else', () => {
+    const forNewer = request('reissue', {
+      replaces: { obtainedAt: NOW, notAfter: new Date(NOW.getTime() + DAY), serial: 'bb' },
+    });
+    assert.equal(isBlockedBy(request('revoke'), forNewer), true);
+    assert.equal(isBlockedBy(request('revoke'), request('adopt')), true);
+    assert.equal(isBlockedBy(request('revoke', { revokedAt: NOW }), forNewer), false);
+    assert.equal(isBlockedBy(request('revoke'), request('reissue')), false, 'the same certificate: merged');
+    assert.equal(isBlockedBy(request('reissue'), forNewer), false);
+    assert.equal(isBlockedBy(undefined, forNewer), false);
   });
 });
 
