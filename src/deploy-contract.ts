@@ -181,7 +181,7 @@ export function defaultConsulNeeds(): ConsulNeeds {
   };
 }
 
-/** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets). */
+/** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets, operator requests). */
 export function consulKvPrefixes(kvPrefix: string): Record<keyof typeof CONSUL_KV_FOLDERS, string> {
   return Object.fromEntries(
     Object.keys(CONSUL_KV_FOLDERS).map((k) => [k, consulKvFolder(kvPrefix, k as keyof typeof CONSUL_KV_FOLDERS)]),
@@ -195,7 +195,7 @@ export function consulRules(needs: ConsulNeeds): ConsulRule[] {
       resource: 'key_prefix',
       name: needs.kvPrefix,
       policy: 'write',
-      why: 'challenge tokens, locks, state, policy lists and budgets live under the KV prefix',
+      why: 'challenge tokens, locks, state, policy lists, budgets and operator requests live under the KV prefix',
     },
     {
       resource: 'session_prefix',
