@@ -53,7 +53,7 @@ variable "acme_directory" {
 variable "acme_email" {
   type        = string
   default     = ""
-  description = "Contact address of the ACME account (expiry and incident mail); empty for none. Let's Encrypt refuses example.com addresses."
+  description = "Contact address of the ACME account, for the CA's notices about the account (policy changes, certificates it must revoke); empty for none. Let's Encrypt sends no expiry e-mails since 2025-06-04: watch the consul-acme-certificates check and consul_acme_certificate_expiry_timestamp_seconds. Let's Encrypt refuses example.com addresses."
 }
 
 variable "consul_kv_prefix" {

@@ -20,7 +20,7 @@ export const ERROR_CODES = {
   ABORTED: 'The operation was aborted (shutdown or lost lock).',
   INVALID_HOSTNAME: 'A hostname cannot be issued (see the reason).',
   PREFLIGHT_FAILED:
-    'The pre-flight check found that the name does not resolve (NoDNS) or its challenge path does not reach consul-acme (NotRouted); no order was placed.',
+    'The pre-flight check found that the name does not resolve (NoDNS), that its CAA records do not allow the CA or could not be read (CAA), or that its challenge path does not reach consul-acme (NotRouted); no order was placed.',
   SINK_WRITE_FAILED: 'A sink could not write or remove its files (permissions, disk full); retried with backoff.',
   HAPROXY_UNREACHABLE:
     "HAProxy's stats socket is absent, refused the connection or did not answer in time; the files are written and the push is retried.",

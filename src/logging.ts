@@ -26,7 +26,10 @@ export const EVENTS = {
   certObtained: 'cert_obtained',
   certRenewed: 'cert_renewed',
   certFailed: 'cert_failed',
-  /** An order was completed from its pending record (after a crash, a store outage, a lost lock), without a new order. */
+  /**
+   * An order was completed from its pending record (after a crash, a store outage, a lost lock),
+   * without a new order.
+   */
   certResumed: 'cert_resumed',
   /** The queue scheduled the next attempt after a failure (of the order or of the pre-flight check). */
   retryScheduled: 'retry_scheduled',
@@ -55,7 +58,10 @@ export const EVENTS = {
   policyUnreadable: 'policy_unreadable',
   discoverySnapshot: 'discovery_snapshot',
   registrationUpdated: 'registration_updated',
-  /** A registration the agent had lost (agent restarted without its data, deregistered by hand) was registered again. */
+  /**
+   * A registration the agent had lost (agent restarted without its data, deregistered by hand) was
+   * registered again.
+   */
   registrationRestored: 'registration_restored',
   /** A sink (HAProxy, Traefik, hook) now reflects a stored or retired certificate. */
   sinkApplied: 'sink_applied',

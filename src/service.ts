@@ -27,6 +27,7 @@ import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.
 import { createVaultClient } from './adapters/vault/vault-client.js';
 import type { Config } from './config/schema.js';
 import type { Budget, BudgetScope } from './domain/budget.js';
+import { defaultCaaIdentities } from './domain/caa.js';
 import { withFailingSinks } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
 import type { Policy } from './domain/policy.js';
@@ -527,10 +528,17 @@ function budgetsFrom(config: Config): Budget[] {
     ['account', config.budgetNewOrders],
     ['registered-domain', config.budgetRegisteredDomain],
     ['failed-authorizations', config.budgetFailedAuthorizations],
+    ['exact-set', config.budgetExactSet],
   ];
   return settings.flatMap(([scope, value]) =>
     value === 'off' ? [] : [{ scope, limit: value.limit, windowMs: value.windowMs }],
   );
+}
+
+/** The CA identities the pre-flight's CAA check looks for: the setting, else the directory's default. */
+function caaIdentitiesFrom(config: Config): string[] {
+  if (config.caaIdentities === 'off') return [];
+  return config.caaIdentities ? [...config.caaIdentities] : defaultCaaIdentities(config.directoryUrl);
 }
 
 /**
@@ -676,6 +684,7 @@ export function buildService(config: Config, logger: Logger): Service {
           dnsServers: [...config.preflightDnsServers],
           httpPort: config.preflightHttpPort,
           timeoutMs: config.preflightTimeoutMs,
+          caaIdentities: caaIdentitiesFrom(config),
           logger,
         })
       : undefined,

@@ -4,6 +4,7 @@
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { BUDGET_RETENTION_MS } from '../domain/budget.js';
 import { ConfigError } from '../errors.js';
 import { isRuntimeArgument } from '../sinks/haproxy-runtime.js';
 import { CONFIG_FILE_ENV, SETTINGS, type Config, type SettingSpec } from './schema.js';
@@ -119,6 +120,7 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
       `${SETTINGS.vaultPendingPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the pending orders as certificates`,
     );
   }
+  crossCheckSafety(c, problems);
   crossCheckSinks(c, problems);
   if (c.mode === 'sinks' && c.haproxyDir === undefined && c.traefikDir === undefined && c.hookCommand === undefined) {
     problems.push(
@@ -130,6 +132,27 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
   for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
     const path = c[spec.key as 'caBundle'];
     if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);
+  }
+}
+
+/** The CAA check needs the pre-flight; a budget's window must fit in what the ledger keeps. */
+function crossCheckSafety(c: Config, problems: string[]): void {
+  if (c.preflight === false && Array.isArray(c.caaIdentities)) {
+    problems.push(
+      `${SETTINGS.caaIdentities.env} is set but ${SETTINGS.preflight.env} is false: the CAA check is part of the pre-flight check (set ${SETTINGS.caaIdentities.env}=off, or switch the pre-flight on)`,
+    );
+  }
+  for (const spec of [
+    SETTINGS.budgetNewOrders,
+    SETTINGS.budgetRegisteredDomain,
+    SETTINGS.budgetFailedAuthorizations,
+    SETTINGS.budgetExactSet,
+  ]) {
+    const value = c[spec.key as 'budgetNewOrders'];
+    if (typeof value === 'object' && value.windowMs > BUDGET_RETENTION_MS)
+      problems.push(
+        `${spec.env} has a window longer than 7d, but the shared budget ledger forgets events after 7 days, so the budget would not hold`,
+      );
   }
 }
 

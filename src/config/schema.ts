@@ -186,6 +186,26 @@ const adoption =
     return parsed.ok ? ok(parsed.value) : bad(parsed.problem);
   };
 
+/** Issuer domain names as CAA records write them (RFC 8659 §4.2): letters, digits and inner hyphens, dot-separated. */
+const ISSUER_DOMAIN_NAME = /^[A-Za-z0-9](?:-*[A-Za-z0-9])*(?:\.[A-Za-z0-9](?:-*[A-Za-z0-9])*)+$/;
+
+const caaIdentities =
+  () =>
+  (raw: unknown): Parsed<string[] | 'off'> => {
+    const s = Array.isArray(raw) ? raw.map(String).join(',') : text(raw);
+    if (s === 'off') return ok('off');
+    const items = (s ?? '')
+      .split(',')
+      .map((i) => i.trim())
+      .filter((i) => i !== '');
+    if (items.length === 0)
+      return bad(`must be issuer domain names such as letsencrypt.org (comma-separated), or off, got "${String(raw)}"`);
+    const badItem = items.find((i) => !ISSUER_DOMAIN_NAME.test(i));
+    if (badItem !== undefined)
+      return bad(`"${badItem}" is not an issuer domain name as CAA records write it (such as letsencrypt.org)`);
+    return ok(items);
+  };
+
 const cronExpression =
   () =>
   (raw: unknown): Parsed<string> => {
@@ -344,7 +364,8 @@ export const SETTINGS = {
     env: 'CONSUL_ACME_EMAIL',
     default: undefined,
     type: 'email',
-    description: 'Contact address for the ACME account.',
+    description:
+      "Contact address of the ACME account, for the CA's notices about the account (policy changes, certificates it must revoke). Let's Encrypt no longer sends expiry e-mails (since June 2025): watch the `consul-acme-certificates` check in Consul and `consul_acme_certificate_expiry_timestamp_seconds` instead.",
     parse: str({ pattern: /^[^@\s]+@[^@\s]+$/, patternDoc: 'an email address' }),
   }),
   eabKid: optional<string>({
@@ -411,7 +432,7 @@ export const SETTINGS = {
     default: true,
     type: 'boolean',
     description:
-      'Before any order, check that the name resolves and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.',
+      'Before any order, check that the name resolves, that its CAA records allow the CA (`CONSUL_ACME_CAA_IDENTITIES`) and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.',
     parse: bool(),
   }),
   preflightDnsServers: setting({
@@ -420,7 +441,7 @@ export const SETTINGS = {
     default: [] as string[],
     defaultDoc: 'the system resolver',
     type: 'comma-separated host:port',
-    description: 'DNS servers the pre-flight check asks.',
+    description: 'DNS servers the pre-flight check asks (address and CAA lookups).',
     parse: listOf(),
   }),
   preflightHttpPort: setting({
@@ -436,8 +457,18 @@ export const SETTINGS = {
     env: 'CONSUL_ACME_PREFLIGHT_TIMEOUT_MS',
     default: 5000,
     type: 'integer ms',
-    description: 'Timeout of the pre-flight DNS lookup and probe request.',
+    description: 'Timeout of the pre-flight DNS lookups (address, CAA) and probe request.',
     parse: int(100, 60_000),
+  }),
+  caaIdentities: optional<string[] | 'off'>({
+    key: 'caaIdentities',
+    env: 'CONSUL_ACME_CAA_IDENTITIES',
+    default: undefined,
+    defaultDoc: "`letsencrypt.org` for Let's Encrypt directories; none (no CAA check) for other CAs",
+    type: 'comma-separated issuer domain names, or `off`',
+    description:
+      "The CA's identities in CAA records (RFC 8659). The pre-flight check looks up CAA at the name and each parent; when the first record set found has `issue` records and none names one of these (exactly as written, with `validationmethods`, if any, listing `http-01`), or a lookup fails with SERVFAIL or a timeout, the name is not ordered (`PREFLIGHT_FAILED: CAA`) and is retried on the backoff schedule. Set it for any CA other than Let's Encrypt (its documentation names its identity); `off` skips the check. Needs `CONSUL_ACME_PREFLIGHT`.",
+    parse: caaIdentities(),
   }),
   routeSettleMs: setting({
     key: 'routeSettleMs',
@@ -475,6 +506,16 @@ export const SETTINGS = {
     defaultDoc: '`5/1h`',
     type: '`<count>/<window>` or `off`',
     description: 'Failed authorizations per hostname before it waits for the window.',
+    parse: budget(),
+  }),
+  budgetExactSet: setting<BudgetSetting | 'off'>({
+    key: 'budgetExactSet',
+    env: 'CONSUL_ACME_BUDGET_EXACT_SET',
+    default: { limit: 5, windowMs: 7 * 86_400_000 },
+    defaultDoc: '`5/7d`',
+    type: '`<count>/<window>` or `off`',
+    description:
+      "Orders per exact set of names (one certificate's names), renewals included, as Let's Encrypt counts them; a name whose budget is spent waits for the window.",
     parse: budget(),
   }),
   // Store

@@ -1,7 +1,7 @@
 /**
  * Revocation reasons: the RFC 5280 §5.3.1 CRLReason names an operator types, and the codes an ACME
  * revokeCert request carries (RFC 8555 §7.6). Only the four reasons Let's Encrypt accepts from a
- * subscriber are accepted here; it rejects a request with any other (docs/protocols.md §7.1), so
+ * subscriber are accepted here; it rejects a request with any other (docs/protocols.md §7.2), so
  * the other RFC 5280 reasons are refused before anything is sent. Pure.
  */
 

@@ -38,7 +38,10 @@ export class RouteRegistration {
     this.log = deps.logger.child({ [F.component]: 'route-registration' });
   }
 
-  /** Registers the challenge routes of exactly `hostnames`; resolves once the agent has them (or the attempt failed and was logged). */
+  /**
+   * Registers the challenge routes of exactly `hostnames`; resolves once the agent has them (or the
+   * attempt failed and was logged).
+   */
   async sync(hostnames: readonly string[]): Promise<void> {
     this.wanted = hostnames;
     const routes = this.deps.routes;

@@ -388,7 +388,9 @@ export class CertificateWorker {
     log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
     const issued = await this.deps.issuer.issue(
       { hostnames: desired.hostnames, keyType: desired.keyType },
-      { beforeFinalize: (pending) => this.deps.storeHealth.observe(() => this.deps.store.putPending(pending)) },
+      {
+        beforeFinalize: (pending) => this.deps.storeHealth.observe(() => this.deps.store.putPending(pending), 'write'),
+      },
       signal,
     );
     await this.store(this.certificateFrom(desired, issued), issued.serial, stored, plan.reason, log);
@@ -412,7 +414,7 @@ export class CertificateWorker {
   /** Removes a pending record; a failure is only logged (the next attempt finds it and decides again). */
   private async discardPending(pending: PendingOrder, why: string): Promise<void> {
     try {
-      await this.deps.storeHealth.observe(() => this.deps.store.deletePending(pending.hostname));
+      await this.deps.storeHealth.observe(() => this.deps.store.deletePending(pending.hostname), 'write');
       this.log.info(
         { [F.hostname]: pending.hostname, order: pending.orderUrl, [F.reason]: why },
         'pending order discarded',
@@ -437,9 +439,9 @@ export class CertificateWorker {
     log: Logger,
   ): Promise<void> {
     const { store, storeHealth, events, clock } = this.deps;
-    const version = await storeHealth.observe(() => store.put(certificate, stored?.version ?? 0));
+    const version = await storeHealth.observe(() => store.put(certificate, stored?.version ?? 0), 'write');
     await storeHealth
-      .observe(() => store.deletePending(certificate.hostname))
+      .observe(() => store.deletePending(certificate.hostname), 'write')
       .catch((err: unknown) =>
         log.warn({ [F.err]: describeError(err) }, 'could not remove the pending order; the next attempt does'),
       );
@@ -471,7 +473,7 @@ export class CertificateWorker {
   }
 
   private async retire(hostname: string, stored: StoredFacts, plan: Plan): Promise<void> {
-    await this.deps.storeHealth.observe(() => this.deps.store.delete(hostname, stored.version));
+    await this.deps.storeHealth.observe(() => this.deps.store.delete(hostname, stored.version), 'write');
     this.deps.events.emit({ type: 'retired', hostname, reason: plan.reason, retiredAtMs: this.deps.clock.nowMs() });
     this.log.info(
       {

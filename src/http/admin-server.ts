@@ -22,13 +22,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
-import Fastify, {
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-} from 'fastify';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { HEALTH_HTTP_STATUS, type CertificateHealth } from '../domain/certificate-health.js';
 import { normalizeHostname } from '../domain/hostname.js';
 import { parseRevocationReason, type RevocationReason } from '../domain/revocation.js';

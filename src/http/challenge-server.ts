@@ -8,13 +8,8 @@
 import { createHash } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, {
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-} from 'fastify';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { ACME_CHALLENGE_PATH, isChallengeToken, MAX_CHALLENGE_TOKEN_LENGTH } from '../domain/challenge.js';
 import type { ChallengeStore } from '../ports/challenge-store.js';
 import { F, type Logger } from '../logging.js';

@@ -65,7 +65,10 @@ export const ACME_USER_AGENT = 'consul-acme acme-client/5.4.0';
 
 /** Sends of one idempotent request at most, the first included. */
 export const ACME_RETRY_MAX_ATTEMPTS = 4;
-/** No retry is started once this long has passed since the first send (a send may end later, by one request timeout). */
+/**
+ * No retry is started once this long has passed since the first send (a send may end later, by one
+ * request timeout).
+ */
 export const ACME_RETRY_TOTAL_MS = 30_000;
 /** Waits between sends: 0.5 s, 1 s, 2 s, … (before jitter); a longer Retry-After wins. */
 export const ACME_RETRY_SCHEDULE_MS: readonly number[] = exponentialSchedule(500, 8_000);

@@ -539,7 +539,18 @@ export class AcmeIssuer implements Issuer {
       // CA has none. Registering again instead makes acme-client send an empty update, which
       // strict CAs refuse as malformed.
       if (!(await this.findExistingAccount(client))) {
-        await client.createAccount({ termsOfServiceAgreed: true, ...(email ? { contact: [`mailto:${email}`] } : {}) });
+        try {
+          await client.createAccount({
+            termsOfServiceAgreed: true,
+            ...(email ? { contact: [`mailto:${email}`] } : {}),
+          });
+        } catch (err) {
+          // Another instance registered the same key between our look-up and our registration: the
+          // CA answered 200 with the account's URL, and acme-client followed it with an account
+          // update that a strict CA refuses as empty. The account exists; use its URL.
+          if (!this.hasAccountUrl(client)) throw err;
+          this.log.info('acme account registered by another instance meanwhile; joining it');
+        }
       }
       const accountUrl = client.getAccountUrl();
       await accountStore.update({ ...account, accountUrl, email: email ?? account.email });
@@ -548,6 +559,15 @@ export class AcmeIssuer implements Issuer {
     }
     this.currentClient = client;
     return client;
+  }
+
+  private hasAccountUrl(client: acme.Client): boolean {
+    try {
+      client.getAccountUrl();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Whether the CA already knows the client's key; sets the client's account URL when it does. */

@@ -23,8 +23,11 @@
  *   alone at most once a minute: a 403 there makes every miss fail with CONSUL_PERMISSION_DENIED
  *   instead of looking like an unknown token.
  *
- * - A miss while the watch is between two queries (the folder is busy and the watch waits for its
- *   token bucket) waits up to 250 ms for the watch's next return, since it may carry the token.
+ * - A miss waits up to 250 ms for the watch's next return while the watch runs (in a blocking
+ *   query, or between two when the folder is busy): a token another instance put a moment ago
+ *   wakes the query and arrives with that return. This closes the race in which the CA's request
+ *   (or a pre-flight probe) reaches this instance before the put of the instance that placed the
+ *   order reached this instance's mirror; an unknown token costs 250 ms, not a read.
  *
  * What this costs: a token put by another instance is seen as soon as the watch returns (a few
  * milliseconds after the write, on a healthy agent), and in any case by a miss more than
@@ -111,7 +114,10 @@ export class ConsulChallengeStore implements ChallengeStore {
   private reads = 0;
   private watchAbort: AbortController | undefined;
   private watching: Promise<void> | undefined;
-  /** The watch's state: waiting in a blocking query for changes after the mirror's index, between two queries, or backing off. */
+  /**
+   * The watch's state: waiting in a blocking query for changes after the mirror's index, between two
+   * queries, or backing off.
+   */
   private watchState: 'stopped' | 'waiting' | 'between' | 'failing' = 'stopped';
   /** Resolved (and replaced) each time the watch applies a return. */
   private watchApplied = deferred();
@@ -181,8 +187,9 @@ export class ConsulChallengeStore implements ChallengeStore {
     if (known !== undefined) return known;
     if (monotonicMs() - this.confirmedAt < this.missFreshnessMs) {
       this.throwIfRefused();
-      // A watch between two queries (the folder is busy) may be holding a change: let it catch up.
-      if (this.watchState === 'between') {
+      // A token another instance put a moment ago may be on its way: a watch in a blocking query
+      // returns as soon as it lands, and one between two queries is about to ask. Let it catch up.
+      if (this.watchState === 'between' || this.watchState === 'waiting') {
         await Promise.race([this.watchApplied.promise, sleep(CHALLENGE_WATCH_CATCH_UP_MS)]);
         return this.mirror.get(token);
       }
@@ -298,7 +305,10 @@ export class ConsulChallengeStore implements ChallengeStore {
     }
   }
 
-  /** Replaces the mirror with a read's content, unless an older read than the mirror's; writes made since it was sent win. */
+  /**
+   * Replaces the mirror with a read's content, unless an older read than the mirror's; writes made
+   * since it was sent win.
+   */
   private apply(items: KvItem[] | undefined, consulIndex: number, seq: number, at: number, force: boolean): void {
     if (!force && consulIndex < this.mirrorIndex) return;
     const next = new Map<string, string>();

@@ -47,6 +47,7 @@ import { basename, dirname, join } from 'node:path';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import { isErrno, readOptional, syncDirectory, writeFileAtomic, writeNewFile } from './atomic-files.js';
 import { F, type Logger } from '../../logging.js';
 import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
@@ -104,10 +105,6 @@ function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return typeof err === 'object' && err !== null && codes.includes(String((err as { code?: unknown }).code));
-}
-
 function unavailable(what: string, err: unknown): ConsulAcmeError {
   if (err instanceof ConsulAcmeError) return err;
   const message = err instanceof Error ? err.message : String(err);
@@ -115,47 +112,6 @@ function unavailable(what: string, err: unknown): ConsulAcmeError {
     return new ConsulAcmeError('STORE_PERMISSION_DENIED', `${what}: permission denied (${message})`, { cause: err });
   }
   return new ConsulAcmeError('STORE_UNAVAILABLE', `${what}: ${message}`, { cause: err, retryable: true });
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(path, 'utf8');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
-    throw err;
-  }
-}
-
-/** Writes a file under a temporary name, fsyncs it and renames it into place. */
-export async function writeFileAtomic(path: string, contents: string, mode: number): Promise<void> {
-  const temporary = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  const handle = await fs.open(temporary, 'wx', mode);
-  try {
-    await handle.writeFile(contents, 'utf8');
-    await handle.chmod(mode); // the umask may have narrowed the mode given to open
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await fs.rename(temporary, path);
-  } catch (err) {
-    await fs.rm(temporary, { force: true });
-    throw err;
-  }
-}
-
-/** fsyncs a directory so renames inside it survive a crash (best effort where unsupported). */
-export async function syncDirectory(path: string): Promise<void> {
-  let handle: fs.FileHandle | undefined;
-  try {
-    handle = await fs.open(path, 'r');
-    await handle.sync();
-  } catch (err) {
-    if (!isErrno(err, 'EISDIR', 'EINVAL', 'EPERM', 'EBADF')) throw err;
-  } finally {
-    await handle?.close();
-  }
 }
 
 /** Holds `<lockPath>` (a directory) while `work` runs. */
@@ -197,18 +153,6 @@ export async function withDirectoryLock<T>(lockPath: string, what: string, work:
     return await work();
   } finally {
     await fs.rm(lockPath, { recursive: true, force: true });
-  }
-}
-
-/** Writes a new file (it must not exist), fsyncs it and closes it. For files in a folder nobody reads yet. */
-async function writeNewFile(path: string, contents: string, mode: number): Promise<void> {
-  const handle = await fs.open(path, 'wx', mode);
-  try {
-    await handle.writeFile(contents, 'utf8');
-    await handle.chmod(mode); // the umask may have narrowed the mode given to open
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
