@@ -138,6 +138,20 @@ export function fabioVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): 
   ];
 }
 
+/**
+ * What a sink-only instance (CONSUL_ACME_MODE=sinks) needs of Vault: to list the certificates and
+ * read each one, as Fabio does; it writes nothing. So nomad/consul-acme-sinks.nomad.hcl's role
+ * takes deploy/fabio-vault-policy.hcl.
+ */
+export function sinkOnlyVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): VaultRule[] {
+  return fabioVaultRules(layout).map((rule) => ({
+    ...rule,
+    why: rule.capabilities.includes('list')
+      ? 'the sink-only mode lists the certificates (re-sync, and new names)'
+      : 'the sink-only mode reads each certificate and key for the sinks',
+  }));
+}
+
 // ---------------------------------------------------------------------------------------------
 // (c) Consul
 
@@ -167,7 +181,7 @@ export function defaultConsulNeeds(): ConsulNeeds {
   };
 }
 
-/** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets). */
+/** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets, operator requests). */
 export function consulKvPrefixes(kvPrefix: string): Record<keyof typeof CONSUL_KV_FOLDERS, string> {
   return Object.fromEntries(
     Object.keys(CONSUL_KV_FOLDERS).map((k) => [k, consulKvFolder(kvPrefix, k as keyof typeof CONSUL_KV_FOLDERS)]),
@@ -181,7 +195,7 @@ export function consulRules(needs: ConsulNeeds): ConsulRule[] {
       resource: 'key_prefix',
       name: needs.kvPrefix,
       policy: 'write',
-      why: 'challenge tokens, locks, state, policy lists and budgets live under the KV prefix',
+      why: 'challenge tokens, locks, state, policy lists, budgets and operator requests live under the KV prefix',
     },
     {
       resource: 'session_prefix',

@@ -27,6 +27,10 @@ export const ERROR_CODES = {
   HAPROXY_REFUSED:
     'HAProxy answered a runtime API command with an error (its answer is in the message); retried with backoff.',
   HOOK_FAILED: 'The hook command exited non-zero, outlived its timeout or could not be started; retried with backoff.',
+  ADOPT_REFUSED:
+    'A record consul-acme did not write cannot be adopted: its certificate or key does not load or match, or its key type is not one consul-acme issues; nothing was written.',
+  REQUEST_REFUSED:
+    'An operator command (adopt, reissue, revoke) was refused for a name: not declared, nothing of ours stored, or an unknown revocation reason; the message says which.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 

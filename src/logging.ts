@@ -36,6 +36,20 @@ export const EVENTS = {
   /** A spent budget or a CA pause holds a certificate back; not a failure. */
   certDeferred: 'cert_deferred',
   certRetired: 'cert_retired',
+  /** A record another tool wrote was taken over: the same certificate and key, now marked consul-acme's. */
+  certAdopted: 'cert_adopted',
+  /** A record another tool wrote was not taken over although adoption was asked for it. */
+  adoptRefused: 'adopt_refused',
+  /** The CA revoked a certificate at an operator's request (or said it was revoked already). */
+  certRevoked: 'cert_revoked',
+  /** Audit: an operator asked for a new certificate (`consul-acme reissue`). */
+  reissueRequested: 'reissue_requested',
+  /** Audit: an operator asked for a certificate to be revoked and replaced (`consul-acme revoke`). */
+  revokeRequested: 'revoke_requested',
+  /** Audit: an operator asked consul-acme to adopt a record (`consul-acme adopt`). */
+  adoptRequested: 'adopt_requested',
+  /** An operator request was carried out, or dropped because it no longer could be. */
+  requestCompleted: 'request_completed',
   hostnameRejected: 'hostname_rejected',
   hostnameDenied: 'hostname_denied',
   policyChanged: 'policy_changed',

@@ -14,6 +14,7 @@ import { createConsulClient } from './adapters/consul/consul-client.js';
 import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
 import { ConsulLocker } from './adapters/consul/consul-locker.js';
 import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
+import { ConsulRequestStore } from './adapters/consul/consul-request-store.js';
 import {
   ConsulServiceRegistration,
   ROUTE_DEREGISTER_CRITICAL_AFTER,
@@ -38,6 +39,7 @@ import { Limiter } from './engine/limiter.js';
 import { OrderGate } from './engine/order-gate.js';
 import { Planner } from './engine/planner.js';
 import { IssuanceQueue } from './engine/queue.js';
+import { OperatorCommands, OperatorRequests } from './engine/requests.js';
 import { RenewalScheduler } from './engine/renewal-scheduler.js';
 import { RouteRegistration } from './engine/route-registration.js';
 import type { StatusReport } from './engine/status.js';
@@ -62,6 +64,7 @@ import type { Issuer } from './ports/issuer.js';
 import type { Locker } from './ports/locker.js';
 import type { PolicySource } from './ports/policy-source.js';
 import type { Preflight } from './ports/preflight.js';
+import type { RequestStore } from './ports/request-store.js';
 import type { ServiceRegistration } from './ports/service-registration.js';
 import { createSinkRunner, type SinkRunner } from './sinks/index.js';
 
@@ -95,6 +98,8 @@ export interface ServiceDeps {
   preflight?: Preflight;
   /** Copies certificates to HAProxy, Traefik or a hook after every store change; none when no sink is configured. */
   sinks?: SinkRunner;
+  /** Where operator requests (adopt, reissue, revoke) wait until carried out; none: the commands are refused. */
+  requestStore?: RequestStore;
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -133,6 +138,7 @@ export function createService(deps: ServiceDeps): Service {
     renewWhenRemainingFraction: config.renewRemainingFraction,
     emergencyRemainingFraction: DEFAULT_EMERGENCY_FRACTION,
     retireGraceMs: config.retireGraceMs,
+    adopt: config.adopt,
   };
   const metrics = deps.metrics ?? new ServiceMetrics();
   const events = new EngineEvents(logger);
@@ -167,6 +173,15 @@ export function createService(deps: ServiceDeps): Service {
     routeRegisteredAtMs: (hostname) => routes.registeredAtMs(hostname),
     routeSettleMs: config.routeSettleMs,
   });
+  // Operator requests: the worker reads and settles them; the commands (built after the queue) record them.
+  const requests = deps.requestStore
+    ? new OperatorRequests({
+        requestStore: deps.requestStore,
+        certificateStore: deps.certificateStore,
+        storeHealth,
+        logger,
+      })
+    : undefined;
   const worker = new CertificateWorker({
     store: deps.certificateStore,
     issuer: deps.issuer,
@@ -179,6 +194,7 @@ export function createService(deps: ServiceDeps): Service {
     events,
     storeHealth,
     gate,
+    requests,
   });
   const queue = new IssuanceQueue((run) => worker.process(run), {
     concurrency: config.queueConcurrency,
@@ -200,8 +216,23 @@ export function createService(deps: ServiceDeps): Service {
     logger,
     planOptions,
     renewSpreadMs: config.renewSpreadMs,
+    requests,
   });
-  const view = new StatusView({ desired, index, queue, storeHealth });
+  const commands =
+    requests && deps.requestStore
+      ? new OperatorCommands({
+          requests,
+          requestStore: deps.requestStore,
+          limiter,
+          desired,
+          index,
+          queue,
+          clock,
+          logger,
+          instanceName: config.instanceName,
+        })
+      : undefined;
+  const view = new StatusView({ desired, index, queue, storeHealth, requests });
   events.on((event) => index.onEvent(event));
   events.on((event) => view.onEvent(event));
   events.on((event) => metrics.onEngineEvent(event));
@@ -211,8 +242,13 @@ export function createService(deps: ServiceDeps): Service {
   // The sinks follow the store: every certificate written, every one retired.
   const sinks = deps.sinks;
   events.on((event) => {
+    // An adopted certificate is new to the sinks (they hold only consul-acme's records).
     if (event.type === 'stored')
-      sinks?.notify({ kind: 'stored', certificate: event.certificate, reason: event.outcome });
+      sinks?.notify({
+        kind: 'stored',
+        certificate: event.certificate,
+        reason: event.outcome === 'adopted' ? 'obtained' : event.outcome,
+      });
     else if (event.type === 'retired') sinks?.notify({ kind: 'removed', hostname: event.hostname });
   });
   const janitor = new Janitor({
@@ -252,6 +288,7 @@ export function createService(deps: ServiceDeps): Service {
   const isReady = (): boolean => !stopping && lastSync !== undefined;
   const status = (): StatusReport => ({
     instance: config.instanceName,
+    mode: 'issuer',
     ready: isReady(),
     store: deps.certificateStore.description,
     storeHealth: storeHealth.state(),
@@ -292,6 +329,22 @@ export function createService(deps: ServiceDeps): Service {
       ),
     metrics: () => metrics.render(),
     adminToken: config.adminToken,
+    operations:
+      commands && requests
+        ? {
+            adopt: (selection) => commands.requestAdopt(selection),
+            reissue: (selection, revokeReason) => commands.requestReissue(selection, revokeReason),
+            certificate: async (hostname) => ({
+              hostname,
+              status:
+                desired.isManaged(hostname) || index.has(hostname) || desired.refusal(hostname)
+                  ? view.statusOf(hostname)
+                  : undefined,
+              ...(await requests.current(hostname)),
+            }),
+            requests: () => requests.list(),
+          }
+        : undefined,
   });
 
   /** Logs what a desired-set change refused, registers the routes, then plans the names it touched. */
@@ -601,6 +654,7 @@ export function buildService(config: Config, logger: Logger): Service {
     certificateStore,
     challengeStore,
     stateStore: new ConsulCertificateStateStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'state') }),
+    requestStore: new ConsulRequestStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'requests'), logger }),
     issuer,
     locker: new ConsulLocker({
       consul,

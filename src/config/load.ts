@@ -122,6 +122,13 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
   }
   crossCheckSafety(c, problems);
   crossCheckSinks(c, problems);
+  if (c.mode === 'sinks' && c.haproxyDir === undefined && c.traefikDir === undefined && c.hookCommand === undefined) {
+    problems.push(
+      `${SETTINGS.mode.env}=sinks runs only the sinks, but none is configured: set ${SETTINGS.haproxyDir.env}, ${SETTINGS.traefikDir.env} or ${SETTINGS.hookCommand.env}`,
+    );
+  }
+  if (typeof c.sinkPollIntervalMs === 'number' && c.sinkPollIntervalMs <= 0)
+    problems.push(`${SETTINGS.sinkPollIntervalMs.env} must be longer than 0`);
   for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
     const path = c[spec.key as 'caBundle'];
     if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);

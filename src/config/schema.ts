@@ -5,6 +5,7 @@
  */
 import { hostname as osHostname } from 'node:os';
 import cron from 'node-cron';
+import { parseAdoptionSetting, type AdoptionSetting } from '../domain/adopt.js';
 import { KEY_TYPES, type KeyType } from '../domain/certificate.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
@@ -174,6 +175,15 @@ const budget =
     if (!match || windowMs === undefined || Number(match[1]) < 1)
       return bad(`must be "<count>/<window>" such as 50/7d, or off, got "${String(raw)}"`);
     return ok({ limit: Number(match[1]), windowMs });
+  };
+
+const adoption =
+  () =>
+  (raw: unknown): Parsed<AdoptionSetting> => {
+    const items = Array.isArray(raw) ? raw.map(String) : text(raw);
+    if (items === undefined) return bad('must be off, all, or a comma-separated list of hostnames and *. patterns');
+    const parsed = parseAdoptionSetting(items);
+    return parsed.ok ? ok(parsed.value) : bad(parsed.problem);
   };
 
 /** Issuer domain names as CAA records write them (RFC 8659 §4.2): letters, digits and inner hyphens, dot-separated. */
@@ -595,6 +605,15 @@ export const SETTINGS = {
       patternDoc: 'a path without leading or trailing /',
     }),
   }),
+  adopt: setting<AdoptionSetting>({
+    key: 'adopt',
+    env: 'CONSUL_ACME_ADOPT',
+    default: 'off',
+    type: '`off`, `all`, or hostnames and `*.` patterns',
+    description:
+      "Take over, without a command, the certificates another tool wrote under the prefix (no `managed_by`) for the declared names this matches: the same certificate and key are written again as a new version marked consul-acme's (nothing is removed or emptied), and renewed on schedule from then on. Only a certificate and key that load and match, have not expired and cover the name are adopted. `consul-acme adopt` does the same for the records it names, whatever this says.",
+    parse: adoption(),
+  }),
   // Queue
   queueConcurrency: setting({
     key: 'queueConcurrency',
@@ -711,7 +730,7 @@ export const SETTINGS = {
     type: 'string, 16 characters or more',
     secret: true,
     description:
-      "When set, `GET /status` and `GET /metrics` need `Authorization: Bearer <token>` (`consul-acme status` sends it from this variable); the health paths stay open for Consul's checks.",
+      "When set, every admin path but the health paths needs `Authorization: Bearer <token>` (`consul-acme status`, `adopt`, `reissue` and `revoke` send it from this variable); the health paths stay open for Consul's checks. The commands that change certificates (`POST /adopt`, `/reissue`, `/revoke`) are refused while it is unset.",
     parse: str({ pattern: /^\S{16,}$/, patternDoc: 'at least 16 characters without spaces' }),
   }),
   healthDeregisterAfterMs: setting({
@@ -853,7 +872,26 @@ export const SETTINGS = {
     description: 'The certificate health check turns warning when a sink has been failing for this long.',
     parse: duration(),
   }),
+  sinkPollIntervalMs: setting({
+    key: 'sinkPollIntervalMs',
+    env: 'CONSUL_ACME_SINK_POLL_INTERVAL',
+    default: 30_000,
+    defaultDoc: '`30s`',
+    type: 'duration',
+    description:
+      'In `sinks` mode, how often the store is listed (one request) so that names that appeared or left reach the sinks; a renewed certificate of a name already there arrives with the next re-sync (`CONSUL_ACME_SINK_RESYNC_INTERVAL`).',
+    parse: duration(),
+  }),
   // Process
+  mode: setting<'issuer' | 'sinks'>({
+    key: 'mode',
+    env: 'CONSUL_ACME_MODE',
+    default: 'issuer',
+    type: '`issuer` or `sinks`',
+    description:
+      "`issuer` runs the whole service. `sinks` runs only the sinks (HAProxy, Traefik, hook) from the store, on the proxy's node: no issuance, no challenge responder, no locks, no catalog watch, no Consul at all; its admin API serves health and the sinks' status. `consul-acme run --sinks-only` is the same.",
+    parse: oneOf(['issuer', 'sinks'] as const),
+  }),
   logLevel: setting<LogLevel>({
     key: 'logLevel',
     env: 'CONSUL_ACME_LOG_LEVEL',

@@ -1,7 +1,8 @@
 import type { RejectedHostname } from '../domain/hostnames-types.js';
 import type { SinkStatus } from '../sinks/sink-runner.js';
+import type { RequestStatus } from './requests.js';
 
-export type { SinkStatus };
+export type { RequestStatus, SinkStatus };
 
 /** What one hostname looks like from outside: served by GET /status and `consul-acme status`. */
 export interface CertificateStatus {
@@ -27,6 +28,12 @@ export interface CertificateStatus {
   lastError: string | undefined;
   attempts: number;
   nextAttemptAt: string | undefined;
+  /** When consul-acme adopted the certificate another tool wrote (until its first renewal). */
+  adoptedAt?: string | undefined;
+  /** Why a record consul-acme did not write is not adopted, when adoption is asked for it. */
+  adoption?: string | undefined;
+  /** The operator's request for this name (reissue, revoke, adopt) until it is carried out. */
+  request?: RequestStatus | undefined;
 }
 
 export interface PolicyStatus {
@@ -50,6 +57,8 @@ export interface StoreHealthStatus {
 
 export interface StatusReport {
   instance: string;
+  /** `issuer` (the whole service) or `sinks` (CONSUL_ACME_MODE=sinks: only the sinks, from the store). */
+  mode?: 'issuer' | 'sinks';
   ready: boolean;
   /** The certificate store, e.g. `vault:secret/fabio/certs`. */
   store: string;

@@ -7,6 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
+import { posix } from 'node:path';
 import { createRequire } from 'node:module';
 import type { FastifyInstance } from 'fastify';
 import { parseDurationMs, SETTINGS, type SettingSpec } from '../../src/config/schema.js';
@@ -19,6 +20,7 @@ import {
   LISTENERS,
   REGISTRATION_CHECK_PATH,
   serviceEnvNames,
+  sinkOnlyVaultRules,
   storeVaultRules,
   type ConsulNeeds,
   type ConsulRule,
@@ -28,6 +30,7 @@ import {
 import { buildAdminServer } from '../../src/http/admin-server.js';
 import { ADMIN_HEALTH_PATHS } from '../../src/naming.js';
 import { silentLogger } from '../../src/logging.js';
+import { DEFAULT_SINK_STOP_TIMEOUT_MS } from '../../src/sinks/sink-runner.js';
 
 // @cdktf/hcl2json's typings carry `/// <reference lib="dom" />`, which would pull the DOM library
 // into the whole program and break Node-typed code elsewhere; load it untyped and type it here.
@@ -41,6 +44,7 @@ const repoFileExists = (path: string): boolean => existsSync(new URL(path, ROOT)
 
 const FILES = {
   job: 'nomad/consul-acme.nomad.hcl',
+  sinksJob: 'nomad/consul-acme-sinks.nomad.hcl',
   consulPolicy: 'deploy/consul-policy.hcl',
   vaultPolicy: 'deploy/vault-policy.hcl',
   fabioVaultPolicy: 'deploy/fabio-vault-policy.hcl',
@@ -99,6 +103,8 @@ interface TaskModel {
   templateEnv: string[];
   services: Obj[];
   dockerConfig: Obj | undefined;
+  /** `volume_mount` blocks, with `${var.x}` resolved. */
+  volumeMounts: Array<{ volume: string; destination: string }>;
 }
 
 interface GroupModel {
@@ -107,6 +113,8 @@ interface GroupModel {
   network: Obj | undefined;
   services: Obj[];
   tasks: TaskModel[];
+  /** `volume "<label>"` blocks of the group. */
+  volumes: Map<string, Obj>;
 }
 
 interface JobModel {
@@ -145,6 +153,7 @@ function readJob(parsed: Obj): JobModel {
     raw: group,
     network: bodies(group.network)[0],
     services: bodies(group.service),
+    volumes: new Map(labeled(group.volume)),
     tasks: labeled(group.task).map(([taskName, task]): TaskModel => {
       const env = new Map<string, string>();
       for (const body of bodies(task.env)) {
@@ -160,6 +169,10 @@ function readJob(parsed: Obj): JobModel {
         templateEnv,
         services: bodies(task.service),
         dockerConfig: bodies(task.config)[0],
+        volumeMounts: bodies(task.volume_mount).map((m) => ({
+          volume: text(m.volume),
+          destination: resolveVars(m.destination, defaults) ?? '',
+        })),
       };
     }),
   }));
@@ -399,6 +412,115 @@ function checkJob(job: JobModel, hasAdminRoute: (path: string) => boolean): stri
     ...checkJobShutdown(job),
     ...checkJobSecrets(job),
   ];
+}
+
+/**
+ * The sink-only job (nomad/consul-acme-sinks.nomad.hcl): a system job in CONSUL_ACME_MODE=sinks on
+ * the proxy's nodes, with an admin port and no challenge port, at least one sink whose folders are
+ * host volumes mounted at the same path, health checks on admin paths, no secret in the file, a
+ * Vault token for the Vault store, and time to finish a push when stopped.
+ */
+function checkSinksJob(job: JobModel, hasAdminRoute: (path: string) => boolean): string[] {
+  const problems: string[] = [...checkJobEnv(job, serviceEnvNames())];
+  const who = `sink-only job "${job.name}"`;
+  if (job.raw.type !== 'system')
+    problems.push(
+      `${who}: type is "${text(job.raw.type) || 'service'}" but must be "system", one instance on every proxy node`,
+    );
+  const adminListener = LISTENERS.find((l) => l.name === 'admin')!;
+  for (const group of job.groups) {
+    const ports = new Map(labeled(group.network?.port));
+    if (ports.has('challenge'))
+      problems.push(
+        `group "${group.name}": port "challenge" is not needed: a sink-only instance answers no challenges`,
+      );
+    const admin = ports.get('admin');
+    if (!admin) problems.push(`group "${group.name}": network has no port "admin" (for ${adminListener.portEnv})`);
+    else if (admin.static !== undefined)
+      problems.push(`group "${group.name}": port "admin" is static (${text(admin.static)}); use a dynamic port`);
+    for (const task of group.tasks) {
+      if (settingIn(task, SETTINGS.mode) !== 'sinks')
+        problems.push(
+          `task "${task.name}": ${SETTINGS.mode.env} must be "sinks", or the task would issue certificates`,
+        );
+      if (task.env.get(adminListener.portEnv) !== '${NOMAD_PORT_admin}')
+        problems.push(`task "${task.name}": ${adminListener.portEnv} must be "\${NOMAD_PORT_admin}"`);
+      if (!strings(task.dockerConfig?.ports).includes('admin'))
+        problems.push(`task "${task.name}": docker config ports does not publish "admin"`);
+      const sinkPaths: Array<[string, string | undefined]> = [
+        [SETTINGS.haproxyDir.env, settingIn(task, SETTINGS.haproxyDir)],
+        [
+          SETTINGS.haproxyCrtList.env,
+          (() => {
+            const list = settingIn(task, SETTINGS.haproxyCrtList);
+            return list === undefined ? undefined : posix.dirname(list);
+          })(),
+        ],
+        [
+          SETTINGS.haproxySocket.env,
+          (() => {
+            const socket = settingIn(task, SETTINGS.haproxySocket);
+            return socket === undefined ? undefined : posix.dirname(socket);
+          })(),
+        ],
+        [SETTINGS.traefikDir.env, settingIn(task, SETTINGS.traefikDir)],
+      ];
+      if (sinkPaths.every(([, path]) => path === undefined) && settingIn(task, SETTINGS.hookCommand) === undefined)
+        problems.push(
+          `task "${task.name}": no sink is configured (${SETTINGS.haproxyDir.env}, ${SETTINGS.traefikDir.env} or ${SETTINGS.hookCommand.env})`,
+        );
+      for (const [env, path] of sinkPaths) {
+        if (path === undefined) continue;
+        const mount = task.volumeMounts.find((m) => path === m.destination || path.startsWith(`${m.destination}/`));
+        if (!mount)
+          problems.push(
+            `task "${task.name}": ${env} is under ${path}, which no volume_mount brings in from the node, so the proxy would never see it`,
+          );
+        else if (!group.volumes.has(mount.volume))
+          problems.push(`task "${task.name}": volume_mount "${mount.volume}" names no volume of group "${group.name}"`);
+      }
+      const secretEnvs = (Object.values(SETTINGS) as SettingSpec<unknown>[])
+        .filter((spec) => spec.secret)
+        .map((spec) => spec.env);
+      for (const env of secretEnvs)
+        if (task.env.has(env)) problems.push(`task "${task.name}": ${env} is a secret but is written in env {}`);
+      if (settingIn(task, SETTINGS.store) === 'vault') {
+        const vault = bodies(task.raw.vault)[0];
+        if ((vault === undefined || vault.env === false) && !task.templateEnv.includes(SETTINGS.vaultToken.env))
+          problems.push(
+            `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env} (a vault block)`,
+          );
+        if (!task.env.has(SETTINGS.vaultAddress.env))
+          problems.push(`task "${task.name}": ${SETTINGS.store.env}=vault but ${SETTINGS.vaultAddress.env} is not set`);
+      }
+      const raw = task.raw.kill_timeout;
+      const killMs = typeof raw === 'string' ? parseDurationMs(raw) : undefined;
+      if (killMs === undefined || killMs <= DEFAULT_SINK_STOP_TIMEOUT_MS)
+        problems.push(
+          `task "${task.name}": kill_timeout ${typeof raw === 'string' ? `"${raw}"` : 'is unset'} must exceed the sinks' stop timeout (${DEFAULT_SINK_STOP_TIMEOUT_MS} ms)`,
+        );
+      for (const service of [...group.services, ...task.services]) {
+        const name = text(service.name);
+        if (name === SETTINGS.serviceName.default)
+          problems.push(`Nomad service "${name}" has the name the issuing instances register under`);
+        for (const tag of strings(service.tags))
+          if (tag.startsWith(SETTINGS.fabioTagPrefix.default))
+            problems.push(
+              `Nomad service "${name}" carries the Fabio route tag "${tag}"; nothing routes to a sink-only instance`,
+            );
+        for (const check of bodies(service.check)) {
+          if (check.type !== 'http') continue;
+          if (!hasAdminRoute(text(check.path)))
+            problems.push(
+              `Nomad service "${name}": check "${text(check.name)}" requests ${text(check.path)}, which the admin server does not serve`,
+            );
+          if ((check.port ?? service.port) !== 'admin')
+            problems.push(`Nomad service "${name}": check "${text(check.name)}" is not on the admin port`);
+        }
+      }
+    }
+  }
+  return problems;
 }
 
 /** The policy grants exactly the expected paths and capabilities: nothing missing, nothing wider, no sudo. */
@@ -723,6 +845,10 @@ async function jobProblems(text: string): Promise<string[]> {
   return checkJob(readJob(await parseHcl(FILES.job, text)), hasAdminRoute);
 }
 
+async function sinksJobProblems(text: string): Promise<string[]> {
+  return checkSinksJob(readJob(await parseHcl(FILES.sinksJob, text)), hasAdminRoute);
+}
+
 async function storePolicyProblems(policyText: string, jobText = original('job')): Promise<string[]> {
   const job = readJob(await parseHcl(FILES.job, jobText));
   return checkVaultPolicy(
@@ -832,6 +958,31 @@ describe('the real deploy files agree with the code', () => {
     assert.equal(task.env.get(SETTINGS.store.env), 'vault');
     assert.equal(task.env.get(SETTINGS.instanceName.env), '${NOMAD_ALLOC_ID}');
     assert.ok(bodies(task.raw.vault)[0]?.role !== undefined, 'vault block uses a workload-identity role');
+  });
+
+  test('the sink-only job runs the sinks mode on every proxy node, with the sinks on host volumes and no challenge port', async () => {
+    assert.deepEqual(await sinksJobProblems(original('sinksJob')), []);
+    const job = readJob(await parseHcl(FILES.sinksJob, original('sinksJob')));
+    const task = job.groups[0]!.tasks[0]!;
+    assert.equal(job.raw.type, 'system');
+    assert.equal(task.env.get(SETTINGS.mode.env), 'sinks');
+    assert.equal(
+      task.templateEnv.includes(SETTINGS.consulToken.env),
+      false,
+      'no Consul token: it never talks to Consul',
+    );
+  });
+
+  test('the Fabio Vault policy grants exactly what the sink-only job needs (list and read)', async () => {
+    const job = readJob(await parseHcl(FILES.sinksJob, original('sinksJob')));
+    assert.deepEqual(
+      checkVaultPolicy(
+        await parseHcl(FILES.fabioVaultPolicy, original('fabioVaultPolicy')),
+        sinkOnlyVaultRules(jobVaultLayout(job)),
+        'fabio-vault-policy.hcl',
+      ),
+      [],
+    );
   });
 
   test('the Vault policy grants exactly what the stores need', async () => {
@@ -945,6 +1096,62 @@ describe('mutated deploy files are reported', () => {
   for (const c of jobCases) {
     test(`the job checker reports ${c.name}`, async () => {
       assertReported(await jobProblems(mutate(original('job'), c.from, c.to)), c.expected);
+    });
+  }
+
+  const sinksJobCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
+    {
+      name: 'the mode left at issuer',
+      from: 'CONSUL_ACME_MODE          = "sinks"',
+      to: 'CONSUL_ACME_MODE          = "issuer"',
+      expected: /CONSUL_ACME_MODE must be "sinks"/,
+    },
+    {
+      name: 'a service job instead of a system job',
+      from: 'type        = "system"',
+      to: 'type        = "service"',
+      expected: /type is "service" but must be "system"/,
+    },
+    {
+      name: 'a challenge port it does not need',
+      from: 'port "admin" {}',
+      to: 'port "admin" {}\n      port "challenge" {}',
+      expected: /port "challenge" is not needed/,
+    },
+    {
+      name: 'the HAProxy folder not mounted from the node',
+      from: /volume_mount \{\n\s+volume\s+= "haproxy-certs"\n\s+destination = var\.haproxy_dir\n\s+\}/,
+      to: '',
+      expected: /CONSUL_ACME_HAPROXY_DIR is under \/etc\/haproxy\/consul-acme, which no volume_mount brings in/,
+    },
+    {
+      name: 'a volume_mount of a volume the group lacks',
+      from: /volume "haproxy-run" \{[^}]*\}/,
+      to: '',
+      expected: /volume_mount "haproxy-run" names no volume of group "sinks"/,
+    },
+    {
+      name: 'a kill timeout shorter than the sinks need',
+      from: 'kill_timeout = "15s"',
+      to: 'kill_timeout = "2s"',
+      expected: /kill_timeout "2s" must exceed the sinks' stop timeout/,
+    },
+    {
+      name: 'no sink at all',
+      from: /CONSUL_ACME_HAPROXY_DIR\s+= var\.haproxy_dir\n\s+CONSUL_ACME_HAPROXY_SOCKET = var\.haproxy_socket/,
+      to: '',
+      expected: /no sink is configured/,
+    },
+    {
+      name: 'an env var the service does not read',
+      from: 'CONSUL_ACME_SINK_POLL_INTERVAL   = var.poll_interval',
+      to: 'CONSUL_ACME_SINK_POLL   = var.poll_interval',
+      expected: /env \{\} sets CONSUL_ACME_SINK_POLL, which consul-acme does not read/,
+    },
+  ];
+  for (const c of sinksJobCases) {
+    test(`the sink-only job checker reports ${c.name}`, async () => {
+      assertReported(await sinksJobProblems(mutate(original('sinksJob'), c.from, c.to)), c.expected);
     });
   }
 

@@ -32,17 +32,24 @@
  * - `delete` moves `.versions/<hostname>` out of sight, removes the link, then the versions.
  * - `list` sees the links (and old-layout folders) holding a record, and hostnames whose link is
  *   missing but whose versions are there; it checks at most LIST_CONCURRENCY entries at once.
+ * - A folder another tool wrote (cert.pem and key.pem, no meta.json) is a record not written by
+ *   consul-acme, version 1. `adopt` takes it over in place: under the writers' lock it writes
+ *   meta.json into that same folder (atomically: a temporary file renamed), next to the files,
+ *   which are not touched; the folder now reads as consul-acme's record in the old layout, and the
+ *   first renewal migrates it as above. After writing it reads the folder again and, should
+ *   cert.pem or key.pem have changed meanwhile (the other tool has no lock), removes its meta.json
+ *   and fails with STORE_CONFLICT.
  * - Safe across processes on one machine (not on network file systems without atomic mkdir/rename).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
-import { assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { isErrno, readOptional, syncDirectory, writeFileAtomic, writeNewFile } from './atomic-files.js';
 import { F, type Logger } from '../../logging.js';
-import type { CertificateStore } from '../../ports/certificate-store.js';
+import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 export const LOCK_STALE_MS = 30_000;
@@ -80,6 +87,8 @@ export interface FileCertificateMeta {
   obtained_at: string;
   cert_sha256: string;
   key_sha256: string;
+  /** Only on an adopted certificate, until its first renewal. */
+  adopted_at?: string;
 }
 
 /** Throws unless `name` is one folder name inside the store (no separators, no `.`/`..`, no leading dot). */
@@ -234,6 +243,26 @@ function versionOf(contents: FolderContents): number {
     : 1;
 }
 
+/** meta.json for `certificate` as version `version`. */
+function metaTextOf(certificate: CertificateData, version: number): string {
+  const meta: FileCertificateMeta = {
+    version,
+    managed_by: MANAGED_BY,
+    cert_id: certificate.hostname,
+    hostnames: certificate.hostnames,
+    not_before: certificate.notBefore.toISOString(),
+    not_after: certificate.notAfter.toISOString(),
+    directory_url: certificate.directoryUrl,
+    issuer: certificate.issuer,
+    key_type: certificate.keyType,
+    obtained_at: certificate.obtainedAt.toISOString(),
+    cert_sha256: sha256(certificate.certPem),
+    key_sha256: sha256(certificate.keyPem),
+    ...(certificate.adoptedAt === undefined ? {} : { adopted_at: certificate.adoptedAt.toISOString() }),
+  };
+  return `${JSON.stringify(meta, null, 2)}\n`;
+}
+
 export class FileCertificateStore implements CertificateStore {
   readonly description: string;
   private readonly directory: string;
@@ -341,7 +370,13 @@ export class FileCertificateStore implements CertificateStore {
       hostname,
       versionOf(contents),
       isManaged(contents),
-      { cert, key, directoryUrl: meta?.directory_url || undefined, obtainedAt: meta?.obtained_at || undefined },
+      {
+        cert,
+        key,
+        directoryUrl: meta?.directory_url || undefined,
+        obtainedAt: meta?.obtained_at || undefined,
+        adoptedAt: meta?.adopted_at || undefined,
+      },
       where,
     );
     if (record.certificate !== undefined && !whole) {
@@ -389,21 +424,7 @@ export class FileCertificateStore implements CertificateStore {
           );
         }
         const next = currentVersion + 1;
-        const meta: FileCertificateMeta = {
-          version: next,
-          managed_by: MANAGED_BY,
-          cert_id: hostname,
-          hostnames: certificate.hostnames,
-          not_before: certificate.notBefore.toISOString(),
-          not_after: certificate.notAfter.toISOString(),
-          directory_url: certificate.directoryUrl,
-          issuer: certificate.issuer,
-          key_type: certificate.keyType,
-          obtained_at: certificate.obtainedAt.toISOString(),
-          cert_sha256: sha256(certificate.certPem),
-          key_sha256: sha256(certificate.keyPem),
-        };
-        const metaText = `${JSON.stringify(meta, null, 2)}\n`;
+        const metaText = metaTextOf(certificate, next);
 
         // 1. The new version folder, complete and durable before anything points at it.
         const versions = this.versionsPath(hostname);
@@ -470,6 +491,54 @@ export class FileCertificateStore implements CertificateStore {
           );
         }
         return next;
+      } catch (err) {
+        throw unavailable(what, err);
+      }
+    });
+  }
+
+  async adopt(
+    hostname: string,
+    expectedVersion: number,
+    marks: AdoptionMarks,
+  ): Promise<{ version: number; certificate: CertificateData }> {
+    const name = this.namePath(hostname);
+    const what = `adopt ${name}`;
+    return withDirectoryLock(this.lockPath(hostname), what, async () => {
+      try {
+        const current = await this.readCurrent(hostname);
+        if (current === undefined || versionOf(current.contents) !== expectedVersion) {
+          throw new StoreConflictError(what, expectedVersion);
+        }
+        const { contents, folder } = current;
+        if (isManaged(contents) || contents.metaProblem !== undefined) {
+          throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the folder is consul-acme's already`);
+        }
+        const certificate = adoptedCertificate(
+          hostname,
+          { certPem: contents.cert, keyPem: contents.key },
+          marks,
+          `certificate folder ${name}`,
+        );
+        const next = expectedVersion + 1;
+        // In place, beside the files another tool wrote: cert.pem and key.pem are never touched.
+        const metaPath = join(folder, META_FILE);
+        await writeFileAtomic(metaPath, metaTextOf(certificate, next), 0o644);
+        await syncDirectory(folder);
+        const readBack = await this.readFolder(folder);
+        if (
+          readBack === undefined ||
+          !isWhole(readBack) ||
+          readBack.cert !== certificate.certPem ||
+          readBack.key !== certificate.keyPem
+        ) {
+          await fs.rm(metaPath, { force: true });
+          throw new ConsulAcmeError(
+            'STORE_CONFLICT',
+            `${what}: ${CERT_FILE} or ${KEY_FILE} changed while it was adopted`,
+          );
+        }
+        return { version: next, certificate };
       } catch (err) {
         throw unavailable(what, err);
       }

@@ -1,9 +1,14 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
-import { assertStorableCertificate, inspectCertificateCached } from '../../domain/pem.js';
+import {
+  adoptedCertificate,
+  assertStorableCertificate,
+  inspectCertificateCached,
+  storedRecordFromPem,
+} from '../../domain/pem.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import type { CertificateStore } from '../../ports/certificate-store.js';
+import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 interface MemoryEntry {
@@ -15,7 +20,8 @@ interface MemoryEntry {
   keyPem: string;
 }
 
-type Operation = 'get' | 'put' | 'delete' | 'list' | 'getPending' | 'putPending' | 'deletePending' | 'listPending';
+type Operation =
+  'get' | 'put' | 'delete' | 'list' | 'adopt' | 'getPending' | 'putPending' | 'deletePending' | 'listPending';
 
 export interface MemoryCertificateStoreOptions {
   /** Where an unreadable pending record is reported. */
@@ -29,6 +35,7 @@ function copyCertificate(certificate: CertificateData): CertificateData {
     notBefore: new Date(certificate.notBefore),
     notAfter: new Date(certificate.notAfter),
     obtainedAt: new Date(certificate.obtainedAt),
+    ...(certificate.adoptedAt === undefined ? {} : { adoptedAt: new Date(certificate.adoptedAt) }),
   };
 }
 
@@ -65,12 +72,14 @@ export class MemoryCertificateStore implements CertificateStore {
     if (entry === undefined) return undefined;
     const base = { hostname, version: entry.version };
     if (entry.managedBy !== MANAGED_BY || entry.certificate === undefined) {
-      return {
-        ...base,
-        managed: false,
-        certificate: undefined,
-        problem: `memory record ${hostname} was not written by consul-acme; it is left alone`,
-      };
+      // What the stores share for a record not ours: managed false, and what its certificate says.
+      return storedRecordFromPem(
+        hostname,
+        entry.version,
+        false,
+        { cert: entry.certPem, key: entry.keyPem },
+        `memory record ${hostname}`,
+      );
     }
     const inspected = inspectCertificateCached(entry.certPem, entry.keyPem);
     if (!inspected.ok) {
@@ -106,6 +115,35 @@ export class MemoryCertificateStore implements CertificateStore {
       keyPem: certificate.keyPem,
     });
     return version;
+  }
+
+  async adopt(
+    hostname: string,
+    expectedVersion: number,
+    marks: AdoptionMarks,
+  ): Promise<{ version: number; certificate: CertificateData }> {
+    this.takeFailure('adopt');
+    const what = `adopt memory record ${hostname}`;
+    const current = this.entries.get(hostname);
+    if (current === undefined || current.version !== expectedVersion)
+      throw new StoreConflictError(what, expectedVersion);
+    if (current.managedBy === MANAGED_BY)
+      throw new ConsulAcmeError('STORE_CONFLICT', `${what}: it is consul-acme's already`);
+    const certificate = adoptedCertificate(
+      hostname,
+      { certPem: current.certPem, keyPem: current.keyPem },
+      marks,
+      `memory record ${hostname}`,
+    );
+    const version = expectedVersion + 1;
+    this.entries.set(hostname, {
+      version,
+      managedBy: MANAGED_BY,
+      certificate: copyCertificate(certificate),
+      certPem: certificate.certPem,
+      keyPem: certificate.keyPem,
+    });
+    return { version, certificate: copyCertificate(certificate) };
   }
 
   async delete(hostname: string, expectedVersion: number): Promise<void> {
