@@ -25,8 +25,12 @@ const START_ATTEMPTS = 3;
 export interface StartConsulOptions {
   /** Enables ACLs with default_policy "deny" and this master (bootstrap) token. */
   acl?: { masterToken: string };
-  /** Also serves the HTTP API over TLS with this certificate and key (PEM files). */
-  tls?: { certFile: string; keyFile: string };
+  /**
+   * Also serves the HTTP API over TLS with this certificate and key (PEM files). With
+   * `verifyIncoming`, the agent runs with `verify_incoming` and `ca_file`: an HTTPS client must
+   * present a certificate that CA signed (the plain HTTP port stays open for the test's own calls).
+   */
+  tls?: { certFile: string; keyFile: string; verifyIncoming?: { caFile: string } };
   /**
    * Runs a single server with a data directory (`-server -bootstrap-expect=1 -data-dir <dir>`)
    * instead of `-dev`, so that `restart()` keeps the KV store, sessions and the services
@@ -129,8 +133,11 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
   const acl = opts.acl
     ? `acl {\n  enabled = true\n  default_policy = "deny"\n  tokens {\n    master = ${JSON.stringify(opts.acl.masterToken)}\n  }\n}\n`
     : '';
+  const verify = opts.tls?.verifyIncoming
+    ? `ca_file = ${JSON.stringify(opts.tls.verifyIncoming.caFile)}\nverify_incoming = true\n`
+    : '';
   const tls = opts.tls
-    ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n`
+    ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n${verify}`
     : '';
   // A server with a data directory: elect itself quickly (raft_multiplier 1, as -dev does) and
   // never call home.
