@@ -27,6 +27,10 @@ export const ERROR_CODES = {
   HAPROXY_REFUSED:
     'HAProxy answered a runtime API command with an error (its answer is in the message); retried with backoff.',
   HOOK_FAILED: 'The hook command exited non-zero, outlived its timeout or could not be started; retried with backoff.',
+  FORMAT_NEWER:
+    'A stored record or Consul KV value was written by a newer release in a format this one does not read; it is left alone and nothing is ordered for its name (a rolling upgrade in progress, or a downgrade).',
+  PERMISSION_MISSING:
+    'The start-up self-check found permissions the Vault or Consul token lacks (each named); the instance stays not ready and checks again.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 
