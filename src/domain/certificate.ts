@@ -41,6 +41,11 @@ export interface StoredRecord {
   managed: boolean;
   certificate: CertificateData | undefined;
   problem: string | undefined;
+  /**
+   * Set when a newer release wrote the record in a format this one does not read
+   * (domain/record-format.ts): it is left alone, never replaced or deleted, and not ordered for.
+   */
+  newerFormat?: number;
 }
 
 /** What planning needs of a certificate: everything but the PEM texts (kept out of memory). */
@@ -53,14 +58,18 @@ export interface StoredFacts {
   managed: boolean;
   certificate: CertificateFacts | undefined;
   problem: string | undefined;
+  /** See StoredRecord.newerFormat. */
+  newerFormat?: number;
 }
 
 /** The facts of a record, dropping the certificate and key texts. */
 export function factsOf(record: StoredRecord): StoredFacts {
   const { hostname, version, managed, problem } = record;
-  if (record.certificate === undefined) return { hostname, version, managed, certificate: undefined, problem };
+  const newer = record.newerFormat === undefined ? {} : { newerFormat: record.newerFormat };
+  if (record.certificate === undefined)
+    return { hostname, version, managed, certificate: undefined, problem, ...newer };
   const { certPem: _certPem, keyPem: _keyPem, ...certificate } = record.certificate;
-  return { hostname, version, managed, certificate, problem };
+  return { hostname, version, managed, certificate, problem, ...newer };
 }
 
 /**

@@ -17,6 +17,7 @@ export const PLAN_REASONS = [
   'NoLongerDeclared',
   'NotManaged',
   'GracePeriod',
+  'NewerFormat',
 ] as const;
 export type PlanReason = (typeof PLAN_REASONS)[number];
 export type PlanAction = 'issue' | 'renew' | 'keep' | 'retire';
@@ -105,7 +106,8 @@ function planUndeclared(now: Date, stored: StoredFacts, options: PlanOptions, un
 
 /**
  * Decides what to do with one certificate. Rules, first match wins:
- * not ours → keep/NotManaged; undeclared → keep/NoLongerDeclared (nothing stored),
+ * written by a newer release in a format this one does not read → keep/NewerFormat (never
+ * reissued or retired by this release); not ours → keep/NotManaged; undeclared → keep/NoLongerDeclared (nothing stored),
  * keep/GracePeriod or retire/NoLongerDeclared; nothing stored → issue/Missing; unreadable →
  * issue/Unparseable; past notAfter → renew/Expired; other directory → renew/IssuerChanged;
  * other names → renew/HostnamesChanged; other key type → renew/KeyTypeChanged; renewal fraction
@@ -121,6 +123,7 @@ export function planCertificate(
   options: PlanOptions,
   undeclaredSince?: Date,
 ): Plan {
+  if (stored?.newerFormat !== undefined) return plan('keep', 'NewerFormat');
   if (stored !== undefined && !stored.managed) return plan('keep', 'NotManaged');
   if (desired === undefined) {
     return stored === undefined

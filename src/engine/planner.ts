@@ -19,7 +19,7 @@ import { factsOf, type StoredFacts } from '../domain/certificate.js';
 import { planCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
 import { renewalSpreadDelayMs } from '../domain/spread.js';
 import { describeError } from '../errors.js';
-import { F, type Logger } from '../logging.js';
+import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
 import type { Clock } from '../ports/clock.js';
 import type { DesiredChange, DesiredSet } from './desired-set.js';
@@ -149,6 +149,12 @@ export class Planner {
     );
     this.deps.events.emit({ type: 'planned', hostname, plan, stored: facts, readStartedAtMs });
     if (facts === undefined && !desired.isManaged(hostname)) desired.forget(hostname);
+    if (plan.reason === 'NewerFormat' && readStartedAtMs !== undefined) {
+      this.log.warn(
+        { [F.event]: EVENTS.recordNewerFormat, [F.hostname]: hostname, [F.reason]: facts?.problem },
+        'stored certificate was written by a newer release; left alone',
+      );
+    }
     if (plan.action === 'keep' || !submit) return false;
     if (plan.reason === 'Unparseable' && readStartedAtMs !== undefined) {
       this.log.warn(

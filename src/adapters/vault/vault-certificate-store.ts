@@ -15,10 +15,14 @@
  *   src/adapters/pending-record.ts. `putPending` reads the current version and writes with
  *   check-and-set on it, so it also works where the mount requires check-and-set; it resolves once
  *   Vault acknowledged the write. `deletePending` deletes the metadata: every version of the key.
+ * - Every secret carries `format` (domain/record-format.ts). One a newer release wrote reads with
+ *   `newerFormat` set and is never replaced or deleted here (FORMAT_NEWER); a pending order of a
+ *   newer format makes `getPending` reject with FORMAT_NEWER, so nothing is ordered for its name.
  * - Each method makes at most three requests, one after another; nothing fans out.
  */
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import type { CertificateStore } from '../../ports/certificate-store.js';
@@ -54,6 +58,8 @@ export interface VaultCertificateSecret {
   key_type: string;
   obtained_at: string;
   managed_by: string;
+  /** The record's format (domain/record-format.ts), as a string like every field of this layout. */
+  format: string;
 }
 
 function assertCertId(hostname: string): void {
@@ -66,6 +72,12 @@ function assertCertId(hostname: string): void {
   ) {
     throw new ConsulAcmeError('INVALID_HOSTNAME', `hostname ${JSON.stringify(hostname)} cannot be a Vault secret name`);
   }
+}
+
+/** Throws FORMAT_NEWER when a newer release wrote `data`: this release neither replaces nor deletes it. */
+function refuseNewerFormat(data: Record<string, unknown>, where: string): void {
+  const format = readFormat(data.format, RECORD_FORMATS.certificate);
+  if (format.kind === 'newer') throw newerFormatError(where, format.format, RECORD_FORMATS.certificate);
 }
 
 function stringField(data: Record<string, unknown>, name: string): string | undefined {
@@ -123,6 +135,7 @@ export class VaultCertificateStore implements CertificateStore {
         key: stringField(data, 'key'),
         directoryUrl: stringField(data, 'directory_url'),
         obtainedAt: stringField(data, 'obtained_at'),
+        format: data.format,
       },
       `secret ${path}`,
     );
@@ -146,6 +159,7 @@ export class VaultCertificateStore implements CertificateStore {
         `write ${path}: the secret was not written by consul-acme; refusing to overwrite it`,
       );
     }
+    if (current.state === 'present') refuseNewerFormat(current.data, `secret ${path}`);
 
     const data: VaultCertificateSecret = {
       cert: certificate.certPem,
@@ -158,6 +172,7 @@ export class VaultCertificateStore implements CertificateStore {
       key_type: certificate.keyType,
       obtained_at: certificate.obtainedAt.toISOString(),
       managed_by: MANAGED_BY,
+      format: String(RECORD_FORMATS.certificate),
     };
     let version: number;
     try {
@@ -201,6 +216,7 @@ export class VaultCertificateStore implements CertificateStore {
         `delete ${path}: the secret was not written by consul-acme; refusing to delete it`,
       );
     }
+    refuseNewerFormat(current.data, `secret ${path}`);
     // KV v2 has no check-and-set on delete: the read above narrows, but cannot close, the window.
     const metadataPath = this.metadataPath(hostname);
     try {
@@ -239,6 +255,8 @@ export class VaultCertificateStore implements CertificateStore {
     if (found.state !== 'present') return undefined;
     const parsed = pendingFromFields(found.data, hostname);
     if (parsed.ok) return parsed.pending;
+    if (parsed.newerFormat !== undefined)
+      throw newerFormatError(`the pending order at ${path}`, parsed.newerFormat, RECORD_FORMATS.pending);
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `secret ${path} ${parsed.problem}` },
       'pending order unreadable; ignored',
