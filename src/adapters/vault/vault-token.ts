@@ -105,8 +105,10 @@ export class VaultTokenRenewer {
   /** The delay before the next try after a failure: the retry interval, or half the time left when that is shorter. */
   private retryDelay(): number {
     const expiresAtMs = this.current.expiresAt === undefined ? undefined : Date.parse(this.current.expiresAt);
-    if (expiresAtMs === undefined) return this.retryMs;
-    return Math.max(1_000, Math.min(this.retryMs, (expiresAtMs - this.clock.nowMs()) / 2));
+    const remainingMs = expiresAtMs === undefined ? undefined : expiresAtMs - this.clock.nowMs();
+    // Expired (or never known): the retry interval; a new token file restarts the renewal anyway.
+    if (remainingMs === undefined || remainingMs <= 0) return this.retryMs;
+    return Math.max(1_000, Math.min(this.retryMs, remainingMs / 2));
   }
 
   private async lookup(generation: number): Promise<void> {
