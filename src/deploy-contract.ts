@@ -115,6 +115,36 @@ export function storeVaultRules(layout: VaultLayout): VaultRule[] {
   ];
 }
 
+/**
+ * What the service asks Vault about its own token (src/adapters/vault/vault-token.ts and the
+ * start-up self-check): look it up, renew it, ask what it may do. Vault's `default` policy grants
+ * these; they are written out so that a role made with `token_no_default_policy` works too.
+ */
+export function tokenVaultRules(): VaultRule[] {
+  return [
+    {
+      path: 'auth/token/lookup-self',
+      capabilities: ['read'],
+      why: "the token's ttl is looked up to renew it in time",
+    },
+    {
+      path: 'auth/token/renew-self',
+      capabilities: ['update'],
+      why: 'a renewable token is renewed before it expires',
+    },
+    {
+      path: 'sys/capabilities-self',
+      capabilities: ['update'],
+      why: 'the start-up self-check asks what the token may do, writing nothing',
+    },
+  ];
+}
+
+/** Every rule deploy/vault-policy.hcl must grant: the stores' paths and the token's own. */
+export function serviceVaultRules(layout: VaultLayout): VaultRule[] {
+  return [...storeVaultRules(layout), ...tokenVaultRules()];
+}
+
 /** Fabio's `cert=` value for its Vault certificate source: the logical path, without `data/`. */
 export function fabioCertSourcePath(layout: Pick<VaultLayout, 'mount' | 'prefix'>): string {
   return `${trimSlashes(layout.mount)}/${trimSlashes(layout.prefix)}`;

@@ -31,6 +31,10 @@ export const ERROR_CODES = {
     'A record consul-acme did not write cannot be adopted: its certificate or key does not load or match, or its key type is not one consul-acme issues; nothing was written.',
   REQUEST_REFUSED:
     'An operator command (adopt, reissue, revoke) was refused for a name: not declared, nothing of ours stored, or an unknown revocation reason; the message says which.',
+  FORMAT_NEWER:
+    'A stored record or Consul KV value was written by a newer release in a format this one does not read; it is left alone and nothing is ordered for its name (a rolling upgrade in progress, or a downgrade).',
+  PERMISSION_MISSING:
+    'The start-up self-check found permissions the Vault or Consul token lacks (each named); the instance stays not ready and checks again.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 

@@ -72,6 +72,14 @@ export const EVENTS = {
   /** HAProxy's runtime API now serves a certificate (or no longer serves a retired one). */
   haproxyPushed: 'haproxy_pushed',
   hookRan: 'hook_ran',
+  /** A stored record or KV value was written by a newer release in a format this one does not read; left alone. */
+  recordNewerFormat: 'record_newer_format',
+  /** The start-up self-check found permissions the tokens lack; the instance stays not ready. */
+  permissionMissing: 'permission_missing',
+  /** The start-up self-check found every permission; the instance may become ready. */
+  selfCheckPassed: 'self_check_passed',
+  /** A token file changed and the new token is in use; the registrations were made again with it. */
+  tokenChanged: 'token_changed',
 } as const;
 
 export const REDACT_PATHS = [

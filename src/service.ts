@@ -10,9 +10,10 @@ import { AcmeIssuer } from './adapters/acme/acme-issuer.js';
 import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
 import { ConsulCertificateStateStore } from './adapters/consul/consul-certificate-state-store.js';
 import { ConsulChallengeStore } from './adapters/consul/consul-challenge-store.js';
-import { createConsulClient } from './adapters/consul/consul-client.js';
+import { openConnections } from './adapters/connections.js';
 import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
 import { ConsulLocker } from './adapters/consul/consul-locker.js';
+import { ConsulPermissionCheck } from './adapters/consul/consul-permission-check.js';
 import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
 import { ConsulRequestStore } from './adapters/consul/consul-request-store.js';
 import {
@@ -24,7 +25,7 @@ import { FileCertificateStore } from './adapters/file/file-certificate-store.js'
 import { HttpPreflight } from './adapters/net/http-preflight.js';
 import { VaultAccountStore } from './adapters/vault/vault-account-store.js';
 import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
-import { createVaultClient } from './adapters/vault/vault-client.js';
+import { VaultPermissionCheck } from './adapters/vault/vault-permission-check.js';
 import type { Config } from './config/schema.js';
 import type { Budget, BudgetScope } from './domain/budget.js';
 import { defaultCaaIdentities } from './domain/caa.js';
@@ -46,6 +47,7 @@ import type { StatusReport } from './engine/status.js';
 import { StatusView } from './engine/status-view.js';
 import { StoreHealth } from './engine/store-health.js';
 import { StoreIndex } from './engine/store-index.js';
+import { SelfCheck } from './engine/self-check.js';
 import { CertificateWorker } from './engine/worker.js';
 import { describeError } from './errors.js';
 import { buildAdminServer } from './http/admin-server.js';
@@ -63,6 +65,7 @@ import type { CatalogSnapshot, Discovery } from './ports/discovery.js';
 import type { Issuer } from './ports/issuer.js';
 import type { Locker } from './ports/locker.js';
 import type { PolicySource } from './ports/policy-source.js';
+import type { PermissionCheck } from './ports/permission-check.js';
 import type { Preflight } from './ports/preflight.js';
 import type { RequestStore } from './ports/request-store.js';
 import type { ServiceRegistration } from './ports/service-registration.js';
@@ -100,6 +103,8 @@ export interface ServiceDeps {
   sinks?: SinkRunner;
   /** Where operator requests (adopt, reissue, revoke) wait until carried out; none: the commands are refused. */
   requestStore?: RequestStore;
+  /** The start-up self-check: ready only once none finds a missing permission; none skips it. */
+  permissionChecks?: PermissionCheck[];
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -282,10 +287,17 @@ export function createService(deps: ServiceDeps): Service {
     onTick: (outcome) => metrics.onRenewalTick(outcome),
   });
 
+  const selfCheck = new SelfCheck({
+    checks: deps.permissionChecks ?? [],
+    clock,
+    logger,
+    retryMs: config.retryScheduleMs[0] ?? 60_000,
+  });
+
   let lastSync: { at: Date; index: number } | undefined;
   let lastDiscoveryError: string | undefined;
   let stopping = false;
-  const isReady = (): boolean => !stopping && lastSync !== undefined;
+  const isReady = (): boolean => !stopping && lastSync !== undefined && selfCheck.passed();
   const status = (): StatusReport => ({
     instance: config.instanceName,
     mode: 'issuer',
@@ -302,6 +314,7 @@ export function createService(deps: ServiceDeps): Service {
     rejected: desired.rejected(),
     policy: view.policyStatus(),
     sinks: sinks?.status() ?? [],
+    permissions: selfCheck.status(),
   });
   metrics.bind({
     certificates: () => view.certificateStatuses(),
@@ -452,6 +465,7 @@ export function createService(deps: ServiceDeps): Service {
 
   const shutdown = async (): Promise<void> => {
     stopping = true;
+    selfCheck.stop();
     watchAbort.abort();
     await watching?.catch(() => undefined);
     await policyWatching?.catch(() => undefined);
@@ -488,21 +502,30 @@ export function createService(deps: ServiceDeps): Service {
         .catch((err: unknown) =>
           log.warn({ [F.err]: describeError(err) }, 'could not list the store; the renewal scan retries'),
         );
-      // Deny wins over everything, so no catalog name is planned before the policy is known.
-      const firstPolicy = new Promise<void>((resolve) => {
-        if (!deps.policySource) {
-          resolve();
-          return;
-        }
-        policyWatching = deps.policySource.watch(
-          watchAbort.signal,
-          async (policy) => {
-            await onPolicy(policy);
-            resolve();
-          },
-          (err) => log.warn({ [F.err]: describeError(err) }, 'policy watch failed; retrying'),
-        );
-      });
+      // Nothing is watched, registered or ordered before the tokens are known to have every
+      // permission; deny wins over everything, so no catalog name is planned before the policy is known.
+      const permitted = selfCheck.start();
+      const firstPolicy = permitted.then(
+        (passed) =>
+          new Promise<void>((resolve) => {
+            if (!passed || stopping) {
+              resolve();
+              return;
+            }
+            if (!deps.policySource) {
+              resolve();
+              return;
+            }
+            policyWatching = deps.policySource.watch(
+              watchAbort.signal,
+              async (policy) => {
+                await onPolicy(policy);
+                resolve();
+              },
+              (err) => log.warn({ [F.err]: describeError(err) }, 'policy watch failed; retrying'),
+            );
+          }),
+      );
       watching = firstPolicy.then(() =>
         stopping
           ? undefined
@@ -552,19 +575,12 @@ const WATCH_BURST = 5;
 
 /** Builds the real adapters from the configuration. */
 export function buildService(config: Config, logger: Logger): Service {
-  const consul = createConsulClient({
-    address: config.consulAddress,
-    token: config.consulToken,
-    caCertPath: config.consulCaCert,
-  });
+  const connections = openConnections(config, logger);
+  // `consul` is the local agent (catalog, registrations); `coordination` the home datacenter.
+  const { consul, coordination, vault } = connections;
   let certificateStore: CertificateStore;
   let accountStore: AccountStore;
-  if (config.store === 'vault') {
-    const vault = createVaultClient({
-      address: config.vaultAddress,
-      token: config.vaultToken ?? '',
-      caCertPath: config.vaultCaCert,
-    });
+  if (vault !== undefined) {
     certificateStore = new VaultCertificateStore({
       client: vault,
       mount: config.vaultMount,
@@ -583,7 +599,7 @@ export function buildService(config: Config, logger: Logger): Service {
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
   const challengeStore = new ConsulChallengeStore({
-    consul,
+    consul: coordination,
     prefix: consulKvFolder(config.kvPrefix, 'challenges'),
     logger,
   });
@@ -639,7 +655,7 @@ export function buildService(config: Config, logger: Logger): Service {
         logger,
       })
     : undefined;
-  return createService({
+  const service = createService({
     config,
     logger,
     discovery: new ConsulDiscovery({
@@ -653,11 +669,18 @@ export function buildService(config: Config, logger: Logger): Service {
     }),
     certificateStore,
     challengeStore,
-    stateStore: new ConsulCertificateStateStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'state') }),
-    requestStore: new ConsulRequestStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'requests'), logger }),
+    stateStore: new ConsulCertificateStateStore({
+      consul: coordination,
+      prefix: consulKvFolder(config.kvPrefix, 'state'),
+    }),
+    requestStore: new ConsulRequestStore({
+      consul: coordination,
+      prefix: consulKvFolder(config.kvPrefix, 'requests'),
+      logger,
+    }),
     issuer,
     locker: new ConsulLocker({
-      consul,
+      consul: coordination,
       prefix: consulKvFolder(config.kvPrefix, 'locks'),
       sessionName: `consul-acme ${config.instanceName}`,
       sessionTtlSeconds: config.sessionTtlSeconds,
@@ -668,7 +691,7 @@ export function buildService(config: Config, logger: Logger): Service {
     healthRegistration,
     metrics,
     policySource: new ConsulPolicySource({
-      consul,
+      consul: coordination,
       prefix: config.kvPrefix,
       waitSeconds: config.watchWaitSeconds,
       requestsPerSecond: WATCH_REQUESTS_PER_SECOND,
@@ -676,7 +699,7 @@ export function buildService(config: Config, logger: Logger): Service {
     }),
     // Budgets and CA pauses are per ACME directory: staging orders never spend production's.
     budgetLedger: new ConsulBudgetLedger({
-      consul,
+      consul: coordination,
       prefix: `${consulKvFolder(config.kvPrefix, 'budgets')}${accountId(config.directoryUrl)}/`,
       logger,
     }),
@@ -691,9 +714,56 @@ export function buildService(config: Config, logger: Logger): Service {
         })
       : undefined,
     sinks,
+    permissionChecks: [
+      ...(vault === undefined
+        ? []
+        : [
+            new VaultPermissionCheck({
+              client: vault,
+              layout: {
+                mount: config.vaultMount,
+                prefix: config.vaultPrefix,
+                accountPath: config.vaultAccountPath,
+                pendingPath: config.vaultPendingPath,
+              },
+            }),
+          ]),
+      new ConsulPermissionCheck({
+        consul,
+        coordination,
+        needs: { kvPrefix: config.kvPrefix, serviceName: config.serviceName, registerService: config.registerService },
+        instanceName: config.instanceName,
+      }),
+    ],
     onStopped: async () => {
+      connections.close();
       await challengeStore.close();
       issuer.close();
     },
   });
+  // The agent syncs each registration with the token that made it: a new Consul token registers
+  // them again, so the old one can be deleted (docs/protocols.md §1.10).
+  connections.consulTokens.onChange(() => {
+    for (const [what, target] of [
+      ['challenge routes', registration],
+      ['certificate health check', healthRegistration],
+    ] as const) {
+      target
+        ?.registerAgain()
+        .then((count) =>
+          logger.info(
+            { [F.component]: 'service', [F.event]: EVENTS.tokenChanged, registration: what, registrations: count },
+            'registered again with the new Consul token',
+          ),
+        )
+        .catch((err: unknown) =>
+          logger.warn(
+            { [F.component]: 'service', registration: what, [F.err]: describeError(err) },
+            'could not register again with the new Consul token; anti-entropy retries',
+          ),
+        );
+    }
+  });
+  connections.start();
+  return service;
 }

@@ -91,8 +91,17 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
   if ((c.eabKid === undefined) !== (c.eabHmacKey === undefined)) {
     problems.push(`${SETTINGS.eabKid.env} and ${SETTINGS.eabHmacKey.env} must be set together`);
   }
-  if (c.store === 'vault' && !c.vaultToken) {
-    problems.push(`${SETTINGS.vaultToken.env} is required when ${SETTINGS.store.env}=vault`);
+  if (c.store === 'vault' && !c.vaultToken && !c.vaultTokenFile) {
+    problems.push(
+      `${SETTINGS.vaultToken.env} or ${SETTINGS.vaultTokenFile.env} is required when ${SETTINGS.store.env}=vault`,
+    );
+  }
+  for (const [cert, key] of [
+    [SETTINGS.consulClientCert, SETTINGS.consulClientKey],
+    [SETTINGS.vaultClientCert, SETTINGS.vaultClientKey],
+  ] as const) {
+    if ((c[cert.key as 'consulClientCert'] === undefined) !== (c[key.key as 'consulClientKey'] === undefined))
+      problems.push(`${cert.env} and ${key.env} must be set together`);
   }
   if (typeof c.acmePollMinMs === 'number' && typeof c.acmePollMaxMs === 'number' && c.acmePollMinMs > c.acmePollMaxMs) {
     problems.push(
@@ -129,7 +138,17 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
   }
   if (typeof c.sinkPollIntervalMs === 'number' && c.sinkPollIntervalMs <= 0)
     problems.push(`${SETTINGS.sinkPollIntervalMs.env} must be longer than 0`);
-  for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
+  for (const spec of [
+    SETTINGS.caBundle,
+    SETTINGS.consulCaCert,
+    SETTINGS.vaultCaCert,
+    SETTINGS.consulClientCert,
+    SETTINGS.consulClientKey,
+    SETTINGS.vaultClientCert,
+    SETTINGS.vaultClientKey,
+    SETTINGS.consulTokenFile,
+    SETTINGS.vaultTokenFile,
+  ]) {
     const path = c[spec.key as 'caBundle'];
     if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);
   }

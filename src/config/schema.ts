@@ -266,6 +266,15 @@ export const SETTINGS = {
     description: 'Consul ACL token (see deploy/consul-policy.hcl).',
     parse: str(),
   }),
+  consulTokenFile: optional<string>({
+    key: 'consulTokenFile',
+    env: 'CONSUL_HTTP_TOKEN_FILE',
+    default: undefined,
+    type: 'file path',
+    description:
+      'File holding the Consul ACL token (Nomad writes it from a `template` block). Read at start, again whenever the file changes (checked every 2 s) and before a refused request fails; wins over `CONSUL_HTTP_TOKEN`. Registrations are made again with a new token.',
+    parse: str({ nonEmpty: true }),
+  }),
   consulCaCert: optional<string>({
     key: 'consulCaCert',
     env: 'CONSUL_CACERT',
@@ -273,6 +282,43 @@ export const SETTINGS = {
     type: 'file path',
     description: "CA bundle to verify Consul's TLS certificate.",
     parse: str({ nonEmpty: true }),
+  }),
+  consulClientCert: optional<string>({
+    key: 'consulClientCert',
+    env: 'CONSUL_CLIENT_CERT',
+    default: undefined,
+    type: 'file path',
+    description:
+      'Client certificate (PEM) presented to Consul, for agents with `verify_incoming`; needs `CONSUL_CLIENT_KEY`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  consulClientKey: optional<string>({
+    key: 'consulClientKey',
+    env: 'CONSUL_CLIENT_KEY',
+    default: undefined,
+    type: 'file path',
+    description: 'Private key (PEM) of `CONSUL_CLIENT_CERT`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  consulTlsServerName: optional<string>({
+    key: 'consulTlsServerName',
+    env: 'CONSUL_TLS_SERVER_NAME',
+    default: undefined,
+    defaultDoc: 'the host of `CONSUL_HTTP_ADDR`',
+    type: 'hostname',
+    description:
+      "Name Consul's certificate is checked against (and sent as SNI), when the address is an IP or another name.",
+    parse: str({ nonEmpty: true, pattern: /^[A-Za-z0-9.-]+$/, patternDoc: 'a hostname' }),
+  }),
+  homeDatacenter: optional<string>({
+    key: 'homeDatacenter',
+    env: 'CONSUL_ACME_HOME_DATACENTER',
+    default: undefined,
+    defaultDoc: "the local agent's datacenter",
+    type: 'datacenter name',
+    description:
+      'The one Consul datacenter that holds the coordination state (locks and their sessions, backoff state, budgets, CA pauses, challenge tokens, policy lists): every instance, in any datacenter, reads and writes it there with `?dc=`. The catalog watch and the registrations stay in the local datacenter. Set it to the same name everywhere when instances in several datacenters share one Vault and ACME account (docs/operations.md, "Several datacenters").',
+    parse: str({ nonEmpty: true, pattern: /^[A-Za-z0-9_-]+$/, patternDoc: 'letters, digits, "_" or "-"' }),
   }),
   consulStale: setting({
     key: 'consulStale',
@@ -552,6 +598,15 @@ export const SETTINGS = {
     description: 'Vault token (store `vault`; see deploy/vault-policy.hcl).',
     parse: str({ nonEmpty: true }),
   }),
+  vaultTokenFile: optional<string>({
+    key: 'vaultTokenFile',
+    env: 'VAULT_TOKEN_FILE',
+    default: undefined,
+    type: 'file path',
+    description:
+      "File holding the Vault token (Nomad's `vault` block writes `secrets/vault_token`). Read at start, again whenever the file changes (checked every 2 s) and before a refused request fails; wins over `VAULT_TOKEN`. A renewable token is renewed before it expires, from either source.",
+    parse: str({ nonEmpty: true }),
+  }),
   vaultCaCert: optional<string>({
     key: 'vaultCaCert',
     env: 'VAULT_CACERT',
@@ -559,6 +614,33 @@ export const SETTINGS = {
     type: 'file path',
     description: "CA bundle to verify Vault's TLS certificate. Verification is never switched off.",
     parse: str({ nonEmpty: true }),
+  }),
+  vaultClientCert: optional<string>({
+    key: 'vaultClientCert',
+    env: 'VAULT_CLIENT_CERT',
+    default: undefined,
+    type: 'file path',
+    description:
+      'Client certificate (PEM) presented to Vault (listeners with `tls_require_and_verify_client_cert`); needs `VAULT_CLIENT_KEY`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultClientKey: optional<string>({
+    key: 'vaultClientKey',
+    env: 'VAULT_CLIENT_KEY',
+    default: undefined,
+    type: 'file path',
+    description: 'Private key (PEM) of `VAULT_CLIENT_CERT`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultTlsServerName: optional<string>({
+    key: 'vaultTlsServerName',
+    env: 'VAULT_TLS_SERVER_NAME',
+    default: undefined,
+    defaultDoc: 'the host of `VAULT_ADDR`',
+    type: 'hostname',
+    description:
+      "Name Vault's certificate is checked against (and sent as SNI), when the address is an IP or another name.",
+    parse: str({ nonEmpty: true, pattern: /^[A-Za-z0-9.-]+$/, patternDoc: 'a hostname' }),
   }),
   vaultMount: setting({
     key: 'vaultMount',

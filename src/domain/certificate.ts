@@ -53,6 +53,11 @@ export interface StoredRecord {
    * does not name the directory it came from.
    */
   foreign?: CertificateFacts;
+  /**
+   * Set when a newer release wrote the record in a format this one does not read
+   * (domain/record-format.ts): it is left alone, never replaced or deleted, and not ordered for.
+   */
+  newerFormat?: number;
 }
 
 /** What planning needs of a certificate: everything but the PEM texts (kept out of memory). */
@@ -67,16 +72,21 @@ export interface StoredFacts {
   problem: string | undefined;
   /** As StoredRecord.foreign. */
   foreign?: CertificateFacts;
+  /** See StoredRecord.newerFormat. */
+  newerFormat?: number;
 }
 
 /** The facts of a record, dropping the certificate and key texts. */
 export function factsOf(record: StoredRecord): StoredFacts {
   const { hostname, version, managed, problem } = record;
-  const foreign = record.foreign === undefined ? {} : { foreign: record.foreign };
+  const extra = {
+    ...(record.foreign === undefined ? {} : { foreign: record.foreign }),
+    ...(record.newerFormat === undefined ? {} : { newerFormat: record.newerFormat }),
+  };
   if (record.certificate === undefined)
-    return { hostname, version, managed, certificate: undefined, problem, ...foreign };
+    return { hostname, version, managed, certificate: undefined, problem, ...extra };
   const { certPem: _certPem, keyPem: _keyPem, ...certificate } = record.certificate;
-  return { hostname, version, managed, certificate, problem, ...foreign };
+  return { hostname, version, managed, certificate, problem, ...extra };
 }
 
 /**

@@ -13,6 +13,7 @@
 import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { CertificateData, CertificateFacts, KeyType, StoredRecord } from './certificate.js';
 import { ConsulAcmeError } from '../errors.js';
+import { RECORD_FORMATS, readFormat } from './record-format.js';
 
 export type CertificateInspection =
   | {
@@ -219,7 +220,14 @@ export function storedRecordFromPem(
   hostname: string,
   version: number,
   managed: boolean,
-  fields: { cert?: string; key?: string; directoryUrl?: string; obtainedAt?: string; adoptedAt?: string },
+  fields: {
+    cert?: string;
+    key?: string;
+    directoryUrl?: string;
+    obtainedAt?: string;
+    adoptedAt?: string;
+    format?: unknown;
+  },
   where: string,
 ): StoredRecord {
   if (!managed) {
@@ -233,6 +241,19 @@ export function storedRecordFromPem(
       ...(foreign === undefined ? {} : { foreign }),
     };
   }
+  const format = readFormat(fields.format, RECORD_FORMATS.certificate);
+  if (format.kind === 'newer') {
+    return {
+      hostname,
+      version,
+      managed,
+      certificate: undefined,
+      problem: `${where} was written in format ${format.format} by a newer release (this one reads format ${RECORD_FORMATS.certificate}); it is left alone`,
+      newerFormat: format.format,
+    };
+  }
+  if (format.kind === 'invalid')
+    return { hostname, version, managed, certificate: undefined, problem: `${where} ${format.problem}` };
   const missing = (['cert', 'key', 'directoryUrl'] as const).filter((name) => fields[name] === undefined);
   if (missing.length > 0) {
     const names = missing.map((name) => (name === 'directoryUrl' ? 'directory_url' : name));

@@ -26,6 +26,8 @@ export const PLAN_REASONS = [
   'Requested',
   /** The operator asked for the certificate to be revoked and replaced (`consul-acme revoke`). */
   'Revoked',
+  /** A newer release wrote the record in a format this one does not read (src/domain/record-format.ts). */
+  'NewerFormat',
 ] as const;
 export type PlanReason = (typeof PLAN_REASONS)[number];
 /** `adopt`: write the record's own certificate and key again as consul-acme's (nothing is ordered). */
@@ -137,15 +139,16 @@ function planUnmanaged(
 
 /**
  * Decides what to do with one certificate. Rules, first match wins:
- * not ours → adopt/Adoptable when adoption is asked for it and nothing refuses it (src/domain/adopt.ts),
- * else keep/NotManaged (with `adoptionRefused` when it was asked); undeclared → keep/NoLongerDeclared
- * (nothing stored), keep/GracePeriod or retire/NoLongerDeclared; nothing stored → issue/Missing;
- * unreadable → issue/Unparseable; past notAfter → renew/Expired; an open revoke request →
- * renew/Revoked (always an emergency); an open reissue request → renew/Requested; other directory →
- * renew/IssuerChanged; other names → renew/HostnamesChanged; other key type → renew/KeyTypeChanged;
- * renewal fraction reached → renew/Expiring; otherwise keep/NotYetDue with renewAt. A kept
- * GracePeriod plan carries retireAt. `emergency` is true on every renew whose certificate has less
- * than the emergency fraction left.
+ * written by a newer release in a format this one does not read → keep/NewerFormat (never
+ * reissued or retired by this release); not ours → adopt/Adoptable when adoption is asked for it
+ * and nothing refuses it (src/domain/adopt.ts), else keep/NotManaged (with `adoptionRefused` when it
+ * was asked); undeclared → keep/NoLongerDeclared (nothing stored), keep/GracePeriod or
+ * retire/NoLongerDeclared; nothing stored → issue/Missing; unreadable → issue/Unparseable; past
+ * notAfter → renew/Expired; an open revoke request → renew/Revoked (always an emergency); an open
+ * reissue request → renew/Requested; other directory → renew/IssuerChanged; other names →
+ * renew/HostnamesChanged; other key type → renew/KeyTypeChanged; renewal fraction reached →
+ * renew/Expiring; otherwise keep/NotYetDue with renewAt. A kept GracePeriod plan carries retireAt.
+ * `emergency` is true on every renew whose certificate has less than the emergency fraction left.
  *
  * @param undeclaredSince when the certificate's names stopped being declared (used with retireGraceMs)
  * @param request the operator's request for this name (src/domain/request.ts), if any; a request
@@ -159,6 +162,7 @@ export function planCertificate(
   undeclaredSince?: Date,
   request?: OperatorRequest,
 ): Plan {
+  if (stored?.newerFormat !== undefined) return plan('keep', 'NewerFormat');
   if (stored !== undefined && !stored.managed) return planUnmanaged(now, desired, stored, options, request);
   if (desired === undefined) {
     return stored === undefined

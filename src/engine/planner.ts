@@ -24,7 +24,7 @@ import { factsOf, type StoredFacts } from '../domain/certificate.js';
 import { planCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
 import { renewalSpreadDelayMs } from '../domain/spread.js';
 import { describeError } from '../errors.js';
-import { F, type Logger } from '../logging.js';
+import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
 import type { Clock } from '../ports/clock.js';
 import type { DesiredChange, DesiredSet } from './desired-set.js';
@@ -169,7 +169,13 @@ export class Planner {
     );
     this.deps.events.emit({ type: 'planned', hostname, plan, stored: facts, readStartedAtMs });
     if (facts === undefined && !desired.isManaged(hostname)) desired.forget(hostname);
-    if (!submit) return false;
+    if (plan.reason === 'NewerFormat' && readStartedAtMs !== undefined) {
+      this.log.warn(
+        { [F.event]: EVENTS.recordNewerFormat, [F.hostname]: hostname, [F.reason]: facts?.problem },
+        'stored certificate was written by a newer release; left alone',
+      );
+    }
+    if (!submit || plan.reason === 'NewerFormat') return false;
     // A kept certificate with a request left: the worker settles the request.
     if (plan.action === 'keep' && request !== undefined)
       return this.deps.queue.submit(hostname, { reason: plan.reason });

@@ -63,7 +63,8 @@ export class StatusView {
     const job = queue.state(hostname);
     const refusal = desired.isManaged(hostname) ? undefined : desired.refusal(hostname);
     let state: CertificateStatus['state'] = 'pending';
-    if (facts && !facts.managed && plan?.action !== 'adopt') state = 'unmanaged';
+    if (facts?.newerFormat !== undefined) state = 'newer-format';
+    else if (facts && !facts.managed && plan?.action !== 'adopt') state = 'unmanaged';
     else if (refusal) state = 'refused';
     else if (job?.phase === 'running') state = 'issuing';
     else if (job?.phase === 'deferred') state = 'waiting';
@@ -78,7 +79,7 @@ export class StatusView {
       expiresAt: facts?.certificate?.notAfter.toISOString(),
       renewsAt: plan?.renewAt?.toISOString(),
       retiresAt: plan?.retireAt?.toISOString(),
-      lastError: job?.lastError,
+      lastError: job?.lastError ?? (facts?.newerFormat !== undefined ? facts.problem : undefined),
       waitingFor: job?.waitingFor,
       attempts: job?.consecutiveFailures ?? 0,
       nextAttemptAt: job && job.phase !== 'running' ? job.dueAt.toISOString() : undefined,
@@ -110,7 +111,10 @@ export class StatusView {
    */
   health(now: Date, options: HealthOptions): CertificateHealth {
     const statuses = this.certificateStatuses().filter(
-      (s) => s.state !== 'unmanaged' && !(s.reason !== undefined && LEAVING_REASONS.has(s.reason)),
+      (s) =>
+        s.state !== 'unmanaged' &&
+        s.state !== 'newer-format' &&
+        !(s.reason !== undefined && LEAVING_REASONS.has(s.reason)),
     );
     const health = certificateHealth(now, statuses, options);
     const store = this.deps.storeHealth.state();

@@ -11,8 +11,9 @@ export interface CertificateStatus {
    *  `failed`: the last attempt failed and a retry is scheduled; `waiting`: held until
    *  `nextAttemptAt` by a spent budget, a CA pause, a route not yet live or a store or Consul
    *  fault (see `waitingFor`); `refused`: the policy lists refuse it (see `policy`);
-   *  `unmanaged`: a record under our prefix that consul-acme did not write. */
-  state: 'valid' | 'pending' | 'issuing' | 'failed' | 'waiting' | 'refused' | 'unmanaged';
+   *  `unmanaged`: a record under our prefix that consul-acme did not write;
+   *  `newer-format`: a record a newer release wrote in a format this one does not read (left alone). */
+  state: 'valid' | 'pending' | 'issuing' | 'failed' | 'waiting' | 'refused' | 'unmanaged' | 'newer-format';
   /** The planner's reason for the last decision, e.g. `Missing`, `NotYetDue`. */
   reason: string | undefined;
   /** The policy verdict when refused: `denied by <pattern>` or `not on the allow list`. */
@@ -70,4 +71,17 @@ export interface StatusReport {
   policy: PolicyStatus;
   /** The configured sinks (HAProxy, Traefik, hook): empty when none is. */
   sinks: SinkStatus[];
+  /** The start-up self-check of the tokens' permissions (src/engine/self-check.ts). */
+  permissions?: PermissionsStatus;
+}
+
+/** What the start-up self-check found: ready only once `passed`. */
+export interface PermissionsStatus {
+  passed: boolean;
+  /** When the last check ran (ISO time); undefined before the first. */
+  checkedAt: string | undefined;
+  /** Each missing permission, named as the policy would grant it. */
+  missing: Array<{ system: 'vault' | 'consul'; permission: string; neededFor: string; detail: string }>;
+  /** Why the last check could not tell (Vault or Consul unreachable, an unknown datacenter). */
+  error: string | undefined;
 }

@@ -225,6 +225,21 @@ describe('ConsulBudgetLedger storage', () => {
     assert.deepEqual(JSON.parse(entry!.value), ['2030-01-01T00:00:01.000Z', '2030-01-01T00:00:05.000Z']);
   });
 
+  it("writes its format into the key's flags; a key a newer release wrote is left alone", async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const ledger = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });
+    await ledger.record('account/default', new Date('2030-01-01T00:00:00Z'));
+    assert.equal((await kvGet(client!, `${ledgerPrefix}account/default`))?.flags, 1);
+    const key = `${ledgerPrefix}registered-domain/example.com`;
+    await client!.kv.set({ key, value: '{"format 2": "an object now"}', flags: 2 });
+    const newer = (err: unknown): boolean => err instanceof ConsulAcmeError && err.code === 'FORMAT_NEWER';
+    await assert.rejects(ledger.events('registered-domain/example.com', new Date(0)), newer);
+    await assert.rejects(ledger.record('registered-domain/example.com', new Date('2030-01-01T00:00:00Z')), newer);
+    assert.equal(await ledger.prune(new Date('2040-01-01T00:00:00Z')), 1, 'only our own key is pruned');
+    const left = await kvGet(client!, key);
+    assert.deepEqual([left?.value, left?.flags], ['{"format 2": "an object now"}', 2], 'untouched');
+  });
+
   it('reads past unreadable entries and rewrites them away', async () => {
     const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
     const key = 'account/default';

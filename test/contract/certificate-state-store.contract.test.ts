@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
 import { ConsulCertificateStateStore } from '../../src/adapters/consul/consul-certificate-state-store.js';
 import { MemoryCertificateStateStore } from '../../src/adapters/memory/memory-certificate-state-store.js';
+import { ConsulAcmeError } from '../../src/errors.js';
 import type { CertificateState, CertificateStateStore } from '../../src/ports/certificate-state-store.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 
@@ -20,7 +21,9 @@ interface Subject {
   /** A store nobody else uses. */
   isolated(): CertificateStateStore;
   /** Writes `text` where the store keeps hostname's state, as another writer could; undefined when the store has no such place. */
-  writeRaw?: (hostname: string, text: string) => Promise<void>;
+  writeRaw?: (hostname: string, text: string, flags?: number) => Promise<void>;
+  /** The stored value's flags (Consul), undefined when there is none. */
+  readFlags?: (hostname: string) => Promise<number | undefined>;
 }
 
 let consulServer: ConsulInstance | undefined;
@@ -68,9 +71,17 @@ const subjects: Subject[] = [
     create: () => new ConsulCertificateStateStore({ consul: consulClient(), prefix }),
     isolated: () =>
       new ConsulCertificateStateStore({ consul: consulClient(), prefix: `consul-acme-test/${randomUUID()}/state/` }),
-    writeRaw: async (hostname, text) => {
-      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}`, { method: 'PUT', body: text });
+    writeRaw: async (hostname, text, flags) => {
+      const query = flags === undefined ? '' : `?flags=${flags}`;
+      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}${query}`, {
+        method: 'PUT',
+        body: text,
+      });
       assert.equal(res.status, 200, `writing ${prefix}${hostname}: ${await res.text()}`);
+    },
+    readFlags: async (hostname) => {
+      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}`);
+      return res.status === 404 ? undefined : ((await res.json()) as Array<{ Flags: number }>)[0]?.Flags;
     },
   },
 ];
@@ -218,6 +229,26 @@ for (const subject of subjects) {
         assert.ok((await store.list()).includes(hostname));
         await store.delete(hostname);
         assert.ok(!(await store.list()).includes(hostname));
+      });
+
+      it("writes its format into the key's flags (1), and reads a value without flags as format 1", async () => {
+        const store = subject.create();
+        const state = failingState(newHostname());
+        await store.put(state);
+        assert.equal(await subject.readFlags?.(state.hostname), 1);
+        await writeRaw(state.hostname, JSON.stringify({ consecutive_failures: 2 }));
+        assert.equal((await store.get(state.hostname))?.consecutiveFailures, 2);
+      });
+
+      it('leaves a state a newer release wrote alone: get, put and delete reject with FORMAT_NEWER', async () => {
+        const store = subject.create();
+        const hostname = newHostname();
+        await writeRaw(hostname, JSON.stringify({ consecutive_failures: 1, format_2_field: true }), 2);
+        const newer = (err: unknown): boolean => err instanceof ConsulAcmeError && err.code === 'FORMAT_NEWER';
+        await assert.rejects(store.get(hostname), newer);
+        await assert.rejects(store.put(failingState(hostname)), newer);
+        await assert.rejects(store.delete(hostname), newer);
+        assert.equal(await subject.readFlags?.(hostname), 2, 'untouched');
       });
 
       it('shares the state between two instances', async () => {

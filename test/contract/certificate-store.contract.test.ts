@@ -26,7 +26,7 @@ import { freePort } from '../support/net.js';
 import { waitFor } from '../support/wait.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 
-type Corruption = 'bad-pem' | 'wrong-key';
+type Corruption = 'bad-pem' | 'wrong-key' | 'newer-format';
 
 interface Harness {
   store: CertificateStore;
@@ -379,7 +379,7 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       const { key_pem: _dropped, ...withoutKey } = pendingFields(pending);
       const cases: Array<{ fields: Record<string, unknown>; reason: RegExp }> = [
         { fields: withoutKey, reason: /has no key_pem field/ },
-        { fields: { ...pendingFields(pending), format: 2 }, reason: /format 2, which this release does not read/ },
+        { fields: { ...pendingFields(pending), format: 0 }, reason: /format 0, which this release does not read/ },
         {
           fields: { ...pendingFields(pending), key_pem: 'not a key' },
           reason: /key_pem that is not a PEM private key/,
@@ -401,6 +401,32 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       assert.deepEqual(await h.store.listPending(), [HOST_A], 'an unreadable record is still listed');
       await h.store.deletePending(HOST_A);
       assert.deepEqual(await h.store.listPending(), []);
+    });
+
+    it('a pending record a newer release wrote rejects getPending with FORMAT_NEWER and stays in place', async () => {
+      const pending = makePending(HOST_A);
+      await h.plantPending(HOST_A, { ...pendingFields(pending), format: 2, a_field_of_format_2: true });
+      await assert.rejects(h.store.getPending(HOST_A), (err: unknown) => {
+        hasCode('FORMAT_NEWER', true)(err);
+        assert.match((err as Error).message, /format 2 by a newer release/);
+        assert.ok(!(err as Error).message.includes('PRIVATE KEY'), 'no key in the message');
+        return true;
+      });
+      assert.deepEqual(await h.store.listPending(), [HOST_A]);
+    });
+
+    it('a certificate a newer release wrote reads with newerFormat and is neither replaced nor deleted', async () => {
+      await h.store.put(certA1, 0);
+      await h.corrupt(HOST_A, 'newer-format');
+      const record = await h.store.get(HOST_A);
+      assert.ok(record);
+      assert.equal(record.newerFormat, 2);
+      assert.equal(record.managed, true);
+      assert.equal(record.certificate, undefined);
+      assert.match(record.problem ?? '', /format 2 by a newer release/);
+      await assert.rejects(h.store.put(certA2, record.version), hasCode('FORMAT_NEWER'));
+      await assert.rejects(h.store.delete(HOST_A, record.version), hasCode('FORMAT_NEWER'));
+      assert.equal((await h.store.get(HOST_A))?.newerFormat, 2, 'still there, untouched');
     });
 
     it('putPending refuses an order that could not be read back, and stores nothing', async () => {
@@ -480,7 +506,12 @@ async function fileHarness(): Promise<Harness & { directory: string }> {
       await fs.writeFile(join(directory, hostname, 'key.pem'), pems.keyPem);
     },
     corrupt: async (hostname, how) => {
-      if (how === 'bad-pem') await fs.writeFile(join(directory, hostname, 'cert.pem'), 'this is not a certificate\n');
+      if (how === 'newer-format') {
+        const metaFile = join(directory, hostname, 'meta.json');
+        const meta = JSON.parse(await fs.readFile(metaFile, 'utf8')) as Record<string, unknown>;
+        await fs.writeFile(metaFile, JSON.stringify({ ...meta, format: 2 }));
+      } else if (how === 'bad-pem')
+        await fs.writeFile(join(directory, hostname, 'cert.pem'), 'this is not a certificate\n');
       else await fs.writeFile(join(directory, hostname, 'key.pem'), otherKeyPem());
     },
     cleanup: () => fs.rm(directory, { recursive: true, force: true }),
@@ -829,7 +860,8 @@ function vaultHarness(
     corrupt: async (hostname, how) => {
       const current = await raw.read(dataPath(hostname));
       const data = { ...current.data.data };
-      if (how === 'bad-pem') data.cert = 'this is not a certificate\n';
+      if (how === 'newer-format') data.format = '2';
+      else if (how === 'bad-pem') data.cert = 'this is not a certificate\n';
       else data.key = otherKeyPem();
       await raw.write(dataPath(hostname), { data });
     },

@@ -25,14 +25,22 @@ const START_ATTEMPTS = 3;
 export interface StartConsulOptions {
   /** Enables ACLs with default_policy "deny" and this master (bootstrap) token. */
   acl?: { masterToken: string };
-  /** Also serves the HTTP API over TLS with this certificate and key (PEM files). */
-  tls?: { certFile: string; keyFile: string };
+  /**
+   * Also serves the HTTP API over TLS with this certificate and key (PEM files). With
+   * `verifyIncoming`, the agent runs with `verify_incoming` and `ca_file`: an HTTPS client must
+   * present a certificate that CA signed (the plain HTTP port stays open for the test's own calls).
+   */
+  tls?: { certFile: string; keyFile: string; verifyIncoming?: { caFile: string } };
   /**
    * Runs a single server with a data directory (`-server -bootstrap-expect=1 -data-dir <dir>`)
    * instead of `-dev`, so that `restart()` keeps the KV store, sessions and the services
    * registered through the agent's API. A fresh server takes a few seconds to elect itself.
    */
   dataDir?: boolean;
+  /** The agent's datacenter (`-datacenter`); Consul's default `dc1` when unset. */
+  datacenter?: string;
+  /** Opens the serf WAN port, so that another datacenter's agent can join this one (`joinWan`). */
+  wan?: boolean;
 }
 
 export interface ConsulInstance {
@@ -43,6 +51,12 @@ export interface ConsulInstance {
   httpsAddress: string | undefined;
   /** The agent's node name (unique per instance). */
   nodeName: string;
+  /** The agent's datacenter. */
+  datacenter: string;
+  /** Joins `other`'s datacenter over the WAN (both started with `wan`); resolves once each lists the other. */
+  joinWan(other: ConsulInstance): Promise<void>;
+  /** The serf WAN port when started with `wan`. */
+  serfWanPort: number | undefined;
   /** The data directory when started with `dataDir`; undefined for a `-dev` agent. */
   dataDir: string | undefined;
   /** Stops the agent (SIGTERM, then SIGKILL after 10 s) and removes its config directory. */
@@ -122,6 +136,8 @@ interface AgentProcess {
 async function startOnce(binary: string, opts: StartConsulOptions): Promise<ConsulInstance> {
   const [httpPort, serfLanPort, serverPort] = [await freePort(), await freePort(), await freePort()];
   const httpsPort = opts.tls ? await freePort() : -1;
+  const serfWanPort = opts.wan ? await freePort() : -1;
+  const datacenter = opts.datacenter ?? 'dc1';
   const nodeName = `consul-acme-test-${httpPort}`;
   const dir = await mkdtemp(join(tmpdir(), 'consul-acme-consul-'));
   removeOnExit(dir);
@@ -129,15 +145,18 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
   const acl = opts.acl
     ? `acl {\n  enabled = true\n  default_policy = "deny"\n  tokens {\n    master = ${JSON.stringify(opts.acl.masterToken)}\n  }\n}\n`
     : '';
+  const verify = opts.tls?.verifyIncoming
+    ? `ca_file = ${JSON.stringify(opts.tls.verifyIncoming.caFile)}\nverify_incoming = true\n`
+    : '';
   const tls = opts.tls
-    ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n`
+    ? `cert_file = ${JSON.stringify(opts.tls.certFile)}\nkey_file = ${JSON.stringify(opts.tls.keyFile)}\n${verify}`
     : '';
   // A server with a data directory: elect itself quickly (raft_multiplier 1, as -dev does) and
   // never call home.
   const server = dataDir ? 'performance {\n  raft_multiplier = 1\n}\ndisable_update_check = true\n' : '';
   const config =
     `ports {\n  http = ${httpPort}\n  https = ${httpsPort}\n  dns = -1\n  grpc = -1\n` +
-    `  serf_lan = ${serfLanPort}\n  serf_wan = -1\n  server = ${serverPort}\n}\n${acl}${tls}${server}`;
+    `  serf_lan = ${serfLanPort}\n  serf_wan = ${serfWanPort}\n  server = ${serverPort}\n}\n${acl}${tls}${server}`;
   const configFile = join(dir, 'consul.hcl');
   await writeFile(configFile, config);
   const mode = dataDir ? ['-server', '-bootstrap-expect=1', '-data-dir', dataDir] : ['-dev'];
@@ -150,6 +169,8 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
     '127.0.0.1',
     '-node',
     nodeName,
+    '-datacenter',
+    datacenter,
     '-config-file',
     configFile,
   ];
@@ -219,9 +240,31 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
     throw err;
   }
 
-  return {
+  const instance: ConsulInstance = {
     address,
     httpPort,
+    datacenter,
+    serfWanPort: opts.wan ? serfWanPort : undefined,
+    joinWan: async (other) => {
+      if (other.serfWanPort === undefined || !opts.wan) throw new Error('both agents need `wan` to join');
+      const res = await fetch(`${address}/v1/agent/join/127.0.0.1:${other.serfWanPort}?wan=1`, {
+        method: 'PUT',
+        headers,
+      });
+      if (res.status !== 200) throw new Error(`WAN join: ${res.status} ${await res.text()}`);
+      const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+      for (const [from, wanted] of [
+        [address, other.datacenter],
+        [other.address, datacenter],
+      ] as const) {
+        for (;;) {
+          const list = (await (await fetch(`${from}/v1/catalog/datacenters`)).json()) as string[];
+          if (list.includes(wanted)) break;
+          if (Date.now() > deadline) throw new Error(`datacenter ${wanted} not known at ${from} after the WAN join`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    },
     httpsAddress: opts.tls ? `https://127.0.0.1:${httpsPort}` : undefined,
     nodeName,
     dataDir,
@@ -240,6 +283,7 @@ async function startOnce(binary: string, opts: StartConsulOptions): Promise<Cons
       await rm(dir, { recursive: true, force: true });
     },
   };
+  return instance;
 }
 
 /** Leader elected, then the node registered with serfHealth passing (sessions need it). */

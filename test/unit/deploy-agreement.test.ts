@@ -20,8 +20,10 @@ import {
   LISTENERS,
   REGISTRATION_CHECK_PATH,
   serviceEnvNames,
+  serviceVaultRules,
   sinkOnlyVaultRules,
   storeVaultRules,
+  tokenVaultRules,
   type ConsulNeeds,
   type ConsulRule,
   type VaultLayout,
@@ -101,6 +103,8 @@ interface TaskModel {
   env: Map<string, string>;
   /** Names set by `template { env = true }` blocks (`KEY=value` lines). */
   templateEnv: string[];
+  /** Every template block: where it renders and what a change does. */
+  templates: Array<{ destination: string; changeMode: string; env: boolean }>;
   services: Obj[];
   dockerConfig: Obj | undefined;
   /** `volume_mount` blocks, with `${var.x}` resolved. */
@@ -162,11 +166,17 @@ function readJob(parsed: Obj): JobModel {
       const templateEnv = bodies(task.template)
         .filter((t) => t.env === true)
         .flatMap((t) => templateEnvNames(typeof t.data === 'string' ? t.data : ''));
+      const templates = bodies(task.template).map((t) => ({
+        destination: text(t.destination),
+        changeMode: t.change_mode === undefined ? 'restart' : text(t.change_mode),
+        env: t.env === true,
+      }));
       return {
         name: taskName,
         raw: task,
         env,
         templateEnv,
+        templates,
         services: bodies(task.service),
         dockerConfig: bodies(task.config)[0],
         volumeMounts: bodies(task.volume_mount).map((m) => ({
@@ -382,18 +392,47 @@ function checkJobSecrets(job: JobModel): string[] {
           `task "${task.name}": ${env} is a secret but is written in env {}; render it from Vault or a Nomad variable in a template`,
         );
     }
-    if (!task.templateEnv.includes(SETTINGS.consulToken.env)) {
+    // The Consul token comes as a file a template renders (re-read when it changes), or, in the
+    // older form, as an environment variable a template sets.
+    const consulTokenFile = task.env.get(SETTINGS.consulTokenFile.env);
+    if (consulTokenFile !== undefined) {
+      const rendered = task.templates.find((t) => secretsPath(t.destination) === secretsPath(consulTokenFile));
+      if (rendered === undefined)
+        problems.push(
+          `task "${task.name}": ${SETTINGS.consulTokenFile.env} is "${consulTokenFile}", but no template renders that file`,
+        );
+      else if (rendered.changeMode !== 'noop')
+        problems.push(
+          `task "${task.name}": the template that renders ${SETTINGS.consulTokenFile.env} has change_mode "${rendered.changeMode}"; use "noop": the process re-reads the file, and a restart aborts orders in flight`,
+        );
+    } else if (!task.templateEnv.includes(SETTINGS.consulToken.env)) {
       problems.push(
-        `task "${task.name}": no template renders ${SETTINGS.consulToken.env}; with Consul ACLs the service cannot read the catalog or write its KV prefix`,
+        `task "${task.name}": neither ${SETTINGS.consulTokenFile.env} (a template's file) nor a template setting ${SETTINGS.consulToken.env}; with Consul ACLs the service cannot read the catalog or write its KV prefix`,
       );
     }
     if (settingIn(task, SETTINGS.store) === 'vault') {
       const vault = bodies(task.raw.vault)[0];
-      const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
-      if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
-        problems.push(
-          `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env}, but the task has no vault block (with env) and no template that renders it`,
-        );
+      const vaultTokenFile = task.env.get(SETTINGS.vaultTokenFile.env);
+      if (vaultTokenFile !== undefined) {
+        if (vault === undefined || vault.disable_file === true || vault.file === false)
+          problems.push(
+            `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is set, but no vault block writes secrets/vault_token (a vault block without disable_file)`,
+          );
+        else if (secretsPath(vaultTokenFile) !== 'vault_token')
+          problems.push(
+            `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is "${vaultTokenFile}", but Nomad writes the Vault token to \${NOMAD_SECRETS_DIR}/vault_token`,
+          );
+        else if ((vault.change_mode ?? 'restart') !== 'noop')
+          problems.push(
+            `task "${task.name}": the vault block has change_mode "${text(vault.change_mode ?? 'restart')}"; use "noop": the process re-reads ${SETTINGS.vaultTokenFile.env}, and a restart aborts orders in flight`,
+          );
+      } else {
+        const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
+        if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
+          problems.push(
+            `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultTokenFile.env} or ${SETTINGS.vaultToken.env}, but the task has neither a vault block that provides one nor a template that renders it`,
+          );
+        }
       }
       if (!task.env.has(SETTINGS.vaultAddress.env))
         problems.push(
@@ -402,6 +441,11 @@ function checkJobSecrets(job: JobModel): string[] {
     }
   }
   return problems;
+}
+
+/** A path in the task's secrets folder, without it (`${NOMAD_SECRETS_DIR}/x` and `secrets/x` → `x`); else the path. */
+function secretsPath(path: string): string {
+  return path.replace(/^\$\{NOMAD_SECRETS_DIR\}\//, '').replace(/^(?:\.\/)?secrets\//, '');
 }
 
 function checkJob(job: JobModel, hasAdminRoute: (path: string) => boolean): string[] {
@@ -853,7 +897,7 @@ async function storePolicyProblems(policyText: string, jobText = original('job')
   const job = readJob(await parseHcl(FILES.job, jobText));
   return checkVaultPolicy(
     await parseHcl(FILES.vaultPolicy, policyText),
-    storeVaultRules(jobVaultLayout(job)),
+    serviceVaultRules(jobVaultLayout(job)),
     'vault-policy.hcl',
   );
 }
@@ -922,6 +966,21 @@ describe('the contract is derived from the code', () => {
     assert.equal(fabioCertSourcePath(defaultVaultLayout()), 'secret/fabio/certs');
   });
 
+  test("the token's own rules are lookup-self, renew-self and capabilities-self, and the service needs both sets", () => {
+    assert.deepEqual(
+      tokenVaultRules().map((r) => [r.path, [...r.capabilities]]),
+      [
+        ['auth/token/lookup-self', ['read']],
+        ['auth/token/renew-self', ['update']],
+        ['sys/capabilities-self', ['update']],
+      ],
+    );
+    assert.equal(
+      serviceVaultRules(defaultVaultLayout()).length,
+      storeVaultRules(defaultVaultLayout()).length + tokenVaultRules().length,
+    );
+  });
+
   test('the Consul rules follow the KV prefix and the service name, and drop service write without registration', () => {
     const rules = consulRules({ kvPrefix: 'acme/', serviceName: 'issuer', registerService: true });
     assert.ok(rules.some((r) => r.resource === 'key_prefix' && r.name === 'acme/' && r.policy === 'write'));
@@ -958,6 +1017,14 @@ describe('the real deploy files agree with the code', () => {
     assert.equal(task.env.get(SETTINGS.store.env), 'vault');
     assert.equal(task.env.get(SETTINGS.instanceName.env), '${NOMAD_ALLOC_ID}');
     assert.ok(bodies(task.raw.vault)[0]?.role !== undefined, 'vault block uses a workload-identity role');
+    assert.equal(task.env.get(SETTINGS.vaultTokenFile.env), '${NOMAD_SECRETS_DIR}/vault_token', 'the Vault token file');
+    assert.equal(
+      task.env.get(SETTINGS.consulTokenFile.env),
+      '${NOMAD_SECRETS_DIR}/consul_token',
+      'the Consul token file',
+    );
+    assert.equal(bodies(task.raw.vault)[0]?.env, false, 'no VAULT_TOKEN that would go stale');
+    assert.deepEqual(task.templateEnv, [], 'no token in the environment');
   });
 
   test('the sink-only job runs the sinks mode on every proxy node, with the sinks on host volumes and no challenge port', async () => {
@@ -1012,7 +1079,14 @@ describe('the real deploy files agree with the code', () => {
 });
 
 describe('mutated deploy files are reported', () => {
-  const jobCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
+  const jobCases: Array<{
+    name: string;
+    from: string | RegExp;
+    to: string;
+    expected: RegExp;
+    /** A second replacement applied after the first. */
+    also?: [string, string];
+  }> = [
     {
       name: 'an env var the service does not read',
       from: 'CONSUL_ACME_LOG_LEVEL = var.log_level',
@@ -1021,9 +1095,39 @@ describe('mutated deploy files are reported', () => {
     },
     {
       name: 'a template env var the service does not read',
-      from: 'CONSUL_HTTP_TOKEN={{ .consul_token }}',
-      to: 'CONSUL_TOKEN={{ .consul_token }}',
+      from: 'destination = "secrets/consul_token"',
+      to: 'destination = "secrets/consul.env"\n        env         = true',
+      expected: /no template renders that file/,
+    },
+    {
+      name: 'an environment variable a template sets that the service does not read',
+      from: '{{ .consul_token }}{{ end }}"\n        destination = "secrets/consul_token"',
+      to: 'CONSUL_TOKEN={{ .consul_token }}{{ end }}"\n        destination = "secrets/consul.env"\n        env         = true',
       expected: /template with env = true sets CONSUL_TOKEN, which consul-acme does not read/,
+    },
+    {
+      name: 'a Consul token template that restarts the task on a new token',
+      from: 'destination = "secrets/consul_token"\n        change_mode = "noop"',
+      to: 'destination = "secrets/consul_token"\n        change_mode = "restart"',
+      expected: /renders CONSUL_HTTP_TOKEN_FILE has change_mode "restart"; use "noop"/,
+    },
+    {
+      name: 'a vault block that restarts the task on a new token',
+      from: 'env         = false\n        change_mode = "noop"',
+      to: 'env         = false\n        change_mode = "restart"',
+      expected: /the vault block has change_mode "restart"; use "noop"/,
+    },
+    {
+      name: 'a Vault token file where Nomad does not write the token',
+      from: '"${NOMAD_SECRETS_DIR}/vault_token"',
+      to: '"${NOMAD_SECRETS_DIR}/token"',
+      expected: /Nomad writes the Vault token to \$\{NOMAD_SECRETS_DIR\}\/vault_token/,
+    },
+    {
+      name: 'a vault block that writes no token file',
+      from: 'env         = false\n        change_mode = "noop"',
+      to: 'env         = false\n        disable_file = true\n        change_mode = "noop"',
+      expected: /no vault block writes secrets\/vault_token/,
     },
     {
       name: 'the admin port wired to the challenge port',
@@ -1088,14 +1192,22 @@ describe('mutated deploy files are reported', () => {
     },
     {
       name: 'the Vault store without a vault block',
-      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+change_mode = "restart"\n\s+\}/,
+      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+env\s+= false\n\s+change_mode = "noop"\n\s+\}/,
       to: '',
-      expected: /CONSUL_ACME_STORE=vault needs VAULT_TOKEN/,
+      expected: /VAULT_TOKEN_FILE is set, but no vault block writes secrets\/vault_token/,
+    },
+    {
+      name: 'the Vault store with neither a token file nor a token',
+      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+env\s+= false\n\s+change_mode = "noop"\n\s+\}/,
+      to: '',
+      expected: /CONSUL_ACME_STORE=vault needs VAULT_TOKEN_FILE or VAULT_TOKEN/,
+      also: ['VAULT_TOKEN_FILE               = "${NOMAD_SECRETS_DIR}/vault_token"', ''],
     },
   ];
   for (const c of jobCases) {
     test(`the job checker reports ${c.name}`, async () => {
-      assertReported(await jobProblems(mutate(original('job'), c.from, c.to)), c.expected);
+      const once = mutate(original('job'), c.from, c.to);
+      assertReported(await jobProblems(c.also ? mutate(once, c.also[0], c.also[1]) : once), c.expected);
     });
   }
 
@@ -1156,6 +1268,12 @@ describe('mutated deploy files are reported', () => {
   }
 
   const vaultCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
+    {
+      name: 'a policy without the self-check rule',
+      from: /path "sys\/capabilities-self" \{[^}]*\}/,
+      to: '',
+      expected: /no rule for path "sys\/capabilities-self"; it needs \[update\] because the start-up self-check/,
+    },
     {
       name: 'a missing metadata list rule',
       from: /path "secret\/metadata\/fabio\/certs\/" \{[^}]*\}/,

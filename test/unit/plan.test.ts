@@ -215,6 +215,21 @@ const cases: Case[] = [
     request: request('reissue', cert()),
     expected: expect('keep', 'GracePeriod', at(80)),
   },
+  // NewerFormat
+  {
+    name: 'a record a newer release wrote is not reissued, though this release cannot read it',
+    desired,
+    stored: stored(undefined, { newerFormat: 2, problem: 'written in format 2 by a newer release' }),
+    expected: expect('keep', 'NewerFormat'),
+  },
+  {
+    name: 'a record a newer release wrote is never retired when undeclared',
+    desired: undefined,
+    stored: stored(undefined, { newerFormat: 2 }),
+    options: withGrace,
+    undeclaredSince: at(-100),
+    expected: expect('keep', 'NewerFormat'),
+  },
   // NotManaged
   {
     name: 'a record someone else wrote is never touched, even when expired',

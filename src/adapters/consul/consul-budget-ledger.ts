@@ -19,10 +19,16 @@
  * (through papi) resolves `undefined` instead of `false` when Consul answers `false`, so a lost
  * race would look like a failure. With `includeResponse` the body comes back as sent.
  *
+ * Format: every write sets the key's flags to the value's format (domain/record-format.ts), so the
+ * value stays the JSON array earlier releases read. A key a newer release wrote is left alone:
+ * `events` and `record` reject with FORMAT_NEWER (so nothing is ordered while its budget cannot be
+ * read) and `prune` skips it.
+ *
  * Size: at the account budget's full rate (300 per 3 h) a week is 16 800 events of 27 bytes,
  * about 450 kB, under Consul's 512 kB value limit; real rates are far lower.
  */
 import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
+import { RECORD_FORMATS, kvFormatOf, newerFormatError } from '../../domain/record-format.js';
 import { systemClock, type Clock } from '../../ports/clock.js';
 import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
@@ -47,6 +53,13 @@ export interface ConsulBudgetLedgerOptions {
 interface Waiter {
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+/** Throws FORMAT_NEWER when the key's flags say a newer release wrote it. */
+function refuseNewer(key: string, flags: number): void {
+  const format = kvFormatOf(flags);
+  if (format.kind === 'newer')
+    throw newerFormatError(`the budget ledger ${key}`, format.format, RECORD_FORMATS.consulKv);
 }
 
 /** Reads a stored value: the valid timestamps in ms; anything unreadable is skipped. */
@@ -123,6 +136,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
     const key = this.kvKey(scopeKey);
     const entry = await kvGet(this.consul, key);
     if (!entry) return [];
+    refuseNewer(key, entry.flags);
     const { times, malformed } = parseLedgerValue(entry.value);
     if (malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; unreadable events ignored');
     return times.filter((t) => t >= since.getTime()).map((t) => new Date(t));
@@ -134,6 +148,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
     for (const [key, entry] of entries) {
       const scopeKey = key.slice(this.prefix.length);
       if (!key.startsWith(this.prefix) || !isBudgetScopeKey(scopeKey)) continue;
+      if (kvFormatOf(entry.flags).kind === 'newer') continue; // a newer release's: left alone
       const stored = parseLedgerValue(entry.value);
       const kept = eventsToKeep(scopeKey, stored.times, now, this.retentionMs);
       if (kept.length > 0 && kept.length === stored.times.length && !stored.malformed) continue;
@@ -142,7 +157,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
         continue;
       }
       const value = JSON.stringify(kept.map((t) => new Date(t).toISOString()));
-      if (!(await kvPut(this.consul, key, value, { cas: entry.modifyIndex }))) {
+      if (!(await kvPut(this.consul, key, value, { cas: entry.modifyIndex, flags: RECORD_FORMATS.consulKv }))) {
         this.log.debug({ key }, 'budget ledger prune lost a race; the key is pruned next time');
       }
     }
@@ -174,12 +189,14 @@ export class ConsulBudgetLedger implements BudgetLedger {
   private async append(key: string, times: readonly number[]): Promise<void> {
     for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
       const entry = await kvGet(this.consul, key);
+      if (entry) refuseNewer(key, entry.flags);
       const stored = entry ? parseLedgerValue(entry.value) : { times: [], malformed: false };
       if (stored.malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; rewriting it');
       const oldest = this.clock.now().getTime() - this.retentionMs;
       const next = [...stored.times, ...times].filter((t) => t >= oldest).sort((a, b) => a - b);
       const value = JSON.stringify(next.map((t) => new Date(t).toISOString()));
-      if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0 })) return;
+      if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0, flags: RECORD_FORMATS.consulKv }))
+        return;
       this.conflicts += 1;
       this.log.debug({ key, [F.attempt]: attempt }, 'budget ledger write lost a race; retrying');
     }

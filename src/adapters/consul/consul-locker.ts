@@ -13,9 +13,12 @@
  * the key, and only if it names this session, delete it with `?cas=<ModifyIndex>`. Another
  * session cannot acquire a held key, so the key deleted is the one this lock held; a late release,
  * after the session was lost and someone else acquired the key, finds their session and leaves
- * the key alone. The KV value names the holder (`{"holder","acquiredAt"}`) while it is held.
+ * the key alone. The KV value names the holder (`{"holder","acquiredAt"}`) while it is held, and
+ * the key's flags its format (domain/record-format.ts; nothing reads the value, so a newer format
+ * changes nothing here: a held key is never touched by another session anyway).
  */
 import { hostname } from 'node:os';
+import { RECORD_FORMATS } from '../../domain/record-format.js';
 import { AbortedError, ConfigError, ConsulAcmeError, LockLostError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import { systemClock, type Clock } from '../../ports/clock.js';
@@ -84,6 +87,40 @@ export function parseGoDurationMs(text: unknown): number | undefined {
   return total;
 }
 
+/** Consul's answer when a session is created for a node its datacenter does not know (docs/protocols.md §1.13). */
+function isMissingNodeError(err: unknown): boolean {
+  const body = (err as { response?: { body?: unknown } } | null)?.response?.body;
+  const text = `${typeof body === 'string' ? body : ''} ${err instanceof Error ? err.message : String(err)}`;
+  return /Missing node registration/i.test(text);
+}
+
+/**
+ * Creates a session in the client's datacenter (its `dc` default, the home datacenter). A session
+ * belongs to a node of that datacenter, and by default Consul names the agent's own node: in a
+ * datacenter other than the agent's that node is unknown (500 `Missing node registration`). Then
+ * the session is made again on a Consul server node of that datacenter, with no node checks, so
+ * only its TTL (renewed by the locker) keeps it alive (docs/protocols.md §1.13). The caller
+ * classifies errors.
+ */
+export async function createLockSession(
+  consul: Consul,
+  body: { name: string; ttl: string; lockdelay?: string; behavior: 'release' | 'delete' },
+): Promise<{ ID?: unknown } | undefined> {
+  try {
+    return await consul.session.create(body);
+  } catch (err) {
+    if (!isMissingNodeError(err)) throw err;
+    const servers = (await consul.catalog.service.nodes({ service: 'consul' })) as Array<{ Node?: unknown }>;
+    const node = servers
+      .map((server) => server.Node)
+      .filter((name): name is string => typeof name === 'string' && name !== '')
+      .sort()[0];
+    if (node === undefined) throw err;
+    // `checks: []` sends `Checks: []`, which Consul 1.8 takes as no node checks at all.
+    return await consul.session.create({ ...body, node, checks: [] });
+  }
+}
+
 export class ConsulLocker implements Locker {
   private readonly consul: Consul;
   private readonly prefix: string;
@@ -145,7 +182,7 @@ export class ConsulLocker implements Locker {
       const value = JSON.stringify({ holder: this.holder, acquiredAt: this.clock.now().toISOString() });
       let acquired: unknown;
       try {
-        acquired = await this.consul.kv.set({ key: kvKey, value, acquire: session.id });
+        acquired = await this.consul.kv.set({ key: kvKey, value, acquire: session.id, flags: RECORD_FORMATS.consulKv });
       } catch (err) {
         if (attempt === 1 && isSessionGoneError(err)) {
           // Destroyed between two renewals: lose it now and retry once with a new session.
@@ -213,7 +250,7 @@ export class ConsulLocker implements Locker {
   private async createSession(): Promise<SessionState> {
     let created: { ID?: unknown } | undefined;
     try {
-      created = await this.consul.session.create({
+      created = await createLockSession(this.consul, {
         name: this.sessionName,
         ttl: `${this.sessionTtlSeconds}s`,
         lockdelay: `${this.lockDelaySeconds}s`,

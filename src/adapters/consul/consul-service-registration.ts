@@ -232,6 +232,25 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     });
   }
 
+  /**
+   * Sends every registration in place again, unchanged. The agent keeps syncing a registration and
+   * its check to the catalog with the token that registered it (docs/protocols.md §1.10), so after
+   * the Consul token is replaced this is what moves them to the new token before the old one is
+   * deleted. Resolves how many registrations were sent; rejects with the first failure.
+   */
+  registerAgain(): Promise<number> {
+    return this.serialize(async () => {
+      await this.flushPending();
+      if (this.desired === undefined) return 0;
+      const wanted = this.assign(this.desired, this.shardCount);
+      const current = [...this.registered].filter(([id]) => wanted.has(id));
+      const outcomes = await Promise.allSettled(current.map(([id, tags]) => this.register(id, tags)));
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
+      return current.length;
+    });
+  }
+
   deregister(): Promise<void> {
     return this.serialize(async () => {
       await this.flushPending();

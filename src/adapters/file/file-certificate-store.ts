@@ -46,6 +46,7 @@ import { promises as fs, type Dirent } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { isErrno, readOptional, syncDirectory, writeFileAtomic, writeNewFile } from './atomic-files.js';
 import { F, type Logger } from '../../logging.js';
@@ -89,6 +90,8 @@ export interface FileCertificateMeta {
   key_sha256: string;
   /** Only on an adopted certificate, until its first renewal. */
   adopted_at?: string;
+  /** The record's format (domain/record-format.ts); absent in records written before format numbers. */
+  format?: number;
 }
 
 /** Throws unless `name` is one folder name inside the store (no separators, no `.`/`..`, no leading dot). */
@@ -258,6 +261,7 @@ function metaTextOf(certificate: CertificateData, version: number): string {
     obtained_at: certificate.obtainedAt.toISOString(),
     cert_sha256: sha256(certificate.certPem),
     key_sha256: sha256(certificate.keyPem),
+    format: RECORD_FORMATS.certificate,
     ...(certificate.adoptedAt === undefined ? {} : { adopted_at: certificate.adoptedAt.toISOString() }),
   };
   return `${JSON.stringify(meta, null, 2)}\n`;
@@ -376,9 +380,11 @@ export class FileCertificateStore implements CertificateStore {
         directoryUrl: meta?.directory_url || undefined,
         obtainedAt: meta?.obtained_at || undefined,
         adoptedAt: meta?.adopted_at || undefined,
+        format: meta?.format,
       },
       where,
     );
+    if (record.newerFormat !== undefined) return record;
     if (record.certificate !== undefined && !whole) {
       return {
         ...record,
@@ -423,6 +429,8 @@ export class FileCertificateStore implements CertificateStore {
             `${what}: the folder was not written by consul-acme; refusing to overwrite it`,
           );
         }
+        const format = readFormat(current?.contents.meta?.format, RECORD_FORMATS.certificate);
+        if (format.kind === 'newer') throw newerFormatError(what, format.format, RECORD_FORMATS.certificate);
         const next = currentVersion + 1;
         const metaText = metaTextOf(certificate, next);
 
@@ -560,6 +568,8 @@ export class FileCertificateStore implements CertificateStore {
             `${what}: the folder was not written by consul-acme; refusing to delete it`,
           );
         }
+        if (record.newerFormat !== undefined)
+          throw newerFormatError(what, record.newerFormat, RECORD_FORMATS.certificate);
         // Versions out of sight first, then the name: a reader sees the whole record or nothing.
         const doomed: string[] = [];
         const versions = this.versionsPath(hostname);
@@ -638,13 +648,20 @@ export class FileCertificateStore implements CertificateStore {
       throw unavailable(`read ${file}`, err);
     }
     if (text === undefined) return undefined;
-    let problem: string;
+    let problem = 'is empty';
+    let fields: unknown;
     try {
-      const parsed = pendingFromFields(JSON.parse(text), hostname);
-      if (parsed.ok) return parsed.pending;
-      problem = parsed.problem;
+      fields = JSON.parse(text);
     } catch (err) {
+      fields = undefined;
       problem = `is not valid JSON (${err instanceof Error ? err.message : String(err)})`;
+    }
+    if (fields !== undefined) {
+      const parsed = pendingFromFields(fields, hostname);
+      if (parsed.ok) return parsed.pending;
+      if (parsed.newerFormat !== undefined)
+        throw newerFormatError(`the pending order ${file}`, parsed.newerFormat, RECORD_FORMATS.pending);
+      problem = parsed.problem;
     }
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `${file} ${problem}` },

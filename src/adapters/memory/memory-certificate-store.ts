@@ -6,6 +6,7 @@ import {
   inspectCertificateCached,
   storedRecordFromPem,
 } from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError } from '../../domain/record-format.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
@@ -18,6 +19,8 @@ interface MemoryEntry {
   certificate: CertificateData | undefined;
   certPem: string;
   keyPem: string;
+  /** The record's format; only `corrupt(…, 'newer-format')` sets one above what this release writes. */
+  format?: number;
 }
 
 type Operation =
@@ -81,6 +84,15 @@ export class MemoryCertificateStore implements CertificateStore {
         `memory record ${hostname}`,
       );
     }
+    if (entry.format !== undefined && entry.format > RECORD_FORMATS.certificate) {
+      return {
+        ...base,
+        managed: true,
+        certificate: undefined,
+        problem: `memory record ${hostname} was written in format ${entry.format} by a newer release; it is left alone`,
+        newerFormat: entry.format,
+      };
+    }
     const inspected = inspectCertificateCached(entry.certPem, entry.keyPem);
     if (!inspected.ok) {
       return {
@@ -106,6 +118,8 @@ export class MemoryCertificateStore implements CertificateStore {
         `${what}: the record was not written by consul-acme; refusing to overwrite it`,
       );
     }
+    if (current?.format !== undefined && current.format > RECORD_FORMATS.certificate)
+      throw newerFormatError(what, current.format, RECORD_FORMATS.certificate);
     const version = expectedVersion + 1;
     this.entries.set(hostname, {
       version,
@@ -158,6 +172,8 @@ export class MemoryCertificateStore implements CertificateStore {
         `${what}: the record was not written by consul-acme; refusing to delete it`,
       );
     }
+    if (current.format !== undefined && current.format > RECORD_FORMATS.certificate)
+      throw newerFormatError(what, current.format, RECORD_FORMATS.certificate);
     this.entries.delete(hostname);
   }
 
@@ -171,6 +187,8 @@ export class MemoryCertificateStore implements CertificateStore {
     if (!this.pending.has(hostname)) return undefined;
     const parsed = pendingFromFields(structuredClone(this.pending.get(hostname)), hostname);
     if (parsed.ok) return parsed.pending;
+    if (parsed.newerFormat !== undefined)
+      throw newerFormatError(`memory pending record ${hostname}`, parsed.newerFormat, RECORD_FORMATS.pending);
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `memory pending record ${hostname} ${parsed.problem}` },
       'pending order unreadable; ignored',
@@ -205,12 +223,15 @@ export class MemoryCertificateStore implements CertificateStore {
 
   /**
    * Damages a stored record as an outside writer would (the version goes up): `bad-pem` replaces
-   * the certificate with text that is not PEM, `wrong-key` replaces the key with another valid key.
+   * the certificate with text that is not PEM, `wrong-key` replaces the key with another valid key,
+   * `newer-format` marks the record as written by a newer release (format 2).
    */
-  corrupt(hostname: string, how: 'bad-pem' | 'wrong-key' = 'bad-pem'): void {
+  corrupt(hostname: string, how: 'bad-pem' | 'wrong-key' | 'newer-format' = 'bad-pem'): void {
     const entry = this.entries.get(hostname);
     if (entry === undefined) throw new Error(`no memory record ${hostname} to corrupt`);
-    if (how === 'bad-pem') {
+    if (how === 'newer-format') {
+      entry.format = RECORD_FORMATS.certificate + 1;
+    } else if (how === 'bad-pem') {
       entry.certPem = 'this is not a certificate\n';
     } else {
       entry.keyPem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })

@@ -18,12 +18,16 @@
  * - `adopt` reads the secret, refuses one that is ours already or changed version, and writes a new
  *   version with check-and-set on the one read: the same `cert` and `key` strings, the other
  *   fields it had (an exporter's own fields stay), and ours on top (`managed_by`, dates, names,
- *   `directory_url`, `adopted_at`). Fabio's next read sees the same pair; no version is ever
- *   deleted or emptied. It reads the new version back.
+ *   `directory_url`, `adopted_at`, `format`). Fabio's next read sees the same pair; no version is
+ *   ever deleted or emptied. It reads the new version back.
+ * - Every secret carries `format` (domain/record-format.ts). One a newer release wrote reads with
+ *   `newerFormat` set and is never replaced or deleted here (FORMAT_NEWER); a pending order of a
+ *   newer format makes `getPending` reject with FORMAT_NEWER, so nothing is ordered for its name.
  * - Each method makes at most three requests, one after another; nothing fans out.
  */
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
@@ -61,6 +65,8 @@ export interface VaultCertificateSecret {
   managed_by: string;
   /** Only on an adopted certificate, until its first renewal. */
   adopted_at?: string;
+  /** The record's format (domain/record-format.ts), as a string like every field of this layout. */
+  format: string;
 }
 
 function assertCertId(hostname: string): void {
@@ -73,6 +79,12 @@ function assertCertId(hostname: string): void {
   ) {
     throw new ConsulAcmeError('INVALID_HOSTNAME', `hostname ${JSON.stringify(hostname)} cannot be a Vault secret name`);
   }
+}
+
+/** Throws FORMAT_NEWER when a newer release wrote `data`: this release neither replaces nor deletes it. */
+function refuseNewerFormat(data: Record<string, unknown>, where: string): void {
+  const format = readFormat(data.format, RECORD_FORMATS.certificate);
+  if (format.kind === 'newer') throw newerFormatError(where, format.format, RECORD_FORMATS.certificate);
 }
 
 function stringField(data: Record<string, unknown>, name: string): string | undefined {
@@ -93,6 +105,7 @@ function secretOf(certificate: CertificateData): VaultCertificateSecret {
     key_type: certificate.keyType,
     obtained_at: certificate.obtainedAt.toISOString(),
     managed_by: MANAGED_BY,
+    format: String(RECORD_FORMATS.certificate),
     ...(certificate.adoptedAt === undefined ? {} : { adopted_at: certificate.adoptedAt.toISOString() }),
   };
 }
@@ -148,6 +161,7 @@ export class VaultCertificateStore implements CertificateStore {
         directoryUrl: stringField(data, 'directory_url'),
         obtainedAt: stringField(data, 'obtained_at'),
         adoptedAt: stringField(data, 'adopted_at'),
+        format: data.format,
       },
       `secret ${path}`,
     );
@@ -171,6 +185,7 @@ export class VaultCertificateStore implements CertificateStore {
         `write ${path}: the secret was not written by consul-acme; refusing to overwrite it`,
       );
     }
+    if (current.state === 'present') refuseNewerFormat(current.data, `secret ${path}`);
 
     const data = secretOf(certificate);
     const version = await this.writeVerified(path, data, currentVersion, expectedVersion);
@@ -253,6 +268,7 @@ export class VaultCertificateStore implements CertificateStore {
         `delete ${path}: the secret was not written by consul-acme; refusing to delete it`,
       );
     }
+    refuseNewerFormat(current.data, `secret ${path}`);
     // KV v2 has no check-and-set on delete: the read above narrows, but cannot close, the window.
     const metadataPath = this.metadataPath(hostname);
     try {
@@ -291,6 +307,8 @@ export class VaultCertificateStore implements CertificateStore {
     if (found.state !== 'present') return undefined;
     const parsed = pendingFromFields(found.data, hostname);
     if (parsed.ok) return parsed.pending;
+    if (parsed.newerFormat !== undefined)
+      throw newerFormatError(`the pending order at ${path}`, parsed.newerFormat, RECORD_FORMATS.pending);
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `secret ${path} ${parsed.problem}` },
       'pending order unreadable; ignored',
