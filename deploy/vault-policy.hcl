@@ -1,7 +1,7 @@
 # Vault policy for consul-acme (CONSUL_ACME_STORE=vault), KV v2 mount "secret", certificates under
 # "fabio/certs" (Fabio's cert=secret/fabio/certs), ACME account under "consul-acme/accounts",
 # pending orders under "consul-acme/pending".
-# Exactly the paths computed by storeVaultRules() in src/deploy-contract.ts and checked by
+# Exactly the paths computed by serviceVaultRules() in src/deploy-contract.ts and checked by
 # test/unit/deploy-agreement.test.ts. No sudo, no wildcard wider than the prefixes.
 #
 #   vault policy write consul-acme deploy/vault-policy.hcl
@@ -45,4 +45,21 @@ path "secret/metadata/consul-acme/pending/" {
 # Once the certificate is stored, the pending order is deleted with every version: it holds a key.
 path "secret/metadata/consul-acme/pending/*" {
   capabilities = ["delete"]
+}
+
+# The token itself: its ttl is looked up and a renewable token is renewed before it expires
+# (Nomad renews it too; this covers tokens that reach the file another way, e.g. Vault Agent).
+# Vault's "default" policy grants these three; they are here for roles made with
+# token_no_default_policy.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+
+# The start-up self-check asks what the token may do on each path above, writing nothing.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
 }

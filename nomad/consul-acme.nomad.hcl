@@ -20,11 +20,21 @@
 # container). In bridge mode NOMAD_PORT_* is the container-side port and the registration would
 # advertise a port Fabio cannot reach; bridge mode also needs CNI plugins, which buy nothing here.
 #
-# Secrets: Vault via workload identity (Nomad 1.7+): VAULT_TOKEN is injected into the task's
-# environment; the role's token policy is deploy/vault-policy.hcl. The Consul token comes from the
-# Nomad variable nomad/jobs/consul-acme (item consul_token), whose token carries
-# deploy/consul-policy.hcl:
-#   nomad var put nomad/jobs/consul-acme consul_token=<secret id>
+# Secrets, as files that may change under the running task (no restart, no outage):
+#   * Vault via workload identity (Nomad 1.7+): Nomad writes the task's token to
+#     secrets/vault_token, renews it, and writes a new one there when it must replace it
+#     (change_mode "noop": the task is not restarted). The process reads VAULT_TOKEN_FILE, polls
+#     it every 2 s and re-reads it before a refused request fails. The role's token policy is
+#     deploy/vault-policy.hcl.
+#   * Consul: a template renders the token from the Nomad variable nomad/jobs/consul-acme (item
+#     consul_token) to secrets/consul_token, again with change_mode "noop"; the process reads
+#     CONSUL_HTTP_TOKEN_FILE the same way, and registers its services again with a new token. The
+#     token carries deploy/consul-policy.hcl:
+#       nomad var put nomad/jobs/consul-acme consul_token=<secret id>
+#     To rotate it: create the new token, put it in the variable, wait for `token_changed` in the
+#     logs of every allocation (seconds), then delete the old token (docs/operations.md).
+# Before it says ready, each instance checks that both tokens have every permission it needs, so a
+# policy missing a rule fails the deployment and auto_revert rolls it back.
 
 variable "datacenters" {
   type        = list(string)
@@ -53,7 +63,7 @@ variable "acme_directory" {
 variable "acme_email" {
   type        = string
   default     = ""
-  description = "Contact address of the ACME account (expiry and incident mail); empty for none. Let's Encrypt refuses example.com addresses."
+  description = "Contact address of the ACME account, for the CA's notices about the account (policy changes, certificates it must revoke); empty for none. Let's Encrypt sends no expiry e-mails since 2025-06-04: watch the consul-acme-certificates check and consul_acme_certificate_expiry_timestamp_seconds. Let's Encrypt refuses example.com addresses."
 }
 
 variable "consul_kv_prefix" {
@@ -214,12 +224,16 @@ job "consul-acme" {
         # With TLS: https://...:8501 and CONSUL_CACERT.
         CONSUL_HTTP_ADDR      = "http://${attr.unique.network.ip-address}:8500"
         CONSUL_ACME_KV_PREFIX = var.consul_kv_prefix
+        # Written by the template below; re-read when it changes.
+        CONSUL_HTTP_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/consul_token"
 
         CONSUL_ACME_DIRECTORY_URL = var.acme_directory
         CONSUL_ACME_EMAIL         = var.acme_email
 
         CONSUL_ACME_STORE              = "vault"
         VAULT_ADDR                     = var.vault_addr
+        # Written, renewed and replaced by Nomad (the vault block below); re-read when it changes.
+        VAULT_TOKEN_FILE               = "${NOMAD_SECRETS_DIR}/vault_token"
         CONSUL_ACME_VAULT_MOUNT        = var.vault_mount
         CONSUL_ACME_VAULT_PREFIX       = var.vault_prefix
         CONSUL_ACME_VAULT_ACCOUNT_PATH = var.vault_account_path
@@ -229,26 +243,24 @@ job "consul-acme" {
       }
 
       # Workload identity (Nomad 1.7+): Nomad logs in to Vault's JWT auth method with the task's
-      # identity and injects VAULT_TOKEN (env = true is the default). The process reads the token
-      # once at start, so a new token restarts the task.
+      # identity and writes the token to secrets/vault_token (the file is on by default). No
+      # VAULT_TOKEN in the environment: it would go stale when Nomad replaces the token. A new
+      # token needs no restart, the process picks the file up.
       vault {
         role        = var.vault_role
-        change_mode = "restart"
+        env         = false
+        change_mode = "noop"
       }
-      # Older clusters (Nomad < 1.7, token-based integration, deprecated):
-      #   vault {
-      #     policies    = ["consul-acme"]
-      #     change_mode = "restart"
-      #   }
+      # Older clusters (Nomad < 1.7, token-based integration, deprecated): the same, with
+      #   policies = ["consul-acme"]   instead of role.
 
-      # Consul token from a Nomad variable. Alternative with Vault's Consul secrets engine (the
-      # Vault role also needs read on consul/creds/consul-acme):
-      #   data = "{{ with secret \"consul/creds/consul-acme\" }}CONSUL_HTTP_TOKEN={{ .Data.token }}{{ end }}"
+      # Consul token from a Nomad variable, as a file. Alternative with Vault's Consul secrets
+      # engine (the Vault role also needs read on consul/creds/consul-acme):
+      #   data = "{{ with secret \"consul/creds/consul-acme\" }}{{ .Data.token }}{{ end }}"
       template {
-        data        = "{{ with nomadVar \"nomad/jobs/consul-acme\" }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}"
-        destination = "secrets/consul.env"
-        env         = true
-        change_mode = "restart"
+        data        = "{{ with nomadVar \"nomad/jobs/consul-acme\" }}{{ .consul_token }}{{ end }}"
+        destination = "secrets/consul_token"
+        change_mode = "noop"
       }
 
       # sized from measurements: see docs/operations.md

@@ -2,6 +2,8 @@
 # Installs the real servers the tests and the quick start need, without changing the system's apt sources:
 #   - Pebble and pebble-challtestsrv from the machine's own Debian suite (apt-get install pebble)
 #   - HAProxy (2.6 on bookworm) from the machine's own Debian suite (apt-get install haproxy), for the HAProxy sink's tests
+#   - lego (4.9 on bookworm) from the machine's own Debian suite (apt-get install lego): another ACME client,
+#     whose certificates the adoption test takes over
 #   - Consul 1.8.7 from Debian's bullseye suite, unpacked into .cache/consul (the system's apt lists stay as they are)
 # Idempotent: does nothing for a part that is already there. Prints where each binary is.
 set -euo pipefail
@@ -22,6 +24,12 @@ if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   as_root apt-get update -qq
   # The tests start their own HAProxy; Debian's default configuration, should its service start, binds no port.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+
+if ! command -v lego >/dev/null; then
+  echo "setup: installing lego from Debian" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lego >/dev/null
 fi
 
 consul_bin="$cache/consul/usr/bin/consul"
@@ -51,4 +59,4 @@ fi
 "$consul_bin" version | sed -n 1p >&2  # sed reads it all: head would end the pipe early (SIGPIPE, exit 141)
 haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
 "$haproxy_bin" -v | sed -n 1p >&2
-echo "setup: pebble at $(command -v pebble), haproxy at $haproxy_bin, consul at $consul_bin" >&2
+echo "setup: pebble at $(command -v pebble), haproxy at $haproxy_bin, lego at $(command -v lego), consul at $consul_bin" >&2

@@ -115,6 +115,36 @@ export function storeVaultRules(layout: VaultLayout): VaultRule[] {
   ];
 }
 
+/**
+ * What the service asks Vault about its own token (src/adapters/vault/vault-token.ts and the
+ * start-up self-check): look it up, renew it, ask what it may do. Vault's `default` policy grants
+ * these; they are written out so that a role made with `token_no_default_policy` works too.
+ */
+export function tokenVaultRules(): VaultRule[] {
+  return [
+    {
+      path: 'auth/token/lookup-self',
+      capabilities: ['read'],
+      why: "the token's ttl is looked up to renew it in time",
+    },
+    {
+      path: 'auth/token/renew-self',
+      capabilities: ['update'],
+      why: 'a renewable token is renewed before it expires',
+    },
+    {
+      path: 'sys/capabilities-self',
+      capabilities: ['update'],
+      why: 'the start-up self-check asks what the token may do, writing nothing',
+    },
+  ];
+}
+
+/** Every rule deploy/vault-policy.hcl must grant: the stores' paths and the token's own. */
+export function serviceVaultRules(layout: VaultLayout): VaultRule[] {
+  return [...storeVaultRules(layout), ...tokenVaultRules()];
+}
+
 /** Fabio's `cert=` value for its Vault certificate source: the logical path, without `data/`. */
 export function fabioCertSourcePath(layout: Pick<VaultLayout, 'mount' | 'prefix'>): string {
   return `${trimSlashes(layout.mount)}/${trimSlashes(layout.prefix)}`;
@@ -136,6 +166,20 @@ export function fabioVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): 
       why: "Fabio reads each secret's cert and key",
     },
   ];
+}
+
+/**
+ * What a sink-only instance (CONSUL_ACME_MODE=sinks) needs of Vault: to list the certificates and
+ * read each one, as Fabio does; it writes nothing. So nomad/consul-acme-sinks.nomad.hcl's role
+ * takes deploy/fabio-vault-policy.hcl.
+ */
+export function sinkOnlyVaultRules(layout: Pick<VaultLayout, 'mount' | 'prefix'>): VaultRule[] {
+  return fabioVaultRules(layout).map((rule) => ({
+    ...rule,
+    why: rule.capabilities.includes('list')
+      ? 'the sink-only mode lists the certificates (re-sync, and new names)'
+      : 'the sink-only mode reads each certificate and key for the sinks',
+  }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,7 +211,7 @@ export function defaultConsulNeeds(): ConsulNeeds {
   };
 }
 
-/** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets). */
+/** The Consul KV folders under the prefix (challenge tokens, locks, state, policy lists, budgets, operator requests). */
 export function consulKvPrefixes(kvPrefix: string): Record<keyof typeof CONSUL_KV_FOLDERS, string> {
   return Object.fromEntries(
     Object.keys(CONSUL_KV_FOLDERS).map((k) => [k, consulKvFolder(kvPrefix, k as keyof typeof CONSUL_KV_FOLDERS)]),
@@ -181,7 +225,7 @@ export function consulRules(needs: ConsulNeeds): ConsulRule[] {
       resource: 'key_prefix',
       name: needs.kvPrefix,
       policy: 'write',
-      why: 'challenge tokens, locks, state, policy lists and budgets live under the KV prefix',
+      why: 'challenge tokens, locks, state, policy lists, budgets and operator requests live under the KV prefix',
     },
     {
       resource: 'session_prefix',

@@ -20,13 +20,21 @@ export const ERROR_CODES = {
   ABORTED: 'The operation was aborted (shutdown or lost lock).',
   INVALID_HOSTNAME: 'A hostname cannot be issued (see the reason).',
   PREFLIGHT_FAILED:
-    'The pre-flight check found that the name does not resolve (NoDNS) or its challenge path does not reach consul-acme (NotRouted); no order was placed.',
+    'The pre-flight check found that the name does not resolve (NoDNS), that its CAA records do not allow the CA or could not be read (CAA), or that its challenge path does not reach consul-acme (NotRouted); no order was placed.',
   SINK_WRITE_FAILED: 'A sink could not write or remove its files (permissions, disk full); retried with backoff.',
   HAPROXY_UNREACHABLE:
     "HAProxy's stats socket is absent, refused the connection or did not answer in time; the files are written and the push is retried.",
   HAPROXY_REFUSED:
     'HAProxy answered a runtime API command with an error (its answer is in the message); retried with backoff.',
   HOOK_FAILED: 'The hook command exited non-zero, outlived its timeout or could not be started; retried with backoff.',
+  ADOPT_REFUSED:
+    'A record consul-acme did not write cannot be adopted: its certificate or key does not load or match, or its key type is not one consul-acme issues; nothing was written.',
+  REQUEST_REFUSED:
+    'An operator command (adopt, reissue, revoke) was refused for a name: not declared, nothing of ours stored, or an unknown revocation reason; the message says which.',
+  FORMAT_NEWER:
+    'A stored record or Consul KV value was written by a newer release in a format this one does not read; it is left alone and nothing is ordered for its name (a rolling upgrade in progress, or a downgrade).',
+  PERMISSION_MISSING:
+    'The start-up self-check found permissions the Vault or Consul token lacks (each named); the instance stays not ready and checks again.',
   INTERNAL: 'An unexpected error; the message says where.',
 } as const;
 

@@ -26,13 +26,30 @@ export const EVENTS = {
   certObtained: 'cert_obtained',
   certRenewed: 'cert_renewed',
   certFailed: 'cert_failed',
-  /** An order was completed from its pending record (after a crash, a store outage, a lost lock), without a new order. */
+  /**
+   * An order was completed from its pending record (after a crash, a store outage, a lost lock),
+   * without a new order.
+   */
   certResumed: 'cert_resumed',
   /** The queue scheduled the next attempt after a failure (of the order or of the pre-flight check). */
   retryScheduled: 'retry_scheduled',
   /** A spent budget or a CA pause holds a certificate back; not a failure. */
   certDeferred: 'cert_deferred',
   certRetired: 'cert_retired',
+  /** A record another tool wrote was taken over: the same certificate and key, now marked consul-acme's. */
+  certAdopted: 'cert_adopted',
+  /** A record another tool wrote was not taken over although adoption was asked for it. */
+  adoptRefused: 'adopt_refused',
+  /** The CA revoked a certificate at an operator's request (or said it was revoked already). */
+  certRevoked: 'cert_revoked',
+  /** Audit: an operator asked for a new certificate (`consul-acme reissue`). */
+  reissueRequested: 'reissue_requested',
+  /** Audit: an operator asked for a certificate to be revoked and replaced (`consul-acme revoke`). */
+  revokeRequested: 'revoke_requested',
+  /** Audit: an operator asked consul-acme to adopt a record (`consul-acme adopt`). */
+  adoptRequested: 'adopt_requested',
+  /** An operator request was carried out, or dropped because it no longer could be. */
+  requestCompleted: 'request_completed',
   hostnameRejected: 'hostname_rejected',
   hostnameDenied: 'hostname_denied',
   policyChanged: 'policy_changed',
@@ -41,7 +58,10 @@ export const EVENTS = {
   policyUnreadable: 'policy_unreadable',
   discoverySnapshot: 'discovery_snapshot',
   registrationUpdated: 'registration_updated',
-  /** A registration the agent had lost (agent restarted without its data, deregistered by hand) was registered again. */
+  /**
+   * A registration the agent had lost (agent restarted without its data, deregistered by hand) was
+   * registered again.
+   */
   registrationRestored: 'registration_restored',
   /** A sink (HAProxy, Traefik, hook) now reflects a stored or retired certificate. */
   sinkApplied: 'sink_applied',
@@ -52,6 +72,14 @@ export const EVENTS = {
   /** HAProxy's runtime API now serves a certificate (or no longer serves a retired one). */
   haproxyPushed: 'haproxy_pushed',
   hookRan: 'hook_ran',
+  /** A stored record or KV value was written by a newer release in a format this one does not read; left alone. */
+  recordNewerFormat: 'record_newer_format',
+  /** The start-up self-check found permissions the tokens lack; the instance stays not ready. */
+  permissionMissing: 'permission_missing',
+  /** The start-up self-check found every permission; the instance may become ready. */
+  selfCheckPassed: 'self_check_passed',
+  /** A token file changed and the new token is in use; the registrations were made again with it. */
+  tokenChanged: 'token_changed',
 } as const;
 
 export const REDACT_PATHS = [

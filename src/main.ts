@@ -5,12 +5,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseCli } from './cli/args.js';
+import { runOperation } from './cli/operate-command.js';
 import { fetchStatus, formatStatus } from './cli/status-command.js';
 import { describeConfig, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError, describeError } from './errors.js';
 import { createLogger } from './logging.js';
+import { systemClock } from './ports/clock.js';
 import { buildService } from './service.js';
+import { buildSinkOnlyService } from './sink-only-service.js';
 
 const CONFIG_EXIT_CODE = 2;
 
@@ -19,9 +22,9 @@ function version(): string {
   return pkg.version;
 }
 
-function loadOrExit(configFile: string | undefined): Config {
+function loadOrExit(configFile: string | undefined, overrides: Record<string, string> = {}): Config {
   try {
-    return loadConfig({ env: process.env, configFile });
+    return loadConfig({ env: { ...process.env, ...overrides }, configFile });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`consul-acme: ${err.message}\n`);
@@ -31,10 +34,12 @@ function loadOrExit(configFile: string | undefined): Config {
   }
 }
 
-async function run(configFile: string | undefined): Promise<void> {
-  const config = loadOrExit(configFile);
+async function run(configFile: string | undefined, sinksOnly: boolean): Promise<void> {
+  const loaded = loadOrExit(configFile);
+  // `run --sinks-only` wins over CONSUL_ACME_MODE; the same checks as the setting apply.
+  const config = sinksOnly && loaded.mode !== 'sinks' ? loadOrExit(configFile, { CONSUL_ACME_MODE: 'sinks' }) : loaded;
   const logger = createLogger(config.logLevel);
-  const service = buildService(config, logger);
+  const service = config.mode === 'sinks' ? buildSinkOnlyService(config, logger) : buildService(config, logger);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -80,7 +85,21 @@ async function main(): Promise<void> {
     case 'status': {
       try {
         const report = await fetchStatus(command.adminUrl, { adminToken: command.adminToken });
-        process.stdout.write(`${formatStatus(report, { json: command.json, now: new Date() })}\n`);
+        process.stdout.write(`${formatStatus(report, { json: command.json, now: systemClock.now() })}\n`);
+      } catch (err) {
+        process.stderr.write(`consul-acme: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exit(1);
+      }
+      return;
+    }
+    case 'operate': {
+      try {
+        const code = await runOperation(command, {
+          out: (line) => process.stdout.write(`${line}\n`),
+          now: () => systemClock.nowMs(),
+          sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+        });
+        process.exitCode = code;
       } catch (err) {
         process.stderr.write(`consul-acme: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exit(1);
@@ -88,7 +107,7 @@ async function main(): Promise<void> {
       return;
     }
     case 'run':
-      await run(command.configFile);
+      await run(command.configFile, command.sinksOnly === true);
       return;
   }
 }

@@ -118,7 +118,7 @@ export class ServiceMetrics {
     });
     this.outcomes = new Counter({
       name: `${METRIC_PREFIX}issuance_outcomes_total`,
-      help: "Issuance attempts by the planner's reason and their outcome (obtained, renewed, failed, retired); code is the error code of a failure.",
+      help: "Issuance attempts by the planner's reason and their outcome (obtained, renewed, adopted, failed, retired); code is the error code of a failure.",
       labelNames: ['reason', 'outcome', 'code'],
       registers,
     });

@@ -16,6 +16,8 @@ export const CONSUL_KV_FOLDERS = {
   policy: 'policy/',
   /** Client-side rate-limit budgets. */
   budgets: 'budgets/',
+  /** Operator requests (reissue, revoke, adopt) until they are carried out, one key per hostname. */
+  requests: 'requests/',
 } as const;
 
 export function consulKvFolder(kvPrefix: string, folder: keyof typeof CONSUL_KV_FOLDERS): string {

@@ -10,34 +10,44 @@ import { AcmeIssuer } from './adapters/acme/acme-issuer.js';
 import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
 import { ConsulCertificateStateStore } from './adapters/consul/consul-certificate-state-store.js';
 import { ConsulChallengeStore } from './adapters/consul/consul-challenge-store.js';
-import { createConsulClient } from './adapters/consul/consul-client.js';
+import { openConnections } from './adapters/connections.js';
 import { ConsulDiscovery } from './adapters/consul/consul-discovery.js';
 import { ConsulLocker } from './adapters/consul/consul-locker.js';
+import { ConsulPermissionCheck } from './adapters/consul/consul-permission-check.js';
 import { ConsulPolicySource } from './adapters/consul/consul-policy-source.js';
-import { ConsulServiceRegistration } from './adapters/consul/consul-service-registration.js';
+import { ConsulRequestStore } from './adapters/consul/consul-request-store.js';
+import {
+  ConsulServiceRegistration,
+  ROUTE_DEREGISTER_CRITICAL_AFTER,
+} from './adapters/consul/consul-service-registration.js';
 import { FileAccountStore } from './adapters/file/file-account-store.js';
 import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
 import { HttpPreflight } from './adapters/net/http-preflight.js';
 import { VaultAccountStore } from './adapters/vault/vault-account-store.js';
 import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
-import { createVaultClient } from './adapters/vault/vault-client.js';
+import { VaultPermissionCheck } from './adapters/vault/vault-permission-check.js';
 import type { Config } from './config/schema.js';
 import type { Budget, BudgetScope } from './domain/budget.js';
+import { defaultCaaIdentities } from './domain/caa.js';
 import { withFailingSinks } from './domain/certificate-health.js';
 import { DEFAULT_EMERGENCY_FRACTION, type PlanOptions } from './domain/plan.js';
 import type { Policy } from './domain/policy.js';
+import { AntiEntropy } from './engine/anti-entropy.js';
 import { DesiredSet, type DesiredChange } from './engine/desired-set.js';
 import { EngineEvents } from './engine/events.js';
+import { Janitor } from './engine/janitor.js';
 import { Limiter } from './engine/limiter.js';
 import { OrderGate } from './engine/order-gate.js';
 import { Planner } from './engine/planner.js';
 import { IssuanceQueue } from './engine/queue.js';
+import { OperatorCommands, OperatorRequests } from './engine/requests.js';
 import { RenewalScheduler } from './engine/renewal-scheduler.js';
 import { RouteRegistration } from './engine/route-registration.js';
 import type { StatusReport } from './engine/status.js';
 import { StatusView } from './engine/status-view.js';
 import { StoreHealth } from './engine/store-health.js';
 import { StoreIndex } from './engine/store-index.js';
+import { SelfCheck } from './engine/self-check.js';
 import { CertificateWorker } from './engine/worker.js';
 import { describeError } from './errors.js';
 import { buildAdminServer } from './http/admin-server.js';
@@ -55,7 +65,9 @@ import type { CatalogSnapshot, Discovery } from './ports/discovery.js';
 import type { Issuer } from './ports/issuer.js';
 import type { Locker } from './ports/locker.js';
 import type { PolicySource } from './ports/policy-source.js';
+import type { PermissionCheck } from './ports/permission-check.js';
 import type { Preflight } from './ports/preflight.js';
+import type { RequestStore } from './ports/request-store.js';
 import type { ServiceRegistration } from './ports/service-registration.js';
 import { createSinkRunner, type SinkRunner } from './sinks/index.js';
 
@@ -89,6 +101,10 @@ export interface ServiceDeps {
   preflight?: Preflight;
   /** Copies certificates to HAProxy, Traefik or a hook after every store change; none when no sink is configured. */
   sinks?: SinkRunner;
+  /** Where operator requests (adopt, reissue, revoke) wait until carried out; none: the commands are refused. */
+  requestStore?: RequestStore;
+  /** The start-up self-check: ready only once none finds a missing permission; none skips it. */
+  permissionChecks?: PermissionCheck[];
   /** Called by `stop()` after everything else, to close clients the service opened. */
   onStopped?: () => Promise<void>;
 }
@@ -127,6 +143,7 @@ export function createService(deps: ServiceDeps): Service {
     renewWhenRemainingFraction: config.renewRemainingFraction,
     emergencyRemainingFraction: DEFAULT_EMERGENCY_FRACTION,
     retireGraceMs: config.retireGraceMs,
+    adopt: config.adopt,
   };
   const metrics = deps.metrics ?? new ServiceMetrics();
   const events = new EngineEvents(logger);
@@ -161,6 +178,15 @@ export function createService(deps: ServiceDeps): Service {
     routeRegisteredAtMs: (hostname) => routes.registeredAtMs(hostname),
     routeSettleMs: config.routeSettleMs,
   });
+  // Operator requests: the worker reads and settles them; the commands (built after the queue) record them.
+  const requests = deps.requestStore
+    ? new OperatorRequests({
+        requestStore: deps.requestStore,
+        certificateStore: deps.certificateStore,
+        storeHealth,
+        logger,
+      })
+    : undefined;
   const worker = new CertificateWorker({
     store: deps.certificateStore,
     issuer: deps.issuer,
@@ -173,6 +199,7 @@ export function createService(deps: ServiceDeps): Service {
     events,
     storeHealth,
     gate,
+    requests,
   });
   const queue = new IssuanceQueue((run) => worker.process(run), {
     concurrency: config.queueConcurrency,
@@ -194,8 +221,23 @@ export function createService(deps: ServiceDeps): Service {
     logger,
     planOptions,
     renewSpreadMs: config.renewSpreadMs,
+    requests,
   });
-  const view = new StatusView({ desired, index, queue, storeHealth });
+  const commands =
+    requests && deps.requestStore
+      ? new OperatorCommands({
+          requests,
+          requestStore: deps.requestStore,
+          limiter,
+          desired,
+          index,
+          queue,
+          clock,
+          logger,
+          instanceName: config.instanceName,
+        })
+      : undefined;
+  const view = new StatusView({ desired, index, queue, storeHealth, requests });
   events.on((event) => index.onEvent(event));
   events.on((event) => view.onEvent(event));
   events.on((event) => metrics.onEngineEvent(event));
@@ -205,15 +247,37 @@ export function createService(deps: ServiceDeps): Service {
   // The sinks follow the store: every certificate written, every one retired.
   const sinks = deps.sinks;
   events.on((event) => {
+    // An adopted certificate is new to the sinks (they hold only consul-acme's records).
     if (event.type === 'stored')
-      sinks?.notify({ kind: 'stored', certificate: event.certificate, reason: event.outcome });
+      sinks?.notify({
+        kind: 'stored',
+        certificate: event.certificate,
+        reason: event.outcome === 'adopted' ? 'obtained' : event.outcome,
+      });
     else if (event.type === 'retired') sinks?.notify({ kind: 'removed', hostname: event.hostname });
+  });
+  const janitor = new Janitor({
+    challengeStore: deps.challengeStore,
+    ledger: deps.budgetLedger,
+    stateStore: deps.stateStore,
+    isKnown: (hostname) => desired.isManaged(hostname) || index.has(hostname),
+    clock,
+    logger,
+  });
+  const antiEntropy = new AntiEntropy({
+    steps: [
+      { name: 'registrations', run: () => routes.reassert() },
+      { name: 'challenge tokens', run: () => deps.challengeStore.reassert() },
+    ],
+    clock,
+    logger,
   });
   const renewal = new RenewalScheduler({
     locker: deps.locker,
     clock,
     scan: async () => {
       await planner.scan({ submit: true });
+      await janitor.maybeRun();
     },
     refresh: async () => {
       await planner.scan({ submit: false });
@@ -223,12 +287,20 @@ export function createService(deps: ServiceDeps): Service {
     onTick: (outcome) => metrics.onRenewalTick(outcome),
   });
 
+  const selfCheck = new SelfCheck({
+    checks: deps.permissionChecks ?? [],
+    clock,
+    logger,
+    retryMs: config.retryScheduleMs[0] ?? 60_000,
+  });
+
   let lastSync: { at: Date; index: number } | undefined;
   let lastDiscoveryError: string | undefined;
   let stopping = false;
-  const isReady = (): boolean => !stopping && lastSync !== undefined;
+  const isReady = (): boolean => !stopping && lastSync !== undefined && selfCheck.passed();
   const status = (): StatusReport => ({
     instance: config.instanceName,
+    mode: 'issuer',
     ready: isReady(),
     store: deps.certificateStore.description,
     storeHealth: storeHealth.state(),
@@ -242,6 +314,7 @@ export function createService(deps: ServiceDeps): Service {
     rejected: desired.rejected(),
     policy: view.policyStatus(),
     sinks: sinks?.status() ?? [],
+    permissions: selfCheck.status(),
   });
   metrics.bind({
     certificates: () => view.certificateStatuses(),
@@ -269,6 +342,22 @@ export function createService(deps: ServiceDeps): Service {
       ),
     metrics: () => metrics.render(),
     adminToken: config.adminToken,
+    operations:
+      commands && requests
+        ? {
+            adopt: (selection) => commands.requestAdopt(selection),
+            reissue: (selection, revokeReason) => commands.requestReissue(selection, revokeReason),
+            certificate: async (hostname) => ({
+              hostname,
+              status:
+                desired.isManaged(hostname) || index.has(hostname) || desired.refusal(hostname)
+                  ? view.statusOf(hostname)
+                  : undefined,
+              ...(await requests.current(hostname)),
+            }),
+            requests: () => requests.list(),
+          }
+        : undefined,
   });
 
   /** Logs what a desired-set change refused, registers the routes, then plans the names it touched. */
@@ -365,6 +454,7 @@ export function createService(deps: ServiceDeps): Service {
         await routes.sync(desired.managedHostnames());
         lastSync = { at: clock.now(), index: snapshot.index };
         await routes.start();
+        antiEntropy.start();
         await applyChange(change, `catalog index ${snapshot.index}`);
         if (!stopping) renewal.start();
         return;
@@ -375,11 +465,13 @@ export function createService(deps: ServiceDeps): Service {
 
   const shutdown = async (): Promise<void> => {
     stopping = true;
+    selfCheck.stop();
     watchAbort.abort();
     await watching?.catch(() => undefined);
     await policyWatching?.catch(() => undefined);
     await applying;
     await renewal.stop();
+    antiEntropy.stop();
     storeHealth.stop();
     await queue.stop(config.shutdownTimeoutMs);
     // After the queue, so the changes of the orders that finished are still copied.
@@ -410,21 +502,30 @@ export function createService(deps: ServiceDeps): Service {
         .catch((err: unknown) =>
           log.warn({ [F.err]: describeError(err) }, 'could not list the store; the renewal scan retries'),
         );
-      // Deny wins over everything, so no catalog name is planned before the policy is known.
-      const firstPolicy = new Promise<void>((resolve) => {
-        if (!deps.policySource) {
-          resolve();
-          return;
-        }
-        policyWatching = deps.policySource.watch(
-          watchAbort.signal,
-          async (policy) => {
-            await onPolicy(policy);
-            resolve();
-          },
-          (err) => log.warn({ [F.err]: describeError(err) }, 'policy watch failed; retrying'),
-        );
-      });
+      // Nothing is watched, registered or ordered before the tokens are known to have every
+      // permission; deny wins over everything, so no catalog name is planned before the policy is known.
+      const permitted = selfCheck.start();
+      const firstPolicy = permitted.then(
+        (passed) =>
+          new Promise<void>((resolve) => {
+            if (!passed || stopping) {
+              resolve();
+              return;
+            }
+            if (!deps.policySource) {
+              resolve();
+              return;
+            }
+            policyWatching = deps.policySource.watch(
+              watchAbort.signal,
+              async (policy) => {
+                await onPolicy(policy);
+                resolve();
+              },
+              (err) => log.warn({ [F.err]: describeError(err) }, 'policy watch failed; retrying'),
+            );
+          }),
+      );
       watching = firstPolicy.then(() =>
         stopping
           ? undefined
@@ -450,33 +551,36 @@ function budgetsFrom(config: Config): Budget[] {
     ['account', config.budgetNewOrders],
     ['registered-domain', config.budgetRegisteredDomain],
     ['failed-authorizations', config.budgetFailedAuthorizations],
+    ['exact-set', config.budgetExactSet],
   ];
   return settings.flatMap(([scope, value]) =>
     value === 'off' ? [] : [{ scope, limit: value.limit, windowMs: value.windowMs }],
   );
 }
 
+/** The CA identities the pre-flight's CAA check looks for: the setting, else the directory's default. */
+function caaIdentitiesFrom(config: Config): string[] {
+  if (config.caaIdentities === 'off') return [];
+  return config.caaIdentities ? [...config.caaIdentities] : defaultCaaIdentities(config.directoryUrl);
+}
+
 /**
- * At most one catalog query every 2 s once the burst is spent. A quiet catalog keeps a blocking
- * query open for the whole wait; a churning one (deploys, our own tag updates) degrades to polling.
+ * The catalog and policy watches: a quiet watch answers a change at once (a burst of 5 requests
+ * back to back), and only a catalog that keeps changing is held to 2 requests a second. Our own
+ * route registration changes the catalog's index too, so a tag change costs one extra, cheap round
+ * trip whose content (our own services left out) is no change.
  */
-const DISCOVERY_REQUESTS_PER_SECOND = 0.5;
+const WATCH_REQUESTS_PER_SECOND = 2;
+const WATCH_BURST = 5;
 
 /** Builds the real adapters from the configuration. */
 export function buildService(config: Config, logger: Logger): Service {
-  const consul = createConsulClient({
-    address: config.consulAddress,
-    token: config.consulToken,
-    caCertPath: config.consulCaCert,
-  });
+  const connections = openConnections(config, logger);
+  // `consul` is the local agent (catalog, registrations); `coordination` the home datacenter.
+  const { consul, coordination, vault } = connections;
   let certificateStore: CertificateStore;
   let accountStore: AccountStore;
-  if (config.store === 'vault') {
-    const vault = createVaultClient({
-      address: config.vaultAddress,
-      token: config.vaultToken ?? '',
-      caCertPath: config.vaultCaCert,
-    });
+  if (vault !== undefined) {
     certificateStore = new VaultCertificateStore({
       client: vault,
       mount: config.vaultMount,
@@ -494,7 +598,13 @@ export function buildService(config: Config, logger: Logger): Service {
     certificateStore = new FileCertificateStore({ directory: config.fileStoreDir, logger });
     accountStore = new FileAccountStore({ directory: config.fileStoreDir });
   }
-  const challengeStore = new ConsulChallengeStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'challenges') });
+  const challengeStore = new ConsulChallengeStore({
+    consul: coordination,
+    prefix: consulKvFolder(config.kvPrefix, 'challenges'),
+    logger,
+  });
+  // Keeps the store's local mirror current, so tokens other instances put are answered at once.
+  challengeStore.start();
   const metrics = new ServiceMetrics();
   const sinks = createSinkRunner(config, logger, {
     store: certificateStore,
@@ -524,6 +634,10 @@ export function buildService(config: Config, logger: Logger): Service {
         address: config.serviceAddress,
         port: config.challengePort,
         checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.ready}`,
+        // Routable at once; an instance killed without deregistering leaves the catalog.
+        initialCheckStatus: 'passing',
+        deregisterCriticalAfter: ROUTE_DEREGISTER_CRITICAL_AFTER,
+        logger,
       })
     : undefined;
   const healthRegistration = config.registerService
@@ -535,24 +649,38 @@ export function buildService(config: Config, logger: Logger): Service {
         port: config.adminPort,
         checkHttpUrl: `${adminBase}${ADMIN_HEALTH_PATHS.certificates}`,
         checkName: 'certificates',
+        // A live instance's critical check is the alert: if Consul removes it after this long, the
+        // next anti-entropy round registers it again. A dead instance's goes, and stays gone.
+        deregisterCriticalAfter: `${Math.round(config.healthDeregisterAfterMs / 1000)}s`,
+        logger,
       })
     : undefined;
-  return createService({
+  const service = createService({
     config,
     logger,
     discovery: new ConsulDiscovery({
       consul,
       waitSeconds: config.watchWaitSeconds,
       stale: config.consulStale,
-      requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND,
+      requestsPerSecond: WATCH_REQUESTS_PER_SECOND,
+      burst: WATCH_BURST,
+      ignoreServices: [config.serviceName, certificateHealthServiceName(config.serviceName)],
       logger,
     }),
     certificateStore,
     challengeStore,
-    stateStore: new ConsulCertificateStateStore({ consul, prefix: consulKvFolder(config.kvPrefix, 'state') }),
+    stateStore: new ConsulCertificateStateStore({
+      consul: coordination,
+      prefix: consulKvFolder(config.kvPrefix, 'state'),
+    }),
+    requestStore: new ConsulRequestStore({
+      consul: coordination,
+      prefix: consulKvFolder(config.kvPrefix, 'requests'),
+      logger,
+    }),
     issuer,
     locker: new ConsulLocker({
-      consul,
+      consul: coordination,
       prefix: consulKvFolder(config.kvPrefix, 'locks'),
       sessionName: `consul-acme ${config.instanceName}`,
       sessionTtlSeconds: config.sessionTtlSeconds,
@@ -563,15 +691,15 @@ export function buildService(config: Config, logger: Logger): Service {
     healthRegistration,
     metrics,
     policySource: new ConsulPolicySource({
-      consul,
+      consul: coordination,
       prefix: config.kvPrefix,
       waitSeconds: config.watchWaitSeconds,
-      requestsPerSecond: DISCOVERY_REQUESTS_PER_SECOND,
+      requestsPerSecond: WATCH_REQUESTS_PER_SECOND,
       logger,
     }),
     // Budgets and CA pauses are per ACME directory: staging orders never spend production's.
     budgetLedger: new ConsulBudgetLedger({
-      consul,
+      consul: coordination,
       prefix: `${consulKvFolder(config.kvPrefix, 'budgets')}${accountId(config.directoryUrl)}/`,
       logger,
     }),
@@ -581,10 +709,61 @@ export function buildService(config: Config, logger: Logger): Service {
           dnsServers: [...config.preflightDnsServers],
           httpPort: config.preflightHttpPort,
           timeoutMs: config.preflightTimeoutMs,
+          caaIdentities: caaIdentitiesFrom(config),
           logger,
         })
       : undefined,
     sinks,
-    onStopped: async () => issuer.close(),
+    permissionChecks: [
+      ...(vault === undefined
+        ? []
+        : [
+            new VaultPermissionCheck({
+              client: vault,
+              layout: {
+                mount: config.vaultMount,
+                prefix: config.vaultPrefix,
+                accountPath: config.vaultAccountPath,
+                pendingPath: config.vaultPendingPath,
+              },
+            }),
+          ]),
+      new ConsulPermissionCheck({
+        consul,
+        coordination,
+        needs: { kvPrefix: config.kvPrefix, serviceName: config.serviceName, registerService: config.registerService },
+        instanceName: config.instanceName,
+      }),
+    ],
+    onStopped: async () => {
+      connections.close();
+      await challengeStore.close();
+      issuer.close();
+    },
   });
+  // The agent syncs each registration with the token that made it: a new Consul token registers
+  // them again, so the old one can be deleted (docs/protocols.md §1.10).
+  connections.consulTokens.onChange(() => {
+    for (const [what, target] of [
+      ['challenge routes', registration],
+      ['certificate health check', healthRegistration],
+    ] as const) {
+      target
+        ?.registerAgain()
+        .then((count) =>
+          logger.info(
+            { [F.component]: 'service', [F.event]: EVENTS.tokenChanged, registration: what, registrations: count },
+            'registered again with the new Consul token',
+          ),
+        )
+        .catch((err: unknown) =>
+          logger.warn(
+            { [F.component]: 'service', registration: what, [F.err]: describeError(err) },
+            'could not register again with the new Consul token; anti-entropy retries',
+          ),
+        );
+    }
+  });
+  connections.start();
+  return service;
 }

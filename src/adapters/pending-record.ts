@@ -9,9 +9,10 @@ import { createPrivateKey } from 'node:crypto';
 import { KEY_TYPES, type KeyType, type PendingOrder } from '../domain/certificate.js';
 import { keyTypeOf } from '../domain/pem.js';
 import { ConsulAcmeError } from '../errors.js';
+import { RECORD_FORMATS } from '../domain/record-format.js';
 
-/** The format this release writes and the only one it reads. */
-export const PENDING_FORMAT = 1;
+/** The format this release writes and the only one it reads (a newer one is left alone: `newerFormat`). */
+export const PENDING_FORMAT = RECORD_FORMATS.pending;
 
 /** The stored fields of a pending order. `key_pem` is a secret. */
 export interface PendingFields {
@@ -25,7 +26,11 @@ export interface PendingFields {
   created_at: string;
 }
 
-export type PendingParse = { ok: true; pending: PendingOrder } | { ok: false; problem: string };
+/**
+ * The outcome of reading a stored pending order. `newerFormat` is set when a newer release wrote
+ * it: the caller must leave it alone and must not order for the name (FORMAT_NEWER).
+ */
+export type PendingParse = { ok: true; pending: PendingOrder } | { ok: false; problem: string; newerFormat?: number };
 
 export function pendingToFields(pending: PendingOrder): PendingFields {
   return {
@@ -58,6 +63,12 @@ export function pendingFromFields(fields: unknown, hostname: string): PendingPar
   if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) return fail('is not an object');
   const f = fields as Record<string, unknown>;
   if (f.format !== PENDING_FORMAT) {
+    if (typeof f.format === 'number' && Number.isInteger(f.format) && f.format > PENDING_FORMAT)
+      return {
+        ok: false,
+        problem: `has format ${f.format}, written by a newer release (this one reads format ${PENDING_FORMAT})`,
+        newerFormat: f.format,
+      };
     return typeof f.format === 'number'
       ? fail(`has format ${f.format}, which this release does not read (it reads format ${PENDING_FORMAT})`)
       : fail('has no format number');

@@ -143,7 +143,24 @@ function table(header: string[], rows: string[][]): string[] {
   );
 }
 
-/** The LAST ERROR cell: the policy verdict of a refused name, what a waiting name waits for, or the last error with its retry. */
+/** What an operator request or an adoption adds to a line, when nothing else is to be said. */
+function operatorNote(c: CertificateStatus): string | undefined {
+  const request = c.request;
+  if (request?.kind === 'revoke')
+    return request.revokedAt
+      ? `revoked (${request.revokeReason ?? '?'}), replacing`
+      : `revocation requested (${request.revokeReason ?? '?'})`;
+  if (request?.kind === 'reissue') return 'reissue requested';
+  if (request?.kind === 'adopt') return 'adoption requested';
+  if (c.adoption) return c.adoption;
+  if (c.adoptedAt) return `adopted ${shortDate(c.adoptedAt)}`;
+  return undefined;
+}
+
+/**
+ * The LAST ERROR cell: the policy verdict of a refused name, what a waiting name waits for, the
+ * last error with its retry, or else an operator request or adoption.
+ */
 function problemCell(c: CertificateStatus): string {
   let text: string | undefined;
   if (c.policy) text = c.policy;
@@ -153,6 +170,7 @@ function problemCell(c: CertificateStatus): string {
       c.attempts > 0 && c.nextAttemptAt
         ? `${c.lastError} (try ${c.attempts + 1} at ${shortDate(c.nextAttemptAt)})`
         : c.lastError;
+  else text = operatorNote(c);
   return text === undefined ? EMPTY : truncate(clean(text), LAST_ERROR_MAX_CHARS);
 }
 
@@ -173,15 +191,24 @@ function certificateRow(c: CertificateStatus): string[] {
  */
 export function renderStatusTable(report: StatusReport, now: Date): string {
   const d = report.discovery;
-  const lines: string[] = [
-    `instance   ${clean(report.instance)} (${report.ready ? 'ready' : 'not ready'})`,
-    `store      ${orDash(report.store)}`,
-    `ca         ${orDash(report.directoryUrl)}`,
-    `discovery  ${d.services} service${d.services === 1 ? '' : 's'}, last sync ${shortDate(d.lastSyncAt)}${ago(d.lastSyncAt, now)}` +
-      (d.lastError ? `, last error: ${truncate(clean(d.lastError), LAST_ERROR_MAX_CHARS)}` : ''),
-    '',
-  ];
-  if (report.certificates.length === 0) {
+  const sinksOnly = report.mode === 'sinks';
+  const lines: string[] = sinksOnly
+    ? [
+        `instance   ${clean(report.instance)} (${report.ready ? 'ready' : 'not ready'}), sinks only: no issuance`,
+        `store      ${orDash(report.store)}, last listed ${shortDate(d.lastSyncAt)}${ago(d.lastSyncAt, now)}` +
+          (d.lastError ? `, last error: ${truncate(clean(d.lastError), LAST_ERROR_MAX_CHARS)}` : ''),
+      ]
+    : [
+        `instance   ${clean(report.instance)} (${report.ready ? 'ready' : 'not ready'})`,
+        `store      ${orDash(report.store)}`,
+        `ca         ${orDash(report.directoryUrl)}`,
+        `discovery  ${d.services} service${d.services === 1 ? '' : 's'}, last sync ${shortDate(d.lastSyncAt)}${ago(d.lastSyncAt, now)}` +
+          (d.lastError ? `, last error: ${truncate(clean(d.lastError), LAST_ERROR_MAX_CHARS)}` : ''),
+        '',
+      ];
+  if (sinksOnly) {
+    // The sinks below are what this instance does.
+  } else if (report.certificates.length === 0) {
     lines.push('No certificates.');
   } else {
     lines.push(

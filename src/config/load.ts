@@ -4,6 +4,7 @@
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { BUDGET_RETENTION_MS } from '../domain/budget.js';
 import { ConfigError } from '../errors.js';
 import { isRuntimeArgument } from '../sinks/haproxy-runtime.js';
 import { CONFIG_FILE_ENV, SETTINGS, type Config, type SettingSpec } from './schema.js';
@@ -90,8 +91,17 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
   if ((c.eabKid === undefined) !== (c.eabHmacKey === undefined)) {
     problems.push(`${SETTINGS.eabKid.env} and ${SETTINGS.eabHmacKey.env} must be set together`);
   }
-  if (c.store === 'vault' && !c.vaultToken) {
-    problems.push(`${SETTINGS.vaultToken.env} is required when ${SETTINGS.store.env}=vault`);
+  if (c.store === 'vault' && !c.vaultToken && !c.vaultTokenFile) {
+    problems.push(
+      `${SETTINGS.vaultToken.env} or ${SETTINGS.vaultTokenFile.env} is required when ${SETTINGS.store.env}=vault`,
+    );
+  }
+  for (const [cert, key] of [
+    [SETTINGS.consulClientCert, SETTINGS.consulClientKey],
+    [SETTINGS.vaultClientCert, SETTINGS.vaultClientKey],
+  ] as const) {
+    if ((c[cert.key as 'consulClientCert'] === undefined) !== (c[key.key as 'consulClientKey'] === undefined))
+      problems.push(`${cert.env} and ${key.env} must be set together`);
   }
   if (typeof c.acmePollMinMs === 'number' && typeof c.acmePollMaxMs === 'number' && c.acmePollMinMs > c.acmePollMaxMs) {
     problems.push(
@@ -119,10 +129,49 @@ function crossCheck(c: Config, problems: string[], isReadable: (p: string) => bo
       `${SETTINGS.vaultPendingPath.env} must not be under ${SETTINGS.vaultPrefix.env}: Fabio would try to load the pending orders as certificates`,
     );
   }
+  crossCheckSafety(c, problems);
   crossCheckSinks(c, problems);
-  for (const spec of [SETTINGS.caBundle, SETTINGS.consulCaCert, SETTINGS.vaultCaCert]) {
+  if (c.mode === 'sinks' && c.haproxyDir === undefined && c.traefikDir === undefined && c.hookCommand === undefined) {
+    problems.push(
+      `${SETTINGS.mode.env}=sinks runs only the sinks, but none is configured: set ${SETTINGS.haproxyDir.env}, ${SETTINGS.traefikDir.env} or ${SETTINGS.hookCommand.env}`,
+    );
+  }
+  if (typeof c.sinkPollIntervalMs === 'number' && c.sinkPollIntervalMs <= 0)
+    problems.push(`${SETTINGS.sinkPollIntervalMs.env} must be longer than 0`);
+  for (const spec of [
+    SETTINGS.caBundle,
+    SETTINGS.consulCaCert,
+    SETTINGS.vaultCaCert,
+    SETTINGS.consulClientCert,
+    SETTINGS.consulClientKey,
+    SETTINGS.vaultClientCert,
+    SETTINGS.vaultClientKey,
+    SETTINGS.consulTokenFile,
+    SETTINGS.vaultTokenFile,
+  ]) {
     const path = c[spec.key as 'caBundle'];
     if (typeof path === 'string' && !isReadable(path)) problems.push(`${spec.env} ${path} is not a readable file`);
+  }
+}
+
+/** The CAA check needs the pre-flight; a budget's window must fit in what the ledger keeps. */
+function crossCheckSafety(c: Config, problems: string[]): void {
+  if (c.preflight === false && Array.isArray(c.caaIdentities)) {
+    problems.push(
+      `${SETTINGS.caaIdentities.env} is set but ${SETTINGS.preflight.env} is false: the CAA check is part of the pre-flight check (set ${SETTINGS.caaIdentities.env}=off, or switch the pre-flight on)`,
+    );
+  }
+  for (const spec of [
+    SETTINGS.budgetNewOrders,
+    SETTINGS.budgetRegisteredDomain,
+    SETTINGS.budgetFailedAuthorizations,
+    SETTINGS.budgetExactSet,
+  ]) {
+    const value = c[spec.key as 'budgetNewOrders'];
+    if (typeof value === 'object' && value.windowMs > BUDGET_RETENTION_MS)
+      problems.push(
+        `${spec.env} has a window longer than 7d, but the shared budget ledger forgets events after 7 days, so the budget would not hold`,
+      );
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { hostname as osHostname } from 'node:os';
 import cron from 'node-cron';
+import { parseAdoptionSetting, type AdoptionSetting } from '../domain/adopt.js';
 import { KEY_TYPES, type KeyType } from '../domain/certificate.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
@@ -176,6 +177,35 @@ const budget =
     return ok({ limit: Number(match[1]), windowMs });
   };
 
+const adoption =
+  () =>
+  (raw: unknown): Parsed<AdoptionSetting> => {
+    const items = Array.isArray(raw) ? raw.map(String) : text(raw);
+    if (items === undefined) return bad('must be off, all, or a comma-separated list of hostnames and *. patterns');
+    const parsed = parseAdoptionSetting(items);
+    return parsed.ok ? ok(parsed.value) : bad(parsed.problem);
+  };
+
+/** Issuer domain names as CAA records write them (RFC 8659 §4.2): letters, digits and inner hyphens, dot-separated. */
+const ISSUER_DOMAIN_NAME = /^[A-Za-z0-9](?:-*[A-Za-z0-9])*(?:\.[A-Za-z0-9](?:-*[A-Za-z0-9])*)+$/;
+
+const caaIdentities =
+  () =>
+  (raw: unknown): Parsed<string[] | 'off'> => {
+    const s = Array.isArray(raw) ? raw.map(String).join(',') : text(raw);
+    if (s === 'off') return ok('off');
+    const items = (s ?? '')
+      .split(',')
+      .map((i) => i.trim())
+      .filter((i) => i !== '');
+    if (items.length === 0)
+      return bad(`must be issuer domain names such as letsencrypt.org (comma-separated), or off, got "${String(raw)}"`);
+    const badItem = items.find((i) => !ISSUER_DOMAIN_NAME.test(i));
+    if (badItem !== undefined)
+      return bad(`"${badItem}" is not an issuer domain name as CAA records write it (such as letsencrypt.org)`);
+    return ok(items);
+  };
+
 const cronExpression =
   () =>
   (raw: unknown): Parsed<string> => {
@@ -236,6 +266,15 @@ export const SETTINGS = {
     description: 'Consul ACL token (see deploy/consul-policy.hcl).',
     parse: str(),
   }),
+  consulTokenFile: optional<string>({
+    key: 'consulTokenFile',
+    env: 'CONSUL_HTTP_TOKEN_FILE',
+    default: undefined,
+    type: 'file path',
+    description:
+      'File holding the Consul ACL token (Nomad writes it from a `template` block). Read at start, again whenever the file changes (checked every 2 s) and before a refused request fails; wins over `CONSUL_HTTP_TOKEN`. Registrations are made again with a new token.',
+    parse: str({ nonEmpty: true }),
+  }),
   consulCaCert: optional<string>({
     key: 'consulCaCert',
     env: 'CONSUL_CACERT',
@@ -243,6 +282,43 @@ export const SETTINGS = {
     type: 'file path',
     description: "CA bundle to verify Consul's TLS certificate.",
     parse: str({ nonEmpty: true }),
+  }),
+  consulClientCert: optional<string>({
+    key: 'consulClientCert',
+    env: 'CONSUL_CLIENT_CERT',
+    default: undefined,
+    type: 'file path',
+    description:
+      'Client certificate (PEM) presented to Consul, for agents with `verify_incoming`; needs `CONSUL_CLIENT_KEY`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  consulClientKey: optional<string>({
+    key: 'consulClientKey',
+    env: 'CONSUL_CLIENT_KEY',
+    default: undefined,
+    type: 'file path',
+    description: 'Private key (PEM) of `CONSUL_CLIENT_CERT`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  consulTlsServerName: optional<string>({
+    key: 'consulTlsServerName',
+    env: 'CONSUL_TLS_SERVER_NAME',
+    default: undefined,
+    defaultDoc: 'the host of `CONSUL_HTTP_ADDR`',
+    type: 'hostname',
+    description:
+      "Name Consul's certificate is checked against (and sent as SNI), when the address is an IP or another name.",
+    parse: str({ nonEmpty: true, pattern: /^[A-Za-z0-9.-]+$/, patternDoc: 'a hostname' }),
+  }),
+  homeDatacenter: optional<string>({
+    key: 'homeDatacenter',
+    env: 'CONSUL_ACME_HOME_DATACENTER',
+    default: undefined,
+    defaultDoc: "the local agent's datacenter",
+    type: 'datacenter name',
+    description:
+      'The one Consul datacenter that holds the coordination state (locks and their sessions, backoff state, budgets, CA pauses, challenge tokens, policy lists): every instance, in any datacenter, reads and writes it there with `?dc=`. The catalog watch and the registrations stay in the local datacenter. Set it to the same name everywhere when instances in several datacenters share one Vault and ACME account (docs/operations.md, "Several datacenters").',
+    parse: str({ nonEmpty: true, pattern: /^[A-Za-z0-9_-]+$/, patternDoc: 'letters, digits, "_" or "-"' }),
   }),
   consulStale: setting({
     key: 'consulStale',
@@ -334,7 +410,8 @@ export const SETTINGS = {
     env: 'CONSUL_ACME_EMAIL',
     default: undefined,
     type: 'email',
-    description: 'Contact address for the ACME account.',
+    description:
+      "Contact address of the ACME account, for the CA's notices about the account (policy changes, certificates it must revoke). Let's Encrypt no longer sends expiry e-mails (since June 2025): watch the `consul-acme-certificates` check in Consul and `consul_acme_certificate_expiry_timestamp_seconds` instead.",
     parse: str({ pattern: /^[^@\s]+@[^@\s]+$/, patternDoc: 'an email address' }),
   }),
   eabKid: optional<string>({
@@ -401,7 +478,7 @@ export const SETTINGS = {
     default: true,
     type: 'boolean',
     description:
-      'Before any order, check that the name resolves and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.',
+      'Before any order, check that the name resolves, that its CAA records allow the CA (`CONSUL_ACME_CAA_IDENTITIES`) and that `http://<name>/.well-known/acme-challenge/<probe>` reaches consul-acme; a name that fails is retried on the backoff schedule and never ordered.',
     parse: bool(),
   }),
   preflightDnsServers: setting({
@@ -410,7 +487,7 @@ export const SETTINGS = {
     default: [] as string[],
     defaultDoc: 'the system resolver',
     type: 'comma-separated host:port',
-    description: 'DNS servers the pre-flight check asks.',
+    description: 'DNS servers the pre-flight check asks (address and CAA lookups).',
     parse: listOf(),
   }),
   preflightHttpPort: setting({
@@ -426,8 +503,18 @@ export const SETTINGS = {
     env: 'CONSUL_ACME_PREFLIGHT_TIMEOUT_MS',
     default: 5000,
     type: 'integer ms',
-    description: 'Timeout of the pre-flight DNS lookup and probe request.',
+    description: 'Timeout of the pre-flight DNS lookups (address, CAA) and probe request.',
     parse: int(100, 60_000),
+  }),
+  caaIdentities: optional<string[] | 'off'>({
+    key: 'caaIdentities',
+    env: 'CONSUL_ACME_CAA_IDENTITIES',
+    default: undefined,
+    defaultDoc: "`letsencrypt.org` for Let's Encrypt directories; none (no CAA check) for other CAs",
+    type: 'comma-separated issuer domain names, or `off`',
+    description:
+      "The CA's identities in CAA records (RFC 8659). The pre-flight check looks up CAA at the name and each parent; when the first record set found has `issue` records and none names one of these (exactly as written, with `validationmethods`, if any, listing `http-01`), or a lookup fails with SERVFAIL or a timeout, the name is not ordered (`PREFLIGHT_FAILED: CAA`) and is retried on the backoff schedule. Set it for any CA other than Let's Encrypt (its documentation names its identity); `off` skips the check. Needs `CONSUL_ACME_PREFLIGHT`.",
+    parse: caaIdentities(),
   }),
   routeSettleMs: setting({
     key: 'routeSettleMs',
@@ -467,6 +554,16 @@ export const SETTINGS = {
     description: 'Failed authorizations per hostname before it waits for the window.',
     parse: budget(),
   }),
+  budgetExactSet: setting<BudgetSetting | 'off'>({
+    key: 'budgetExactSet',
+    env: 'CONSUL_ACME_BUDGET_EXACT_SET',
+    default: { limit: 5, windowMs: 7 * 86_400_000 },
+    defaultDoc: '`5/7d`',
+    type: '`<count>/<window>` or `off`',
+    description:
+      "Orders per exact set of names (one certificate's names), renewals included, as Let's Encrypt counts them; a name whose budget is spent waits for the window.",
+    parse: budget(),
+  }),
   // Store
   store: setting<'file' | 'vault'>({
     key: 'store',
@@ -501,6 +598,15 @@ export const SETTINGS = {
     description: 'Vault token (store `vault`; see deploy/vault-policy.hcl).',
     parse: str({ nonEmpty: true }),
   }),
+  vaultTokenFile: optional<string>({
+    key: 'vaultTokenFile',
+    env: 'VAULT_TOKEN_FILE',
+    default: undefined,
+    type: 'file path',
+    description:
+      "File holding the Vault token (Nomad's `vault` block writes `secrets/vault_token`). Read at start, again whenever the file changes (checked every 2 s) and before a refused request fails; wins over `VAULT_TOKEN`. A renewable token is renewed before it expires, from either source.",
+    parse: str({ nonEmpty: true }),
+  }),
   vaultCaCert: optional<string>({
     key: 'vaultCaCert',
     env: 'VAULT_CACERT',
@@ -508,6 +614,33 @@ export const SETTINGS = {
     type: 'file path',
     description: "CA bundle to verify Vault's TLS certificate. Verification is never switched off.",
     parse: str({ nonEmpty: true }),
+  }),
+  vaultClientCert: optional<string>({
+    key: 'vaultClientCert',
+    env: 'VAULT_CLIENT_CERT',
+    default: undefined,
+    type: 'file path',
+    description:
+      'Client certificate (PEM) presented to Vault (listeners with `tls_require_and_verify_client_cert`); needs `VAULT_CLIENT_KEY`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultClientKey: optional<string>({
+    key: 'vaultClientKey',
+    env: 'VAULT_CLIENT_KEY',
+    default: undefined,
+    type: 'file path',
+    description: 'Private key (PEM) of `VAULT_CLIENT_CERT`.',
+    parse: str({ nonEmpty: true }),
+  }),
+  vaultTlsServerName: optional<string>({
+    key: 'vaultTlsServerName',
+    env: 'VAULT_TLS_SERVER_NAME',
+    default: undefined,
+    defaultDoc: 'the host of `VAULT_ADDR`',
+    type: 'hostname',
+    description:
+      "Name Vault's certificate is checked against (and sent as SNI), when the address is an IP or another name.",
+    parse: str({ nonEmpty: true, pattern: /^[A-Za-z0-9.-]+$/, patternDoc: 'a hostname' }),
   }),
   vaultMount: setting({
     key: 'vaultMount',
@@ -553,6 +686,15 @@ export const SETTINGS = {
       pattern: /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/,
       patternDoc: 'a path without leading or trailing /',
     }),
+  }),
+  adopt: setting<AdoptionSetting>({
+    key: 'adopt',
+    env: 'CONSUL_ACME_ADOPT',
+    default: 'off',
+    type: '`off`, `all`, or hostnames and `*.` patterns',
+    description:
+      "Take over, without a command, the certificates another tool wrote under the prefix (no `managed_by`) for the declared names this matches: the same certificate and key are written again as a new version marked consul-acme's (nothing is removed or emptied), and renewed on schedule from then on. Only a certificate and key that load and match, have not expired and cover the name are adopted. `consul-acme adopt` does the same for the records it names, whatever this says.",
+    parse: adoption(),
   }),
   // Queue
   queueConcurrency: setting({
@@ -670,8 +812,23 @@ export const SETTINGS = {
     type: 'string, 16 characters or more',
     secret: true,
     description:
-      "When set, `GET /status` and `GET /metrics` need `Authorization: Bearer <token>` (`consul-acme status` sends it from this variable); the health paths stay open for Consul's checks.",
+      "When set, every admin path but the health paths needs `Authorization: Bearer <token>` (`consul-acme status`, `adopt`, `reissue` and `revoke` send it from this variable); the health paths stay open for Consul's checks. The commands that change certificates (`POST /adopt`, `/reissue`, `/revoke`) are refused while it is unset.",
     parse: str({ pattern: /^\S{16,}$/, patternDoc: 'at least 16 characters without spaces' }),
+  }),
+  healthDeregisterAfterMs: setting({
+    key: 'healthDeregisterAfterMs',
+    env: 'CONSUL_ACME_HEALTH_DEREGISTER_AFTER',
+    default: 86_400_000,
+    defaultDoc: '`24h`',
+    type: 'duration, 1m or more',
+    description:
+      'Consul removes the certificate-health check of an instance that has been critical this long, so a dead instance does not alert forever; a live instance registers it again within 30 s, so a certificate problem stays visible.',
+    parse: (raw: unknown) => {
+      const parsed = duration()(raw);
+      return parsed.ok && parsed.value < 60_000
+        ? bad<number>(`must be at least 1m (Consul's minimum), got "${String(raw)}"`)
+        : parsed;
+    },
   }),
   registerService: setting({
     key: 'registerService',
@@ -797,7 +954,26 @@ export const SETTINGS = {
     description: 'The certificate health check turns warning when a sink has been failing for this long.',
     parse: duration(),
   }),
+  sinkPollIntervalMs: setting({
+    key: 'sinkPollIntervalMs',
+    env: 'CONSUL_ACME_SINK_POLL_INTERVAL',
+    default: 30_000,
+    defaultDoc: '`30s`',
+    type: 'duration',
+    description:
+      'In `sinks` mode, how often the store is listed (one request) so that names that appeared or left reach the sinks; a renewed certificate of a name already there arrives with the next re-sync (`CONSUL_ACME_SINK_RESYNC_INTERVAL`).',
+    parse: duration(),
+  }),
   // Process
+  mode: setting<'issuer' | 'sinks'>({
+    key: 'mode',
+    env: 'CONSUL_ACME_MODE',
+    default: 'issuer',
+    type: '`issuer` or `sinks`',
+    description:
+      "`issuer` runs the whole service. `sinks` runs only the sinks (HAProxy, Traefik, hook) from the store, on the proxy's node: no issuance, no challenge responder, no locks, no catalog watch, no Consul at all; its admin API serves health and the sinks' status. `consul-acme run --sinks-only` is the same.",
+    parse: oneOf(['issuer', 'sinks'] as const),
+  }),
   logLevel: setting<LogLevel>({
     key: 'logLevel',
     env: 'CONSUL_ACME_LOG_LEVEL',

@@ -13,14 +13,19 @@
  *   Registered Domain; counting orders, not issued certificates, is the safe side).
  * - `failed-authorizations`: 5 failed authorizations per hostname per hour (Authorization
  *   Failures per Identifier per Account).
+ * - `exact-set`: 5 orders per exact set of names per 7 days (New Certificates per Exact Set of
+ *   Identifiers). Let's Encrypt counts renewals here too, so every order counts, renewal or not;
+ *   it is the backstop against reissuing the same certificate in a loop, beside the worker's
+ *   write-ahead record (src/engine/worker.ts), which completes an issued order instead of
+ *   buying it again. Counting orders, not issued certificates, is the safe side again.
  * Renewals of the same set of names are exempt from the first two, as at Let's Encrypt; failed
- * authorizations always count. Not kept: "5 certificates per exact set of names per 7 days",
- * which renewals are subject to.
+ * authorizations always count.
  */
+import { createHash } from 'node:crypto';
 import { canonicalHostname } from './hostname.js';
 import { registeredDomain } from './registered-domain.js';
 
-export type BudgetScope = 'account' | 'registered-domain' | 'failed-authorizations';
+export type BudgetScope = 'account' | 'registered-domain' | 'failed-authorizations' | 'exact-set';
 
 export interface Budget {
   scope: BudgetScope;
@@ -37,6 +42,7 @@ export const DEFAULT_BUDGETS: readonly Readonly<Budget>[] = Object.freeze(
       { scope: 'account', limit: 300, windowMs: 3 * HOUR_MS },
       { scope: 'registered-domain', limit: 50, windowMs: 7 * DAY_MS },
       { scope: 'failed-authorizations', limit: 5, windowMs: HOUR_MS },
+      { scope: 'exact-set', limit: 5, windowMs: 7 * DAY_MS },
     ] satisfies Budget[]
   ).map((b) => Object.freeze(b)),
 );
@@ -54,12 +60,31 @@ export interface BudgetKey {
   key: string;
 }
 
+/** Longest exact-set key spelled out in full; longer sets are keyed by a hash (see exactSetKey). */
+export const MAX_EXACT_SET_KEY_LENGTH = 200;
+
+/**
+ * The key of an exact set of names: the canonical names, sorted and unique, joined with `_` (a
+ * character no valid hostname has, and one the ledger's keys allow), e.g.
+ * `a.example.com_www.example.com`; one name is just that name. A set whose key would be longer than
+ * MAX_EXACT_SET_KEY_LENGTH is keyed `<first name>_and-<n>-more_<sha256 of the full key, 16 hex>`,
+ * still stable and ledger-safe, and still naming a name for the status.
+ */
+export function exactSetKey(hostnames: string | readonly string[]): string {
+  const names = [...new Set((typeof hostnames === 'string' ? [hostnames] : hostnames).map(canonicalHostname))].sort();
+  const full = names.join('_');
+  if (full.length <= MAX_EXACT_SET_KEY_LENGTH) return full;
+  const digest = createHash('sha256').update(full).digest('hex').slice(0, 16);
+  return `${names[0]}_and-${names.length - 1}-more_${digest}`;
+}
+
 /**
  * The budgets one event counts against.
  * - `new-order` for the names of one order (a string or the order's list): the account once and
- *   each distinct registered domain once, or nothing when `isRenewal` (same set of names).
+ *   each distinct registered domain once, unless `isRenewal` (same set of names); and the exact
+ *   set of the order's names, always.
  * - `failed-authorization`: each hostname's own failed-authorizations budget, renewal or not.
- * Keys are sorted and unique, so the result is stable.
+ * Keys are sorted and unique, so the result is stable: account, registered domains, exact set.
  */
 export function budgetKeys(
   hostnames: string | readonly string[],
@@ -71,11 +96,14 @@ export function budgetKeys(
   if (kind === 'failed-authorization') {
     return names.map((key) => ({ scope: 'failed-authorizations', key }));
   }
-  if (isRenewal || names.length === 0) return [];
+  if (names.length === 0) return [];
+  const exactSet: BudgetKey = { scope: 'exact-set', key: exactSetKey(names) };
+  if (isRenewal) return [exactSet];
   const domains = [...new Set(names.map(registeredDomain))].sort();
   return [
     { scope: 'account', key: accountKey },
     ...domains.map((key): BudgetKey => ({ scope: 'registered-domain', key })),
+    exactSet,
   ];
 }
 

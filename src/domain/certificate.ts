@@ -26,6 +26,11 @@ export interface CertificateData {
   keyType: KeyType;
   /** When we wrote it. */
   obtainedAt: Date;
+  /**
+   * Set only on a certificate consul-acme adopted (src/domain/adopt.ts): when it took over the
+   * record another tool wrote. Its first renewal by consul-acme drops it.
+   */
+  adoptedAt?: Date;
 }
 
 /**
@@ -41,6 +46,18 @@ export interface StoredRecord {
   managed: boolean;
   certificate: CertificateData | undefined;
   problem: string | undefined;
+  /**
+   * Only on a record not written by consul-acme (`managed: false`), when its certificate and key
+   * load and match and its key type is one consul-acme issues: what the certificate says, so that
+   * adoption can be decided (src/domain/adopt.ts). `directoryUrl` is empty: an ACME certificate
+   * does not name the directory it came from.
+   */
+  foreign?: CertificateFacts;
+  /**
+   * Set when a newer release wrote the record in a format this one does not read
+   * (domain/record-format.ts): it is left alone, never replaced or deleted, and not ordered for.
+   */
+  newerFormat?: number;
 }
 
 /** What planning needs of a certificate: everything but the PEM texts (kept out of memory). */
@@ -53,14 +70,23 @@ export interface StoredFacts {
   managed: boolean;
   certificate: CertificateFacts | undefined;
   problem: string | undefined;
+  /** As StoredRecord.foreign. */
+  foreign?: CertificateFacts;
+  /** See StoredRecord.newerFormat. */
+  newerFormat?: number;
 }
 
 /** The facts of a record, dropping the certificate and key texts. */
 export function factsOf(record: StoredRecord): StoredFacts {
   const { hostname, version, managed, problem } = record;
-  if (record.certificate === undefined) return { hostname, version, managed, certificate: undefined, problem };
+  const extra = {
+    ...(record.foreign === undefined ? {} : { foreign: record.foreign }),
+    ...(record.newerFormat === undefined ? {} : { newerFormat: record.newerFormat }),
+  };
+  if (record.certificate === undefined)
+    return { hostname, version, managed, certificate: undefined, problem, ...extra };
   const { certPem: _certPem, keyPem: _keyPem, ...certificate } = record.certificate;
-  return { hostname, version, managed, certificate, problem };
+  return { hostname, version, managed, certificate, problem, ...extra };
 }
 
 /**

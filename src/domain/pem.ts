@@ -11,8 +11,9 @@
  * it, so a `put` parses its pair once and the gets of an unchanged record parse nothing.
  */
 import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
-import type { CertificateData, KeyType, StoredRecord } from './certificate.js';
+import type { CertificateData, CertificateFacts, KeyType, StoredRecord } from './certificate.js';
 import { ConsulAcmeError } from '../errors.js';
+import { RECORD_FORMATS, readFormat } from './record-format.js';
 
 export type CertificateInspection =
   | {
@@ -219,18 +220,40 @@ export function storedRecordFromPem(
   hostname: string,
   version: number,
   managed: boolean,
-  fields: { cert?: string; key?: string; directoryUrl?: string; obtainedAt?: string },
+  fields: {
+    cert?: string;
+    key?: string;
+    directoryUrl?: string;
+    obtainedAt?: string;
+    adoptedAt?: string;
+    format?: unknown;
+  },
   where: string,
 ): StoredRecord {
   if (!managed) {
+    const foreign = foreignFacts(hostname, fields.cert, fields.key);
     return {
       hostname,
       version,
       managed,
       certificate: undefined,
       problem: `${where} was not written by consul-acme; it is left alone`,
+      ...(foreign === undefined ? {} : { foreign }),
     };
   }
+  const format = readFormat(fields.format, RECORD_FORMATS.certificate);
+  if (format.kind === 'newer') {
+    return {
+      hostname,
+      version,
+      managed,
+      certificate: undefined,
+      problem: `${where} was written in format ${format.format} by a newer release (this one reads format ${RECORD_FORMATS.certificate}); it is left alone`,
+      newerFormat: format.format,
+    };
+  }
+  if (format.kind === 'invalid')
+    return { hostname, version, managed, certificate: undefined, problem: `${where} ${format.problem}` };
   const missing = (['cert', 'key', 'directoryUrl'] as const).filter((name) => fields[name] === undefined);
   if (missing.length > 0) {
     const names = missing.map((name) => (name === 'directoryUrl' ? 'directory_url' : name));
@@ -264,7 +287,35 @@ export function storedRecordFromPem(
     keyType: inspected.keyType,
     obtainedAt: Number.isNaN(obtainedAt.getTime()) ? inspected.notBefore : obtainedAt,
   };
+  const adoptedAt = fields.adoptedAt === undefined ? undefined : new Date(fields.adoptedAt);
+  if (adoptedAt !== undefined && !Number.isNaN(adoptedAt.getTime())) certificate.adoptedAt = adoptedAt;
   return { hostname, version, managed, certificate, problem: undefined };
+}
+
+/**
+ * What the certificate of a record consul-acme did not write says, when its certificate and key
+ * load and match and the key type is one consul-acme issues (else undefined): the facts adoption
+ * is decided on (src/domain/adopt.ts). The directory is unknown (empty); `obtainedAt` is the
+ * certificate's notBefore.
+ */
+function foreignFacts(
+  hostname: string,
+  certPem: string | undefined,
+  keyPem: string | undefined,
+): CertificateFacts | undefined {
+  if (certPem === undefined || keyPem === undefined) return undefined;
+  const inspected = inspectCertificateCached(certPem, keyPem);
+  if (!inspected.ok || inspected.keyType === undefined) return undefined;
+  return {
+    hostname,
+    hostnames: orderHostnames(hostname, inspected.hostnames),
+    notBefore: inspected.notBefore,
+    notAfter: inspected.notAfter,
+    directoryUrl: '',
+    issuer: inspected.issuer,
+    keyType: inspected.keyType,
+    obtainedAt: inspected.notBefore,
+  };
 }
 
 /** Refuses to store what a TLS server could not load; shared by every CertificateStore. */
@@ -273,4 +324,46 @@ export function assertStorableCertificate(certificate: CertificateData, where: s
   if (!inspected.ok) {
     throw new ConsulAcmeError('INTERNAL', `refusing to store ${where}: ${inspected.problem}`, { retryable: false });
   }
+}
+
+/**
+ * The certificate an adopted record holds (src/domain/adopt.ts): its own certificate and key,
+ * unchanged, with the facts read from them and the marks of the adoption (`obtainedAt` is the
+ * adoption time: when consul-acme wrote the record). Throws ADOPT_REFUSED when the pair cannot be
+ * stored (does not load or match, or a key type consul-acme does not issue). Shared by every store.
+ */
+export function adoptedCertificate(
+  hostname: string,
+  pair: { certPem: string | undefined; keyPem: string | undefined },
+  marks: { directoryUrl: string; adoptedAt: Date },
+  where: string,
+): CertificateData {
+  const { certPem, keyPem } = pair;
+  if (certPem === undefined || keyPem === undefined) {
+    throw new ConsulAcmeError(
+      'ADOPT_REFUSED',
+      `refusing to adopt ${where}: it has no ${certPem === undefined ? 'cert' : 'key'}`,
+    );
+  }
+  const inspected = inspectCertificateCached(certPem, keyPem);
+  if (!inspected.ok) throw new ConsulAcmeError('ADOPT_REFUSED', `refusing to adopt ${where}: ${inspected.problem}`);
+  if (inspected.keyType === undefined) {
+    throw new ConsulAcmeError(
+      'ADOPT_REFUSED',
+      `refusing to adopt ${where}: its key type is not one consul-acme issues`,
+    );
+  }
+  return {
+    hostname,
+    hostnames: orderHostnames(hostname, inspected.hostnames),
+    certPem,
+    keyPem,
+    notBefore: inspected.notBefore,
+    notAfter: inspected.notAfter,
+    directoryUrl: marks.directoryUrl,
+    issuer: inspected.issuer,
+    keyType: inspected.keyType,
+    obtainedAt: marks.adoptedAt,
+    adoptedAt: marks.adoptedAt,
+  };
 }

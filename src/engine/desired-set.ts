@@ -95,7 +95,9 @@ export class DesiredSet {
     const touched = new Set<string>();
     const first = !this.snapshotSeen;
     this.snapshotSeen = true;
-    if (first) for (const hostname of this.declaredBy.keys()) touched.add(hostname); // the extra hostnames
+    // Names that no service declares, known before the first snapshot: the extra hostnames, and the
+    // always list when the policy was read first (as it is at start).
+    if (first) for (const hostname of [...this.declaredBy.keys(), ...this.alwaysNames]) touched.add(hostname);
     for (const [service, tags] of Object.entries(services)) {
       if (this.ownServices.has(service)) continue;
       const tagsKey = tags.join('\n');

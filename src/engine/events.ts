@@ -23,12 +23,16 @@ export type EngineEvent =
       stored: StoredFacts | undefined;
       readStartedAtMs: number | undefined;
     }
-  /** A certificate was written to the store (version `version`), at `writtenAtMs`. */
+  /**
+   * A certificate was written to the store (version `version`), at `writtenAtMs`: obtained for a
+   * name that had none, renewed, or adopted (a record another tool wrote, now consul-acme's, with
+   * the same certificate and key).
+   */
   | {
       type: 'stored';
       certificate: CertificateData;
       version: number;
-      outcome: 'obtained' | 'renewed';
+      outcome: 'obtained' | 'renewed' | 'adopted';
       reason: PlanReason;
       writtenAtMs: number;
     }

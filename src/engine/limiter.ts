@@ -33,7 +33,10 @@ export class Limiter {
     }
   }
 
-  /** Runs `operation` for every item through the limiter; resolves when all have settled, with their results in order. */
+  /**
+   * Runs `operation` for every item through the limiter; resolves when all have settled, with their
+   * results in order.
+   */
   async map<T, R>(items: Iterable<T>, operation: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
     return Promise.allSettled([...items].map((item) => this.run(() => operation(item))));
   }

@@ -5,9 +5,11 @@
  *    domain or name) until its Retry-After, for every instance (kept in the budget ledger).
  * 2. Budgets: client-side copies of the CA's published limits, shared by every instance; a spent
  *    budget defers the order until the window frees a slot. Renewals of the same names are exempt
- *    from the account and registered-domain budgets, as at Let's Encrypt.
- * 3. Pre-flight: the name must resolve and its challenge path must reach us; a failure is an
- *    ordinary failure (PREFLIGHT_FAILED), retried on the backoff schedule, and no order is placed.
+ *    from the account and registered-domain budgets, as at Let's Encrypt; every order, renewal or
+ *    not, counts against the budget of its exact set of names.
+ * 3. Pre-flight: the name must resolve, its CAA records must allow the CA, and its challenge path
+ *    must reach us; a failure is an ordinary failure (PREFLIGHT_FAILED), retried on the backoff
+ *    schedule, and no order is placed.
  * Pauses and budgets are checked again after the pre-flight, and an admitted order is recorded
  * against the budgets in the same step, one admission at a time in this process.
  * The decisions are pure (src/domain/budget.ts, src/domain/rate-limit.ts); this class gathers
@@ -19,7 +21,8 @@
  *
  * A pre-flight failure within `routeSettleMs` of the name's challenge route being registered is not
  * a failure: the route may not be live yet (Fabio has to see it), so the name is deferred on a short
- * schedule ("waiting for the route") before the normal backoff applies.
+ * schedule ("waiting for the route") before the normal backoff applies. A CAA refusal is the DNS
+ * owner's decision, not a route catching up: it fails at once.
  */
 import { budgetKeys, budgetScopeKey, checkBudgets, DEFAULT_BUDGETS, type Budget } from '../domain/budget.js';
 import { pauseLedgerKey, pausesFor, rateLimitScope } from '../domain/rate-limit.js';
@@ -42,7 +45,10 @@ export interface OrderGateDeps {
   logger: Logger;
   /** When the challenge route of `hostname` was registered (ms), if known. */
   routeRegisteredAtMs?: (hostname: string) => number | undefined;
-  /** How long after its route is registered a name's pre-flight failure means "not live yet"; default DEFAULT_ROUTE_SETTLE_MS. */
+  /**
+   * How long after its route is registered a name's pre-flight failure means "not live yet"; default
+   * DEFAULT_ROUTE_SETTLE_MS.
+   */
   routeSettleMs?: number;
 }
 
@@ -84,7 +90,7 @@ export class OrderGate {
       for (const hostname of hostnames) {
         const result = await this.deps.preflight.check(hostname, signal);
         if (result.ok) continue;
-        const routeWait = this.routeWait(hostname);
+        const routeWait = result.reason === 'CAA' ? undefined : this.routeWait(hostname);
         if (routeWait !== undefined) {
           return {
             admitted: false,
@@ -138,7 +144,10 @@ export class OrderGate {
     ];
   }
 
-  /** How long to wait before probing `hostname` again when its route may not be live yet; undefined when it should be. */
+  /**
+   * How long to wait before probing `hostname` again when its route may not be live yet; undefined
+   * when it should be.
+   */
   private routeWait(hostname: string): number | undefined {
     const registeredAt = this.deps.routeRegisteredAtMs?.(hostname);
     if (registeredAt === undefined) return undefined;

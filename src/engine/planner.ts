@@ -11,6 +11,11 @@
  * - an instance that does not lead the scan runs the same scan with `submit: false`, so its status
  *   and health stay current without ordering anything.
  *
+ * Operator requests (engine/requests.ts) are listed again at the start of each scan and planned
+ * with their names (a request taken by an instance that died is carried out by the next scan); a
+ * name whose plan keeps its certificate but that still has a request gets a job too, so the worker
+ * settles the request (finishes a revocation, removes it).
+ *
  * Every read goes through the shared Limiter, so a pass over ten thousand names keeps a bounded
  * number of store requests open. A read that fails is logged, the name keeps its last known facts,
  * and (when submitting) the queue gets a job for it, whose retries wait in the queue.
@@ -19,13 +24,14 @@ import { factsOf, type StoredFacts } from '../domain/certificate.js';
 import { planCertificate, type Plan, type PlanOptions } from '../domain/plan.js';
 import { renewalSpreadDelayMs } from '../domain/spread.js';
 import { describeError } from '../errors.js';
-import { F, type Logger } from '../logging.js';
+import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
 import type { Clock } from '../ports/clock.js';
 import type { DesiredChange, DesiredSet } from './desired-set.js';
 import type { EngineEvents } from './events.js';
 import type { Limiter } from './limiter.js';
 import type { IssuanceQueue } from './queue.js';
+import type { OperatorRequests } from './requests.js';
 import type { StoreHealth } from './store-health.js';
 import type { StoreIndex } from './store-index.js';
 
@@ -42,6 +48,8 @@ export interface PlannerDeps {
   planOptions: PlanOptions;
   /** Window over which routine renewals are spread (domain/spread.ts). */
   renewSpreadMs: number;
+  /** Operator requests, planned with their names; none: no request is ever planned. */
+  requests?: Pick<OperatorRequests, 'refresh' | 'forHostname' | 'hostnames'>;
 }
 
 export interface ScanSummary {
@@ -94,7 +102,17 @@ export class Planner {
     this.rereadBeforeMs = startedAtMs;
     const listed = await limiter.run(() => storeHealth.observe(() => store.list()));
     index.applyListing(listed, startedAtMs);
-    const names = new Set<string>([...desired.managedHostnames(), ...index.hostnames()]);
+    const requests = this.deps.requests;
+    await requests
+      ?.refresh()
+      .catch((err: unknown) =>
+        this.log.warn({ [F.err]: describeError(err) }, 'could not list operator requests; planning with those known'),
+      );
+    const names = new Set<string>([
+      ...desired.managedHostnames(),
+      ...index.hostnames(),
+      ...(requests?.hostnames() ?? []),
+    ]);
     const toRead: string[] = [];
     let submitted = 0;
     for (const hostname of names) {
@@ -140,16 +158,28 @@ export class Planner {
     const { desired, clock, planOptions } = this.deps;
     const now = clock.now();
     if (facts !== undefined) desired.noteStoredUndeclared(hostname, now);
+    const request = this.deps.requests?.forHostname(hostname);
     const plan = planCertificate(
       now,
       desired.desiredFor(hostname),
       facts,
       planOptions,
       desired.undeclaredSince(hostname),
+      request,
     );
     this.deps.events.emit({ type: 'planned', hostname, plan, stored: facts, readStartedAtMs });
     if (facts === undefined && !desired.isManaged(hostname)) desired.forget(hostname);
-    if (plan.action === 'keep' || !submit) return false;
+    if (plan.reason === 'NewerFormat' && readStartedAtMs !== undefined) {
+      this.log.warn(
+        { [F.event]: EVENTS.recordNewerFormat, [F.hostname]: hostname, [F.reason]: facts?.problem },
+        'stored certificate was written by a newer release; left alone',
+      );
+    }
+    if (!submit || plan.reason === 'NewerFormat') return false;
+    // A kept certificate with a request left: the worker settles the request.
+    if (plan.action === 'keep' && request !== undefined)
+      return this.deps.queue.submit(hostname, { reason: plan.reason });
+    if (plan.action === 'keep') return false;
     if (plan.reason === 'Unparseable' && readStartedAtMs !== undefined) {
       this.log.warn(
         { [F.hostname]: hostname, [F.reason]: plan.reason, [F.err]: facts?.problem },

@@ -350,6 +350,19 @@ export class IssuanceQueue {
     try {
       persisted = await this.options.state?.get(entry.hostname);
     } catch (err) {
+      if (err instanceof ConsulAcmeError && err.code === 'FORMAT_NEWER') {
+        // A newer release keeps this name's state: leave the name to it, and look again later.
+        entry.stateLoaded = false;
+        entry.phase = 'backoff';
+        entry.lastError = describeError(err);
+        const retryInMs = this.options.retryScheduleMs[0] ?? 60_000;
+        this.schedule(entry, this.options.clock.nowMs() + retryInMs);
+        this.log.warn(
+          { [F.hostname]: entry.hostname, [F.err]: entry.lastError, [F.retryInMs]: retryInMs },
+          'persisted backoff was written by a newer release; not ordering',
+        );
+        return true;
+      }
       this.log.warn(
         { [F.hostname]: entry.hostname, [F.err]: describeError(err) },
         'could not read persisted backoff; going ahead',

@@ -8,19 +8,15 @@
  *
  * `sync` brings the routes in step with the managed set and records when each name's route was
  * registered, so the order gate can tell "the route is not live yet" from "the route is broken".
- * Every `reassertEveryMs` both registrations are checked against the agent and registered again
- * when the agent lost them (an agent that lost its state, a deregistration through the API): state
- * in Consul heals itself instead of being assumed. A failed registration is logged and retried at
- * the next check; it never stops the engine.
+ * `reassert` (run by anti-entropy.ts) checks both registrations against the agent and registers
+ * them again when the agent lost them. A failed registration is logged and retried at the next
+ * check; it never stops the engine.
  */
 import { challengeRouteTags } from '../domain/challenge.js';
 import { describeError } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
-import type { Clock, Timer } from '../ports/clock.js';
+import type { Clock } from '../ports/clock.js';
 import type { ServiceRegistration } from '../ports/service-registration.js';
-
-/** How often the registrations are compared with the agent's copy. */
-export const DEFAULT_REASSERT_EVERY_MS = 15_000;
 
 export interface RouteRegistrationDeps {
   /** The challenge-route registration; undefined when registration is switched off. */
@@ -30,22 +26,22 @@ export interface RouteRegistrationDeps {
   fabioTagPrefix: string;
   clock: Clock;
   logger: Logger;
-  reassertEveryMs?: number;
 }
 
 export class RouteRegistration {
   /** Hostname → when the registration carrying its route was accepted by the agent (ms). */
   private readonly registeredAt = new Map<string, number>();
   private wanted: readonly string[] = [];
-  private timer: Timer | undefined;
-  private running = false;
   private readonly log: Logger;
 
   constructor(private readonly deps: RouteRegistrationDeps) {
     this.log = deps.logger.child({ [F.component]: 'route-registration' });
   }
 
-  /** Registers the challenge routes of exactly `hostnames`; resolves once the agent has them (or the attempt failed and was logged). */
+  /**
+   * Registers the challenge routes of exactly `hostnames`; resolves once the agent has them (or the
+   * attempt failed and was logged).
+   */
   async sync(hostnames: readonly string[]): Promise<void> {
     this.wanted = hostnames;
     const routes = this.deps.routes;
@@ -73,22 +69,17 @@ export class RouteRegistration {
     return this.registeredAt.get(hostname);
   }
 
-  /** Registers the health sibling and starts checking both registrations against the agent. */
+  /** Registers the health sibling (its check passes or fails on its own). */
   async start(): Promise<void> {
     await this.deps.health
       ?.update([])
       .catch((err: unknown) =>
         this.log.warn({ [F.err]: describeError(err) }, 'could not register the certificate health check; retrying'),
       );
-    this.running = true;
-    this.schedule();
   }
 
-  /** Stops checking and removes both registrations. */
+  /** Removes both registrations. */
   async stop(): Promise<void> {
-    this.running = false;
-    this.timer?.cancel();
-    this.timer = undefined;
     for (const [what, registration] of [
       ['challenge routes', this.deps.routes],
       ['certificate health check', this.deps.health],
@@ -127,12 +118,5 @@ export class RouteRegistration {
         );
       }
     }
-  }
-
-  private schedule(): void {
-    if (!this.running) return;
-    this.timer = this.deps.clock.setTimer(() => {
-      void this.reassert().finally(() => this.schedule());
-    }, this.deps.reassertEveryMs ?? DEFAULT_REASSERT_EVERY_MS);
   }
 }

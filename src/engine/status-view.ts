@@ -4,11 +4,13 @@
  * last plan of each name. It only reads; the engine's events keep its one piece of state (the last
  * plan per name) current.
  */
+import { ADOPTION_REFUSAL_TEXT } from '../domain/adopt.js';
 import { certificateHealth, type CertificateHealth } from '../domain/certificate-health.js';
 import type { Plan } from '../domain/plan.js';
 import type { DesiredSet } from './desired-set.js';
 import type { EngineEvent } from './events.js';
 import type { IssuanceQueue } from './queue.js';
+import type { OperatorRequests } from './requests.js';
 import type { CertificateStatus, PolicyStatus } from './status.js';
 import type { StoreHealth } from './store-health.js';
 import type { StoreIndex } from './store-index.js';
@@ -21,6 +23,8 @@ export interface StatusViewDeps {
   index: StoreIndex;
   queue: Pick<IssuanceQueue, 'state'>;
   storeHealth: StoreHealth;
+  /** Operator requests, shown with their names. */
+  requests?: Pick<OperatorRequests, 'describe'>;
 }
 
 export interface HealthOptions {
@@ -59,7 +63,8 @@ export class StatusView {
     const job = queue.state(hostname);
     const refusal = desired.isManaged(hostname) ? undefined : desired.refusal(hostname);
     let state: CertificateStatus['state'] = 'pending';
-    if (facts && !facts.managed) state = 'unmanaged';
+    if (facts?.newerFormat !== undefined) state = 'newer-format';
+    else if (facts && !facts.managed && plan?.action !== 'adopt') state = 'unmanaged';
     else if (refusal) state = 'refused';
     else if (job?.phase === 'running') state = 'issuing';
     else if (job?.phase === 'deferred') state = 'waiting';
@@ -74,10 +79,16 @@ export class StatusView {
       expiresAt: facts?.certificate?.notAfter.toISOString(),
       renewsAt: plan?.renewAt?.toISOString(),
       retiresAt: plan?.retireAt?.toISOString(),
-      lastError: job?.lastError,
+      lastError: job?.lastError ?? (facts?.newerFormat !== undefined ? facts.problem : undefined),
       waitingFor: job?.waitingFor,
       attempts: job?.consecutiveFailures ?? 0,
       nextAttemptAt: job && job.phase !== 'running' ? job.dueAt.toISOString() : undefined,
+      adoptedAt: facts?.certificate?.adoptedAt?.toISOString(),
+      adoption:
+        plan?.adoptionRefused === undefined
+          ? undefined
+          : `not adopted: ${plan.adoptionRefused}: ${ADOPTION_REFUSAL_TEXT[plan.adoptionRefused]}`,
+      request: this.deps.requests?.describe(hostname),
     };
   }
 
@@ -100,7 +111,10 @@ export class StatusView {
    */
   health(now: Date, options: HealthOptions): CertificateHealth {
     const statuses = this.certificateStatuses().filter(
-      (s) => s.state !== 'unmanaged' && !(s.reason !== undefined && LEAVING_REASONS.has(s.reason)),
+      (s) =>
+        s.state !== 'unmanaged' &&
+        s.state !== 'newer-format' &&
+        !(s.reason !== undefined && LEAVING_REASONS.has(s.reason)),
     );
     const health = certificateHealth(now, statuses, options);
     const store = this.deps.storeHealth.state();

@@ -12,8 +12,13 @@
  *   its lock cannot overwrite a newer certificate.
  * - What happened is published as engine events (planned, stored, retired, failed); the worker
  *   calls nothing back.
+ * - Operator requests (engine/requests.ts): the re-check also reads the name's request from the
+ *   request store, and the plan carries it out (Adoptable: the record is adopted, nothing is
+ *   ordered; Revoked: the certificate is revoked, then replaced; Requested: replaced). A request
+ *   another instance already carried out, or that cannot be any more, is settled: what is left of
+ *   it (a revocation not yet confirmed) is done, and it is removed.
  */
-import type { CertificateData, PendingOrder, StoredFacts } from '../domain/certificate.js';
+import type { CertificateData, PendingOrder, StoredFacts, StoredRecord } from '../domain/certificate.js';
 import { factsOf } from '../domain/certificate.js';
 import {
   planCertificate,
@@ -23,6 +28,9 @@ import {
   type PlanOptions,
   type PlanReason,
 } from '../domain/plan.js';
+import { isRequestOpen, needsRevocation, type StoredOperatorRequest } from '../domain/request.js';
+import { revokesBeforeAdmission } from '../domain/revocation.js';
+import { splitPemCertificates } from '../domain/pem.js';
 import { AbortedError, ConsulAcmeError, describeError, LockLostError } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
 import type { CertificateStore } from '../ports/certificate-store.js';
@@ -33,6 +41,7 @@ import type { DesiredSet } from './desired-set.js';
 import type { EngineEvents } from './events.js';
 import type { OrderGate } from './order-gate.js';
 import type { JobOutcome, JobRun } from './queue.js';
+import { leafSerial, type OperatorRequests } from './requests.js';
 import type { StoreHealth } from './store-health.js';
 import type { StoreIndex } from './store-index.js';
 
@@ -51,6 +60,8 @@ export interface WorkerDeps {
   storeHealth: StoreHealth;
   /** Pauses, budgets and the pre-flight check, asked before every order. */
   gate?: OrderGate;
+  /** Operator requests (reissue, revoke, adopt); none: no request is ever read. */
+  requests?: Pick<OperatorRequests, 'read' | 'markRevoked' | 'complete' | 'forHostname'>;
 }
 
 /** The Consul KV key (under the locker's prefix) that guards one certificate. */
@@ -62,6 +73,13 @@ export function certificateLockKey(hostname: string): string {
  * Whether an order for `desired` renews `stored`: the same names from the same directory. Let's
  * Encrypt exempts those from its order limits; a certificate from another directory (staging,
  * before production) is new to this CA.
+ *
+ * An adopted certificate (src/domain/adopt.ts) records as its directory the one consul-acme
+ * renews it from, because an ACME certificate does not name the directory that issued it. So the
+ * first order for an adopted name counts as a renewal here, as Let's Encrypt counts an order for
+ * exactly the names of an earlier certificate of its own, whichever account obtained it. Should
+ * the adopted certificate come from another CA, the CA counts that order as new while our budgets
+ * do not; its rateLimited answer, if any, still pauses the scope (engine/order-gate.ts).
  */
 export function isRenewalOf(stored: StoredFacts | undefined, desired: DesiredCertificate): boolean {
   const certificate = stored?.certificate;
@@ -82,7 +100,9 @@ export class CertificateWorker {
   async process(run: JobRun): Promise<JobOutcome> {
     const { hostname, signal } = run;
     const expected = this.deps.desired.desiredFor(hostname);
-    if (expected !== undefined) {
+    // A compromised key is revoked before any budget is asked (domain/revocation.ts): no hold from memory.
+    const revokesFirst = this.deps.requests?.forHostname(hostname)?.revokeReason;
+    if (expected !== undefined && !(revokesFirst !== undefined && revokesBeforeAdmission(revokesFirst))) {
       const held = this.deps.gate?.heldInMemory(
         expected.hostnames,
         isRenewalOf(this.deps.index.facts(hostname), expected),
@@ -111,9 +131,11 @@ export class CertificateWorker {
     const { hostname } = run;
     const { store, storeHealth, events, clock, planOptions } = this.deps;
     const readStartedAtMs = clock.nowMs();
-    const [record, pending] = await storeHealth.observe(() =>
-      Promise.all([store.get(hostname), store.getPending(hostname)]),
-    );
+    const [[record, pending], requestRead] = await Promise.all([
+      storeHealth.observe(() => Promise.all([store.get(hostname), store.getPending(hostname)])),
+      this.deps.requests?.read(hostname),
+    ]);
+    let request = requestRead;
     const stored = record === undefined ? undefined : factsOf(record);
     const desired = this.deps.desired.desiredFor(hostname);
     const plan = planCertificate(
@@ -122,27 +144,41 @@ export class CertificateWorker {
       stored,
       planOptions,
       this.deps.desired.undeclaredSince(hostname),
+      request,
     );
     events.emit({ type: 'planned', hostname, plan, stored, readStartedAtMs });
+    const log = this.log.child({ [F.hostname]: hostname, [F.reason]: plan.reason, [F.attempt]: run.attempt });
+    // (An adopt plan always has a desired certificate: domain/plan.ts adopts declared names only.)
     if (plan.action === 'keep' || plan.action === 'retire' || !desired) {
       // A pending order nobody needs any more: its certificate was stored, or the name left.
       if (pending) await this.discardPending(pending, 'no longer needed');
       if (plan.action === 'retire' && stored) await this.retire(hostname, stored, plan);
+      // A request another instance carried out, or one that cannot be carried out any more.
+      if (request) await this.settle(request, record, plan.adoptionRefused, signal, log);
       return { kind: 'done' };
     }
-    const log = this.log.child({ [F.hostname]: hostname, [F.reason]: plan.reason, [F.attempt]: run.attempt });
     try {
+      if (plan.action === 'adopt' && stored) {
+        await this.adopt(stored, desired, request, log);
+        return { kind: 'done' };
+      }
       if (pending) {
         if (this.canResume(pending, desired)) {
-          if (await this.resume(pending, desired, stored, plan, signal, log)) return { kind: 'done' };
+          if (await this.resume(pending, desired, stored, plan, signal, log)) {
+            return await this.settleAfterStore(hostname, request, signal, log);
+          }
         } else {
           await this.discardPending(pending, 'it was placed for other names, key type or directory');
         }
       }
+      // A compromised key stops being trusted at once, whatever the budgets say (domain/revocation.ts).
+      if (plan.reason === 'Revoked' && request?.revokeReason && revokesBeforeAdmission(request.revokeReason))
+        request = await this.revokeFor(request, record, signal, log);
       const admission = await this.deps.gate?.admit(desired.hostnames, isRenewalOf(stored, desired), signal);
       if (admission && !admission.admitted) return { kind: 'deferred', until: admission.until, why: admission.why };
+      if (plan.reason === 'Revoked' && request) request = await this.revokeFor(request, record, signal, log);
       await this.obtain(desired, stored, plan, signal, log);
-      return { kind: 'done' };
+      return await this.settleAfterStore(hostname, request, signal, log);
     } catch (err) {
       log.warn({ [F.event]: EVENTS.certFailed, [F.err]: describeError(err) }, 'certificate failed');
       await this.deps.gate?.recordFailure(desired.hostnames, err);
@@ -154,6 +190,145 @@ export class CertificateWorker {
       });
       throw err;
     }
+  }
+
+  /**
+   * Takes over a record another tool wrote (plan Adoptable): the store writes the same certificate
+   * and key again as consul-acme's, with check-and-set on the version planned from. Nothing is ordered.
+   */
+  private async adopt(
+    stored: StoredFacts,
+    desired: DesiredCertificate,
+    request: StoredOperatorRequest | undefined,
+    log: Logger,
+  ): Promise<void> {
+    const { store, storeHealth, events, clock } = this.deps;
+    const { version, certificate } = await storeHealth.observe(() =>
+      store.adopt(stored.hostname, stored.version, { directoryUrl: desired.directoryUrl, adoptedAt: clock.now() }),
+    );
+    const writtenAtMs = clock.nowMs();
+    events.emit({ type: 'stored', certificate, version, outcome: 'adopted', reason: 'Adoptable', writtenAtMs });
+    const facts = factsOf({ hostname: certificate.hostname, version, managed: true, certificate, problem: undefined });
+    const plan = planCertificate(clock.now(), desired, facts, this.deps.planOptions);
+    events.emit({ type: 'planned', hostname: certificate.hostname, plan, stored: facts, readStartedAtMs: writtenAtMs });
+    log.info(
+      {
+        [F.event]: EVENTS.certAdopted,
+        version,
+        serial: leafSerial(certificate.certPem),
+        not_after: certificate.notAfter.toISOString(),
+        issuer: certificate.issuer,
+        store: store.description,
+        requested: request !== undefined,
+      },
+      'certificate adopted',
+    );
+    if (request) await this.deps.requests?.complete(request, 'done');
+  }
+
+  /**
+   * Revokes the certificate a revoke request names, unless the CA confirmed it already; with the
+   * stored key when that certificate is still the stored one (so a certificate another account
+   * obtained can be revoked too). Resolves the request as it now stands.
+   */
+  private async revokeFor(
+    request: StoredOperatorRequest,
+    record: StoredRecord | undefined,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<StoredOperatorRequest> {
+    const { clock, issuer, requests } = this.deps;
+    const certPem = request.replaces?.certPem;
+    if (
+      !needsRevocation(request, clock.now()) ||
+      certPem === undefined ||
+      request.revokeReason === undefined ||
+      !requests
+    )
+      return request;
+    const leaf = splitPemCertificates(certPem)[0];
+    const storedLeaf =
+      record?.certificate === undefined ? undefined : splitPemCertificates(record.certificate.certPem)[0];
+    const keyPem = leaf !== undefined && leaf === storedLeaf ? record?.certificate?.keyPem : undefined;
+    const outcome = await issuer.revoke(
+      { certPem, reason: request.revokeReason, ...(keyPem ? { keyPem } : {}) },
+      signal,
+    );
+    log.info(
+      {
+        [F.event]: EVENTS.certRevoked,
+        serial: request.replaces?.serial,
+        revocation_reason: request.revokeReason,
+        already_revoked: outcome.alreadyRevoked,
+        signed_with: outcome.signedWith,
+      },
+      outcome.alreadyRevoked ? 'certificate was revoked already' : 'certificate revoked',
+    );
+    return requests.markRevoked(request, clock.now());
+  }
+
+  /**
+   * Finishes a request the plan does not carry out: revokes what is still to be revoked, then
+   * removes it, as done (another instance replaced or adopted the certificate) or dropped (the
+   * name is no longer declared, or the record cannot be adopted).
+   */
+  private async settle(
+    request: StoredOperatorRequest,
+    record: StoredRecord | undefined,
+    adoptionRefused: string | undefined,
+    signal: AbortSignal,
+    log: Logger,
+    replaced = false,
+  ): Promise<void> {
+    const current = await this.revokeFor(request, record, signal, log);
+    const stored = record === undefined ? undefined : factsOf(record);
+    if (replaced || !isRequestOpen(current, stored)) {
+      await this.deps.requests?.complete(current, 'done');
+      return;
+    }
+    if (adoptionRefused !== undefined) {
+      log.warn({ [F.event]: EVENTS.adoptRefused, [F.reason]: adoptionRefused }, 'record not adopted');
+    }
+    await this.deps.requests?.complete(
+      current,
+      'dropped',
+      adoptionRefused ??
+        (this.deps.desired.desiredFor(request.hostname) === undefined ? 'NoLongerDeclared' : 'NotManaged'),
+    );
+  }
+
+  /**
+   * After a certificate was stored: the name's request is read again. The one this run carried out
+   * (`carriedOut`, same version) is finished as done (the certificate it named was just replaced,
+   * whatever the clocks say). One that arrived meanwhile is settled if it named the replaced
+   * certificate; if it names the new one, it is left for another run, and this resolves a
+   * deferral until now, so the queue runs the name again at once.
+   */
+  private async settleAfterStore(
+    hostname: string,
+    carriedOut: StoredOperatorRequest | undefined,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<JobOutcome> {
+    const requests = this.deps.requests;
+    const done: JobOutcome = { kind: 'done' };
+    if (!requests) return done;
+    const request = await requests.read(hostname);
+    if (!request) return done;
+    const record = await this.deps.storeHealth.observe(() => this.deps.store.get(hostname));
+    if (carriedOut !== undefined && request.version === carriedOut.version) {
+      await this.settle(request, record, undefined, signal, log, true);
+      return done;
+    }
+    if (isRequestOpen(request, record === undefined ? undefined : factsOf(record))) {
+      return {
+        kind: 'deferred',
+        until: this.deps.clock.now(),
+        why: 'an operator request arrived while the certificate was replaced',
+      };
+    }
+    await this.settle(request, record, undefined, signal, log);
+    return done;
   }
 
   /** Whether `pending` is an order for exactly what is desired now, from this issuer's CA. */
@@ -213,7 +388,9 @@ export class CertificateWorker {
     log.info({ [F.event]: EVENTS.certObtaining }, 'obtaining certificate');
     const issued = await this.deps.issuer.issue(
       { hostnames: desired.hostnames, keyType: desired.keyType },
-      { beforeFinalize: (pending) => this.deps.storeHealth.observe(() => this.deps.store.putPending(pending)) },
+      {
+        beforeFinalize: (pending) => this.deps.storeHealth.observe(() => this.deps.store.putPending(pending), 'write'),
+      },
       signal,
     );
     await this.store(this.certificateFrom(desired, issued), issued.serial, stored, plan.reason, log);
@@ -237,7 +414,7 @@ export class CertificateWorker {
   /** Removes a pending record; a failure is only logged (the next attempt finds it and decides again). */
   private async discardPending(pending: PendingOrder, why: string): Promise<void> {
     try {
-      await this.deps.storeHealth.observe(() => this.deps.store.deletePending(pending.hostname));
+      await this.deps.storeHealth.observe(() => this.deps.store.deletePending(pending.hostname), 'write');
       this.log.info(
         { [F.hostname]: pending.hostname, order: pending.orderUrl, [F.reason]: why },
         'pending order discarded',
@@ -262,9 +439,9 @@ export class CertificateWorker {
     log: Logger,
   ): Promise<void> {
     const { store, storeHealth, events, clock } = this.deps;
-    const version = await storeHealth.observe(() => store.put(certificate, stored?.version ?? 0));
+    const version = await storeHealth.observe(() => store.put(certificate, stored?.version ?? 0), 'write');
     await storeHealth
-      .observe(() => store.deletePending(certificate.hostname))
+      .observe(() => store.deletePending(certificate.hostname), 'write')
       .catch((err: unknown) =>
         log.warn({ [F.err]: describeError(err) }, 'could not remove the pending order; the next attempt does'),
       );
@@ -296,7 +473,7 @@ export class CertificateWorker {
   }
 
   private async retire(hostname: string, stored: StoredFacts, plan: Plan): Promise<void> {
-    await this.deps.storeHealth.observe(() => this.deps.store.delete(hostname, stored.version));
+    await this.deps.storeHealth.observe(() => this.deps.store.delete(hostname, stored.version), 'write');
     this.deps.events.emit({ type: 'retired', hostname, reason: plan.reason, retiredAtMs: this.deps.clock.nowMs() });
     this.log.info(
       {

@@ -8,20 +8,12 @@
 import { createHash } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, {
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-} from 'fastify';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import { ACME_CHALLENGE_PATH, isChallengeToken, MAX_CHALLENGE_TOKEN_LENGTH } from '../domain/challenge.js';
 import type { ChallengeStore } from '../ports/challenge-store.js';
 import { F, type Logger } from '../logging.js';
 
-export const CHALLENGE_PATH_PREFIX = '/.well-known/acme-challenge/';
-/** base64url, RFC 8555 §8.3; the upper bound only keeps junk away from the store. */
-export const CHALLENGE_TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,256}$/;
-export const MAX_CHALLENGE_TOKEN_LENGTH = 256;
 export const DEFAULT_CHALLENGE_REQUEST_TIMEOUT_MS = 5000;
 /** No route accepts a body; this only bounds what fastify reads before answering 404. */
 export const CHALLENGE_BODY_LIMIT_BYTES = 1024;
@@ -39,11 +31,6 @@ export interface ChallengeServerOptions {
 
 function notFound(reply: FastifyReply): FastifyReply {
   return reply.code(404).type(TEXT).send(NOT_FOUND);
-}
-
-/** Whether `token` may be a challenge token at all (base64url, 1 to 256 characters). */
-export function isValidChallengeToken(token: string): boolean {
-  return CHALLENGE_TOKEN_PATTERN.test(token);
 }
 
 /** Log-safe facts about a token: its length and the first 8 hex digits of its SHA-256. */
@@ -105,10 +92,10 @@ export function buildChallengeServer(opts: ChallengeServerOptions): FastifyInsta
     },
   });
 
-  app.get<{ Params: { token: string } }>(`${CHALLENGE_PATH_PREFIX}:token`, async (request, reply) => {
+  app.get<{ Params: { token: string } }>(`${ACME_CHALLENGE_PATH}:token`, async (request, reply) => {
     const { token } = request.params;
     reply.header('cache-control', 'no-store');
-    if (!isValidChallengeToken(token)) {
+    if (!isChallengeToken(token)) {
       return notFound(reply);
     }
     let keyAuthorization: string | undefined;
@@ -119,7 +106,8 @@ export function buildChallengeServer(opts: ChallengeServerOptions): FastifyInsta
       return reply.code(503).header('retry-after', '1').type(TEXT).send('challenge store unavailable\n');
     }
     if (keyAuthorization === undefined) {
-      log.info(tokenFacts(token), 'unknown challenge token');
+      // Debug, not info: a flood of made-up tokens must not become a flood of log lines.
+      log.debug(tokenFacts(token), 'unknown challenge token');
       return notFound(reply);
     }
     log.info(tokenFacts(token), 'challenge answered');

@@ -1,5 +1,13 @@
 import type { CertificateData, PendingOrder, StoredRecord } from '../domain/certificate.js';
 
+/** What an adoption writes besides the record's own certificate and key. */
+export interface AdoptionMarks {
+  /** The directory consul-acme renews the certificate from (an ACME certificate does not name its own). */
+  directoryUrl: string;
+  /** When consul-acme took the record over; also its `obtainedAt`. */
+  adoptedAt: Date;
+}
+
 /**
  * Where certificates live: Vault KV v2 in Fabio's layout, a directory, or memory.
  *
@@ -27,6 +35,19 @@ import type { CertificateData, PendingOrder, StoredRecord } from '../domain/cert
  * stored it calls `deletePending`; any later attempt, by any instance, first asks `getPending` and
  * completes that order instead of placing a new one. The pending methods take no version: the caller
  * holds the hostname's lock, and the last write wins. Their errors are the STORE_* errors above.
+ *
+ * Adoption (src/domain/adopt.ts): `adopt(hostname, expectedVersion, marks)` takes over a record
+ * consul-acme did not write. It writes a new version holding that record's own certificate and
+ * key, unchanged, plus consul-acme's fields (managed_by, the names and dates read from the
+ * certificate, `marks.directoryUrl`, and `marks.adoptedAt` as both the obtained and the adopted
+ * time), with check-and-set on `expectedVersion`, the version of the record as read. It never
+ * removes or empties the record: a reader sees the old version or the new one, with the same
+ * certificate and key. It rejects with STORE_CONFLICT (writing nothing) when the version changed,
+ * the record is gone or is consul-acme's already, and with ADOPT_REFUSED (writing nothing) when its
+ * certificate or key cannot be loaded, do not match, or have a key type consul-acme does not
+ * issue. It resolves the version written and the certificate as now stored (`adoptedAt` set).
+ * Whether the record should be adopted at all (declared, not expired, valid for its name) is the
+ * caller's decision.
  */
 export interface CertificateStore {
   /** A short description for logs and the status API, e.g. `vault:secret/fabio/certs`. */
@@ -35,6 +56,12 @@ export interface CertificateStore {
   put(certificate: CertificateData, expectedVersion: number): Promise<number>;
   delete(hostname: string, expectedVersion: number): Promise<void>;
   list(): Promise<string[]>;
+  /** Takes over a record consul-acme did not write (see the contract above). */
+  adopt(
+    hostname: string,
+    expectedVersion: number,
+    marks: AdoptionMarks,
+  ): Promise<{ version: number; certificate: CertificateData }>;
   /**
    * The pending order recorded for `hostname`, or undefined. A record that cannot be parsed resolves
    * undefined (and is logged when a logger is given): it only costs a new order.

@@ -1,6 +1,9 @@
 /**
  * Time, injected everywhere that reads the time or waits, so that every decision and every wait can
- * be tested with a clock the test moves by hand.
+ * be tested with a clock the test moves by hand. The two exceptions are deliberate: elapsed times
+ * that are only reported (request latencies for metrics, a hook's run time, rate-limit buckets)
+ * use the monotonic `performance.now()`, and the file store's writer lock compares with file
+ * modification times, which only the system time can.
  *
  * Contract:
  * - `now()` is the wall-clock time; `nowMs()` the same as milliseconds.

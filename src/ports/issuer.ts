@@ -1,4 +1,5 @@
 import type { KeyType, PendingOrder } from '../domain/certificate.js';
+import type { RevocationReason } from '../domain/revocation.js';
 
 export interface IssueRequest {
   /** DNS names for the certificate, the first becomes the CN. Already validated. */
@@ -24,6 +25,26 @@ export interface IssueHooks {
 }
 
 export type ResumeOutcome = { kind: 'issued'; certificate: IssuedCertificate } | { kind: 'gone'; why: string };
+
+export interface RevokeRequest {
+  /** The certificate to revoke, PEM: the leaf first (the chain, if any, is not sent). */
+  certPem: string;
+  /** Sent to the CA as its RFC 5280 code (src/domain/revocation.ts). */
+  reason: RevocationReason;
+  /**
+   * The certificate's private key (PEM), when at hand: if the CA refuses this account the
+   * revocation (another account obtained the certificate, e.g. one consul-acme adopted), the
+   * request is sent again, signed with this key instead (RFC 8555 §7.6). Never sent to the CA.
+   */
+  keyPem?: string;
+}
+
+export interface RevokeOutcome {
+  /** The CA answered that the certificate was revoked already (`alreadyRevoked`): nothing changed. */
+  alreadyRevoked: boolean;
+  /** What signed the request the CA accepted: this account, or the certificate's own key. */
+  signedWith: 'account' | 'certificate-key';
+}
 
 /**
  * Obtains certificates from an ACME CA with HTTP-01.
@@ -54,6 +75,13 @@ export type ResumeOutcome = { kind: 'issued'; certificate: IssuedCertificate } |
  *   `pending`, or a record of another directory): the caller then deletes the record and orders
  *   anew. Network errors and 5xx reject (retryable ACME_UNREACHABLE): the caller keeps the record.
  *   The returned certificate's key is `pending.keyPem`.
+ * - `revoke(request)` asks the CA to revoke a certificate (RFC 8555 §7.6) with the request's reason
+ *   code, signed by this account, and, when the CA refuses the account (`unauthorized`) and
+ *   `request.keyPem` is given, once more signed with the certificate's key. A certificate the CA
+ *   says is revoked already resolves `{ alreadyRevoked: true }`, so a revocation repeated after a
+ *   crash is harmless. The request is sent once (never retried by the transport, docs/errors.md);
+ *   other refusals reject with the classified AcmeProblemError (e.g. `badRevocationReason`), no
+ *   answer with ACME_UNREACHABLE; an aborted `signal` before it is sent rejects with ABORTED.
  * - Safe to call concurrently for different hostnames; the account is shared through the
  *   AccountStore.
  */
@@ -62,4 +90,6 @@ export interface Issuer {
   issue(request: IssueRequest, hooks: IssueHooks, signal?: AbortSignal): Promise<IssuedCertificate>;
   /** Completes the order of a pending record without placing a new one (see the contract above). */
   resume(pending: PendingOrder, signal?: AbortSignal): Promise<ResumeOutcome>;
+  /** Revokes a certificate at the CA (see the contract above). */
+  revoke(request: RevokeRequest, signal?: AbortSignal): Promise<RevokeOutcome>;
 }

@@ -5,33 +5,23 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { syncDirectory, writeFileAtomic } from '../adapters/file/file-certificate-store.js';
+import {
+  isErrno,
+  readOptional,
+  syncDirectory,
+  TEMPORARY_FILE,
+  writeFileAtomic,
+} from '../adapters/file/atomic-files.js';
 import { splitPemCertificates } from '../domain/pem.js';
 import { ConsulAcmeError } from '../errors.js';
 
-export { syncDirectory };
-
-/** What a temporary file of writeFileAtomic looks like, left behind by a crash. */
-export const TEMPORARY_FILE = /\.tmp-[0-9a-f]{12}$/;
-
-export function isErrno(err: unknown, ...codes: string[]): boolean {
-  return typeof err === 'object' && err !== null && codes.includes(String((err as { code?: unknown }).code));
-}
+export { isErrno, readOptional, syncDirectory, TEMPORARY_FILE };
 
 /** A failure to write a sink's files, as a retryable SINK_WRITE_FAILED. */
 export function sinkWriteError(what: string, err: unknown): ConsulAcmeError {
   if (err instanceof ConsulAcmeError) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new ConsulAcmeError('SINK_WRITE_FAILED', `${what}: ${message}`, { cause: err, retryable: true });
-}
-
-export async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(path, 'utf8');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
-    throw err;
-  }
 }
 
 /** Replaces `path` atomically with `contents` unless it already holds exactly that; true when it wrote. */

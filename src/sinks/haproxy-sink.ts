@@ -50,7 +50,10 @@ export interface HaproxySinkOptions {
 export const HAPROXY_PEM_MODE = 0o600;
 const CRT_LIST_HEADER = '# Written by consul-acme: one line per certificate, replaced whole on every change.\n';
 
-/** The combined PEM HAProxy loads: leaf, chain, then the private key, no empty line (it would end a runtime payload). */
+/**
+ * The combined PEM HAProxy loads: leaf, chain, then the private key, no empty line (it would end a
+ * runtime payload).
+ */
 export function haproxyPem(certificate: CertificateData): string {
   return `${certificateChainPem(certificate.certPem)}${privateKeyPem(certificate.keyPem)}`;
 }

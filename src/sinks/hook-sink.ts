@@ -15,6 +15,7 @@
  *   (reason `retired`). So after a start it runs once for every stored certificate, and later
  *   re-syncs run it only for what it missed.
  */
+import { performance } from 'node:perf_hooks';
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -187,7 +188,7 @@ export class HookSink implements CertificateSink {
   }
 
   private run(vars: Record<string, string>, signal: AbortSignal | undefined): Promise<Run> {
-    const started = Date.now();
+    const started = performance.now();
     return new Promise<Run>((resolve, reject) => {
       let output = '';
       let timedOut = false;
@@ -244,7 +245,13 @@ export class HookSink implements CertificateSink {
           finished = true;
           clearTimeout(drained);
           done();
-          resolve({ exitCode, signal: exitSignal, timedOut, output, durationMs: Date.now() - started });
+          resolve({
+            exitCode,
+            signal: exitSignal,
+            timedOut,
+            output,
+            durationMs: Math.round(performance.now() - started),
+          });
         };
         // Read what is still in the pipes, unless a background process keeps them open.
         const drained = setTimeout(finish, OUTPUT_DRAIN_MS);

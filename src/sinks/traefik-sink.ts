@@ -31,7 +31,10 @@ import {
 } from './files.js';
 
 export interface TraefikSinkOptions {
-  /** Where the dynamic file and the `certs` folder go; made absolute (Traefik resolves paths from its own directory). */
+  /**
+   * Where the dynamic file and the `certs` folder go; made absolute (Traefik resolves paths from its
+   * own directory).
+   */
   directory: string;
   logger: Logger;
 }

@@ -13,7 +13,7 @@ import { MemoryAccountStore } from '../../src/adapters/memory/memory-account-sto
 import { VaultAccountStore } from '../../src/adapters/vault/vault-account-store.js';
 import { accountId } from '../../src/adapters/account-record.js';
 import { createVaultClient } from '../../src/adapters/vault/vault-client.js';
-import { ConfigError } from '../../src/errors.js';
+import { ConfigError, ConsulAcmeError } from '../../src/errors.js';
 import type { AccountStore, AcmeAccount } from '../../src/ports/account-store.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 
@@ -172,11 +172,29 @@ describe('Vault stand-in lifecycle', () => {
         account_url: 'https://acme.test/acct/1',
         email: 'ops@example.com',
         created_at: '2026-01-01T00:00:00.000Z',
+        format: '1',
       });
       const list = await fetch(`${standin.address}/v1/secret/metadata/fabio/certs?list=true`, {
         headers: { 'X-Vault-Token': standin.token },
       });
       assert.equal(list.status, 404, 'nothing was written where Fabio looks');
+    });
+
+    it('an account a newer release wrote is neither used nor replaced (FORMAT_NEWER)', async () => {
+      const store = new VaultAccountStore({
+        client: createVaultClient({ address: standin.address, token: standin.token }),
+        path: 'newer/accounts',
+      });
+      const account = newAccount(DIRECTORY);
+      const path = `newer/accounts/${accountId(DIRECTORY)}`;
+      standin.writeRaw('secret', path, { directory_url: DIRECTORY, account_key: 'from a newer release', format: '2' });
+      const isNewer = (err: unknown): boolean =>
+        err instanceof ConsulAcmeError &&
+        err.code === 'FORMAT_NEWER' &&
+        /format 2 by a newer release/.test(err.message);
+      await assert.rejects(store.get(DIRECTORY), isNewer);
+      await assert.rejects(store.create(account), isNewer);
+      assert.equal(standin.readRaw('secret', path)?.current, 1, 'nothing was written over it');
     });
 
     it('refuses an account path inside the certificate prefix Fabio reads', () => {

@@ -13,7 +13,8 @@ import { kvGet } from '../../src/adapters/consul/consul-kv.js';
 import { MemoryBudgetLedger } from '../../src/adapters/memory/memory-budget-ledger.js';
 import { BUDGET_RETENTION_MS, budgetKeys, budgetScopeKey } from '../../src/domain/budget.js';
 import { ConsulAcmeError } from '../../src/errors.js';
-import type { BudgetLedger } from '../../src/ports/budget-ledger.js';
+import { PAUSE_SCOPE_FOLDER, type BudgetLedger } from '../../src/ports/budget-ledger.js';
+import { pauseLedgerKey } from '../../src/domain/rate-limit.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 
 interface Subject {
@@ -22,6 +23,8 @@ interface Subject {
   teardown(): Promise<void>;
   /** Two ledgers sharing one store. */
   pair(): [BudgetLedger, BudgetLedger];
+  /** A ledger over a store nobody else uses. */
+  isolated(): BudgetLedger;
 }
 
 let consulServer: ConsulInstance | undefined;
@@ -44,6 +47,7 @@ const subjects: Subject[] = [
       const ledger = new MemoryBudgetLedger();
       return [ledger, ledger];
     },
+    isolated: () => new MemoryBudgetLedger(),
   },
   {
     name: 'ConsulBudgetLedger',
@@ -58,6 +62,8 @@ const subjects: Subject[] = [
       new ConsulBudgetLedger({ consul: consulClient(), prefix }),
       new ConsulBudgetLedger({ consul: consulClient(), prefix }),
     ],
+    isolated: () =>
+      new ConsulBudgetLedger({ consul: consulClient(), prefix: `consul-acme-test/${randomUUID()}/budgets/` }),
   },
 ];
 
@@ -106,10 +112,12 @@ for (const subject of subjects) {
     it('lets two instances see each other\u2019s events', async () => {
       const [one, two] = subject.pair();
       const key = newKey();
-      await one.record(key, minutesAgo(2));
-      await two.record(key, minutesAgo(1));
-      assert.deepEqual(await one.events(key, EPOCH), [minutesAgo(2), minutesAgo(1)]);
-      assert.deepEqual(await two.events(key, EPOCH), [minutesAgo(2), minutesAgo(1)]);
+      // Read the clock once: two calls may fall on both sides of a second.
+      const [m2, m1] = [minutesAgo(2), minutesAgo(1)];
+      await one.record(key, m2);
+      await two.record(key, m1);
+      assert.deepEqual(await one.events(key, EPOCH), [m2, m1]);
+      assert.deepEqual(await two.events(key, EPOCH), [m2, m1]);
     });
 
     it('loses no event when two instances record 20 events at once', async () => {
@@ -140,6 +148,42 @@ for (const subject of subjects) {
       await ledger.record(key, new Date(Date.now() - BUDGET_RETENTION_MS - MINUTE));
       await ledger.record(key, minutesAgo(1));
       assert.deepEqual(await ledger.events(key, EPOCH), [minutesAgo(1)]);
+    });
+
+    it('prunes what is over: old events, ended pauses, and the keys left empty', async () => {
+      const ledger = subject.isolated();
+      const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+      const minuteAgo = new Date(now.getTime() - MINUTE);
+      const inAnHour = new Date(now.getTime() + 60 * MINUTE);
+      const [mixed, stale] = [newKey(), newKey()];
+      const [ended, running] = [
+        pauseLedgerKey({ scope: 'name', key: `${randomUUID()}.example.com` }),
+        pauseLedgerKey({ scope: 'account', key: `acct-${randomUUID()}` }),
+      ];
+      assert.ok(ended.startsWith(PAUSE_SCOPE_FOLDER) && running.startsWith(PAUSE_SCOPE_FOLDER));
+      await ledger.record(mixed, minuteAgo);
+      await ledger.record(mixed, now);
+      await ledger.record(stale, minuteAgo);
+      await ledger.record(ended, minuteAgo);
+      await ledger.record(running, inAnHour);
+
+      assert.equal(await ledger.prune(now), 1, 'the pause that ended is deleted');
+      assert.deepEqual(await ledger.events(ended, EPOCH), []);
+      assert.deepEqual(await ledger.events(running, EPOCH), [inAnHour]);
+      assert.deepEqual(await ledger.events(mixed, EPOCH), [minuteAgo, now]);
+      assert.deepEqual(await ledger.events(stale, EPOCH), [minuteAgo]);
+
+      // Almost a retention later: the minute-old events are past it, `now` is not; the pause is over.
+      const later = new Date(now.getTime() + BUDGET_RETENTION_MS - 30_000);
+      assert.equal(await ledger.prune(later), 2, 'the stale key and the pause are deleted');
+      assert.deepEqual(await ledger.events(mixed, EPOCH), [now], 'only the old event is forgotten');
+      assert.deepEqual(await ledger.events(stale, EPOCH), []);
+      assert.deepEqual(await ledger.events(running, EPOCH), []);
+
+      const muchLater = new Date(now.getTime() + BUDGET_RETENTION_MS + MINUTE);
+      assert.equal(await ledger.prune(muchLater), 1);
+      assert.deepEqual(await ledger.events(mixed, EPOCH), []);
+      assert.equal(await ledger.prune(muchLater), 0, 'nothing left to prune');
     });
 
     it('rejects a scope key that is not a path of plain segments', async () => {
@@ -179,6 +223,21 @@ describe('ConsulBudgetLedger storage', () => {
     await ledger.record('failed-authorizations/app.example.com', new Date('2030-01-01T00:00:01Z'));
     const entry = await kvGet(client!, `${ledgerPrefix}/failed-authorizations/app.example.com`);
     assert.deepEqual(JSON.parse(entry!.value), ['2030-01-01T00:00:01.000Z', '2030-01-01T00:00:05.000Z']);
+  });
+
+  it("writes its format into the key's flags; a key a newer release wrote is left alone", async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const ledger = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });
+    await ledger.record('account/default', new Date('2030-01-01T00:00:00Z'));
+    assert.equal((await kvGet(client!, `${ledgerPrefix}account/default`))?.flags, 1);
+    const key = `${ledgerPrefix}registered-domain/example.com`;
+    await client!.kv.set({ key, value: '{"format 2": "an object now"}', flags: 2 });
+    const newer = (err: unknown): boolean => err instanceof ConsulAcmeError && err.code === 'FORMAT_NEWER';
+    await assert.rejects(ledger.events('registered-domain/example.com', new Date(0)), newer);
+    await assert.rejects(ledger.record('registered-domain/example.com', new Date('2030-01-01T00:00:00Z')), newer);
+    assert.equal(await ledger.prune(new Date('2040-01-01T00:00:00Z')), 1, 'only our own key is pruned');
+    const left = await kvGet(client!, key);
+    assert.deepEqual([left?.value, left?.flags], ['{"format 2": "an object now"}', 2], 'untouched');
   });
 
   it('reads past unreadable entries and rewrites them away', async () => {
@@ -240,6 +299,48 @@ describe('ConsulBudgetLedger storage', () => {
       ledger.record(key, new Date('2030-01-01T00:00:00Z')),
       (err: unknown) => err instanceof ConsulAcmeError && err.code === 'STORE_CONFLICT' && err.retryable,
     );
+  });
+
+  it('deletes the keys it prunes, and leaves keys that are not ledger keys alone', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const ledger = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });
+    await ledger.record('account/default', new Date('2030-01-01T00:00:00Z'));
+    await client!.kv.set({ key: `${ledgerPrefix}not a scope key`, value: '[]' });
+    await client!.kv.set({ key: `${ledgerPrefix}account/empty`, value: '[]' });
+    assert.equal(await ledger.prune(new Date('2030-02-01T00:00:00Z')), 2);
+    const res = await fetch(`${server!.address}/v1/kv/${ledgerPrefix}?keys`);
+    assert.deepEqual(await res.json(), [`${ledgerPrefix}not a scope key`]);
+  });
+
+  it('never loses an event recorded while it prunes: the key stays for the next prune', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const key = 'failed-authorizations/pruned.example.com';
+    const fresh = '2030-03-01T00:00:00.000Z';
+    await new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix }).record(
+      key,
+      new Date('2030-01-01T00:00:00Z'),
+    );
+    // Another instance records right after this one read the folder.
+    const racing = {
+      kv: {
+        get: async (opts: unknown) => {
+          const items = await client!.kv.get(opts as never);
+          await client!.kv.set({
+            key: `${ledgerPrefix}${key}`,
+            value: JSON.stringify(['2030-01-01T00:00:00.000Z', fresh]),
+          });
+          return items;
+        },
+        set: (opts: unknown) => client!.kv.set(opts as never),
+        del: (opts: unknown) => client!.kv.del(opts as never),
+      },
+    } as unknown as Consul;
+    const ledger = new ConsulBudgetLedger({ consul: racing, prefix: ledgerPrefix });
+    assert.equal(await ledger.prune(new Date('2030-02-15T00:00:00Z')), 0);
+    assert.deepEqual(JSON.parse((await kvGet(client!, `${ledgerPrefix}${key}`))!.value), [
+      '2030-01-01T00:00:00.000Z',
+      fresh,
+    ]);
   });
 
   it('kvPut with cas tells a lost race (false) from a write (true)', async () => {

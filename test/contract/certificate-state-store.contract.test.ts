@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
 import { ConsulCertificateStateStore } from '../../src/adapters/consul/consul-certificate-state-store.js';
 import { MemoryCertificateStateStore } from '../../src/adapters/memory/memory-certificate-state-store.js';
+import { ConsulAcmeError } from '../../src/errors.js';
 import type { CertificateState, CertificateStateStore } from '../../src/ports/certificate-state-store.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 
@@ -17,8 +18,12 @@ interface Subject {
   setup(): Promise<void>;
   teardown(): Promise<void>;
   create(): CertificateStateStore;
+  /** A store nobody else uses. */
+  isolated(): CertificateStateStore;
   /** Writes `text` where the store keeps hostname's state, as another writer could; undefined when the store has no such place. */
-  writeRaw?: (hostname: string, text: string) => Promise<void>;
+  writeRaw?: (hostname: string, text: string, flags?: number) => Promise<void>;
+  /** The stored value's flags (Consul), undefined when there is none. */
+  readFlags?: (hostname: string) => Promise<number | undefined>;
 }
 
 let consulServer: ConsulInstance | undefined;
@@ -52,6 +57,7 @@ const subjects: Subject[] = [
     setup: async () => undefined,
     teardown: async () => undefined,
     create: () => new MemoryCertificateStateStore(),
+    isolated: () => new MemoryCertificateStateStore(),
   },
   {
     name: 'ConsulCertificateStateStore',
@@ -63,9 +69,19 @@ const subjects: Subject[] = [
       await consulServer?.stop();
     },
     create: () => new ConsulCertificateStateStore({ consul: consulClient(), prefix }),
-    writeRaw: async (hostname, text) => {
-      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}`, { method: 'PUT', body: text });
+    isolated: () =>
+      new ConsulCertificateStateStore({ consul: consulClient(), prefix: `consul-acme-test/${randomUUID()}/state/` }),
+    writeRaw: async (hostname, text, flags) => {
+      const query = flags === undefined ? '' : `?flags=${flags}`;
+      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}${query}`, {
+        method: 'PUT',
+        body: text,
+      });
       assert.equal(res.status, 200, `writing ${prefix}${hostname}: ${await res.text()}`);
+    },
+    readFlags: async (hostname) => {
+      const res = await fetch(`${consulServer!.address}/v1/kv/${prefix}${hostname}`);
+      return res.status === 404 ? undefined : ((await res.json()) as Array<{ Flags: number }>)[0]?.Flags;
     },
   },
 ];
@@ -140,6 +156,16 @@ for (const subject of subjects) {
       assert.deepEqual(await store.get(kept.hostname), kept);
     });
 
+    it('lists the hostnames that have a state, sorted, and none when there is none', async () => {
+      const store = subject.isolated();
+      assert.deepEqual(await store.list(), []);
+      const names = ['b.example.test', 'a.example.test', 'c.example.test'];
+      for (const hostname of names) await store.put(failingState(hostname));
+      assert.deepEqual(await store.list(), [...names].sort());
+      await store.delete('b.example.test');
+      assert.deepEqual(await store.list(), ['a.example.test', 'c.example.test']);
+    });
+
     it('treats deleting an unknown certificate as a no-op', async () => {
       const store = subject.create();
       await store.delete(newHostname());
@@ -194,6 +220,35 @@ for (const subject of subjects) {
           lastError: undefined,
           nextAttemptAt: new Date('2030-01-02T04:04:05.678Z'),
         });
+      });
+
+      it('lists a state it cannot parse, so that it can be deleted', async () => {
+        const store = subject.create();
+        const hostname = newHostname();
+        await writeRaw(hostname, 'not json at all');
+        assert.ok((await store.list()).includes(hostname));
+        await store.delete(hostname);
+        assert.ok(!(await store.list()).includes(hostname));
+      });
+
+      it("writes its format into the key's flags (1), and reads a value without flags as format 1", async () => {
+        const store = subject.create();
+        const state = failingState(newHostname());
+        await store.put(state);
+        assert.equal(await subject.readFlags?.(state.hostname), 1);
+        await writeRaw(state.hostname, JSON.stringify({ consecutive_failures: 2 }));
+        assert.equal((await store.get(state.hostname))?.consecutiveFailures, 2);
+      });
+
+      it('leaves a state a newer release wrote alone: get, put and delete reject with FORMAT_NEWER', async () => {
+        const store = subject.create();
+        const hostname = newHostname();
+        await writeRaw(hostname, JSON.stringify({ consecutive_failures: 1, format_2_field: true }), 2);
+        const newer = (err: unknown): boolean => err instanceof ConsulAcmeError && err.code === 'FORMAT_NEWER';
+        await assert.rejects(store.get(hostname), newer);
+        await assert.rejects(store.put(failingState(hostname)), newer);
+        await assert.rejects(store.delete(hostname), newer);
+        assert.equal(await subject.readFlags?.(hostname), 2, 'untouched');
       });
 
       it('shares the state between two instances', async () => {

@@ -26,7 +26,7 @@ import { freePort } from '../support/net.js';
 import { waitFor } from '../support/wait.js';
 import { startVaultStandin, type VaultStandin } from '../support/vault-standin.js';
 
-type Corruption = 'bad-pem' | 'wrong-key';
+type Corruption = 'bad-pem' | 'wrong-key' | 'newer-format';
 
 interface Harness {
   store: CertificateStore;
@@ -54,6 +54,9 @@ const certA2 = await makeCertificateData({
 const certB = await makeCertificateData({ hostname: HOST_B });
 const certC = await makeCertificateData({ hostname: HOST_C });
 const foreign = await makeTestCertificate({ hostnames: ['manual.example.com'], issuer: null });
+/** What another ACME client put under HOST_A: a leaf and chain from another CA, and its key. */
+const foreignA = await makeTestCertificate({ hostnames: [HOST_A, `www.${HOST_A}`], issuer: 'Another CA' });
+const ADOPTION = { directoryUrl: 'https://acme.test/directory', adoptedAt: new Date('2026-02-03T04:05:06.000Z') };
 
 function otherKeyPem(): string {
   return generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
@@ -188,6 +191,66 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       assert.deepEqual(await h.store.list(), [HOST_A]);
     });
 
+    it('a record not written by consul-acme reads with what its certificate says (foreign), or without when it does not load', async () => {
+      await h.putUnmanaged(HOST_A, foreignA);
+      const record = await h.store.get(HOST_A);
+      assert.equal(record?.managed, false);
+      assert.deepEqual(record?.foreign?.hostnames, [HOST_A, `www.${HOST_A}`]);
+      assert.equal(record?.foreign?.issuer, 'Another CA');
+      assert.equal(record?.foreign?.keyType, 'ec-p256');
+      await h.putUnmanaged(HOST_B, { certPem: foreignA.certPem, keyPem: otherKeyPem() });
+      const mismatched = await h.store.get(HOST_B);
+      assert.equal(mismatched?.managed, false);
+      assert.equal(mismatched?.foreign, undefined);
+    });
+
+    it("adopt writes the same certificate and key as a new version marked consul-acme's, and a renewal replaces it", async () => {
+      await h.putUnmanaged(HOST_A, foreignA);
+      const before = await h.store.get(HOST_A);
+      assert.ok(before);
+      const { version, certificate } = await h.store.adopt(HOST_A, before.version, ADOPTION);
+      assert.equal(version, before.version + 1);
+      assert.equal(certificate.certPem, foreignA.certPem);
+      assert.equal(certificate.keyPem, foreignA.keyPem);
+      assert.equal(certificate.adoptedAt?.getTime(), ADOPTION.adoptedAt.getTime());
+      const after = await h.store.get(HOST_A);
+      assert.equal(after?.managed, true);
+      assert.equal(after?.version, version);
+      assert.equal(after?.certificate?.certPem, foreignA.certPem, 'the same certificate, byte for byte');
+      assert.equal(after?.certificate?.keyPem, foreignA.keyPem, 'the same key, byte for byte');
+      assert.deepEqual(after?.certificate?.hostnames, [HOST_A, `www.${HOST_A}`]);
+      assert.equal(after?.certificate?.directoryUrl, ADOPTION.directoryUrl);
+      assert.equal(after?.certificate?.adoptedAt?.getTime(), ADOPTION.adoptedAt.getTime());
+      assert.equal(after?.certificate?.obtainedAt.getTime(), ADOPTION.adoptedAt.getTime());
+      assert.deepEqual(await h.store.list(), [HOST_A]);
+      const renewed = await h.store.put(certA1, version);
+      const now = await h.store.get(HOST_A);
+      assert.equal(now?.version, renewed);
+      assert.equal(now?.certificate?.certPem, certA1.certPem);
+      assert.equal(now?.certificate?.adoptedAt, undefined, 'a renewed certificate is no longer marked adopted');
+    });
+
+    it('adopt refuses a changed version, a record of ours, a missing one and a pair that does not match, writing nothing', async () => {
+      await h.putUnmanaged(HOST_A, foreignA);
+      const record = await h.store.get(HOST_A);
+      assert.ok(record);
+      await assert.rejects(h.store.adopt(HOST_A, record.version + 1, ADOPTION), hasCode('STORE_CONFLICT'));
+      await assert.rejects(h.store.adopt(HOST_C, 1, ADOPTION), hasCode('STORE_CONFLICT'));
+      await h.store.put(certB, 0);
+      await assert.rejects(h.store.adopt(HOST_B, 1, ADOPTION), hasCode('STORE_CONFLICT'));
+      await h.putUnmanaged('d.example.com', { certPem: foreignA.certPem, keyPem: otherKeyPem() });
+      const mismatched = await h.store.get('d.example.com');
+      assert.ok(mismatched);
+      await assert.rejects(
+        h.store.adopt('d.example.com', mismatched.version, ADOPTION),
+        (err: unknown) => hasCode('ADOPT_REFUSED')(err) && /private key does not match/.test(String(err)),
+      );
+      const untouched = await h.store.get('d.example.com');
+      assert.equal(untouched?.managed, false);
+      assert.equal(untouched?.version, mismatched.version);
+      assert.equal((await h.store.get(HOST_A))?.managed, false);
+    });
+
     it('a record whose cert is not PEM reads with certificate undefined and a problem saying so', async () => {
       await h.store.put(certA1, 0);
       await h.corrupt(HOST_A, 'bad-pem');
@@ -316,7 +379,7 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       const { key_pem: _dropped, ...withoutKey } = pendingFields(pending);
       const cases: Array<{ fields: Record<string, unknown>; reason: RegExp }> = [
         { fields: withoutKey, reason: /has no key_pem field/ },
-        { fields: { ...pendingFields(pending), format: 2 }, reason: /format 2, which this release does not read/ },
+        { fields: { ...pendingFields(pending), format: 0 }, reason: /format 0, which this release does not read/ },
         {
           fields: { ...pendingFields(pending), key_pem: 'not a key' },
           reason: /key_pem that is not a PEM private key/,
@@ -338,6 +401,32 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       assert.deepEqual(await h.store.listPending(), [HOST_A], 'an unreadable record is still listed');
       await h.store.deletePending(HOST_A);
       assert.deepEqual(await h.store.listPending(), []);
+    });
+
+    it('a pending record a newer release wrote rejects getPending with FORMAT_NEWER and stays in place', async () => {
+      const pending = makePending(HOST_A);
+      await h.plantPending(HOST_A, { ...pendingFields(pending), format: 2, a_field_of_format_2: true });
+      await assert.rejects(h.store.getPending(HOST_A), (err: unknown) => {
+        hasCode('FORMAT_NEWER', true)(err);
+        assert.match((err as Error).message, /format 2 by a newer release/);
+        assert.ok(!(err as Error).message.includes('PRIVATE KEY'), 'no key in the message');
+        return true;
+      });
+      assert.deepEqual(await h.store.listPending(), [HOST_A]);
+    });
+
+    it('a certificate a newer release wrote reads with newerFormat and is neither replaced nor deleted', async () => {
+      await h.store.put(certA1, 0);
+      await h.corrupt(HOST_A, 'newer-format');
+      const record = await h.store.get(HOST_A);
+      assert.ok(record);
+      assert.equal(record.newerFormat, 2);
+      assert.equal(record.managed, true);
+      assert.equal(record.certificate, undefined);
+      assert.match(record.problem ?? '', /format 2 by a newer release/);
+      await assert.rejects(h.store.put(certA2, record.version), hasCode('FORMAT_NEWER'));
+      await assert.rejects(h.store.delete(HOST_A, record.version), hasCode('FORMAT_NEWER'));
+      assert.equal((await h.store.get(HOST_A))?.newerFormat, 2, 'still there, untouched');
     });
 
     it('putPending refuses an order that could not be read back, and stores nothing', async () => {
@@ -417,7 +506,12 @@ async function fileHarness(): Promise<Harness & { directory: string }> {
       await fs.writeFile(join(directory, hostname, 'key.pem'), pems.keyPem);
     },
     corrupt: async (hostname, how) => {
-      if (how === 'bad-pem') await fs.writeFile(join(directory, hostname, 'cert.pem'), 'this is not a certificate\n');
+      if (how === 'newer-format') {
+        const metaFile = join(directory, hostname, 'meta.json');
+        const meta = JSON.parse(await fs.readFile(metaFile, 'utf8')) as Record<string, unknown>;
+        await fs.writeFile(metaFile, JSON.stringify({ ...meta, format: 2 }));
+      } else if (how === 'bad-pem')
+        await fs.writeFile(join(directory, hostname, 'cert.pem'), 'this is not a certificate\n');
       else await fs.writeFile(join(directory, hostname, 'key.pem'), otherKeyPem());
     },
     cleanup: () => fs.rm(directory, { recursive: true, force: true }),
@@ -433,6 +527,31 @@ describe('FileCertificateStore only', () => {
   });
   afterEach(async () => {
     await h.cleanup();
+  });
+
+  it('adopt writes meta.json beside the files another tool wrote, in place: cert.pem and key.pem are not touched', async () => {
+    await h.putUnmanaged(HOST_A, foreignA);
+    const folder = join(h.directory, HOST_A);
+    const [certBefore, keyBefore] = await Promise.all([
+      fs.stat(join(folder, 'cert.pem')),
+      fs.stat(join(folder, 'key.pem')),
+    ]);
+    await h.store.adopt(HOST_A, 1, ADOPTION);
+    const [certAfter, keyAfter] = await Promise.all([
+      fs.stat(join(folder, 'cert.pem')),
+      fs.stat(join(folder, 'key.pem')),
+    ]);
+    assert.equal(certAfter.ino, certBefore.ino, 'cert.pem is the same file');
+    assert.equal(keyAfter.ino, keyBefore.ino, 'key.pem is the same file');
+    assert.equal(certAfter.mtimeMs, certBefore.mtimeMs);
+    assert.ok((await fs.lstat(folder)).isDirectory(), 'still the folder the other tool made');
+    const meta = JSON.parse(await fs.readFile(join(folder, 'meta.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(meta.managed_by, MANAGED_BY);
+    assert.equal(meta.version, 2);
+    assert.equal(meta.adopted_at, ADOPTION.adoptedAt.toISOString());
+    // The first renewal moves the folder aside as the previous version, as for the old layout.
+    await h.store.put(certA1, 2);
+    assert.equal((await h.store.get(HOST_A))?.certificate?.certPem, certA1.certPem);
   });
 
   it('writes key.pem 0600, cert.pem 0644 and meta.json in a version folder that <dir>/<hostname> links to', async () => {
@@ -741,7 +860,8 @@ function vaultHarness(
     corrupt: async (hostname, how) => {
       const current = await raw.read(dataPath(hostname));
       const data = { ...current.data.data };
-      if (how === 'bad-pem') data.cert = 'this is not a certificate\n';
+      if (how === 'newer-format') data.format = '2';
+      else if (how === 'bad-pem') data.cert = 'this is not a certificate\n';
       else data.key = otherKeyPem();
       await raw.write(dataPath(hostname), { data });
     },
@@ -772,6 +892,44 @@ describe('Vault stand-in lifecycle', () => {
   });
 
   describe('VaultCertificateStore only', () => {
+    it('adopt writes a new version with the same cert and key, keeps the fields an exporter wrote, and deletes no version', async () => {
+      const vault = await startVaultStandin();
+      try {
+        const store = new VaultCertificateStore({
+          client: createVaultClient({ address: vault.address, token: vault.token }),
+        });
+        const headers = { 'X-Vault-Token': vault.token, 'content-type': 'application/json' };
+        const url = `${vault.address}/v1/secret/data/fabio/certs/${HOST_A}`;
+        const written = await fetch(url, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ data: { cert: foreignA.certPem, key: foreignA.keyPem, source: 'tags-exporter' } }),
+        });
+        assert.equal(written.status, 200);
+        await store.adopt(HOST_A, 1, ADOPTION);
+        const read = async (version: number): Promise<Record<string, string>> =>
+          (
+            (await (await fetch(`${url}?version=${version}`, { headers })).json()) as {
+              data: { data: Record<string, string> };
+            }
+          ).data.data;
+        const [first, second] = [await read(1), await read(2)];
+        assert.deepEqual(
+          first,
+          { cert: foreignA.certPem, key: foreignA.keyPem, source: 'tags-exporter' },
+          'version 1 as it was',
+        );
+        assert.equal(second.cert, foreignA.certPem);
+        assert.equal(second.key, foreignA.keyPem);
+        assert.equal(second.source, 'tags-exporter');
+        assert.equal(second.managed_by, MANAGED_BY);
+        assert.equal(second.adopted_at, ADOPTION.adoptedAt.toISOString());
+        assert.equal(second.directory_url, ADOPTION.directoryUrl);
+      } finally {
+        await vault.close();
+      }
+    });
+
     it('stores the secret at secret/data/fabio/certs/<host> with the cert and key fields Fabio reads', async () => {
       const vault = await startVaultStandin();
       try {

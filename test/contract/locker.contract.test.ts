@@ -1,7 +1,9 @@
 /**
  * One set of cases for every Locker: MemoryLocker and ConsulLocker (real Consul 1.8.7). Consul-only
- * cases: a destroyed session aborts the lock's signal, release keeps the KV value, and lock-delay
- * after a lost holder reads as "held by someone else".
+ * cases: a destroyed session aborts the lock's signal, lock-delay after a lost holder reads as
+ * "held by someone else", nothing is left in KV (release deletes the key, a lost session's keys
+ * go with it, a late release never deletes a key someone else holds now), one session serves
+ * every lock of a locker, and a transient local error is a retryable CONSUL_UNAVAILABLE.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -9,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
 import { ConsulLocker } from '../../src/adapters/consul/consul-locker.js';
 import { MemoryLocker } from '../../src/adapters/memory/memory-locker.js';
-import { LockLostError } from '../../src/errors.js';
+import { ConsulAcmeError, LockLostError } from '../../src/errors.js';
 import type { Locker } from '../../src/ports/locker.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
 import { waitFor } from '../support/wait.js';
@@ -166,7 +168,7 @@ describe('ConsulLocker with a real Consul', () => {
     await consulServer?.stop();
   });
 
-  it('writes the holder into the value while held, and keeps it after release', async () => {
+  it('writes the holder into the value while held, and deletes the key on release', async () => {
     const locker = consulLocker('holder-test');
     const key = `k-${randomUUID()}`;
     const lock = await locker.tryAcquire(key);
@@ -178,10 +180,55 @@ describe('ConsulLocker with a real Consul', () => {
     assert.ok(!Number.isNaN(Date.parse(String(value.acquiredAt))));
 
     await lock.release();
-    const released = await readKv(key);
-    assert.ok(released, 'the key still exists');
-    assert.equal(released.Session, undefined, 'no session holds it');
-    assert.deepEqual(decodeValue(released), value, 'release must not wipe the value');
+    assert.equal(await readKv(key), undefined, 'the key is gone after release');
+  });
+
+  it('leaves no key behind when the session is destroyed (Behavior delete)', async () => {
+    const locker = consulLocker('delete-behaviour', 0);
+    const key = `k-${randomUUID()}`;
+    const lock = await locker.tryAcquire(key);
+    assert.ok(lock);
+    assert.ok(await readKv(key));
+    const res = await fetch(`${consulServer!.address}/v1/session/destroy/${locker.sessionId}`, { method: 'PUT' });
+    assert.equal(res.status, 200);
+    assert.equal(await readKv(key), undefined, 'Consul deleted the key with the session');
+    await waitFor('the lock signal to abort', () => lock.signal.aborted, { timeoutMs: 20_000 });
+  });
+
+  it('never deletes a key another session acquired since, when a lost lock is released late', async () => {
+    const lost = consulLocker('late-release', 0);
+    const other = consulLocker('late-release-other');
+    const key = `k-${randomUUID()}`;
+    const lock = await lost.tryAcquire(key);
+    assert.ok(lock);
+    // The session ends behind the locker's back; it has not noticed yet (renewal is seconds away).
+    const res = await fetch(`${consulServer!.address}/v1/session/destroy/${lost.sessionId}`, { method: 'PUT' });
+    assert.equal(res.status, 200);
+    const next = await other.tryAcquire(key);
+    assert.ok(next, 'no lock-delay (0 s): the other locker takes the key');
+    await lock.release();
+    const entry = await readKv(key);
+    assert.ok(entry, 'the other holder\u2019s key is still there');
+    assert.equal(entry.Session, other.sessionId);
+    await next.release();
+    assert.equal(await readKv(key), undefined);
+  });
+
+  it('creates exactly one session for 200 concurrent acquisitions on a fresh locker', async () => {
+    const name = `one-session-${randomUUID()}`;
+    const locker = consulLocker(name);
+    const keys = Array.from({ length: 200 }, () => `k-${randomUUID()}`);
+    const locks = await Promise.all(keys.map((k) => locker.tryAcquire(k)));
+    assert.equal(locks.filter(Boolean).length, 200);
+    const res = await fetch(`${consulServer!.address}/v1/session/list`);
+    const sessions = ((await res.json()) as Array<{ ID: string; Name: string }>).filter((s) => s.Name === name);
+    assert.deepEqual(
+      sessions.map((s) => s.ID),
+      [locker.sessionId],
+    );
+    for (const key of keys) assert.equal((await readKv(key))?.Session, locker.sessionId);
+    await Promise.all(locks.map((l) => l?.release() ?? Promise.resolve()));
+    for (const key of keys) assert.equal(await readKv(key), undefined, `${key} left behind`);
   });
 
   it('aborts the lock signal with LockLostError when the session is destroyed, and carries on with a new session', async () => {
@@ -244,4 +291,31 @@ describe('ConsulLocker with a real Consul', () => {
     const res = await fetch(`${consulServer!.address}/v1/session/info/${sessionId}`);
     assert.deepEqual(await res.json(), []);
   });
+});
+
+describe('ConsulLocker and a transient local error talking to the agent', () => {
+  /** A client whose every call fails as a process out of file descriptors (or with a reset socket) would. */
+  function failingClient(code: string): Consul {
+    const fail = async (): Promise<never> => {
+      throw Object.assign(new Error(`connect ${code} 127.0.0.1:8500`), { code, syscall: 'connect' });
+    };
+    return {
+      session: { create: fail, renew: fail, destroy: fail },
+      kv: { set: fail, get: fail, del: fail },
+    } as unknown as Consul;
+  }
+
+  for (const code of ['EMFILE', 'ENFILE', 'ECONNRESET', 'ECONNREFUSED']) {
+    it(`reports ${code} as a retryable CONSUL_UNAVAILABLE naming the code`, async () => {
+      const locker = new ConsulLocker({ consul: failingClient(code), prefix: 'x/', sessionName: 'transient' });
+      await assert.rejects(locker.tryAcquire('k'), (err: unknown) => {
+        assert.ok(err instanceof ConsulAcmeError, String(err));
+        assert.equal(err.code, 'CONSUL_UNAVAILABLE');
+        assert.equal(err.retryable, true);
+        assert.match(err.message, new RegExp(code));
+        return true;
+      });
+      await locker.close();
+    });
+  }
 });

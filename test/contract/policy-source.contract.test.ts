@@ -2,7 +2,9 @@
  * One set of cases for every PolicySource: MemoryPolicySource and ConsulPolicySource (real Consul
  * 1.8.7). Each case uses a fresh KV prefix, so it starts with the policy folder missing. The
  * Consul blocking queries wait 60 s, so a case that sees a change within its 10 s bound was woken
- * by the change, not by a timeout.
+ * by the change, not by a timeout. Consul-only cases: the policy fails closed (a list the ACL
+ * token may not read is unreadable, not empty; Consul unreachable at start gives a policy with
+ * every list unreadable), and a failing watch after a good policy changes nothing.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -282,6 +284,178 @@ for (const subject of subjects) {
     });
   });
 }
+
+describe('MemoryPolicySource specifics', () => {
+  it('marks lists unreadable, emptied, and brings them back', async () => {
+    const source = new MemoryPolicySource({ deny: 'bad.example.com', allow: '*.example.com\n*bad' });
+    const rec = recorder();
+    const watch = startWatch(source, rec);
+    try {
+      await waitFor('first policy', () => rec.policies[0]);
+      await source.setUnreadable([{ list: 'allow', reason: 'Consul refused the token (Permission denied)' }]);
+      const failed = await waitFor('a policy with an unreadable list', () =>
+        rec.policies.find((p) => p.unreadable.length > 0),
+      );
+      assert.deepEqual(lists(failed), { deny: ['bad.example.com'], allow: [], always: [] });
+      assert.deepEqual(failed.invalid, [], 'an unreadable list has no invalid lines either');
+      assert.deepEqual(failed.unreadable, [{ list: 'allow', reason: 'Consul refused the token (Permission denied)' }]);
+      await source.setUnreadable([]);
+      assert.deepEqual(lists(rec.policies.at(-1)!), {
+        deny: ['bad.example.com'],
+        allow: ['*.example.com'],
+        always: [],
+      });
+      assert.deepEqual(rec.policies.at(-1)!.unreadable, []);
+    } finally {
+      await watch.stop();
+    }
+  });
+});
+
+describe('ConsulPolicySource under ACLs (default deny)', () => {
+  const masterToken = randomUUID();
+  let aclServer: ConsulInstance | undefined;
+  let master: Consul | undefined;
+  const clients: Consul[] = [];
+
+  async function asMaster(method: string, path: string, body?: unknown): Promise<unknown> {
+    const res = await fetch(`${aclServer!.address}${path}`, {
+      method,
+      headers: { 'X-Consul-Token': masterToken },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, `${method} ${path}: ${text}`);
+    return text === '' ? undefined : JSON.parse(text);
+  }
+
+  function readRules(prefix: string, lists: PolicyListName[]): string {
+    return lists.map((l) => `key_prefix ${JSON.stringify(policyKey(prefix, l))} {\n  policy = "read"\n}\n`).join('');
+  }
+
+  before(async () => {
+    aclServer = await startConsul({ acl: { masterToken } });
+    master = createConsulClient({ address: aclServer.address, token: masterToken });
+  });
+  after(async () => {
+    master?.destroy();
+    for (const c of clients) c.destroy();
+    await aclServer?.stop();
+  });
+
+  it('marks the list the token may not read unreadable, applies the others, and recovers once it may', async () => {
+    const prefix = newPrefix();
+    for (const [list, text] of [
+      ['deny', 'denied.example.com'],
+      ['allow', '*.example.com'],
+      ['always', 'status.example.org'],
+    ] as const) {
+      assert.equal(await master!.kv.set({ key: policyKey(prefix, list), value: text }), true);
+    }
+    const aclPolicy = (await asMaster('PUT', '/v1/acl/policy', {
+      Name: `policy-reader-${randomUUID()}`,
+      Rules: readRules(prefix, ['allow', 'always']),
+    })) as { ID: string; Name: string };
+    const token = (await asMaster('PUT', '/v1/acl/token', { Policies: [{ ID: aclPolicy.ID }] })) as {
+      SecretID: string;
+    };
+    const client = createConsulClient({ address: aclServer!.address, token: token.SecretID });
+    clients.push(client);
+    const rec = recorder();
+    const watch = startWatch(
+      new ConsulPolicySource({
+        consul: client,
+        prefix,
+        waitSeconds: 60,
+        unreadableRecheckSeconds: 1,
+        requestsPerSecond: 20,
+        backoff: { minMs: 50, maxMs: 200 },
+      }),
+      rec,
+    );
+    try {
+      const first = await waitFor('first policy', () => rec.policies[0]);
+      assert.deepEqual(lists(first), { deny: [], allow: ['*.example.com'], always: ['status.example.org'] });
+      assert.deepEqual(first.unreadable, [{ list: 'deny', reason: 'Consul refused the token (Permission denied)' }]);
+
+      // Granting the read changes no KV index; the short recheck still finds it.
+      await asMaster('PUT', `/v1/acl/policy/${aclPolicy.ID}`, {
+        Name: aclPolicy.Name,
+        Rules: readRules(prefix, ['deny', 'allow', 'always']),
+      });
+      const recovered = await waitFor(
+        'the deny list once the token may read it',
+        () => rec.policies.find((p) => p.deny.length > 0),
+        { timeoutMs: 45_000 },
+      );
+      assert.deepEqual(lists(recovered), {
+        deny: ['denied.example.com'],
+        allow: ['*.example.com'],
+        always: ['status.example.org'],
+      });
+      assert.deepEqual(recovered.unreadable, []);
+    } finally {
+      await watch.stop();
+    }
+  });
+});
+
+describe('ConsulPolicySource when Consul is unreachable at start', () => {
+  let server: ConsulInstance | undefined;
+  let client: Consul | undefined;
+  before(async () => {
+    server = await startConsul();
+    client = createConsulClient({ address: server.address, requestTimeoutMs: 5_000 });
+  });
+  after(async () => {
+    client?.destroy();
+    await server?.stop();
+  });
+
+  it('passes a policy with every list unreadable after the first failure, then the real one', async () => {
+    const prefix = newPrefix();
+    server!.kill9();
+    await waitFor('consul to be down', () =>
+      fetch(`${server!.address}/v1/status/leader`).then(
+        () => false,
+        () => true,
+      ),
+    );
+    const rec = recorder();
+    const watch = startWatch(
+      new ConsulPolicySource({
+        consul: client!,
+        prefix,
+        waitSeconds: 60,
+        requestsPerSecond: 20,
+        backoff: { minMs: 50, maxMs: 500 },
+      }),
+      rec,
+    );
+    try {
+      const first = await waitFor('the first policy', () => rec.policies[0]);
+      assert.deepEqual(lists(first), { deny: [], allow: [], always: [] });
+      assert.deepEqual(
+        first.unreadable.map((u) => u.list),
+        ['deny', 'allow', 'always'],
+      );
+      for (const u of first.unreadable) assert.match(u.reason, /^Consul unreachable: .*\(E[A-Z]+\)$/);
+      assert.ok(rec.errors.length >= 1);
+      await waitFor('a few more failed attempts', () => rec.errors.length >= 3);
+      assert.equal(rec.policies.length, 1, 'the same failure is not passed on again');
+
+      await server!.restart(); // a -dev agent: back, empty
+      assert.equal(await client!.kv.set({ key: policyKey(prefix, 'deny'), value: 'x.example.com' }), true);
+      const real = await waitFor('the real policy', () => rec.policies.find((p) => p.deny.length > 0), {
+        timeoutMs: 20_000,
+      });
+      assert.deepEqual(real.unreadable, []);
+      assert.deepEqual(lists(real), { deny: ['x.example.com'], allow: [], always: [] });
+    } finally {
+      await watch.stop();
+    }
+  });
+});
 
 describe('ConsulPolicySource specifics', () => {
   let server: ConsulInstance | undefined;

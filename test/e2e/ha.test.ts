@@ -872,6 +872,9 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
           kind: 'gone',
           why: 'this test issuer keeps none',
         });
+        const revokeNothing = async (): Promise<never> => {
+          throw new Error('this test issuer revokes nothing');
+        };
         let signalSeenByA: AbortSignal | undefined;
         let letAFinish: () => void = () => undefined;
         const aMayFinish = new Promise<void>((resolve) => (letAFinish = resolve));
@@ -883,6 +886,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             return issueFor(request);
           },
           resume: noPendingOrders,
+          revoke: revokeNothing,
         };
         const bCertificates: string[] = [];
         const fastIssuer: Issuer = {
@@ -893,6 +897,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             return issued;
           },
           resume: noPendingOrders,
+          revoke: revokeNothing,
         };
         const worker = (issuer: Issuer, locker: ConsulLocker): CertificateWorker =>
           new CertificateWorker({

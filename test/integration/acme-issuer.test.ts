@@ -22,6 +22,7 @@ import { startPebble, type PebbleInstance } from '../support/pebble.js';
 import { startChallengeResponder, type ChallengeResponder } from '../support/challenge-responder.js';
 import { freePort } from '../support/net.js';
 import { startAcmeProxy, type AcmeProxy } from '../support/acme-proxy.js';
+import { waitFor } from '../support/wait.js';
 
 const ISSUE_DEADLINE_MS = 30_000;
 const TEST_TIMEOUT_MS = 90_000;
@@ -29,7 +30,7 @@ const ACME_URN = /^urn:ietf:params:acme:error:[A-Za-z]+$/;
 /** For tests about something else than write-ahead: nothing to make durable. */
 const NO_HOOKS: IssueHooks = { beforeFinalize: async () => {} };
 
-/** A minimal AccountStore for this file (MemoryAccountStore is being written elsewhere). */
+/** An AccountStore that counts how often an account is created (to show one key serves every issuer). */
 class TestAccountStore implements AccountStore {
   private readonly accounts = new Map<string, AcmeAccount>();
   createCalls = 0;
@@ -65,6 +66,12 @@ class HookedChallengeStore implements ChallengeStore {
   }
   async delete(token: string): Promise<void> {
     await this.inner.delete(token);
+  }
+  prune(olderThanMs: number): Promise<number> {
+    return this.inner.prune(olderThanMs);
+  }
+  reassert(): Promise<number> {
+    return this.inner.reassert();
   }
 }
 
@@ -637,6 +644,39 @@ describe('AcmeIssuer through a proxy that counts what Pebble receives and inject
       assert.equal(proxy.newOrders(hostname).length, 1, 'Pebble saw 1 new order');
       assert.equal(proxy.finalizations(hostname).length, 1, 'Pebble saw 1 finalize');
       assert.deepEqual(statusesOf(requests, 'certificate'), [503, 503, 200], 'each send is reported, retries too');
+    },
+  );
+
+  it(
+    'joins the account another instance registered between its look-up and its own registration',
+    { timeout: TEST_TIMEOUT_MS },
+    async () => {
+      // One key, two issuers (two instances sharing the account store). A looks the account up
+      // (none yet), then its registration is held until B has registered the same key: the CA then
+      // answers A's registration with 200 and the existing account, not 201.
+      const accountStore = new TestAccountStore();
+      const a = makeIssuer(proxy, { accountStore, challengeStore });
+      const b = makeIssuer(proxy, { accountStore, challengeStore });
+      issuers.push(a, b);
+      let bRegistered!: () => void;
+      const bDone = new Promise<void>((resolve) => {
+        bRegistered = resolve;
+      });
+      const newAccountsBefore = proxy.requests().filter((r) => r.endpoint === 'newAccount').length;
+      proxy.holdNext({ endpoint: 'newAccount', after: 1, until: bDone });
+      const aIssued = a.issue({ hostnames: ['joiner-a.example.test'], keyType: 'ec-p256' }, NO_HOOKS);
+      await waitFor(
+        'A to send its registration',
+        () => proxy.requests().filter((r) => r.endpoint === 'newAccount').length >= newAccountsBefore + 2,
+      );
+      assertIssuedFor(
+        await bounded(pebble, b.issue({ hostnames: ['joiner-b.example.test'], keyType: 'ec-p256' }, NO_HOOKS)),
+        'joiner-b.example.test',
+      );
+      bRegistered();
+      assertIssuedFor(await bounded(pebble, aIssued), 'joiner-a.example.test');
+      const stored = await accountStore.get(proxy.directoryUrl);
+      assert.ok(stored?.accountUrl, 'one account URL is stored, shared by both');
     },
   );
 

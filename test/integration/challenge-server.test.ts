@@ -5,8 +5,16 @@ import { connect, type AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { buildChallengeServer } from '../../src/http/challenge-server.js';
 import { MemoryChallengeStore } from '../../src/adapters/memory/memory-challenge-store.js';
+import {
+  ConsulChallengeStore,
+  DEFAULT_CHALLENGE_MISS_FRESHNESS_MS,
+} from '../../src/adapters/consul/consul-challenge-store.js';
+import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
+import { startConsul, type ConsulInstance } from '../support/consul.js';
+import { startRoundRobinProxy, type RoundRobinProxy } from '../support/round-robin-proxy.js';
 import type { ChallengeStore } from '../../src/ports/challenge-store.js';
 import { createLogger } from '../../src/logging.js';
+import { waitFor } from '../support/wait.js';
 
 const PREFIX = '/.well-known/acme-challenge/';
 const TOKEN = 'evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA';
@@ -55,6 +63,12 @@ class FlakyStore implements ChallengeStore {
   }
   delete(token: string): Promise<void> {
     return this.inner.delete(token);
+  }
+  prune(olderThanMs: number): Promise<number> {
+    return this.inner.prune(olderThanMs);
+  }
+  reassert(): Promise<number> {
+    return this.inner.reassert();
   }
 }
 
@@ -205,5 +219,120 @@ describe('challenge server over real HTTP', () => {
     ]) {
       assert.ok(!all.includes(secret), `log output contains ${secret.slice(0, 12)}…`);
     }
+  });
+});
+
+describe('challenge server under load, with the Consul challenge store', () => {
+  const UNKNOWN_REQUESTS = 10_000;
+  const KNOWN_REQUESTS = 10_000;
+  /** Each unknown token waits up to 250 ms for the watch (a peer's put may be on its way): many at a time. */
+  const CONCURRENCY = 250;
+  let consul: ConsulInstance;
+  let proxy: RoundRobinProxy;
+  let client: Consul;
+  let store: ConsulChallengeStore;
+  let app: FastifyInstance;
+  let base: string;
+
+  /** GETs of KV keys that went to Consul so far (every one through the counting proxy). */
+  const kvReads = (): number =>
+    proxy.requests().filter((r) => r.method === 'GET' && r.path.startsWith('/v1/kv/')).length;
+
+  /** Runs `count` requests, `CONCURRENCY` at a time; each gets its index. */
+  async function flood(count: number, request: (i: number) => Promise<void>): Promise<number> {
+    const started = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (next < count) await request(next++);
+      }),
+    );
+    return performance.now() - started;
+  }
+
+  before(async () => {
+    consul = await startConsul();
+    proxy = await startRoundRobinProxy([{ name: 'consul', port: consul.httpPort }]);
+    client = createConsulClient({ address: proxy.url });
+    // Written by "another instance", straight into Consul: this store only learns it by reading.
+    const res = await fetch(`${consul.address}/v1/kv/consul-acme/challenges/${TOKEN}`, {
+      method: 'PUT',
+      body: KEY_AUTH,
+    });
+    assert.equal((await res.text()).trim(), 'true');
+    store = new ConsulChallengeStore({ consul: client, prefix: 'consul-acme/challenges/' });
+    store.start();
+    // The watch's first read has returned and its blocking query is waiting: from now on the
+    // watch sends nothing until the folder changes (it waits up to 5 minutes).
+    await waitFor('the watch to be waiting', () => kvReads() >= 2);
+    app = buildChallengeServer({ challengeStore: store, logger: createLogger('silent') });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    await app?.close();
+    await store?.close();
+    client?.destroy();
+    await proxy?.close();
+    await consul?.stop();
+  });
+
+  it('stays ready through 10,000 requests for unknown tokens, and reads Consul about once a second at most', async (t) => {
+    const readsBefore = kvReads();
+    const answers = new Map<number, number>();
+    let knownInTheMiddle: number | undefined;
+    const elapsedMs = await flood(UNKNOWN_REQUESTS, async (i) => {
+      if (i === UNKNOWN_REQUESTS / 2) {
+        const known = await fetch(`${base}${PREFIX}${TOKEN}`);
+        knownInTheMiddle = known.status;
+        assert.equal(await known.text(), KEY_AUTH);
+      }
+      const res = await fetch(`${base}${PREFIX}unknown_${i}_${Math.random().toString(36).slice(2)}`);
+      await res.arrayBuffer();
+      answers.set(res.status, (answers.get(res.status) ?? 0) + 1);
+    });
+    const reads = kvReads() - readsBefore;
+    const after = await fetch(`${base}${PREFIX}${TOKEN}`);
+    assert.equal(after.status, 200);
+    assert.equal(await after.text(), KEY_AUTH);
+    assert.equal(knownInTheMiddle, 200, 'the known token answered in the middle of the flood');
+    assert.deepEqual([...answers], [[404, UNKNOWN_REQUESTS]], 'every unknown token is a 404');
+    // At most one read per missFreshnessMs of flood, plus the one in flight when it started.
+    const bound = Math.ceil(elapsedMs / DEFAULT_CHALLENGE_MISS_FRESHNESS_MS) + 1;
+    t.diagnostic(
+      `${UNKNOWN_REQUESTS} unknown-token requests (${CONCURRENCY} at a time) in ${Math.round(elapsedMs)} ms ` +
+        `(${Math.round((UNKNOWN_REQUESTS / elapsedMs) * 1000)}/s): ${reads} Consul KV reads (bound ${bound})`,
+    );
+    assert.ok(reads <= bound, `${reads} KV reads for ${UNKNOWN_REQUESTS} unknown tokens; at most ${bound} expected`);
+  });
+
+  it('answers 10,000 requests for one known token without reading Consul', async (t) => {
+    assert.equal((await fetch(`${base}${PREFIX}${TOKEN}`)).status, 200);
+    // A read the previous flood started may still be answering: let it land before counting.
+    await new Promise((resolve) => setTimeout(resolve, DEFAULT_CHALLENGE_MISS_FRESHNESS_MS + 200));
+    const readsBefore = kvReads();
+    let ok = 0;
+    const elapsedMs = await flood(KNOWN_REQUESTS, async () => {
+      const res = await fetch(`${base}${PREFIX}${TOKEN}`);
+      if (res.status === 200 && (await res.text()) === KEY_AUTH) ok += 1;
+    });
+    const reads = kvReads() - readsBefore;
+    t.diagnostic(
+      `${KNOWN_REQUESTS} known-token requests in ${Math.round(elapsedMs)} ms ` +
+        `(${Math.round((KNOWN_REQUESTS / elapsedMs) * 1000)}/s): ${reads} Consul KV reads`,
+    );
+    assert.equal(ok, KNOWN_REQUESTS);
+    assert.equal(reads, 0);
+  });
+
+  it('answers 503 with Retry-After for an unknown token while Consul is down, and a known one still', async () => {
+    proxy.removeBackend('consul');
+    // The mirror is fresh for a second after its last read; wait until a miss has to read.
+    await new Promise((resolve) => setTimeout(resolve, DEFAULT_CHALLENGE_MISS_FRESHNESS_MS + 100));
+    const res = await fetch(`${base}${PREFIX}unknownWhileDown`);
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get('retry-after'), '1');
+    assert.equal((await fetch(`${base}${PREFIX}${TOKEN}`)).status, 200);
   });
 });

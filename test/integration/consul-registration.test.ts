@@ -1,6 +1,7 @@
 /**
- * ConsulServiceRegistration against a real Consul 1.8.7 agent: what `/v1/agent/services` and
- * `/v1/agent/checks` show is what Fabio would see.
+ * ServiceRegistration against a real Consul 1.8.7 agent (what `/v1/agent/services`,
+ * `/v1/agent/checks` and `/v1/health/service` show is what Fabio would see), the contract cases
+ * shared with MemoryServiceRegistration, and the restartable Consul of test/support/consul.ts.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -8,10 +9,18 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
-import { ConsulServiceRegistration } from '../../src/adapters/consul/consul-service-registration.js';
+import {
+  ConsulServiceRegistration,
+  REGISTRATION_META_KEY,
+  shardCountFor,
+  shardOf,
+  type ConsulServiceRegistrationOptions,
+} from '../../src/adapters/consul/consul-service-registration.js';
 import { MemoryServiceRegistration } from '../../src/adapters/memory/memory-service-registration.js';
 import { ConsulAcmeError } from '../../src/errors.js';
+import type { ServiceRegistration } from '../../src/ports/service-registration.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
+import { startRoundRobinProxy } from '../support/round-robin-proxy.js';
 import { waitFor } from '../support/wait.js';
 
 interface AgentService {
@@ -32,19 +41,194 @@ interface AgentCheck {
 let server: ConsulInstance | undefined;
 let consul: Consul | undefined;
 
-async function agentServices(): Promise<Record<string, AgentService>> {
-  const res = await fetch(`${server!.address}/v1/agent/services`);
+async function agentServices(address = server!.address): Promise<Record<string, AgentService>> {
+  const res = await fetch(`${address}/v1/agent/services`);
   assert.equal(res.status, 200);
   return (await res.json()) as Record<string, AgentService>;
 }
 
-async function agentChecks(): Promise<Record<string, AgentCheck>> {
-  const res = await fetch(`${server!.address}/v1/agent/checks`);
+async function agentChecks(address = server!.address): Promise<Record<string, AgentCheck>> {
+  const res = await fetch(`${address}/v1/agent/checks`);
   assert.equal(res.status, 200);
   return (await res.json()) as Record<string, AgentCheck>;
 }
 
+/** Instance ids of `name` whose checks all pass, as Fabio asks for them. */
+async function passingIds(name: string): Promise<string[]> {
+  const res = await fetch(`${server!.address}/v1/health/service/${name}?passing`);
+  assert.equal(res.status, 200);
+  return ((await res.json()) as Array<{ Service: { ID: string } }>).map((e) => e.Service.ID).sort();
+}
+
+/** Every tag the agent holds for the registrations whose id starts with `serviceId`. */
+async function registeredTags(serviceId: string, address = server!.address): Promise<string[]> {
+  const services = await agentServices(address);
+  return Object.values(services)
+    .filter((s) => s.ID === serviceId || s.ID.startsWith(`${serviceId}-`))
+    .flatMap((s) => s.Tags ?? [])
+    .sort();
+}
+
+async function deregisterBehindItsBack(id: string): Promise<void> {
+  const res = await fetch(`${server!.address}/v1/agent/service/deregister/${id}`, { method: 'PUT' });
+  assert.equal(res.status, 200);
+}
+
 const challengeTag = (host: string): string => `urlprefix-${host}/.well-known/acme-challenge/`;
+
+/** An HTTP endpoint for checks, answering 200 while `healthy`. */
+async function checkTarget(): Promise<{ url: string; setHealthy(h: boolean): void; close(): Promise<void> }> {
+  let healthy = true;
+  const http: Server = createServer((_req, res) => {
+    res.statusCode = healthy ? 200 : 503;
+    res.end(healthy ? 'ok' : 'not ready');
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/health/ready`,
+    setHealthy: (h) => {
+      healthy = h;
+    },
+    close: () => new Promise((resolve) => http.close(() => resolve())),
+  };
+}
+
+function consulRegistration(
+  opts: Partial<ConsulServiceRegistrationOptions> & { serviceId: string },
+): ConsulServiceRegistration {
+  return new ConsulServiceRegistration({ consul: consul!, port: 8402, ...opts });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract, on both implementations
+
+interface Subject {
+  name: string;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  create(): ServiceRegistration;
+  /** The tags the agent holds for `registration` (undefined: not registered). */
+  held(registration: ServiceRegistration): Promise<string[] | undefined>;
+  /** Loses the registration behind the object's back, as an agent restarted without its data would. */
+  lose(registration: ServiceRegistration): Promise<void>;
+}
+
+const consulIds = new WeakMap<ServiceRegistration, string>();
+
+const subjects: Subject[] = [
+  {
+    name: 'MemoryServiceRegistration',
+    setup: async () => undefined,
+    teardown: async () => undefined,
+    create: () => new MemoryServiceRegistration(),
+    held: async (r) => {
+      const m = r as MemoryServiceRegistration;
+      return m.isRegistered() ? [...(m.tags ?? [])].sort() : undefined;
+    },
+    lose: async (r) => (r as MemoryServiceRegistration).lose(),
+  },
+  {
+    name: 'ConsulServiceRegistration',
+    setup: async () => {
+      server = await startConsul();
+      consul = createConsulClient({ address: server.address });
+    },
+    teardown: async () => {
+      consul?.destroy();
+      await server?.stop();
+    },
+    create: () => {
+      const serviceId = `consul-acme-${randomUUID()}`;
+      const r = consulRegistration({ serviceId, maxTagsPerRegistration: 4 });
+      consulIds.set(r, serviceId);
+      return r;
+    },
+    held: async (r) => {
+      const id = consulIds.get(r)!;
+      const services = await agentServices();
+      const ours = Object.values(services).filter((s) => s.Meta?.[REGISTRATION_META_KEY] === id);
+      return ours.length === 0 ? undefined : ours.flatMap((s) => s.Tags ?? []).sort();
+    },
+    lose: async (r) => {
+      const id = consulIds.get(r)!;
+      const services = await agentServices();
+      for (const s of Object.values(services)) {
+        if (s.Meta?.[REGISTRATION_META_KEY] === id) await deregisterBehindItsBack(s.ID);
+      }
+    },
+  },
+];
+
+for (const subject of subjects) {
+  describe(`ServiceRegistration contract: ${subject.name}`, () => {
+    before(() => subject.setup());
+    after(() => subject.teardown());
+
+    it('registers exactly the tags given, and replaces them on change', async () => {
+      const r = subject.create();
+      await r.update(['b', 'a', 'a']);
+      assert.deepEqual(await subject.held(r), ['a', 'b']);
+      await r.update(['c', 'd', 'e', 'f', 'g', 'h']);
+      assert.deepEqual(await subject.held(r), ['c', 'd', 'e', 'f', 'g', 'h']);
+      await r.update([]);
+      assert.deepEqual(await subject.held(r), []);
+      await r.deregister();
+    });
+
+    it('has nothing to reassert before the first update', async () => {
+      const r = subject.create();
+      assert.equal(await r.reassert(), false);
+      assert.equal(await subject.held(r), undefined);
+    });
+
+    it('reasserts nothing while the agent holds the registration', async () => {
+      const r = subject.create();
+      await r.update(['a', 'b']);
+      assert.equal(await r.reassert(), false);
+      assert.deepEqual(await subject.held(r), ['a', 'b']);
+      await r.deregister();
+    });
+
+    it('registers again, with the same tags, what the agent lost, and says so once', async () => {
+      const r = subject.create();
+      const tags = ['t1', 't2', 't3', 't4', 't5', 't6', 't7', 't8', 't9'];
+      await r.update(tags);
+      await subject.lose(r);
+      assert.equal(await subject.held(r), undefined);
+      assert.equal(await r.reassert(), true);
+      assert.deepEqual(await subject.held(r), tags);
+      assert.equal(await r.reassert(), false, 'restored: nothing more to do');
+      await r.deregister();
+    });
+
+    it('does not send an identical update again, even when the agent lost it (reassert heals that)', async () => {
+      const r = subject.create();
+      await r.update(['x', 'y']);
+      await subject.lose(r);
+      await r.update(['y', 'x']);
+      assert.equal(await subject.held(r), undefined, 'identical update skipped');
+      assert.equal(await r.reassert(), true);
+      assert.deepEqual(await subject.held(r), ['x', 'y']);
+      await r.deregister();
+    });
+
+    it('deregisters idempotently, and then has nothing to reassert', async () => {
+      const r = subject.create();
+      await r.update(['a']);
+      await r.deregister();
+      assert.equal(await subject.held(r), undefined);
+      await r.deregister();
+      assert.equal(await r.reassert(), false);
+      assert.equal(await subject.held(r), undefined);
+      await r.update(['d']);
+      assert.deepEqual(await subject.held(r), ['d'], 're-registers after deregister');
+      await r.deregister();
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consul specifics
 
 describe('ConsulServiceRegistration against a real agent', () => {
   before(async () => {
@@ -56,70 +240,30 @@ describe('ConsulServiceRegistration against a real agent', () => {
     await server?.stop();
   });
 
-  it('registers exactly the given tags, replaces them on change, and deregisters', async () => {
+  it('registers the service with its name, address, port and meta, and a marker naming the registration', async () => {
     const serviceId = `consul-acme-${randomUUID()}`;
-    const registration = new ConsulServiceRegistration({
-      consul: consul!,
-      serviceId,
-      address: '127.0.0.1',
-      port: 8402,
-      meta: { version: 'test' },
-    });
-
+    const registration = consulRegistration({ serviceId, address: '127.0.0.1', meta: { version: 'test' } });
     await registration.update([challengeTag('a.example.com'), challengeTag('b.example.com')]);
-    let service = (await agentServices())[serviceId];
-    assert.ok(service, 'registered');
+    const service = (await agentServices())[serviceId];
+    assert.ok(service, 'registered under the plain id while one registration suffices');
     assert.equal(service.Service, 'consul-acme');
     assert.equal(service.Port, 8402);
     assert.equal(service.Address, '127.0.0.1');
-    assert.deepEqual(service.Meta, { version: 'test' });
-    assert.deepEqual([...(service.Tags ?? [])].sort(), [challengeTag('a.example.com'), challengeTag('b.example.com')]);
-
-    await registration.update([challengeTag('c.example.com')]);
-    service = (await agentServices())[serviceId];
-    assert.deepEqual(service?.Tags, [challengeTag('c.example.com')], 'old tags are gone');
-
-    await registration.update([]);
-    service = (await agentServices())[serviceId];
-    assert.ok(service, 'still registered with no tags');
-    assert.deepEqual(service.Tags ?? [], []);
-
+    assert.deepEqual(service.Meta, { version: 'test', [REGISTRATION_META_KEY]: serviceId });
     await registration.deregister();
     assert.equal((await agentServices())[serviceId], undefined, 'deregistered');
-    await registration.deregister(); // idempotent
-
-    await registration.update([challengeTag('d.example.com')]);
-    assert.deepEqual(
-      (await agentServices())[serviceId]?.Tags,
-      [challengeTag('d.example.com')],
-      're-registers after deregister',
-    );
-    await registration.deregister();
   });
 
   it('registers an HTTP check that passes while the URL answers 2xx', async () => {
-    let healthy = true;
-    const http: Server = createServer((_req, res) => {
-      res.statusCode = healthy ? 200 : 503;
-      res.end(healthy ? 'ok' : 'not ready');
-    });
-    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/health/ready`;
+    const target = await checkTarget();
     const serviceId = `consul-acme-${randomUUID()}`;
-    const registration = new ConsulServiceRegistration({
-      consul: consul!,
-      serviceId,
-      port: 8402,
-      checkHttpUrl: url,
-      checkIntervalSeconds: 1,
-    });
+    const registration = consulRegistration({ serviceId, checkHttpUrl: target.url, checkIntervalSeconds: 1 });
     try {
       await registration.update([challengeTag('checked.example.com')]);
-      const passing = await waitFor('the check to pass', async () =>
-        Object.values(await agentChecks()).find((c) => c.ServiceID === serviceId && c.Status === 'passing'),
+      await waitFor('the check to pass', async () =>
+        Object.values(await agentChecks()).some((c) => c.ServiceID === serviceId && c.Status === 'passing'),
       );
-      assert.ok(passing);
-      healthy = false;
+      target.setHealthy(false);
       await waitFor('the check to go critical', async () =>
         Object.values(await agentChecks()).some((c) => c.ServiceID === serviceId && c.Status === 'critical'),
       );
@@ -129,25 +273,157 @@ describe('ConsulServiceRegistration against a real agent', () => {
         'check removed with the service',
       );
     } finally {
-      await new Promise((resolve) => http.close(resolve));
+      await target.close();
     }
   });
 
-  it('does not re-register when the tags are the same (in any order)', async () => {
-    const serviceId = `consul-acme-${randomUUID()}`;
-    const registration = new ConsulServiceRegistration({ consul: consul!, serviceId, port: 8402 });
-    await registration.update(['x', 'y']);
-    assert.ok((await agentServices())[serviceId], 'registered');
-    // Remove it behind the registration's back: an identical update must not put it back.
-    await fetch(`${server!.address}/v1/agent/service/deregister/${serviceId}`, { method: 'PUT' });
-    await registration.update(['y', 'x']);
-    assert.equal((await agentServices())[serviceId], undefined, 'identical update skipped');
-    await registration.update(['x']);
-    assert.deepEqual((await agentServices())[serviceId]?.Tags, ['x']);
-    await registration.deregister();
+  it('is routable at once with initialCheckStatus passing; without it a new check starts critical', async () => {
+    // The check URL never answers and the interval is long: any passing status is the initial one.
+    const deadUrl = 'http://127.0.0.1:1/health/ready';
+    const name = `routable-${randomUUID()}`;
+    const withStatus = consulRegistration({
+      serviceId: `${name}-a`,
+      serviceName: name,
+      checkHttpUrl: deadUrl,
+      checkIntervalSeconds: 3600,
+      initialCheckStatus: 'passing',
+    });
+    const without = consulRegistration({
+      serviceId: `${name}-b`,
+      serviceName: name,
+      checkHttpUrl: deadUrl,
+      checkIntervalSeconds: 3600,
+    });
+    await Promise.all([withStatus.update(['x']), without.update(['y'])]);
+    assert.deepEqual(await passingIds(name), [`${name}-a`]);
+    const checks = await agentChecks();
+    assert.equal(checks[`service:${name}-b`]?.Status, 'critical');
+    // Lost and restored: the restored check is passing at once too.
+    await deregisterBehindItsBack(`${name}-a`);
+    assert.deepEqual(await passingIds(name), []);
+    assert.equal(await withStatus.reassert(), true);
+    assert.deepEqual(await passingIds(name), [`${name}-a`]);
+    await Promise.all([withStatus.deregister(), without.deregister()]);
   });
 
-  it('reports an unreachable agent as CONSUL_UNAVAILABLE and retries on the next update', async () => {
+  it('re-registering an existing check keeps its status: a failing instance does not turn passing by an update', async () => {
+    const target = await checkTarget();
+    const name = `keeps-${randomUUID()}`;
+    const registration = consulRegistration({
+      serviceId: name,
+      serviceName: name,
+      checkHttpUrl: target.url,
+      checkIntervalSeconds: 1,
+      initialCheckStatus: 'passing',
+    });
+    try {
+      target.setHealthy(false);
+      await registration.update(['a']);
+      await waitFor('the check to go critical', async () => (await passingIds(name)).length === 0);
+      await registration.update(['a', 'b']);
+      assert.deepEqual(await passingIds(name), [], 'still critical right after the update');
+    } finally {
+      await registration.deregister();
+      await target.close();
+    }
+  });
+
+  it('registers again when another writer changed the tags, and removes registrations an earlier run left', async () => {
+    const serviceId = `consul-acme-${randomUUID()}`;
+    const first = consulRegistration({ serviceId, maxTagsPerRegistration: 2 });
+    const tags = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map(challengeTag);
+    await first.update(tags);
+    const ids = first.registrationIds;
+    assert.ok(ids.length >= 4, `sharded over ${ids.join(', ')}`);
+    // Someone re-registers one shard with other tags.
+    const res = await fetch(`${server!.address}/v1/agent/service/register`, {
+      method: 'PUT',
+      body: JSON.stringify({
+        ID: ids[0],
+        Name: 'consul-acme',
+        Port: 8402,
+        Tags: ['urlprefix-wrong/'],
+        Meta: { [REGISTRATION_META_KEY]: serviceId },
+      }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await first.reassert(), true);
+    assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
+
+    // A new process of the same instance, with fewer names: one registration, the old shards go.
+    const second = consulRegistration({ serviceId, maxTagsPerRegistration: 2 });
+    await second.update([challengeTag('a')]);
+    assert.deepEqual(
+      Object.keys(await agentServices()).filter((id) => id.startsWith(serviceId)),
+      [serviceId],
+    );
+    assert.deepEqual(await registeredTags(serviceId), [challengeTag('a')]);
+    await second.deregister();
+    assert.deepEqual(await registeredTags(serviceId), []);
+  });
+
+  it('spreads many tags over shards of at most the limit, and a one-name change re-registers one shard', async () => {
+    const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
+    const client = createConsulClient({ address: proxy.url });
+    const serviceId = `consul-acme-${randomUUID()}`;
+    const registration = new ConsulServiceRegistration({
+      consul: client,
+      serviceId,
+      port: 8402,
+      maxTagsPerRegistration: 50,
+    });
+    try {
+      const tags = Array.from({ length: 300 }, (_, i) => challengeTag(`host-${i}.example.com`));
+      await registration.update(tags);
+      const services = Object.values(await agentServices()).filter((s) => s.ID.startsWith(`${serviceId}-`));
+      assert.ok(services.length >= 8, `${services.length} shards`);
+      for (const s of services) {
+        assert.ok((s.Tags ?? []).length <= 50, `${s.ID} holds ${(s.Tags ?? []).length} tags`);
+        const n = Number(s.ID.slice(serviceId.length + 1));
+        for (const tag of s.Tags ?? []) assert.equal(shardOf(tag, services.length), n, `${tag} in ${s.ID}`);
+      }
+      assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
+
+      const before = proxy.requests().length;
+      await registration.update([...tags, challengeTag('new.example.com')]);
+      const sent = proxy.requests().slice(before);
+      assert.deepEqual(
+        sent.map((r) => `${r.method} ${r.path.split('?')[0]}`),
+        ['PUT /v1/agent/service/register'],
+        'one shard registered again, nothing else sent',
+      );
+      assert.ok((await registeredTags(serviceId)).includes(challengeTag('new.example.com')));
+    } finally {
+      await registration.deregister();
+      assert.deepEqual(await registeredTags(serviceId), [], 'every shard removed');
+      client.destroy();
+      await proxy.close();
+    }
+  });
+
+  it('coalesces updates made together into one registration with the last tag set', async () => {
+    const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
+    const client = createConsulClient({ address: proxy.url });
+    const serviceId = `consul-acme-${randomUUID()}`;
+    const registration = new ConsulServiceRegistration({ consul: client, serviceId, port: 8402 });
+    try {
+      await registration.update(['first']);
+      const before = proxy.requests().length;
+      await Promise.all(Array.from({ length: 10 }, (_, i) => registration.update([`tag-${i}`])));
+      const registers = proxy
+        .requests()
+        .slice(before)
+        .filter((r) => r.path.startsWith('/v1/agent/service/register'));
+      assert.equal(registers.length, 1, `${registers.length} registrations for 10 updates`);
+      assert.deepEqual((await agentServices())[serviceId]?.Tags, ['tag-9']);
+    } finally {
+      await registration.deregister();
+      client.destroy();
+      await proxy.close();
+    }
+  });
+
+  it('reports an unreachable agent as CONSUL_UNAVAILABLE to every coalesced caller, and retries on the next update', async () => {
     const dead = createConsulClient({ address: 'http://127.0.0.1:1', requestTimeoutMs: 5_000 });
     const registration = new ConsulServiceRegistration({
       consul: dead,
@@ -155,34 +431,149 @@ describe('ConsulServiceRegistration against a real agent', () => {
       port: 8402,
     });
     try {
-      await assert.rejects(registration.update(['x']), (err: unknown) => {
-        assert.ok(err instanceof ConsulAcmeError);
-        assert.equal(err.code, 'CONSUL_UNAVAILABLE');
-        return true;
-      });
+      const outcomes = await Promise.allSettled([registration.update(['x']), registration.update(['x', 'y'])]);
+      for (const o of outcomes) {
+        assert.equal(o.status, 'rejected');
+        assert.ok(o.reason instanceof ConsulAcmeError);
+        assert.equal(o.reason.code, 'CONSUL_UNAVAILABLE');
+        assert.equal(o.reason.retryable, true);
+      }
       await assert.rejects(
-        registration.update(['x']),
+        registration.update(['x', 'y']),
         (err: unknown) => err instanceof ConsulAcmeError,
         'not skipped as identical',
       );
+      await assert.rejects(registration.reassert(), (err: unknown) => err instanceof ConsulAcmeError);
     } finally {
       dead.destroy();
     }
   });
 });
 
-describe('MemoryServiceRegistration', () => {
-  it('records the registered tags, skips identical updates, and deregisters idempotently', async () => {
-    const registration = new MemoryServiceRegistration();
-    await registration.update(['b', 'a']);
-    await registration.update(['a', 'b']);
-    assert.deepEqual(registration.tags, ['b', 'a']);
-    assert.equal(registration.history.length, 1);
-    await registration.update(['c']);
-    assert.deepEqual(registration.history, [['b', 'a'], ['c']]);
-    await registration.deregister();
-    await registration.deregister();
-    assert.equal(registration.isRegistered(), false);
-    assert.equal(registration.deregistrations, 1);
+describe('shard counts', () => {
+  const tags = (n: number): string[] => Array.from({ length: n }, (_, i) => challengeTag(`h${i}.example.com`));
+
+  it('is one shard up to the limit and a power of two above it, each shard within the limit', () => {
+    assert.equal(shardCountFor(tags(1000), 1000), 1);
+    for (const n of [1001, 5000, 10_000]) {
+      const count = shardCountFor(tags(n), 1000);
+      assert.equal(count & (count - 1), 0, `${count} is a power of two`);
+      const sizes = new Array<number>(count).fill(0);
+      for (const t of tags(n)) sizes[shardOf(t, count)]! += 1;
+      assert.ok(Math.max(...sizes) <= 1000, `largest shard of ${n}: ${Math.max(...sizes)}`);
+    }
+  });
+
+  it('keeps the shard count while names come and go near a boundary', () => {
+    const grown = shardCountFor(tags(1100), 1000);
+    assert.ok(grown >= 2);
+    assert.equal(shardCountFor(tags(990), 1000, grown), grown, 'not halved just under the limit');
+    assert.equal(shardCountFor(tags(100), 1000, grown), 1, 'halved once well under it');
+  });
+
+  it('keeps a name in its shard while the count stays, and moves it only to its sibling when it doubles', () => {
+    for (const t of tags(500)) {
+      const at4 = shardOf(t, 4);
+      assert.ok([at4, at4 + 4].includes(shardOf(t, 8)));
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Only the challenge routes may delete themselves while critical
+
+describe('deregisterCriticalAfter', () => {
+  let own: ConsulInstance | undefined;
+  let client: Consul | undefined;
+  before(async () => {
+    own = await startConsul();
+    client = createConsulClient({ address: own.address });
+  });
+  after(async () => {
+    client?.destroy();
+    await own?.stop();
+  });
+
+  it('removes a critical route registration that asks for it, and keeps the health registration that does not', async () => {
+    const deadUrl = 'http://127.0.0.1:1/health';
+    const routes = new ConsulServiceRegistration({
+      consul: client!,
+      serviceId: 'routes',
+      port: 8402,
+      checkHttpUrl: deadUrl,
+      checkIntervalSeconds: 1,
+      deregisterCriticalAfter: '1m', // Consul's shortest
+    });
+    const health = new ConsulServiceRegistration({
+      consul: client!,
+      serviceId: 'health',
+      serviceName: 'consul-acme-certificates',
+      port: 8403,
+      checkHttpUrl: deadUrl,
+      checkIntervalSeconds: 1,
+    });
+    await Promise.all([routes.update(['r']), health.update([])]);
+    // Consul reaps critical services every 30 s, so this takes 60 to 90 s.
+    await waitFor(
+      'the critical route registration to be removed',
+      async () => !(await agentServices(own!.address)).routes,
+      {
+        timeoutMs: 150_000,
+        intervalMs: 1_000,
+      },
+    );
+    assert.ok((await agentServices(own!.address)).health, 'the critical health registration stays');
+    await health.deregister();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// test/support/consul.ts: an agent that can be restarted
+
+describe('a restartable Consul (test/support/consul.ts)', () => {
+  it('keeps a KV key and a registered service across a restart with a data directory', async () => {
+    const persistent = await startConsul({ dataDir: true });
+    try {
+      assert.ok(persistent.dataDir);
+      const put = await fetch(`${persistent.address}/v1/kv/restart-test/key`, { method: 'PUT', body: 'kept' });
+      assert.equal((await put.text()).trim(), 'true');
+      const reg = await fetch(`${persistent.address}/v1/agent/service/register`, {
+        method: 'PUT',
+        body: JSON.stringify({ ID: 'kept-service', Name: 'kept', Port: 9000, Tags: ['urlprefix-kept.example.com/'] }),
+      });
+      assert.equal(reg.status, 200);
+      const portBefore = persistent.httpPort;
+
+      await persistent.restart();
+
+      assert.equal(persistent.httpPort, portBefore);
+      const get = await fetch(`${persistent.address}/v1/kv/restart-test/key?raw`);
+      assert.equal(get.status, 200);
+      assert.equal(await get.text(), 'kept');
+      assert.deepEqual((await agentServices(persistent.address))['kept-service']?.Tags, [
+        'urlprefix-kept.example.com/',
+      ]);
+    } finally {
+      await persistent.stop();
+    }
+  });
+
+  it('brings a -dev agent back empty, and a registration comes back by reassert', async () => {
+    const dev = await startConsul();
+    const client = createConsulClient({ address: dev.address });
+    const registration = new ConsulServiceRegistration({ consul: client, serviceId: 'lost', port: 8402 });
+    try {
+      await registration.update(['urlprefix-lost.example.com/.well-known/acme-challenge/']);
+      await dev.restart();
+      assert.equal((await agentServices(dev.address)).lost, undefined, 'the agent forgot it');
+      assert.equal(await registration.reassert(), true);
+      assert.deepEqual(await registeredTags('lost', dev.address), [
+        'urlprefix-lost.example.com/.well-known/acme-challenge/',
+      ]);
+    } finally {
+      await registration.deregister();
+      client.destroy();
+      await dev.stop();
+    }
   });
 });

@@ -148,8 +148,26 @@ describe('HttpPreflight', () => {
     assert.ok(!result.ok);
     assert.equal(result.reason, 'NotRouted');
     assert.match(result.detail, /answered 404 with "404 page not found"/);
+    assert.doesNotMatch(result.detail, /; /, 'the retry after the 404 is not reported as a second failure');
     assert.match(result.detail, /other\.preflight\.test/);
     assert.deepEqual(store.tokens(), []);
+  });
+
+  it('asks a 404 once more, so a probe that reached another instance before its token did still passes', async () => {
+    let requests = 0;
+    handler = (req, res) => {
+      requests += 1;
+      // The first request finds no token (another instance's copy of the store is behind).
+      if (requests === 1) {
+        res.statusCode = 404;
+        res.end('not found\n');
+        return;
+      }
+      servesStore(req, res);
+    };
+    const result = await preflight().check('late.preflight.test');
+    assert.deepEqual(result, { ok: true });
+    assert.equal(requests, 2, 'one more request after the 404, no more');
   });
 
   it('is NotRouted when the path answers 200 with something else, naming what came back', async () => {

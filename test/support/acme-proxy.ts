@@ -125,6 +125,11 @@ export interface AcmeProxy {
   failNext(fault: Fault): void;
   /** Holds the next `times` requests to `stall.endpoint` unanswered (see the module comment). */
   stallNext(stall: Stall): void;
+  /**
+   * Holds the next request to `endpoint` (after skipping `after` of them) until `until` settles,
+   * then forwards it as usual: to make two clients' requests arrive in a chosen order.
+   */
+  holdNext(hold: { endpoint: string; after?: number; until: Promise<unknown> }): void;
   /** Faults and stalls not used up yet, e.g. to check a test's fault was really hit. */
   pendingFaults(): Array<{ endpoint: string; left: number }>;
   /** Calls `listener` with each request's record once it has been answered; returns the unsubscribe. */
@@ -327,6 +332,18 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
       req.socket.destroy();
     };
 
+  let holds: Array<{ endpoint: string; skip: number; until: Promise<unknown> }> = [];
+  const takeHold = (endpoint: string): Promise<unknown> | undefined => {
+    const hold = holds.find((h) => h.endpoint === endpoint);
+    if (hold === undefined) return undefined;
+    if (hold.skip > 0) {
+      hold.skip--;
+      return undefined;
+    }
+    holds = holds.filter((h) => h !== hold);
+    return hold.until;
+  };
+
   const takeFault = (endpoint: string): ActiveFault | undefined => {
     const fault = faults.find((f) => f.endpoint === endpoint && f.left > 0);
     if (fault === undefined) return undefined;
@@ -368,6 +385,12 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
       await fault.apply(record, req, res);
       return;
     }
+    const held = takeHold(endpoint);
+    if (held)
+      await held.then(
+        () => undefined,
+        () => undefined,
+      );
 
     if (endpoint === 'newOrder' && method === 'POST') {
       const rule = activeRuleFor(identifiers, record.receivedAt);
@@ -474,6 +497,9 @@ export async function startAcmeProxy(opts: StartAcmeProxyOptions): Promise<AcmeP
         left: fault.times ?? 1,
         apply: injectStatus(fault),
       });
+    },
+    holdNext(hold) {
+      holds.push({ endpoint: hold.endpoint, skip: hold.after ?? 0, until: hold.until });
     },
     stallNext(stall) {
       faults.push({

@@ -6,12 +6,23 @@
  * calls `beforeFinalize` with the order's PendingOrder and issues ("finalizes") only after that
  * resolves; it remembers every finalized order, so `resume` downloads the same certificate again
  * (and counts that as a download, not an order). `failAfterFinalize(err)` makes the next order
- * fail after its certificate was issued, as a lost connection would.
+ * fail after its certificate was issued, as a lost connection would. `revoke` records each
+ * revocation by serial (a second one answers `alreadyRevoked`, as a CA does); `failRevokeWith(err)`
+ * makes the next revocations fail.
  */
 import type { PendingOrder } from '../../src/domain/certificate.js';
 import type { Clock } from '../../src/ports/clock.js';
 import { X509Certificate } from 'node:crypto';
-import type { IssuedCertificate, Issuer, IssueHooks, IssueRequest, ResumeOutcome } from '../../src/ports/issuer.js';
+import type {
+  IssuedCertificate,
+  Issuer,
+  IssueHooks,
+  IssueRequest,
+  ResumeOutcome,
+  RevokeOutcome,
+  RevokeRequest,
+} from '../../src/ports/issuer.js';
+import type { RevocationReason } from '../../src/domain/revocation.js';
 import { makeTestCertificate, TEST_CA_NAME, TEST_DIRECTORY_URL } from './certs.js';
 
 const DAY_MS = 86_400_000;
@@ -27,6 +38,9 @@ export class FakeIssuer implements Issuer {
   /** Orders completed again by `resume`. */
   readonly resumed: string[] = [];
   private failuresAfterFinalize: Error[] = [];
+  /** Every revocation the CA accepted, in order (serial, lower-case hex without leading zeros). */
+  readonly revocations: Array<{ serial: string; reason: RevocationReason }> = [];
+  private revokeFailures: Error[] = [];
 
   constructor(
     private readonly clock: Clock,
@@ -86,6 +100,21 @@ export class FakeIssuer implements Issuer {
     const lost = this.failuresAfterFinalize.shift();
     if (lost !== undefined) throw lost;
     return issued;
+  }
+
+  /** The next `times` revocations fail with `err`. */
+  failRevokeWith(err: Error, times = 1): void {
+    for (let i = 0; i < times; i++) this.revokeFailures.push(err);
+  }
+
+  async revoke(request: RevokeRequest, signal?: AbortSignal): Promise<RevokeOutcome> {
+    signal?.throwIfAborted();
+    const failure = this.revokeFailures.shift();
+    if (failure !== undefined) throw failure;
+    const serial = new X509Certificate(request.certPem).serialNumber.toLowerCase().replace(/^0+/, '') || '0';
+    if (this.revocations.some((r) => r.serial === serial)) return { alreadyRevoked: true, signedWith: 'account' };
+    this.revocations.push({ serial, reason: request.reason });
+    return { alreadyRevoked: false, signedWith: 'account' };
   }
 
   async resume(pending: PendingOrder): Promise<ResumeOutcome> {

@@ -38,6 +38,8 @@ export interface InstanceOptions {
   env: Record<string, string>;
   /** Runs the instance under `ulimit -n <openFileLimit>` (the soft and hard open-file limit). */
   openFileLimit?: number;
+  /** The entry point to run; MAIN_JS (this build) by default, another release's for upgrade tests. */
+  mainJs?: string;
 }
 
 export interface InstanceProcess {
@@ -81,17 +83,14 @@ export async function spawnInstance(opts: InstanceOptions): Promise<InstanceProc
     CONSUL_ACME_ADMIN_PORT: String(opts.adminPort),
   };
   // With a file limit, a shell sets it and then becomes node (exec), so the pid is node's.
+  const mainJs = opts.mainJs ?? MAIN_JS;
   const child =
     opts.openFileLimit === undefined
-      ? spawn(process.execPath, [MAIN_JS, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn(
-          '/bin/sh',
-          ['-c', `ulimit -n ${opts.openFileLimit} && exec "$0" "$@"`, process.execPath, MAIN_JS, 'run'],
-          {
-            env,
-            stdio: ['ignore', 'pipe', 'pipe'],
-          },
-        );
+      ? spawn(process.execPath, [mainJs, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('/bin/sh', ['-c', `ulimit -n ${opts.openFileLimit} && exec "$0" "$@"`, process.execPath, mainJs, 'run'], {
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
   killOnExit(child);
 
   let raw = '';

@@ -56,6 +56,14 @@ export interface PebbleInstance {
   intermediatesPem(): Promise<string>;
   /** Makes `host` resolve to `ip` (A record) for Pebble's validation. */
   addA(host: string, ip: string): Promise<void>;
+  /**
+   * Adds CAA records at `host` (flags always 0; added to any earlier ones for that name), answered
+   * to whoever asks challtestsrv: the pre-flight check does, Pebble 2.4.0 never does
+   * (docs/protocols.md §5).
+   */
+  addCaa(host: string, policies: ReadonlyArray<{ tag: string; value: string }>): Promise<void>;
+  /** Removes every CAA record at `host`. */
+  clearCaa(host: string): Promise<void>;
   stop(): Promise<void>;
   /** Output of both processes so far (for failure messages). */
   logs(): string;
@@ -169,6 +177,11 @@ async function waitUntilUp(
 }
 
 const ADDRESS_IN_USE = /address already in use/i;
+
+/** A name with its trailing dot, as challtestsrv keys its records. */
+function fqdn(host: string): string {
+  return host.endsWith('.') ? host : `${host}.`;
+}
 
 export async function startPebble(opts: StartPebbleOptions): Promise<PebbleInstance> {
   const dir = await mkdtemp(join(tmpdir(), 'pebble-'));
@@ -327,12 +340,26 @@ async function startOnce(
     rootsPem: () => getPem('/roots/0'),
     intermediatesPem: () => getPem('/intermediates/0'),
     async addA(host: string, ip: string): Promise<void> {
-      const fqdn = host.endsWith('.') ? host : `${host}.`;
       const res = await answering('challtestsrv add-a', `${challtestsrvManagementUrl}/add-a`, {
         method: 'POST',
-        body: JSON.stringify({ host: fqdn, addresses: [ip] }),
+        body: JSON.stringify({ host: fqdn(host), addresses: [ip] }),
       });
       if (res.status !== 200) throw new Error(`challtestsrv /add-a returned ${res.status}: ${res.body}`);
+    },
+    async addCaa(host: string, policies: ReadonlyArray<{ tag: string; value: string }>): Promise<void> {
+      // Body as pebble-challtestsrv's /add-caa reads it: {"host", "policies": [{"tag", "value"}]}.
+      const res = await answering('challtestsrv add-caa', `${challtestsrvManagementUrl}/add-caa`, {
+        method: 'POST',
+        body: JSON.stringify({ host: fqdn(host), policies }),
+      });
+      if (res.status !== 200) throw new Error(`challtestsrv /add-caa returned ${res.status}: ${res.body}`);
+    },
+    async clearCaa(host: string): Promise<void> {
+      const res = await answering('challtestsrv clear-caa', `${challtestsrvManagementUrl}/clear-caa`, {
+        method: 'POST',
+        body: JSON.stringify({ host: fqdn(host) }),
+      });
+      if (res.status !== 200) throw new Error(`challtestsrv /clear-caa returned ${res.status}: ${res.body}`);
     },
     stop,
     logs: () => logs.toString(),

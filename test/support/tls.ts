@@ -10,6 +10,9 @@ export interface TestPki {
   caFile: string;
   certFile: string;
   keyFile: string;
+  /** A client certificate (CN consul-acme, clientAuth) signed by the same CA, for servers that verify clients. */
+  clientCertFile: string;
+  clientKeyFile: string;
 }
 
 export function makeTestPki(): TestPki {
@@ -67,7 +70,45 @@ export function makeTestPki(): TestPki {
     '-extfile',
     f('san.ext'),
   );
-  return { caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') };
+  openssl(
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    f('client.key'),
+    '-out',
+    f('client.csr'),
+    '-subj',
+    '/CN=consul-acme',
+  );
+  writeFileSync(f('client.ext'), 'extendedKeyUsage=clientAuth\n');
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    f('client.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('client.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    f('client.ext'),
+  );
+  return {
+    caFile: f('ca.pem'),
+    certFile: f('server.pem'),
+    keyFile: f('server.key'),
+    clientCertFile: f('client.pem'),
+    clientKeyFile: f('client.key'),
+  };
 }
 
 export interface LocalhostCertificate {

@@ -16,9 +16,16 @@
  *   `/`, an empty list is 404), POST/PUT (max_versions, cas_required, custom_metadata), DELETE
  *   (all versions, permanently); POST `<mount>/delete|undelete|destroy/<path>` `{"versions":[…]}`;
  *   GET/POST `<mount>/config`.
- * - `GET sys/internal/ui/mounts/<path>` (how Fabio detects KV v2), `GET auth/token/lookup-self`,
+ * - `GET sys/internal/ui/mounts/<path>` (how Fabio detects KV v2), `GET auth/token/lookup-self`
+ *   (`ttl` and `renewable` as the token was added, `expire_time`), `POST auth/token/renew-self`
+ *   (an `auth` block with `lease_duration`; 400 `lease is not renewable` for a token that is not),
+ *   `POST sys/capabilities-self` (`{"paths":[…]}` → each path's capabilities, sorted, `["deny"]`
+ *   for none and `["root"]` for a token with the root token's rights; in `data` and, as Vault
+ *   also answers, at the top level, with `capabilities` too when one path was asked; docs/protocols.md §3.2),
  *   `POST sys/wrapping/unwrap` (Fabio calls it; answers "wrapping token is not valid or does not
  *   exist" like Vault for a token that is not a wrapping token), `GET sys/health` (no token).
+ *   A restricted token also carries what Vault's `default` policy grants: lookup-self, renew-self
+ *   and capabilities-self are always allowed.
  * Not implemented: the LIST verb (Node's HTTP parser refuses it; clients must use `?list=`),
  * delete_version_after, namespaces, leases, policies (see `restrictToken` instead).
  *
@@ -91,8 +98,14 @@ export interface VaultStandin {
   revokeToken(token: string): void;
   /** Accepts a revoked token again, with what it could do before. */
   restoreToken(token: string): void;
-  /** Accepts `token` with the root token's rights (a replacement token, say). */
-  addToken(token: string): void;
+  /**
+   * Accepts `token` with the root token's rights (a replacement token, say). With `ttlSeconds` it
+   * expires that long after it was added or last renewed (then it is refused like a revoked one);
+   * `renewable` (default true with a ttl) lets renew-self extend it by `ttlSeconds` again.
+   */
+  addToken(token: string, opts?: { ttlSeconds?: number; renewable?: boolean }): void;
+  /** When a token with a ttl expires (ms since the epoch), or undefined. */
+  tokenExpiresAt(token: string): number | undefined;
   /**
    * From now on, requests whose path (relative to `/v1/`) starts with `pathPrefix` (every request
    * when omitted) are held `ms` before they are answered; the longest matching delay applies.
@@ -100,8 +113,11 @@ export interface VaultStandin {
   delayRequests(ms: number, opts?: { pathPrefix?: string }): void;
   /** Ends every delay and answers the requests being held now. */
   clearDelays(): void;
-  /** How many requests arrived so far whose method is `method` (any when omitted; LIST for `?list=`) and whose path (relative to `/v1/`) starts with `pathPrefix`. */
-  countRequests(opts?: { method?: string; pathPrefix?: string }): number;
+  /**
+   * How many requests arrived so far whose method is `method` (any when omitted; LIST for `?list=`),
+   * whose path (relative to `/v1/`) starts with `pathPrefix`, and (when given) that carried `token`.
+   */
+  countRequests(opts?: { method?: string; pathPrefix?: string; token?: string }): number;
 }
 
 /** The error body Vault sends with a status, for refusals whose errors the test did not choose. */
@@ -113,6 +129,25 @@ function defaultErrors(status: number): string[] {
 }
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** What Vault's `default` policy lets every token do to itself; a restricted token keeps these. */
+const DEFAULT_POLICY_PATHS = new Set(['auth/token/lookup-self', 'auth/token/renew-self', 'sys/capabilities-self']);
+
+/**
+ * A token's capabilities on `path` (no leading or trailing slash), as Vault lists them (sorted):
+ * a policy function is asked for each capability's method (read GET, list LIST, create and update
+ * POST, delete DELETE, patch PATCH); no policy means the root token's rights.
+ */
+function capabilitiesOf(policy: TokenPolicy | undefined, path: string): string[] {
+  if (policy === undefined) return ['root'];
+  const capabilities: string[] = [];
+  if (policy('POST', path) || policy('PUT', path)) capabilities.push('create', 'update');
+  if (policy('DELETE', path)) capabilities.push('delete');
+  if (policy('LIST', path)) capabilities.push('list');
+  if (policy('PATCH', path)) capabilities.push('patch');
+  if (policy('GET', path)) capabilities.push('read');
+  return capabilities.length === 0 ? ['deny'] : capabilities.sort();
+}
 
 class HttpError extends Error {
   constructor(
@@ -197,11 +232,13 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
   }
   const policies = new Map<string, TokenPolicy>();
   const failures: { status: number; errors: string[] }[] = [];
-  const seen: { line: string; method: string; path: string }[] = [];
+  const seen: { line: string; method: string; path: string; token: string | undefined }[] = [];
   let sealed = false;
   const writeRefusals: { pathPrefix: string; status: number; errors: string[] }[] = [];
   const revoked = new Set<string>();
   const addedTokens = new Set<string>();
+  /** Tokens with a ttl: how long each renewal grants, whether it may be renewed, and when it ends. */
+  const leases = new Map<string, { ttlSeconds: number; renewable: boolean; expiresAtMs: number }>();
   const delays: { pathPrefix: string; ms: number }[] = [];
   const held = new Set<() => void>();
 
@@ -512,29 +549,67 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     }
 
     const token = tokenOf(req);
+    const lease = token === undefined ? undefined : leases.get(token);
     if (
       token === undefined ||
       revoked.has(token) ||
+      (lease !== undefined && lease.expiresAtMs <= Date.now()) ||
       (token !== rootToken && !policies.has(token) && !addedTokens.has(token))
     )
       throw new HttpError(403, ['permission denied']);
     const policy = policies.get(token);
     const policyMethod = method === 'GET' && parseBool(url.searchParams.get('list')) ? 'LIST' : method;
-    if (policy !== undefined && !policy(policyMethod, path)) {
+    if (policy !== undefined && !DEFAULT_POLICY_PATHS.has(path) && !policy(policyMethod, path)) {
       throw new HttpError(403, ['1 error occurred:\n\t* permission denied\n\n']);
     }
 
+    if (path === 'sys/capabilities-self') {
+      if (method !== 'POST' && method !== 'PUT') throw unsupported();
+      const body = asObject(await readBody(req)) ?? {};
+      const asked = Array.isArray(body.paths) ? body.paths : typeof body.path === 'string' ? [body.path] : [];
+      const paths = asked.filter((p): p is string => typeof p === 'string');
+      if (paths.length === 0) throw invalid('paths must be supplied');
+      const data: Record<string, string[]> = {};
+      for (const asked of paths) data[asked] = capabilitiesOf(policy, asked.replace(/^\/+/, '').replace(/\/+$/, ''));
+      if (paths.length === 1) data.capabilities = data[paths[0]!]!;
+      return { status: 200, body: { ...data, ...envelope(data) } };
+    }
+    if (path === 'auth/token/renew-self') {
+      if (method !== 'POST' && method !== 'PUT') throw unsupported();
+      await readBody(req);
+      if (lease === undefined || !lease.renewable) throw invalid('lease is not renewable');
+      lease.expiresAtMs = Date.now() + lease.ttlSeconds * 1000;
+      return {
+        status: 200,
+        body: {
+          ...envelope(null),
+          auth: {
+            client_token: token,
+            accessor: `accessor-${token.slice(-8)}`,
+            policies: ['default'],
+            token_policies: ['default'],
+            metadata: null,
+            lease_duration: lease.ttlSeconds,
+            renewable: true,
+            entity_id: '',
+            token_type: 'service',
+            orphan: true,
+          },
+        },
+      };
+    }
     if (path === 'auth/token/lookup-self') {
       if (method !== 'GET') throw unsupported();
+      const ttl = lease === undefined ? 0 : Math.max(0, Math.floor((lease.expiresAtMs - Date.now()) / 1000));
       return {
         status: 200,
         body: envelope({
           accessor: `accessor-${token.slice(-8)}`,
           creation_time: Math.floor(Date.now() / 1000),
-          creation_ttl: 0,
+          creation_ttl: lease?.ttlSeconds ?? 0,
           display_name: token === rootToken ? 'root' : 'token',
           entity_id: '',
-          expire_time: null,
+          expire_time: lease === undefined ? null : new Date(lease.expiresAtMs).toISOString(),
           explicit_max_ttl: 0,
           id: token,
           identity_policies: [],
@@ -544,8 +619,8 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
           orphan: true,
           path: token === rootToken ? 'auth/token/root' : 'auth/token/create',
           policies: token === rootToken ? ['root'] : ['default'],
-          renewable: false,
-          ttl: 0,
+          renewable: lease?.renewable ?? false,
+          ttl,
           type: 'service',
         }),
       };
@@ -593,6 +668,7 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
       line: `${req.method ?? 'GET'} ${url.pathname}${url.search}`,
       method: method === 'GET' && parseBool(url.searchParams.get('list')) ? 'LIST' : method,
       path,
+      token: tokenOf(req),
     });
     const delayMs = Math.max(0, ...delays.filter((d) => path.startsWith(d.pathPrefix)).map((d) => d.ms));
     if (delayMs > 0) {
@@ -691,9 +767,21 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     restoreToken(token) {
       revoked.delete(token);
     },
-    addToken(token) {
+    addToken(token, opts = {}) {
       addedTokens.add(token);
       revoked.delete(token);
+      if (opts.ttlSeconds !== undefined && opts.ttlSeconds > 0) {
+        leases.set(token, {
+          ttlSeconds: opts.ttlSeconds,
+          renewable: opts.renewable ?? true,
+          expiresAtMs: Date.now() + opts.ttlSeconds * 1000,
+        });
+      } else {
+        leases.delete(token);
+      }
+    },
+    tokenExpiresAt(token) {
+      return leases.get(token)?.expiresAtMs;
     },
     delayRequests(ms, opts = {}) {
       delays.push({ pathPrefix: opts.pathPrefix ?? '', ms });
@@ -706,7 +794,8 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
       return seen.filter(
         (request) =>
           (opts.method === undefined || request.method === opts.method.toUpperCase()) &&
-          request.path.startsWith(opts.pathPrefix ?? ''),
+          request.path.startsWith(opts.pathPrefix ?? '') &&
+          (opts.token === undefined || request.token === opts.token),
       ).length;
     },
   };

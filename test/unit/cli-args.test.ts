@@ -166,7 +166,7 @@ const errorCases: ErrorCase[] = [
     name: 'an option another command has',
     argv: ['run', '--json'],
     firstLine: "unknown option '--json' for command 'run'",
-    usage: /^usage: consul-acme run \[--config <file>\]$/m,
+    usage: /^usage: consul-acme run \[--config <file>\] \[--sinks-only\]$/m,
   },
   {
     name: 'an unknown option of status',

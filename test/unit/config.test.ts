@@ -70,6 +70,44 @@ describe('configuration', () => {
     }
   });
 
+  test('the Vault store takes its token from VAULT_TOKEN_FILE as well as VAULT_TOKEN', () => {
+    assert.deepEqual(problemsOf({ CONSUL_ACME_STORE: 'vault', VAULT_TOKEN_FILE: '/secrets/vault_token' }), []);
+    assert.deepEqual(problemsOf({ CONSUL_ACME_STORE: 'vault' }), [
+      'VAULT_TOKEN or VAULT_TOKEN_FILE is required when CONSUL_ACME_STORE=vault',
+    ]);
+  });
+
+  test('a client certificate needs its key, and every TLS and token file must be readable', () => {
+    assert.deepEqual(problemsOf({ CONSUL_CLIENT_CERT: '/tls/client.pem', VAULT_CLIENT_KEY: '/tls/vault.key' }), [
+      'CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together',
+      'VAULT_CLIENT_CERT and VAULT_CLIENT_KEY must be set together',
+    ]);
+    const unreadable = problemsOf(
+      {
+        CONSUL_CLIENT_CERT: '/tls/client.pem',
+        CONSUL_CLIENT_KEY: '/tls/client.key',
+        CONSUL_HTTP_TOKEN_FILE: '/secrets/consul_token',
+      },
+      { isReadable: () => false },
+    );
+    assert.deepEqual(unreadable, [
+      'CONSUL_CLIENT_CERT /tls/client.pem is not a readable file',
+      'CONSUL_CLIENT_KEY /tls/client.key is not a readable file',
+      'CONSUL_HTTP_TOKEN_FILE /secrets/consul_token is not a readable file',
+    ]);
+  });
+
+  test('the home datacenter and the TLS server names are names, not anything', () => {
+    const problems = problemsOf({
+      CONSUL_ACME_HOME_DATACENTER: 'dc 1',
+      CONSUL_TLS_SERVER_NAME: 'https://consul',
+      VAULT_TLS_SERVER_NAME: 'vault.service.consul',
+    });
+    assert.equal(problems.length, 2, problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('CONSUL_ACME_HOME_DATACENTER')));
+    assert.ok(problems.some((p) => p.startsWith('CONSUL_TLS_SERVER_NAME')));
+  });
+
   test('the environment wins over the config file, and the file wins over defaults', () => {
     const file = JSON.stringify({ queueConcurrency: 8, keyType: 'rsa-2048' });
     const config = loadConfig({

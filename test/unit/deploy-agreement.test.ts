@@ -7,6 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
+import { posix } from 'node:path';
 import { createRequire } from 'node:module';
 import type { FastifyInstance } from 'fastify';
 import { parseDurationMs, SETTINGS, type SettingSpec } from '../../src/config/schema.js';
@@ -19,7 +20,10 @@ import {
   LISTENERS,
   REGISTRATION_CHECK_PATH,
   serviceEnvNames,
+  serviceVaultRules,
+  sinkOnlyVaultRules,
   storeVaultRules,
+  tokenVaultRules,
   type ConsulNeeds,
   type ConsulRule,
   type VaultLayout,
@@ -28,6 +32,7 @@ import {
 import { buildAdminServer } from '../../src/http/admin-server.js';
 import { ADMIN_HEALTH_PATHS } from '../../src/naming.js';
 import { silentLogger } from '../../src/logging.js';
+import { DEFAULT_SINK_STOP_TIMEOUT_MS } from '../../src/sinks/sink-runner.js';
 
 // @cdktf/hcl2json's typings carry `/// <reference lib="dom" />`, which would pull the DOM library
 // into the whole program and break Node-typed code elsewhere; load it untyped and type it here.
@@ -41,6 +46,7 @@ const repoFileExists = (path: string): boolean => existsSync(new URL(path, ROOT)
 
 const FILES = {
   job: 'nomad/consul-acme.nomad.hcl',
+  sinksJob: 'nomad/consul-acme-sinks.nomad.hcl',
   consulPolicy: 'deploy/consul-policy.hcl',
   vaultPolicy: 'deploy/vault-policy.hcl',
   fabioVaultPolicy: 'deploy/fabio-vault-policy.hcl',
@@ -97,8 +103,12 @@ interface TaskModel {
   env: Map<string, string>;
   /** Names set by `template { env = true }` blocks (`KEY=value` lines). */
   templateEnv: string[];
+  /** Every template block: where it renders and what a change does. */
+  templates: Array<{ destination: string; changeMode: string; env: boolean }>;
   services: Obj[];
   dockerConfig: Obj | undefined;
+  /** `volume_mount` blocks, with `${var.x}` resolved. */
+  volumeMounts: Array<{ volume: string; destination: string }>;
 }
 
 interface GroupModel {
@@ -107,6 +117,8 @@ interface GroupModel {
   network: Obj | undefined;
   services: Obj[];
   tasks: TaskModel[];
+  /** `volume "<label>"` blocks of the group. */
+  volumes: Map<string, Obj>;
 }
 
 interface JobModel {
@@ -145,6 +157,7 @@ function readJob(parsed: Obj): JobModel {
     raw: group,
     network: bodies(group.network)[0],
     services: bodies(group.service),
+    volumes: new Map(labeled(group.volume)),
     tasks: labeled(group.task).map(([taskName, task]): TaskModel => {
       const env = new Map<string, string>();
       for (const body of bodies(task.env)) {
@@ -153,13 +166,23 @@ function readJob(parsed: Obj): JobModel {
       const templateEnv = bodies(task.template)
         .filter((t) => t.env === true)
         .flatMap((t) => templateEnvNames(typeof t.data === 'string' ? t.data : ''));
+      const templates = bodies(task.template).map((t) => ({
+        destination: text(t.destination),
+        changeMode: t.change_mode === undefined ? 'restart' : text(t.change_mode),
+        env: t.env === true,
+      }));
       return {
         name: taskName,
         raw: task,
         env,
         templateEnv,
+        templates,
         services: bodies(task.service),
         dockerConfig: bodies(task.config)[0],
+        volumeMounts: bodies(task.volume_mount).map((m) => ({
+          volume: text(m.volume),
+          destination: resolveVars(m.destination, defaults) ?? '',
+        })),
       };
     }),
   }));
@@ -369,18 +392,47 @@ function checkJobSecrets(job: JobModel): string[] {
           `task "${task.name}": ${env} is a secret but is written in env {}; render it from Vault or a Nomad variable in a template`,
         );
     }
-    if (!task.templateEnv.includes(SETTINGS.consulToken.env)) {
+    // The Consul token comes as a file a template renders (re-read when it changes), or, in the
+    // older form, as an environment variable a template sets.
+    const consulTokenFile = task.env.get(SETTINGS.consulTokenFile.env);
+    if (consulTokenFile !== undefined) {
+      const rendered = task.templates.find((t) => secretsPath(t.destination) === secretsPath(consulTokenFile));
+      if (rendered === undefined)
+        problems.push(
+          `task "${task.name}": ${SETTINGS.consulTokenFile.env} is "${consulTokenFile}", but no template renders that file`,
+        );
+      else if (rendered.changeMode !== 'noop')
+        problems.push(
+          `task "${task.name}": the template that renders ${SETTINGS.consulTokenFile.env} has change_mode "${rendered.changeMode}"; use "noop": the process re-reads the file, and a restart aborts orders in flight`,
+        );
+    } else if (!task.templateEnv.includes(SETTINGS.consulToken.env)) {
       problems.push(
-        `task "${task.name}": no template renders ${SETTINGS.consulToken.env}; with Consul ACLs the service cannot read the catalog or write its KV prefix`,
+        `task "${task.name}": neither ${SETTINGS.consulTokenFile.env} (a template's file) nor a template setting ${SETTINGS.consulToken.env}; with Consul ACLs the service cannot read the catalog or write its KV prefix`,
       );
     }
     if (settingIn(task, SETTINGS.store) === 'vault') {
       const vault = bodies(task.raw.vault)[0];
-      const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
-      if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
-        problems.push(
-          `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env}, but the task has no vault block (with env) and no template that renders it`,
-        );
+      const vaultTokenFile = task.env.get(SETTINGS.vaultTokenFile.env);
+      if (vaultTokenFile !== undefined) {
+        if (vault === undefined || vault.disable_file === true || vault.file === false)
+          problems.push(
+            `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is set, but no vault block writes secrets/vault_token (a vault block without disable_file)`,
+          );
+        else if (secretsPath(vaultTokenFile) !== 'vault_token')
+          problems.push(
+            `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is "${vaultTokenFile}", but Nomad writes the Vault token to \${NOMAD_SECRETS_DIR}/vault_token`,
+          );
+        else if ((vault.change_mode ?? 'restart') !== 'noop')
+          problems.push(
+            `task "${task.name}": the vault block has change_mode "${text(vault.change_mode ?? 'restart')}"; use "noop": the process re-reads ${SETTINGS.vaultTokenFile.env}, and a restart aborts orders in flight`,
+          );
+      } else {
+        const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
+        if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
+          problems.push(
+            `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultTokenFile.env} or ${SETTINGS.vaultToken.env}, but the task has neither a vault block that provides one nor a template that renders it`,
+          );
+        }
       }
       if (!task.env.has(SETTINGS.vaultAddress.env))
         problems.push(
@@ -391,6 +443,11 @@ function checkJobSecrets(job: JobModel): string[] {
   return problems;
 }
 
+/** A path in the task's secrets folder, without it (`${NOMAD_SECRETS_DIR}/x` and `secrets/x` → `x`); else the path. */
+function secretsPath(path: string): string {
+  return path.replace(/^\$\{NOMAD_SECRETS_DIR\}\//, '').replace(/^(?:\.\/)?secrets\//, '');
+}
+
 function checkJob(job: JobModel, hasAdminRoute: (path: string) => boolean): string[] {
   return [
     ...checkJobEnv(job, serviceEnvNames()),
@@ -399,6 +456,115 @@ function checkJob(job: JobModel, hasAdminRoute: (path: string) => boolean): stri
     ...checkJobShutdown(job),
     ...checkJobSecrets(job),
   ];
+}
+
+/**
+ * The sink-only job (nomad/consul-acme-sinks.nomad.hcl): a system job in CONSUL_ACME_MODE=sinks on
+ * the proxy's nodes, with an admin port and no challenge port, at least one sink whose folders are
+ * host volumes mounted at the same path, health checks on admin paths, no secret in the file, a
+ * Vault token for the Vault store, and time to finish a push when stopped.
+ */
+function checkSinksJob(job: JobModel, hasAdminRoute: (path: string) => boolean): string[] {
+  const problems: string[] = [...checkJobEnv(job, serviceEnvNames())];
+  const who = `sink-only job "${job.name}"`;
+  if (job.raw.type !== 'system')
+    problems.push(
+      `${who}: type is "${text(job.raw.type) || 'service'}" but must be "system", one instance on every proxy node`,
+    );
+  const adminListener = LISTENERS.find((l) => l.name === 'admin')!;
+  for (const group of job.groups) {
+    const ports = new Map(labeled(group.network?.port));
+    if (ports.has('challenge'))
+      problems.push(
+        `group "${group.name}": port "challenge" is not needed: a sink-only instance answers no challenges`,
+      );
+    const admin = ports.get('admin');
+    if (!admin) problems.push(`group "${group.name}": network has no port "admin" (for ${adminListener.portEnv})`);
+    else if (admin.static !== undefined)
+      problems.push(`group "${group.name}": port "admin" is static (${text(admin.static)}); use a dynamic port`);
+    for (const task of group.tasks) {
+      if (settingIn(task, SETTINGS.mode) !== 'sinks')
+        problems.push(
+          `task "${task.name}": ${SETTINGS.mode.env} must be "sinks", or the task would issue certificates`,
+        );
+      if (task.env.get(adminListener.portEnv) !== '${NOMAD_PORT_admin}')
+        problems.push(`task "${task.name}": ${adminListener.portEnv} must be "\${NOMAD_PORT_admin}"`);
+      if (!strings(task.dockerConfig?.ports).includes('admin'))
+        problems.push(`task "${task.name}": docker config ports does not publish "admin"`);
+      const sinkPaths: Array<[string, string | undefined]> = [
+        [SETTINGS.haproxyDir.env, settingIn(task, SETTINGS.haproxyDir)],
+        [
+          SETTINGS.haproxyCrtList.env,
+          (() => {
+            const list = settingIn(task, SETTINGS.haproxyCrtList);
+            return list === undefined ? undefined : posix.dirname(list);
+          })(),
+        ],
+        [
+          SETTINGS.haproxySocket.env,
+          (() => {
+            const socket = settingIn(task, SETTINGS.haproxySocket);
+            return socket === undefined ? undefined : posix.dirname(socket);
+          })(),
+        ],
+        [SETTINGS.traefikDir.env, settingIn(task, SETTINGS.traefikDir)],
+      ];
+      if (sinkPaths.every(([, path]) => path === undefined) && settingIn(task, SETTINGS.hookCommand) === undefined)
+        problems.push(
+          `task "${task.name}": no sink is configured (${SETTINGS.haproxyDir.env}, ${SETTINGS.traefikDir.env} or ${SETTINGS.hookCommand.env})`,
+        );
+      for (const [env, path] of sinkPaths) {
+        if (path === undefined) continue;
+        const mount = task.volumeMounts.find((m) => path === m.destination || path.startsWith(`${m.destination}/`));
+        if (!mount)
+          problems.push(
+            `task "${task.name}": ${env} is under ${path}, which no volume_mount brings in from the node, so the proxy would never see it`,
+          );
+        else if (!group.volumes.has(mount.volume))
+          problems.push(`task "${task.name}": volume_mount "${mount.volume}" names no volume of group "${group.name}"`);
+      }
+      const secretEnvs = (Object.values(SETTINGS) as SettingSpec<unknown>[])
+        .filter((spec) => spec.secret)
+        .map((spec) => spec.env);
+      for (const env of secretEnvs)
+        if (task.env.has(env)) problems.push(`task "${task.name}": ${env} is a secret but is written in env {}`);
+      if (settingIn(task, SETTINGS.store) === 'vault') {
+        const vault = bodies(task.raw.vault)[0];
+        if ((vault === undefined || vault.env === false) && !task.templateEnv.includes(SETTINGS.vaultToken.env))
+          problems.push(
+            `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env} (a vault block)`,
+          );
+        if (!task.env.has(SETTINGS.vaultAddress.env))
+          problems.push(`task "${task.name}": ${SETTINGS.store.env}=vault but ${SETTINGS.vaultAddress.env} is not set`);
+      }
+      const raw = task.raw.kill_timeout;
+      const killMs = typeof raw === 'string' ? parseDurationMs(raw) : undefined;
+      if (killMs === undefined || killMs <= DEFAULT_SINK_STOP_TIMEOUT_MS)
+        problems.push(
+          `task "${task.name}": kill_timeout ${typeof raw === 'string' ? `"${raw}"` : 'is unset'} must exceed the sinks' stop timeout (${DEFAULT_SINK_STOP_TIMEOUT_MS} ms)`,
+        );
+      for (const service of [...group.services, ...task.services]) {
+        const name = text(service.name);
+        if (name === SETTINGS.serviceName.default)
+          problems.push(`Nomad service "${name}" has the name the issuing instances register under`);
+        for (const tag of strings(service.tags))
+          if (tag.startsWith(SETTINGS.fabioTagPrefix.default))
+            problems.push(
+              `Nomad service "${name}" carries the Fabio route tag "${tag}"; nothing routes to a sink-only instance`,
+            );
+        for (const check of bodies(service.check)) {
+          if (check.type !== 'http') continue;
+          if (!hasAdminRoute(text(check.path)))
+            problems.push(
+              `Nomad service "${name}": check "${text(check.name)}" requests ${text(check.path)}, which the admin server does not serve`,
+            );
+          if ((check.port ?? service.port) !== 'admin')
+            problems.push(`Nomad service "${name}": check "${text(check.name)}" is not on the admin port`);
+        }
+      }
+    }
+  }
+  return problems;
 }
 
 /** The policy grants exactly the expected paths and capabilities: nothing missing, nothing wider, no sudo. */
@@ -723,11 +889,15 @@ async function jobProblems(text: string): Promise<string[]> {
   return checkJob(readJob(await parseHcl(FILES.job, text)), hasAdminRoute);
 }
 
+async function sinksJobProblems(text: string): Promise<string[]> {
+  return checkSinksJob(readJob(await parseHcl(FILES.sinksJob, text)), hasAdminRoute);
+}
+
 async function storePolicyProblems(policyText: string, jobText = original('job')): Promise<string[]> {
   const job = readJob(await parseHcl(FILES.job, jobText));
   return checkVaultPolicy(
     await parseHcl(FILES.vaultPolicy, policyText),
-    storeVaultRules(jobVaultLayout(job)),
+    serviceVaultRules(jobVaultLayout(job)),
     'vault-policy.hcl',
   );
 }
@@ -796,6 +966,21 @@ describe('the contract is derived from the code', () => {
     assert.equal(fabioCertSourcePath(defaultVaultLayout()), 'secret/fabio/certs');
   });
 
+  test("the token's own rules are lookup-self, renew-self and capabilities-self, and the service needs both sets", () => {
+    assert.deepEqual(
+      tokenVaultRules().map((r) => [r.path, [...r.capabilities]]),
+      [
+        ['auth/token/lookup-self', ['read']],
+        ['auth/token/renew-self', ['update']],
+        ['sys/capabilities-self', ['update']],
+      ],
+    );
+    assert.equal(
+      serviceVaultRules(defaultVaultLayout()).length,
+      storeVaultRules(defaultVaultLayout()).length + tokenVaultRules().length,
+    );
+  });
+
   test('the Consul rules follow the KV prefix and the service name, and drop service write without registration', () => {
     const rules = consulRules({ kvPrefix: 'acme/', serviceName: 'issuer', registerService: true });
     assert.ok(rules.some((r) => r.resource === 'key_prefix' && r.name === 'acme/' && r.policy === 'write'));
@@ -832,6 +1017,39 @@ describe('the real deploy files agree with the code', () => {
     assert.equal(task.env.get(SETTINGS.store.env), 'vault');
     assert.equal(task.env.get(SETTINGS.instanceName.env), '${NOMAD_ALLOC_ID}');
     assert.ok(bodies(task.raw.vault)[0]?.role !== undefined, 'vault block uses a workload-identity role');
+    assert.equal(task.env.get(SETTINGS.vaultTokenFile.env), '${NOMAD_SECRETS_DIR}/vault_token', 'the Vault token file');
+    assert.equal(
+      task.env.get(SETTINGS.consulTokenFile.env),
+      '${NOMAD_SECRETS_DIR}/consul_token',
+      'the Consul token file',
+    );
+    assert.equal(bodies(task.raw.vault)[0]?.env, false, 'no VAULT_TOKEN that would go stale');
+    assert.deepEqual(task.templateEnv, [], 'no token in the environment');
+  });
+
+  test('the sink-only job runs the sinks mode on every proxy node, with the sinks on host volumes and no challenge port', async () => {
+    assert.deepEqual(await sinksJobProblems(original('sinksJob')), []);
+    const job = readJob(await parseHcl(FILES.sinksJob, original('sinksJob')));
+    const task = job.groups[0]!.tasks[0]!;
+    assert.equal(job.raw.type, 'system');
+    assert.equal(task.env.get(SETTINGS.mode.env), 'sinks');
+    assert.equal(
+      task.templateEnv.includes(SETTINGS.consulToken.env),
+      false,
+      'no Consul token: it never talks to Consul',
+    );
+  });
+
+  test('the Fabio Vault policy grants exactly what the sink-only job needs (list and read)', async () => {
+    const job = readJob(await parseHcl(FILES.sinksJob, original('sinksJob')));
+    assert.deepEqual(
+      checkVaultPolicy(
+        await parseHcl(FILES.fabioVaultPolicy, original('fabioVaultPolicy')),
+        sinkOnlyVaultRules(jobVaultLayout(job)),
+        'fabio-vault-policy.hcl',
+      ),
+      [],
+    );
   });
 
   test('the Vault policy grants exactly what the stores need', async () => {
@@ -861,7 +1079,14 @@ describe('the real deploy files agree with the code', () => {
 });
 
 describe('mutated deploy files are reported', () => {
-  const jobCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
+  const jobCases: Array<{
+    name: string;
+    from: string | RegExp;
+    to: string;
+    expected: RegExp;
+    /** A second replacement applied after the first. */
+    also?: [string, string];
+  }> = [
     {
       name: 'an env var the service does not read',
       from: 'CONSUL_ACME_LOG_LEVEL = var.log_level',
@@ -870,9 +1095,39 @@ describe('mutated deploy files are reported', () => {
     },
     {
       name: 'a template env var the service does not read',
-      from: 'CONSUL_HTTP_TOKEN={{ .consul_token }}',
-      to: 'CONSUL_TOKEN={{ .consul_token }}',
+      from: 'destination = "secrets/consul_token"',
+      to: 'destination = "secrets/consul.env"\n        env         = true',
+      expected: /no template renders that file/,
+    },
+    {
+      name: 'an environment variable a template sets that the service does not read',
+      from: '{{ .consul_token }}{{ end }}"\n        destination = "secrets/consul_token"',
+      to: 'CONSUL_TOKEN={{ .consul_token }}{{ end }}"\n        destination = "secrets/consul.env"\n        env         = true',
       expected: /template with env = true sets CONSUL_TOKEN, which consul-acme does not read/,
+    },
+    {
+      name: 'a Consul token template that restarts the task on a new token',
+      from: 'destination = "secrets/consul_token"\n        change_mode = "noop"',
+      to: 'destination = "secrets/consul_token"\n        change_mode = "restart"',
+      expected: /renders CONSUL_HTTP_TOKEN_FILE has change_mode "restart"; use "noop"/,
+    },
+    {
+      name: 'a vault block that restarts the task on a new token',
+      from: 'env         = false\n        change_mode = "noop"',
+      to: 'env         = false\n        change_mode = "restart"',
+      expected: /the vault block has change_mode "restart"; use "noop"/,
+    },
+    {
+      name: 'a Vault token file where Nomad does not write the token',
+      from: '"${NOMAD_SECRETS_DIR}/vault_token"',
+      to: '"${NOMAD_SECRETS_DIR}/token"',
+      expected: /Nomad writes the Vault token to \$\{NOMAD_SECRETS_DIR\}\/vault_token/,
+    },
+    {
+      name: 'a vault block that writes no token file',
+      from: 'env         = false\n        change_mode = "noop"',
+      to: 'env         = false\n        disable_file = true\n        change_mode = "noop"',
+      expected: /no vault block writes secrets\/vault_token/,
     },
     {
       name: 'the admin port wired to the challenge port',
@@ -937,18 +1192,88 @@ describe('mutated deploy files are reported', () => {
     },
     {
       name: 'the Vault store without a vault block',
-      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+change_mode = "restart"\n\s+\}/,
+      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+env\s+= false\n\s+change_mode = "noop"\n\s+\}/,
       to: '',
-      expected: /CONSUL_ACME_STORE=vault needs VAULT_TOKEN/,
+      expected: /VAULT_TOKEN_FILE is set, but no vault block writes secrets\/vault_token/,
+    },
+    {
+      name: 'the Vault store with neither a token file nor a token',
+      from: /vault \{\n\s+role\s+= var\.vault_role\n\s+env\s+= false\n\s+change_mode = "noop"\n\s+\}/,
+      to: '',
+      expected: /CONSUL_ACME_STORE=vault needs VAULT_TOKEN_FILE or VAULT_TOKEN/,
+      also: ['VAULT_TOKEN_FILE               = "${NOMAD_SECRETS_DIR}/vault_token"', ''],
     },
   ];
   for (const c of jobCases) {
     test(`the job checker reports ${c.name}`, async () => {
-      assertReported(await jobProblems(mutate(original('job'), c.from, c.to)), c.expected);
+      const once = mutate(original('job'), c.from, c.to);
+      assertReported(await jobProblems(c.also ? mutate(once, c.also[0], c.also[1]) : once), c.expected);
+    });
+  }
+
+  const sinksJobCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
+    {
+      name: 'the mode left at issuer',
+      from: 'CONSUL_ACME_MODE          = "sinks"',
+      to: 'CONSUL_ACME_MODE          = "issuer"',
+      expected: /CONSUL_ACME_MODE must be "sinks"/,
+    },
+    {
+      name: 'a service job instead of a system job',
+      from: 'type        = "system"',
+      to: 'type        = "service"',
+      expected: /type is "service" but must be "system"/,
+    },
+    {
+      name: 'a challenge port it does not need',
+      from: 'port "admin" {}',
+      to: 'port "admin" {}\n      port "challenge" {}',
+      expected: /port "challenge" is not needed/,
+    },
+    {
+      name: 'the HAProxy folder not mounted from the node',
+      from: /volume_mount \{\n\s+volume\s+= "haproxy-certs"\n\s+destination = var\.haproxy_dir\n\s+\}/,
+      to: '',
+      expected: /CONSUL_ACME_HAPROXY_DIR is under \/etc\/haproxy\/consul-acme, which no volume_mount brings in/,
+    },
+    {
+      name: 'a volume_mount of a volume the group lacks',
+      from: /volume "haproxy-run" \{[^}]*\}/,
+      to: '',
+      expected: /volume_mount "haproxy-run" names no volume of group "sinks"/,
+    },
+    {
+      name: 'a kill timeout shorter than the sinks need',
+      from: 'kill_timeout = "15s"',
+      to: 'kill_timeout = "2s"',
+      expected: /kill_timeout "2s" must exceed the sinks' stop timeout/,
+    },
+    {
+      name: 'no sink at all',
+      from: /CONSUL_ACME_HAPROXY_DIR\s+= var\.haproxy_dir\n\s+CONSUL_ACME_HAPROXY_SOCKET = var\.haproxy_socket/,
+      to: '',
+      expected: /no sink is configured/,
+    },
+    {
+      name: 'an env var the service does not read',
+      from: 'CONSUL_ACME_SINK_POLL_INTERVAL   = var.poll_interval',
+      to: 'CONSUL_ACME_SINK_POLL   = var.poll_interval',
+      expected: /env \{\} sets CONSUL_ACME_SINK_POLL, which consul-acme does not read/,
+    },
+  ];
+  for (const c of sinksJobCases) {
+    test(`the sink-only job checker reports ${c.name}`, async () => {
+      assertReported(await sinksJobProblems(mutate(original('sinksJob'), c.from, c.to)), c.expected);
     });
   }
 
   const vaultCases: Array<{ name: string; from: string | RegExp; to: string; expected: RegExp }> = [
+    {
+      name: 'a policy without the self-check rule',
+      from: /path "sys\/capabilities-self" \{[^}]*\}/,
+      to: '',
+      expected: /no rule for path "sys\/capabilities-self"; it needs \[update\] because the start-up self-check/,
+    },
     {
       name: 'a missing metadata list rule',
       from: /path "secret\/metadata\/fabio\/certs\/" \{[^}]*\}/,

@@ -48,6 +48,7 @@ class Counting {
       put: (certificate, version) => inner.put(certificate, version),
       delete: (hostname, version) => inner.delete(hostname, version),
       list: () => inner.list(),
+      adopt: (hostname, version, marks) => inner.adopt(hostname, version, marks),
       getPending: (hostname) => inner.getPending(hostname),
       putPending: (pending) => inner.putPending(pending),
       deletePending: (hostname) => inner.deletePending(hostname),
@@ -72,6 +73,7 @@ class Counting {
         this.ledgerReads++;
         return inner.events(key, since);
       },
+      prune: (now) => inner.prune(now),
     };
   }
 }
@@ -130,7 +132,7 @@ async function startEngine(
     registration,
     healthRegistration: new MemoryServiceRegistration(),
     policySource: policy,
-    budgetLedger: counting.ledger(new MemoryBudgetLedger({ now: () => clock.now() })),
+    budgetLedger: counting.ledger(new MemoryBudgetLedger({ clock })),
   });
   const listening = await service.start();
   await waitFor('the first catalog snapshot', () => service.status().ready, { timeoutMs: 5_000, intervalMs: 5 });
@@ -487,7 +489,7 @@ describe('engine: the policy fails closed, and the registration heals', () => {
       await until(engine, 'a.example.com', 'valid');
       engine.registration.lose();
       assert.equal(engine.registration.isRegistered(), false);
-      engine.clock.advance(15_000);
+      engine.clock.advance(30_000);
       await waitFor('the registration restored', () => engine.registration.isRegistered());
       assert.deepEqual(engine.registration.tags, ['urlprefix-a.example.com/.well-known/acme-challenge/']);
     } finally {

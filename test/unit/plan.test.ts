@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CertificateData, StoredRecord } from '../../src/domain/certificate.js';
+import type { CertificateData, CertificateFacts, StoredRecord } from '../../src/domain/certificate.js';
+import type { OperatorRequest } from '../../src/domain/request.js';
 import {
   DEFAULT_EMERGENCY_FRACTION,
   DEFAULT_RENEW_FRACTION,
@@ -72,6 +73,7 @@ interface Case {
   stored: StoredRecord | undefined;
   options?: PlanOptions;
   undeclaredSince?: Date;
+  request?: OperatorRequest;
   expected: Plan;
 }
 
@@ -85,7 +87,149 @@ function expect(action: Plan['action'], reason: PlanReason, dueDate?: Date, emer
   };
 }
 
+/** What another tool's certificate says (StoredFacts.foreign): by default valid, for the name, 80 days left. */
+function foreignFacts(overrides: Partial<CertificateFacts> = {}): CertificateFacts {
+  const { certPem: _c, keyPem: _k, ...facts } = cert({ directoryUrl: '', issuer: 'R3' });
+  return { ...facts, ...overrides };
+}
+
+/** A record another tool wrote: not ours, with what its certificate says (null: it cannot be read). */
+function foreign(facts: CertificateFacts | null = foreignFacts()): StoredRecord {
+  const record = stored(undefined, { managed: false, problem: 'not written by consul-acme' });
+  return facts === null ? record : { ...record, foreign: facts };
+}
+
+const adoptAll: PlanOptions = { ...options, adopt: 'all' };
+
+function request(kind: OperatorRequest['kind'], replaces?: CertificateData): OperatorRequest {
+  return {
+    hostname: 'app.example.com',
+    kind,
+    requestedAt: at(-1),
+    requestedBy: 'instance-a',
+    replaces:
+      replaces === undefined
+        ? undefined
+        : { obtainedAt: replaces.obtainedAt, notAfter: replaces.notAfter, serial: '1a2b', certPem: replaces.certPem },
+    revokeReason: kind === 'revoke' ? 'keyCompromise' : undefined,
+    revokedAt: undefined,
+  };
+}
+
+const refusedAdoption = (refusal: NonNullable<Plan['adoptionRefused']>): Plan => ({
+  ...expect('keep', 'NotManaged'),
+  adoptionRefused: refusal,
+});
+
 const cases: Case[] = [
+  // Adoptable
+  {
+    name: 'with adoption on, a declared record another tool wrote is adopted',
+    desired,
+    stored: foreign(),
+    options: adoptAll,
+    expected: expect('adopt', 'Adoptable'),
+  },
+  {
+    name: 'an adopt request adopts a record while the setting is off',
+    desired,
+    stored: foreign(),
+    request: request('adopt'),
+    expected: expect('adopt', 'Adoptable'),
+  },
+  {
+    name: 'a pattern of the setting adopts the names it matches',
+    desired,
+    stored: foreign(),
+    options: { ...options, adopt: ['*.example.com'] },
+    expected: expect('adopt', 'Adoptable'),
+  },
+  {
+    name: 'a name the setting does not match is left alone, with no refusal',
+    desired,
+    stored: foreign(),
+    options: { ...options, adopt: ['other.example.com'] },
+    expected: expect('keep', 'NotManaged'),
+  },
+  {
+    name: 'an expired certificate another tool wrote is not adopted, and says why',
+    desired,
+    stored: foreign(foreignFacts({ notAfter: at(-1) })),
+    options: adoptAll,
+    expected: refusedAdoption('Expired'),
+  },
+  {
+    name: 'a certificate and key that do not load or match are not adopted',
+    desired,
+    stored: foreign(null),
+    options: adoptAll,
+    expected: refusedAdoption('Unreadable'),
+  },
+  {
+    name: 'a certificate for other names than the record is not adopted',
+    desired,
+    stored: foreign(foreignFacts({ hostnames: ['other.example.com'] })),
+    options: adoptAll,
+    expected: refusedAdoption('NameNotCovered'),
+  },
+  {
+    name: 'a record whose name nobody declares is not adopted',
+    desired: undefined,
+    stored: foreign(),
+    request: request('adopt'),
+    expected: refusedAdoption('NotDeclared'),
+  },
+  // Requested and Revoked
+  {
+    name: 'a reissue request for the stored certificate renews it now',
+    desired,
+    stored: stored(cert()),
+    request: request('reissue', cert()),
+    expected: expect('renew', 'Requested'),
+  },
+  {
+    name: 'a reissue request for a certificate already replaced changes nothing',
+    desired,
+    stored: stored(cert()),
+    request: request('reissue', cert({ obtainedAt: at(-40) })),
+    expected: expect('keep', 'NotYetDue', at(50)),
+  },
+  {
+    name: 'a revoke request for the stored certificate renews it as an emergency',
+    desired,
+    stored: stored(cert()),
+    request: request('revoke', cert()),
+    expected: expect('renew', 'Revoked', undefined, true),
+  },
+  {
+    name: 'an expired certificate is renewed as expired, whatever was requested',
+    desired,
+    stored: stored(cert({ notBefore: at(-91), notAfter: at(-1) })),
+    request: request('revoke', cert({ notBefore: at(-91), notAfter: at(-1) })),
+    expected: expect('renew', 'Expired', undefined, true),
+  },
+  {
+    name: 'a request for a name nobody declares any more does not renew it',
+    desired: undefined,
+    stored: stored(cert()),
+    request: request('reissue', cert()),
+    expected: expect('keep', 'GracePeriod', at(80)),
+  },
+  // NewerFormat
+  {
+    name: 'a record a newer release wrote is not reissued, though this release cannot read it',
+    desired,
+    stored: stored(undefined, { newerFormat: 2, problem: 'written in format 2 by a newer release' }),
+    expected: expect('keep', 'NewerFormat'),
+  },
+  {
+    name: 'a record a newer release wrote is never retired when undeclared',
+    desired: undefined,
+    stored: stored(undefined, { newerFormat: 2 }),
+    options: withGrace,
+    undeclaredSince: at(-100),
+    expected: expect('keep', 'NewerFormat'),
+  },
   // NotManaged
   {
     name: 'a record someone else wrote is never touched, even when expired',
@@ -286,7 +430,10 @@ const cases: Case[] = [
 describe('planCertificate', () => {
   for (const c of cases) {
     test(c.name, () => {
-      assert.deepEqual(planCertificate(NOW, c.desired, c.stored, c.options ?? options, c.undeclaredSince), c.expected);
+      assert.deepEqual(
+        planCertificate(NOW, c.desired, c.stored, c.options ?? options, c.undeclaredSince, c.request),
+        c.expected,
+      );
     });
   }
 
@@ -300,7 +447,7 @@ describe('planCertificate', () => {
 
   test('a kept certificate always becomes due in the future', () => {
     for (const c of cases) {
-      const plan = planCertificate(NOW, c.desired, c.stored, c.options ?? options, c.undeclaredSince);
+      const plan = planCertificate(NOW, c.desired, c.stored, c.options ?? options, c.undeclaredSince, c.request);
       if (plan.action === 'keep' && plan.renewAt !== undefined) assert.ok(plan.renewAt > NOW, c.name);
     }
   });

@@ -310,6 +310,55 @@ describe('Vault stand-in', () => {
     assert.equal((await call('GET', 'secret/data/tokens', undefined, replacement)).status, 403);
   });
 
+  it('sys/capabilities-self answers each path as Vault documents it: data and top level, capabilities for one path', async () => {
+    const root = await call('POST', 'sys/capabilities-self', { paths: ['secret/data/x'] });
+    assert.equal(root.status, 200);
+    assert.deepEqual(root.json.data, { 'secret/data/x': ['root'], capabilities: ['root'] });
+    assert.deepEqual(root.json['secret/data/x'], ['root']);
+    assert.deepEqual(root.json.capabilities, ['root']);
+    vault.restrictToken('capable', (method, path) => {
+      if (path.startsWith('secret/data/app/')) return method === 'GET' || method === 'POST';
+      return path === 'secret/metadata/app' && method === 'LIST';
+    });
+    const restricted = await call(
+      'POST',
+      'sys/capabilities-self',
+      { paths: ['secret/data/app/x', 'secret/metadata/app/', 'secret/data/other/x'] },
+      { 'X-Vault-Token': 'capable' },
+    );
+    assert.equal(restricted.status, 200, 'a restricted token keeps the default policy: capabilities-self');
+    assert.deepEqual(restricted.json.data, {
+      'secret/data/app/x': ['create', 'read', 'update'],
+      'secret/metadata/app/': ['list'],
+      'secret/data/other/x': ['deny'],
+    });
+    assert.equal(restricted.json.capabilities, undefined, 'no `capabilities` field for several paths');
+    assert.equal((await call('POST', 'sys/capabilities-self', {})).status, 400);
+  });
+
+  it('lookup-self and renew-self follow a token with a ttl; it expires unless renewed', async () => {
+    vault.addToken('short-lived', { ttlSeconds: 2 });
+    const headers = { 'X-Vault-Token': 'short-lived' };
+    const looked = await call('GET', 'auth/token/lookup-self', undefined, headers);
+    assert.equal(looked.json.data.renewable, true);
+    assert.ok(looked.json.data.ttl >= 1 && looked.json.data.ttl <= 2, String(looked.json.data.ttl));
+    const expiresBefore = vault.tokenExpiresAt('short-lived') ?? 0;
+    const renewed = await call('POST', 'auth/token/renew-self', {}, headers);
+    assert.equal(renewed.status, 200);
+    assert.equal(renewed.json.auth.lease_duration, 2);
+    assert.equal(renewed.json.auth.renewable, true);
+    assert.ok((vault.tokenExpiresAt('short-lived') ?? 0) >= expiresBefore);
+    await waitFor('the token to expire', async () =>
+      (await call('GET', 'auth/token/lookup-self', undefined, headers)).status === 403 ? true : undefined,
+    );
+    vault.addToken('fixed', { ttlSeconds: 60, renewable: false });
+    assert.equal(
+      (await call('POST', 'auth/token/renew-self', {}, { 'X-Vault-Token': 'fixed' })).status,
+      400,
+      'a token that is not renewable',
+    );
+  });
+
   it('delayRequests holds matching requests, so a client times out; clearDelays answers the held ones', async () => {
     await call('POST', 'secret/data/slow/x', { data: { v: 1 } });
     vault.delayRequests(60_000, { pathPrefix: 'secret/data/slow/' });

@@ -51,6 +51,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as acme from 'acme-client';
 import { exponentialSchedule, jitterMs, retryDelayMs } from '../../domain/backoff.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import { AbortedError } from '../../errors.js';
 import {
   AcmeServerProblem,
@@ -64,7 +65,10 @@ export const ACME_USER_AGENT = 'consul-acme acme-client/5.4.0';
 
 /** Sends of one idempotent request at most, the first included. */
 export const ACME_RETRY_MAX_ATTEMPTS = 4;
-/** No retry is started once this long has passed since the first send (a send may end later, by one request timeout). */
+/**
+ * No retry is started once this long has passed since the first send (a send may end later, by one
+ * request timeout).
+ */
 export const ACME_RETRY_TOTAL_MS = 30_000;
 /** Waits between sends: 0.5 s, 1 s, 2 s, … (before jitter); a longer Retry-After wins. */
 export const ACME_RETRY_SCHEDULE_MS: readonly number[] = exponentialSchedule(500, 8_000);
@@ -90,7 +94,7 @@ export interface AcmeHttpOptions {
   requestTimeoutMs: number;
   onRequest?: AcmeRequestHook;
   /** For Retry-After dates; the system clock by default. */
-  now?: () => Date;
+  clock?: Clock;
   /** Jitter's randomness, in [0, 1); Math.random by default. */
   random?: () => number;
 }
@@ -133,7 +137,7 @@ export class AcmeHttp {
   private readonly accountKeys = new Map<string, AccountKey>();
   private readonly nonces: Array<{ nonce: string; at: number }> = [];
   private readonly closed = new AbortController();
-  private readonly now: () => Date;
+  private readonly clock: Clock;
   private readonly random: () => number;
   private directoryCache: { at: number; directory: Promise<Record<string, unknown>> } | undefined;
   private opened = 0;
@@ -150,7 +154,7 @@ export class AcmeHttp {
     this.httpAgent = new HttpAgent({ keepAlive: true });
     for (const agent of [this.httpsAgent, this.httpAgent]) this.countConnections(agent);
     this.endpointByUrl.set(options.directoryUrl, 'directory');
-    this.now = options.now ?? (() => new Date());
+    this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
   }
 
@@ -312,7 +316,7 @@ export class AcmeHttp {
       } catch (err) {
         if (typeof err === 'object' && err !== null && exhausted.has(err)) throw err;
         failures++;
-        const delayMs = nextRetryDelayMs(err, failures, performance.now() - started, this.now(), this.random);
+        const delayMs = nextRetryDelayMs(err, failures, performance.now() - started, this.clock.now(), this.random);
         if (delayMs === undefined) {
           if (typeof err === 'object' && err !== null) exhausted.add(err);
           throw err;

@@ -17,23 +17,48 @@
  * transport's retry waits. Keys, CSRs and the issued leaf are handled with Node's crypto
  * (acme-csr.ts). Failures come out classified (acme-errors.ts); errors of our own ports (e.g. the
  * challenge store) and of the caller's hook pass through unchanged.
+ *
+ * Revocation (`revoke`) goes through acme-client's `revokeCertificate` (signed by the account) on
+ * the same transport; when the CA refuses the account (`unauthorized`: another account obtained
+ * the certificate) and the certificate's key is given, the same request is sent once more signed
+ * with that key, through acme-client's private `api.apiResourceRequest` (the public call cannot
+ * sign with another key). `alreadyRevoked` is an answer, not a failure.
  */
 import * as acme from 'acme-client';
+import { X509Certificate } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
 import type { ChallengeStore } from '../../ports/challenge-store.js';
 import { systemClock, type Clock } from '../../ports/clock.js';
-import type { IssuedCertificate, Issuer, IssueHooks, IssueRequest, ResumeOutcome } from '../../ports/issuer.js';
+import type {
+  IssuedCertificate,
+  Issuer,
+  IssueHooks,
+  IssueRequest,
+  ResumeOutcome,
+  RevokeOutcome,
+  RevokeRequest,
+} from '../../ports/issuer.js';
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import type { KeyType, PendingOrder } from '../../domain/certificate.js';
+import { splitPemCertificates } from '../../domain/pem.js';
+import { revocationCode } from '../../domain/revocation.js';
+import { isChallengeToken } from '../../domain/challenge.js';
 import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
 import { AcmeHttp, untilAborted, type AcmeRequestHook } from './acme-http.js';
-import { AcmeServerProblem, classifyAcmeError, shortProblemType, type ProblemDocument } from './acme-errors.js';
+import {
+  AcmeServerProblem,
+  classifyAcmeError,
+  parseProblemDocument,
+  shortProblemType,
+  type ProblemDocument,
+} from './acme-errors.js';
 import {
   createCertificateKey,
   createCsrDer,
   csrPem,
+  normalizeSerial,
   readCertificateKey,
   readLeaf,
   type CertificateKey,
@@ -71,19 +96,29 @@ interface Challenge {
 }
 
 const ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist';
-const BASE64URL_TOKEN = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * acme-client 5.4.0's private request helper (src/api.js `apiResourceRequest`), used only to send a
+ * revokeCert signed with a certificate's own key: its public `revokeCertificate` always signs with
+ * the account (`kid`), and RFC 8555 §7.6 also allows the certificate key (`jwk`).
+ */
+interface AcmeApiInternals {
+  api?: {
+    apiResourceRequest?: (
+      resource: string,
+      payload: Record<string, unknown>,
+      validStatusCodes: number[],
+      options: { includeJwsKid: boolean },
+    ) => Promise<unknown>;
+  };
+}
+
+/** The problem type without the urn prefix, when `err` is a problem document the CA sent. */
+function caProblemType(err: unknown): string | undefined {
+  return err instanceof AcmeServerProblem ? shortProblemType(err.problem.type) : undefined;
+}
 /** What CAs say of an order they do not know (Pebble: 404 "No order for ID …"). */
 const ORDER_UNKNOWN_DETAIL = /no order|not exist|not found|unknown order/i;
-
-function problemOf(error: unknown): ProblemDocument | undefined {
-  if (typeof error !== 'object' || error === null) return undefined;
-  const e = error as Record<string, unknown>;
-  const problem: ProblemDocument = {};
-  if (typeof e.type === 'string') problem.type = e.type;
-  if (typeof e.detail === 'string') problem.detail = e.detail;
-  if (typeof e.status === 'number') problem.status = e.status;
-  return problem.type === undefined && problem.detail === undefined ? undefined : problem;
-}
 
 function problemText(problem: ProblemDocument | undefined): string {
   if (!problem) return 'no detail';
@@ -125,6 +160,11 @@ interface OrderSession {
   account: acme.Client;
 }
 
+/** The leaf's DER, base64url: the `certificate` field of a revokeCert request (RFC 8555 §7.6). */
+function certificateBase64url(leafPem: string): string {
+  return new X509Certificate(leafPem).raw.toString('base64url');
+}
+
 export class AcmeIssuer implements Issuer {
   readonly directoryUrl: string;
   private readonly http: AcmeHttp;
@@ -143,7 +183,7 @@ export class AcmeIssuer implements Issuer {
     this.http = new AcmeHttp({
       directoryUrl: options.directoryUrl,
       requestTimeoutMs: options.requestTimeoutMs,
-      now: () => this.clock.now(),
+      clock: this.clock,
       ...(options.caBundlePem === undefined ? {} : { caBundlePem: options.caBundlePem }),
       ...(options.onRequest === undefined ? {} : { onRequest: options.onRequest }),
     });
@@ -275,7 +315,10 @@ export class AcmeIssuer implements Issuer {
             why: 'the order still has authorizations pending (a pending record is written only once they are valid), so it cannot be finalized',
           };
         case 'invalid':
-          return { kind: 'gone', why: `the CA marked the order invalid: ${problemText(problemOf(order.error))}` };
+          return {
+            kind: 'gone',
+            why: `the CA marked the order invalid: ${problemText(parseProblemDocument(order.error))}`,
+          };
         default:
           return { kind: 'gone', why: `the order has a status this issuer does not know: ${String(order.status)}` };
       }
@@ -285,6 +328,58 @@ export class AcmeIssuer implements Issuer {
       if (err instanceof AcmeServerProblem && err.response === undefined) {
         return { kind: 'gone', why: `the order became invalid: ${problemText(err.problem)}` };
       }
+      throw this.failure(err, signal, what, hostnames, progress, session);
+    }
+  }
+
+  async revoke(request: RevokeRequest, signal?: AbortSignal): Promise<RevokeOutcome> {
+    const leafPem = splitPemCertificates(request.certPem)[0];
+    let serial = '?';
+    let hostnames: string[] = [];
+    try {
+      const leaf = new X509Certificate(leafPem ?? '');
+      serial = normalizeSerial(leaf.serialNumber);
+      hostnames = (leaf.subjectAltName ?? '').split(', ').flatMap((n) => (n.startsWith('DNS:') ? [n.slice(4)] : []));
+    } catch (err) {
+      throw new ConsulAcmeError('INTERNAL', `revocation: the certificate to revoke is not a PEM certificate`, {
+        cause: err,
+      });
+    }
+    const what = `acme revocation of certificate ${serial}`;
+    const log = this.log.child({ [F.hostname]: hostnames[0] });
+    const progress: Progress = { step: 'revocation' };
+    const payload = { certificate: certificateBase64url(leafPem ?? ''), reason: revocationCode(request.reason) };
+    let session: OrderSession | undefined;
+    try {
+      throwIfAborted(signal, what);
+      session = await this.session(signal, what);
+      try {
+        await session.client.revokeCertificate(leafPem ?? '', { reason: payload.reason });
+        log.debug({ serial, signed_with: 'account' }, 'acme certificate revoked');
+        return { alreadyRevoked: false, signedWith: 'account' };
+      } catch (err) {
+        if (caProblemType(err) === 'alreadyRevoked') return { alreadyRevoked: true, signedWith: 'account' };
+        if (caProblemType(err) !== 'unauthorized' || request.keyPem === undefined) throw err;
+        log.debug({ serial }, 'the CA refused this account the revocation; signing with the certificate key');
+      }
+      throwIfAborted(signal, what);
+      progress.step = 'revocation signed with the certificate key';
+      const byKey = new acme.Client({ directoryUrl: this.directoryUrl, accountKey: request.keyPem });
+      this.http.attach(byKey, signal);
+      const send = (byKey as unknown as AcmeApiInternals).api?.apiResourceRequest;
+      if (typeof send !== 'function')
+        throw new Error('acme-client internals changed: Client#api.apiResourceRequest is missing');
+      try {
+        await send.call((byKey as unknown as AcmeApiInternals).api, 'revokeCert', payload, [200], {
+          includeJwsKid: false,
+        });
+      } catch (err) {
+        if (caProblemType(err) === 'alreadyRevoked') return { alreadyRevoked: true, signedWith: 'certificate-key' };
+        throw err;
+      }
+      log.debug({ serial, signed_with: 'certificate-key' }, 'acme certificate revoked');
+      return { alreadyRevoked: false, signedWith: 'certificate-key' };
+    } catch (err) {
       throw this.failure(err, signal, what, hostnames, progress, session);
     }
   }
@@ -444,7 +539,18 @@ export class AcmeIssuer implements Issuer {
       // CA has none. Registering again instead makes acme-client send an empty update, which
       // strict CAs refuse as malformed.
       if (!(await this.findExistingAccount(client))) {
-        await client.createAccount({ termsOfServiceAgreed: true, ...(email ? { contact: [`mailto:${email}`] } : {}) });
+        try {
+          await client.createAccount({
+            termsOfServiceAgreed: true,
+            ...(email ? { contact: [`mailto:${email}`] } : {}),
+          });
+        } catch (err) {
+          // Another instance registered the same key between our look-up and our registration: the
+          // CA answered 200 with the account's URL, and acme-client followed it with an account
+          // update that a strict CA refuses as empty. The account exists; use its URL.
+          if (!this.hasAccountUrl(client)) throw err;
+          this.log.info('acme account registered by another instance meanwhile; joining it');
+        }
       }
       const accountUrl = client.getAccountUrl();
       await accountStore.update({ ...account, accountUrl, email: email ?? account.email });
@@ -453,6 +559,15 @@ export class AcmeIssuer implements Issuer {
     }
     this.currentClient = client;
     return client;
+  }
+
+  private hasAccountUrl(client: acme.Client): boolean {
+    try {
+      client.getAccountUrl();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Whether the CA already knows the client's key; sets the client's account URL when it does. */
@@ -530,7 +645,7 @@ export class AcmeIssuer implements Issuer {
         );
       }
       const token = challenge.token ?? '';
-      if (!BASE64URL_TOKEN.test(token)) {
+      if (!isChallengeToken(token)) {
         throw new AcmeProblemError(
           'ACME_PROBLEM',
           `acme validation for ${name} failed: the CA sent a malformed http-01 token`,
@@ -603,7 +718,7 @@ export class AcmeIssuer implements Issuer {
       const item = await fetch();
       if (done.includes(item.status)) return item;
       if (item.status === 'invalid') {
-        const problem = problemOf(errorOf(item)) ?? problemOf(item.error);
+        const problem = parseProblemDocument(errorOf(item)) ?? parseProblemDocument(item.error);
         throw new AcmeServerProblem({
           ...(problem ?? { detail: `${what} became invalid` }),
           ...(identifier ? { identifier } : {}),
@@ -628,6 +743,6 @@ export class AcmeIssuer implements Issuer {
   }
 
   private invalidObject(item: object, fallback: string): AcmeServerProblem {
-    return new AcmeServerProblem(problemOf((item as { error?: unknown }).error) ?? { detail: fallback });
+    return new AcmeServerProblem(parseProblemDocument((item as { error?: unknown }).error) ?? { detail: fallback });
   }
 }

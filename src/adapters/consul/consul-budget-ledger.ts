@@ -10,19 +10,31 @@
  * other and a few attempts suffice. Events older than `retentionMs` (7 days) are dropped on
  * every write.
  *
+ * `prune(now)` reads the whole folder once (a recursive read) and, for each key holding something
+ * that is over (docs: ports/budget-ledger.ts), writes back what is left or deletes the key when
+ * nothing is, both as check-and-set on the ModifyIndex just read: a record racing the prune wins,
+ * and the key is looked at again by the next prune.
+ *
  * The check-and-set write is done here rather than with consul-kv.ts `kvPut`: the consul package
  * (through papi) resolves `undefined` instead of `false` when Consul answers `false`, so a lost
  * race would look like a failure. With `includeResponse` the body comes back as sent.
+ *
+ * Format: every write sets the key's flags to the value's format (domain/record-format.ts), so the
+ * value stays the JSON array earlier releases read. A key a newer release wrote is left alone:
+ * `events` and `record` reject with FORMAT_NEWER (so nothing is ordered while its budget cannot be
+ * read) and `prune` skips it.
  *
  * Size: at the account budget's full rate (300 per 3 h) a week is 16 800 events of 27 bytes,
  * about 450 kB, under Consul's 512 kB value limit; real rates are far lower.
  */
 import { BUDGET_RETENTION_MS } from '../../domain/budget.js';
+import { RECORD_FORMATS, kvFormatOf, newerFormatError } from '../../domain/record-format.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
-import { isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
+import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
 import type { Consul } from './consul-client.js';
-import { kvGet, kvPut } from './consul-kv.js';
+import { kvDeleteIfUnchanged, kvGet, kvList, kvPut } from './consul-kv.js';
 
 /** Check-and-set attempts per write before giving up with a retryable STORE_CONFLICT. */
 export const DEFAULT_LEDGER_CAS_ATTEMPTS = 10;
@@ -34,13 +46,20 @@ export interface ConsulBudgetLedgerOptions {
   /** Events older than this (relative to `now`) are dropped on write. */
   retentionMs?: number;
   casAttempts?: number;
-  now?: () => Date;
+  clock?: Clock;
   logger?: Logger;
 }
 
 interface Waiter {
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+/** Throws FORMAT_NEWER when the key's flags say a newer release wrote it. */
+function refuseNewer(key: string, flags: number): void {
+  const format = kvFormatOf(flags);
+  if (format.kind === 'newer')
+    throw newerFormatError(`the budget ledger ${key}`, format.format, RECORD_FORMATS.consulKv);
 }
 
 /** Reads a stored value: the valid timestamps in ms; anything unreadable is skipped. */
@@ -69,7 +88,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
   private readonly prefix: string;
   private readonly retentionMs: number;
   private readonly casAttempts: number;
-  private readonly now: () => Date;
+  private readonly clock: Clock;
   private readonly log: Logger;
   /** Events waiting for the next write of each KV key, with their callers. */
   private readonly pending = new Map<string, { times: number[]; waiters: Waiter[] }>();
@@ -81,7 +100,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
     this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
     this.retentionMs = opts.retentionMs ?? BUDGET_RETENTION_MS;
     this.casAttempts = Math.max(1, opts.casAttempts ?? DEFAULT_LEDGER_CAS_ATTEMPTS);
-    this.now = opts.now ?? (() => new Date());
+    this.clock = opts.clock ?? systemClock;
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-budget-ledger' });
   }
 
@@ -117,9 +136,33 @@ export class ConsulBudgetLedger implements BudgetLedger {
     const key = this.kvKey(scopeKey);
     const entry = await kvGet(this.consul, key);
     if (!entry) return [];
+    refuseNewer(key, entry.flags);
     const { times, malformed } = parseLedgerValue(entry.value);
     if (malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; unreadable events ignored');
     return times.filter((t) => t >= since.getTime()).map((t) => new Date(t));
+  }
+
+  async prune(now: Date): Promise<number> {
+    const entries = await kvList(this.consul, this.prefix);
+    let deleted = 0;
+    for (const [key, entry] of entries) {
+      const scopeKey = key.slice(this.prefix.length);
+      if (!key.startsWith(this.prefix) || !isBudgetScopeKey(scopeKey)) continue;
+      if (kvFormatOf(entry.flags).kind === 'newer') continue; // a newer release's: left alone
+      const stored = parseLedgerValue(entry.value);
+      const kept = eventsToKeep(scopeKey, stored.times, now, this.retentionMs);
+      if (kept.length > 0 && kept.length === stored.times.length && !stored.malformed) continue;
+      if (kept.length === 0) {
+        if (await kvDeleteIfUnchanged(this.consul, key, entry.modifyIndex)) deleted += 1;
+        continue;
+      }
+      const value = JSON.stringify(kept.map((t) => new Date(t).toISOString()));
+      if (!(await kvPut(this.consul, key, value, { cas: entry.modifyIndex, flags: RECORD_FORMATS.consulKv }))) {
+        this.log.debug({ key }, 'budget ledger prune lost a race; the key is pruned next time');
+      }
+    }
+    if (deleted > 0) this.log.debug({ deleted }, 'budget ledger keys pruned');
+    return deleted;
   }
 
   /** Writes queued batches of `key` one after another until none is left. Never rejects. */
@@ -146,12 +189,14 @@ export class ConsulBudgetLedger implements BudgetLedger {
   private async append(key: string, times: readonly number[]): Promise<void> {
     for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
       const entry = await kvGet(this.consul, key);
+      if (entry) refuseNewer(key, entry.flags);
       const stored = entry ? parseLedgerValue(entry.value) : { times: [], malformed: false };
       if (stored.malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; rewriting it');
-      const oldest = this.now().getTime() - this.retentionMs;
+      const oldest = this.clock.now().getTime() - this.retentionMs;
       const next = [...stored.times, ...times].filter((t) => t >= oldest).sort((a, b) => a - b);
       const value = JSON.stringify(next.map((t) => new Date(t).toISOString()));
-      if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0 })) return;
+      if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0, flags: RECORD_FORMATS.consulKv }))
+        return;
       this.conflicts += 1;
       this.log.debug({ key, [F.attempt]: attempt }, 'budget ledger write lost a race; retrying');
     }

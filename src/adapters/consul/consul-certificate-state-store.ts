@@ -1,10 +1,14 @@
 /**
  * Per-certificate attempt state as JSON in Consul KV at `<prefix><hostname>`, shared by every
- * instance, so that a restart or another instance respects a failing name's backoff.
+ * instance, so that a restart or another instance respects a failing name's backoff. `list()`
+ * reads the key names only (`?keys`), never the values. The key's flags carry the value's format
+ * (domain/record-format.ts): a value a newer release wrote is neither read nor overwritten here;
+ * `get`, `put` and `delete` reject with FORMAT_NEWER instead.
  */
 import type { CertificateState, CertificateStateStore } from '../../ports/certificate-state-store.js';
-import type { Consul } from './consul-client.js';
-import { kvDelete, kvGet, kvPut } from './consul-kv.js';
+import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
+import { kvDelete, kvGet, kvPut, type KvEntry } from './consul-kv.js';
+import { RECORD_FORMATS, kvFormatOf, newerFormatError } from '../../domain/record-format.js';
 
 interface StoredState {
   consecutive_failures: number;
@@ -26,9 +30,17 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
     this.prefix = opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
   }
 
+  /** Throws FORMAT_NEWER when a newer release wrote `entry`. */
+  private refuseNewer(key: string, entry: KvEntry | undefined): void {
+    const format = entry === undefined ? undefined : kvFormatOf(entry.flags);
+    if (format?.kind === 'newer')
+      throw newerFormatError(`the backoff state ${key}`, format.format, RECORD_FORMATS.consulKv);
+  }
+
   async get(hostname: string): Promise<CertificateState | undefined> {
     const entry = await kvGet(this.opts.consul, this.prefix + hostname);
     if (!entry) return undefined;
+    this.refuseNewer(this.prefix + hostname, entry);
     let parsed: unknown;
     try {
       parsed = JSON.parse(entry.value);
@@ -54,10 +66,31 @@ export class ConsulCertificateStateStore implements CertificateStateStore {
       last_error: state.lastError,
       next_attempt_at: state.nextAttemptAt?.toISOString(),
     };
-    await kvPut(this.opts.consul, this.prefix + state.hostname, JSON.stringify(stored));
+    const key = this.prefix + state.hostname;
+    this.refuseNewer(key, await kvGet(this.opts.consul, key));
+    await kvPut(this.opts.consul, key, JSON.stringify(stored), { flags: RECORD_FORMATS.consulKv });
   }
 
   async delete(hostname: string): Promise<void> {
-    await kvDelete(this.opts.consul, this.prefix + hostname);
+    const key = this.prefix + hostname;
+    this.refuseNewer(key, await kvGet(this.opts.consul, key));
+    await kvDelete(this.opts.consul, key);
+  }
+
+  async list(): Promise<string[]> {
+    let keys: unknown;
+    try {
+      keys = await this.opts.consul.kv.keys({ key: this.prefix });
+    } catch (err) {
+      // A missing folder answers 404, which the package reports as an error.
+      if (consulErrorStatus(err) === 404) return [];
+      throw classifyConsulError(err, `kv keys ${this.prefix}`);
+    }
+    if (!Array.isArray(keys)) return [];
+    return keys
+      .filter((k): k is string => typeof k === 'string' && k.startsWith(this.prefix))
+      .map((k) => k.slice(this.prefix.length))
+      .filter((hostname) => hostname !== '' && !hostname.includes('/'))
+      .sort();
   }
 }

@@ -6,13 +6,22 @@
  * unless a `ctx` EventEmitter with `includeResponse: true` is passed (then it resolves
  * `[res, body]`), and `ctx.emit('cancel')` aborts the request. Its errors are papi errors with
  * `statusCode`, `response` and flags such as `isAbort`/`isTimeout`.
+ *
+ * The token: every call of the package copies its options' defaults (`_defaults`) when it is made,
+ * so the default `token` is a getter that asks the TokenSource; a request Consul refuses with 403 is
+ * sent once more when re-reading the token source gives a different token (papi's `onResponse`
+ * extension and `request.retry()`, docs/protocols.md §2), so a token rotated between two polls of
+ * its file costs no failed request.
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import Consul from 'consul';
 import { AbortedError, ConsulAcmeError } from '../../errors.js';
+import { describeTlsFailure } from '../tls-errors.js';
+import { staticTokenSource, type TokenSource } from '../token-source.js';
 
 export type { Consul };
 
@@ -20,18 +29,35 @@ export type { Consul };
 export interface ConsulConnection {
   /** Base address without the `/v1`, e.g. `http://127.0.0.1:8500` or `https://consul.service:8501`. */
   address: string;
-  /** ACL token, sent as `X-Consul-Token` on every request. */
+  /** ACL token, sent as `X-Consul-Token` on every request (ignored when `tokenSource` is given). */
   token?: string;
+  /** Where the current token comes from; asked on every request. */
+  tokenSource?: TokenSource;
   /** PEM file of the CA that signed Consul's certificate (https addresses only). */
   caCertPath?: string;
+  /** Client certificate and key (PEM files) for agents that verify incoming connections (https only). */
+  clientCertPath?: string;
+  clientKeyPath?: string;
+  /** The name Consul's certificate must carry, when it is not the address's host (https only). */
+  tlsServerName?: string;
   /** Datacenter for every request; the agent's own when unset. */
   datacenter?: string;
   /** Timeout of every request that does not set its own (blocking queries do). */
   requestTimeoutMs?: number;
+  /** Most connections open to Consul at once; further requests wait for one. */
+  maxSockets?: number;
 }
 
 /** Default per-request timeout; a hung Consul must not hang a worker or a lock renewal. */
 export const DEFAULT_CONSUL_REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * Most connections to Consul at once. The agent closes connections from one client address beyond
+ * `limits.http_max_conns_per_client` (200 by default, shared with every other client on the same
+ * host: docs/protocols.md §1.11), so a burst of requests must queue here rather than open a socket
+ * each. The few blocking queries (catalog, policy, challenges) hold one each.
+ */
+export const DEFAULT_CONSUL_MAX_SOCKETS = 32;
 
 type PackageOptions = NonNullable<ConstructorParameters<typeof Consul>[0]>;
 /** Constructor options the package accepts but its ConsulOptions type leaves out (type gap): baseUrl, defaults.timeout. */
@@ -56,21 +82,76 @@ export function createConsulClient(conn: ConsulConnection): Consul {
       `Consul address ${JSON.stringify(conn.address)} must start with http:// or https://`,
     );
   }
+  const tokens = conn.tokenSource ?? staticTokenSource(conn.token, 'CONSUL_HTTP_TOKEN');
   const options: ConsulConstructorOptions = {
     baseUrl: `${conn.address.replace(/\/+$/, '')}/v1`,
     defaults: {
       timeout: conn.requestTimeoutMs ?? DEFAULT_CONSUL_REQUEST_TIMEOUT_MS,
-      ...(conn.token ? { token: conn.token } : {}),
       ...(conn.datacenter ? { dc: conn.datacenter } : {}),
     },
   };
-  if (url.protocol === 'https:') {
-    options.agent = new HttpsAgent({
-      keepAlive: true,
-      ...(conn.caCertPath ? { ca: readFileSync(conn.caCertPath) } : {}),
+  const maxSockets = conn.maxSockets ?? DEFAULT_CONSUL_MAX_SOCKETS;
+  options.agent =
+    url.protocol === 'https:'
+      ? new HttpsAgent({
+          keepAlive: true,
+          maxSockets,
+          ...(conn.caCertPath ? { ca: readFileSync(conn.caCertPath) } : {}),
+          ...(conn.clientCertPath ? { cert: readFileSync(conn.clientCertPath) } : {}),
+          ...(conn.clientKeyPath ? { key: readFileSync(conn.clientKeyPath) } : {}),
+          ...(conn.tlsServerName ? { servername: conn.tlsServerName } : {}),
+        })
+      : new HttpAgent({ keepAlive: true, maxSockets });
+  const consul = new Consul(options);
+  followTokenSource(consul, tokens);
+  return consul;
+}
+
+/** The parts of papi's request pipeline the token retry uses (docs/protocols.md §2). */
+interface PapiRequest {
+  opts: { headers?: Record<string, unknown> };
+  res?: { statusCode?: number };
+  state: Record<string, unknown>;
+  retry(): void;
+}
+type PapiNext = () => void;
+interface PapiClient {
+  _defaults?: Record<string, unknown>;
+  _ext(event: 'onResponse', callback: (request: PapiRequest, next: PapiNext) => void): void;
+}
+
+const TOKEN_HEADER = 'x-consul-token';
+
+/**
+ * Makes every request carry the token source's current token, and sends a request refused with
+ * 403 once more when the token source, read again, has another token.
+ */
+function followTokenSource(consul: Consul, tokens: TokenSource): void {
+  const client = consul as unknown as PapiClient;
+  const defaults = client._defaults ?? {};
+  Object.defineProperty(defaults, 'token', { enumerable: true, configurable: true, get: () => tokens.current() });
+  client._defaults = defaults;
+  client._ext('onResponse', (request, next) => {
+    if (request.res?.statusCode !== 403 || request.state.tokenRetried === true) {
+      next();
+      return;
+    }
+    const used = request.opts.headers?.[TOKEN_HEADER];
+    void tokens.refresh().then(() => {
+      const current = tokens.current();
+      if (current === '' || current === used) {
+        next();
+        return;
+      }
+      request.state.tokenRetried = true;
+      request.opts.headers = { ...request.opts.headers, [TOKEN_HEADER]: current };
+      try {
+        request.retry();
+      } catch {
+        next(); // a streamed body cannot be sent again (none of ours is streamed)
+      }
     });
-  }
-  return new Consul(options);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -145,6 +226,12 @@ export function classifyConsulError(err: unknown, what: string): ConsulAcmeError
   if (status === undefined) {
     if (typeof err === 'object' && err !== null && (err as PapiLikeError).isAbort === true) {
       return new AbortedError(what, { cause: err });
+    }
+    const errCode = typeof err === 'object' && err !== null ? (err as PapiLikeError).code : undefined;
+    const tls = typeof errCode === 'string' ? describeTlsFailure(errCode, 'Consul', 'CONSUL_') : undefined;
+    if (tls !== undefined) {
+      // Configuration, not an outage: retrying does not help until the setting is fixed.
+      return new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: ${tls}`, { cause: err, retryable: false });
     }
     const code =
       typeof err === 'object' && err !== null && typeof (err as PapiLikeError).code === 'string'

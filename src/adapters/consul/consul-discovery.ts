@@ -23,17 +23,26 @@ export interface ConsulDiscoveryOptions {
   stale?: boolean;
   /** Delay after consecutive errors: minMs, doubling, capped at maxMs. */
   backoff?: { minMs?: number; maxMs?: number };
-  /** Token-bucket rate (burst 2) of catalog requests. */
+  /** Token-bucket rate of catalog requests once the burst is spent. */
   requestsPerSecond?: number;
+  /** Requests answered at once after a quiet spell; default 2. */
+  burst?: number;
+  /**
+   * Services left out of every snapshot before it is compared: our own registrations, whose tags
+   * we derive, so that updating them is never a catalog change for us.
+   */
+  ignoreServices?: readonly string[];
   logger?: Logger;
 }
 
-/** Sorted copy: services by name, each tag list sorted and without duplicates. */
+/** Sorted copy: services by name, each tag list sorted and without duplicates; `ignore` left out. */
 export function normalizeServices(
   services: Record<string, readonly string[] | null | undefined>,
+  ignore: ReadonlySet<string> = new Set(),
 ): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const name of Object.keys(services).sort()) {
+    if (ignore.has(name)) continue;
     out[name] = [...new Set(services[name] ?? [])].sort();
   }
   return out;
@@ -46,6 +55,8 @@ export class ConsulDiscovery implements Discovery {
   private readonly backoffMinMs: number;
   private readonly backoffMaxMs: number;
   private readonly requestsPerSecond: number;
+  private readonly burst: number | undefined;
+  private readonly ignore: ReadonlySet<string>;
   private readonly log: Logger;
   private returns = 0;
 
@@ -56,6 +67,8 @@ export class ConsulDiscovery implements Discovery {
     this.backoffMinMs = opts.backoff?.minMs ?? DEFAULT_DISCOVERY_BACKOFF_MIN_MS;
     this.backoffMaxMs = opts.backoff?.maxMs ?? DEFAULT_DISCOVERY_BACKOFF_MAX_MS;
     this.requestsPerSecond = opts.requestsPerSecond ?? DEFAULT_DISCOVERY_REQUESTS_PER_SECOND;
+    this.burst = opts.burst;
+    this.ignore = new Set(opts.ignoreServices ?? []);
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-discovery' });
   }
 
@@ -78,8 +91,9 @@ export class ConsulDiscovery implements Discovery {
         waitSeconds: this.waitSeconds,
         stale: this.stale,
         requestsPerSecond: this.requestsPerSecond,
+        ...(this.burst === undefined ? {} : { burst: this.burst }),
         backoff: { minMs: this.backoffMinMs, maxMs: this.backoffMaxMs },
-        toValue: (body) => normalizeServices(body ?? {}),
+        toValue: (body) => normalizeServices(body ?? {}, this.ignore),
         what: 'catalog',
         log: this.log,
         onReturn: () => {

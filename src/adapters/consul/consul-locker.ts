@@ -1,19 +1,30 @@
 /**
  * Locks as Consul KV keys acquired with a session (docs/protocols.md §1.7, §1.8).
  *
- * One session per locker (Behavior "release"), created on the first tryAcquire and renewed in the
- * background at half the TTL Consul last returned. When a renew answers 404 (session destroyed or
- * expired), or renewing keeps failing for a whole TTL, the session is lost: every lock held under
- * it has its `signal` aborted with a LockLostError, and the next tryAcquire creates a new session.
+ * One session per locker, shared by all its locks: created once, on the first tryAcquire (calls
+ * made together wait for the same creation), and renewed in the background at half the TTL
+ * Consul last returned. When a renew answers 404 (session destroyed or expired), or renewing keeps
+ * failing for a whole TTL, the session is lost: every lock held under it has its `signal` aborted
+ * with a LockLostError, and the next tryAcquire creates a new session.
  *
- * The KV value names the holder (`{"holder","acquiredAt"}`); release sends that same value, since a
- * `?release` with an empty body would wipe it.
+ * Nothing is left behind in KV. The session has Behavior "delete", so when it is invalidated
+ * (holder dead, TTL expired) Consul deletes the keys it holds, and lock-delay still keeps them
+ * from others for a while. A release deletes the key while this session still holds it: read
+ * the key, and only if it names this session, delete it with `?cas=<ModifyIndex>`. Another
+ * session cannot acquire a held key, so the key deleted is the one this lock held; a late release,
+ * after the session was lost and someone else acquired the key, finds their session and leaves
+ * the key alone. The KV value names the holder (`{"holder","acquiredAt"}`) while it is held, and
+ * the key's flags its format (domain/record-format.ts; nothing reads the value, so a newer format
+ * changes nothing here: a held key is never touched by another session anyway).
  */
 import { hostname } from 'node:os';
+import { RECORD_FORMATS } from '../../domain/record-format.js';
 import { AbortedError, ConfigError, ConsulAcmeError, LockLostError, describeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
 import type { Lock, Locker } from '../../ports/locker.js';
 import { classifyConsulError, isSessionGoneError, type Consul } from './consul-client.js';
+import { kvDeleteIfUnchanged, kvGet } from './consul-kv.js';
 
 export const DEFAULT_SESSION_TTL_SECONDS = 15;
 export const DEFAULT_LOCK_DELAY_SECONDS = 15;
@@ -32,6 +43,8 @@ export interface ConsulLockerOptions {
   /** How long Consul refuses the key to others after this session is invalidated (not after a release). */
   lockDelaySeconds?: number;
   logger?: Logger;
+  /** For the acquisition time in the lock's value and the session's renewal bookkeeping. */
+  clock?: Clock;
 }
 
 interface SessionState {
@@ -45,8 +58,6 @@ interface SessionState {
 interface HeldLock {
   key: string;
   kvKey: string;
-  /** The value written at acquire; release writes it again. */
-  value: string;
   session: SessionState;
   controller: AbortController;
   /** The Lock's release (idempotent); close() uses it too. */
@@ -76,6 +87,40 @@ export function parseGoDurationMs(text: unknown): number | undefined {
   return total;
 }
 
+/** Consul's answer when a session is created for a node its datacenter does not know (docs/protocols.md §1.13). */
+function isMissingNodeError(err: unknown): boolean {
+  const body = (err as { response?: { body?: unknown } } | null)?.response?.body;
+  const text = `${typeof body === 'string' ? body : ''} ${err instanceof Error ? err.message : String(err)}`;
+  return /Missing node registration/i.test(text);
+}
+
+/**
+ * Creates a session in the client's datacenter (its `dc` default, the home datacenter). A session
+ * belongs to a node of that datacenter, and by default Consul names the agent's own node: in a
+ * datacenter other than the agent's that node is unknown (500 `Missing node registration`). Then
+ * the session is made again on a Consul server node of that datacenter, with no node checks, so
+ * only its TTL (renewed by the locker) keeps it alive (docs/protocols.md §1.13). The caller
+ * classifies errors.
+ */
+export async function createLockSession(
+  consul: Consul,
+  body: { name: string; ttl: string; lockdelay?: string; behavior: 'release' | 'delete' },
+): Promise<{ ID?: unknown } | undefined> {
+  try {
+    return await consul.session.create(body);
+  } catch (err) {
+    if (!isMissingNodeError(err)) throw err;
+    const servers = (await consul.catalog.service.nodes({ service: 'consul' })) as Array<{ Node?: unknown }>;
+    const node = servers
+      .map((server) => server.Node)
+      .filter((name): name is string => typeof name === 'string' && name !== '')
+      .sort()[0];
+    if (node === undefined) throw err;
+    // `checks: []` sends `Checks: []`, which Consul 1.8 takes as no node checks at all.
+    return await consul.session.create({ ...body, node, checks: [] });
+  }
+}
+
 export class ConsulLocker implements Locker {
   private readonly consul: Consul;
   private readonly prefix: string;
@@ -89,6 +134,7 @@ export class ConsulLocker implements Locker {
   private readonly held = new Map<string, HeldLock>();
   private readonly acquiring = new Set<string>();
   private closed = false;
+  private readonly clock: Clock;
 
   constructor(opts: ConsulLockerOptions) {
     const ttl = opts.sessionTtlSeconds ?? DEFAULT_SESSION_TTL_SECONDS;
@@ -110,6 +156,7 @@ export class ConsulLocker implements Locker {
     this.sessionTtlSeconds = ttl;
     this.lockDelaySeconds = lockDelay;
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-locker' });
+    this.clock = opts.clock ?? systemClock;
   }
 
   /** The current session's ID, if one exists (for tests and diagnostics). */
@@ -132,10 +179,10 @@ export class ConsulLocker implements Locker {
     const kvKey = `${this.prefix}${key}`;
     for (let attempt = 1; ; attempt++) {
       const session = await this.ensureSession();
-      const value = JSON.stringify({ holder: this.holder, acquiredAt: new Date().toISOString() });
+      const value = JSON.stringify({ holder: this.holder, acquiredAt: this.clock.now().toISOString() });
       let acquired: unknown;
       try {
-        acquired = await this.consul.kv.set({ key: kvKey, value, acquire: session.id });
+        acquired = await this.consul.kv.set({ key: kvKey, value, acquire: session.id, flags: RECORD_FORMATS.consulKv });
       } catch (err) {
         if (attempt === 1 && isSessionGoneError(err)) {
           // Destroyed between two renewals: lose it now and retry once with a new session.
@@ -147,10 +194,10 @@ export class ConsulLocker implements Locker {
       if (acquired !== true) return undefined; // another holder, or lock-delay after a lost holder
       if (session.lost || this.closed) {
         // Lost (or closed) while the request was in flight: the key is not really ours to work under.
-        await this.sendRelease(kvKey, value, session);
+        await this.deleteIfHeld(kvKey, session);
         return undefined;
       }
-      return this.makeLock({ key, kvKey, value, session, controller: new AbortController() });
+      return this.makeLock({ key, kvKey, session, controller: new AbortController() });
     }
   }
 
@@ -159,7 +206,7 @@ export class ConsulLocker implements Locker {
     const h: HeldLock = { ...fields, release: () => releasing ?? Promise.resolve() };
     h.release = () => {
       releasing ??= (async () => {
-        if (!h.session.lost) await this.sendRelease(h.kvKey, h.value, h.session);
+        if (!h.session.lost) await this.deleteIfHeld(h.kvKey, h.session);
         // Forget the key only now, so that this locker cannot re-acquire it while the release is in flight.
         if (this.held.get(h.key) === h) this.held.delete(h.key);
       })();
@@ -169,15 +216,25 @@ export class ConsulLocker implements Locker {
     return { key: h.key, signal: h.controller.signal, release: h.release };
   }
 
-  /** `?release=` with the value written at acquire. Never throws. */
-  private async sendRelease(kvKey: string, value: string, session: SessionState): Promise<void> {
+  /**
+   * Releases by deleting the key, only while `session` still holds it (check-and-set on the
+   * ModifyIndex just read). Never throws: on failure the key goes with the session.
+   */
+  private async deleteIfHeld(kvKey: string, session: SessionState): Promise<void> {
     try {
-      const released = await this.consul.kv.set({ key: kvKey, value, release: session.id });
-      if (released !== true) this.log.warn({ lock: kvKey }, 'lock release refused; not held by this session any more');
+      const entry = await kvGet(this.consul, kvKey);
+      if (entry === undefined) return;
+      if (entry.session !== session.id) {
+        this.log.warn({ lock: kvKey }, 'lock not held by this session any more; left alone');
+        return;
+      }
+      if (!(await kvDeleteIfUnchanged(this.consul, kvKey, entry.modifyIndex))) {
+        this.log.warn({ lock: kvKey }, 'lock changed while being released; left alone');
+      }
     } catch (err) {
       this.log.warn(
         { lock: kvKey, [F.err]: describeError(classifyConsulError(err, `lock release ${kvKey}`)) },
-        'lock release failed; it ends with the session',
+        'lock release failed; the key goes with the session',
       );
     }
   }
@@ -193,11 +250,12 @@ export class ConsulLocker implements Locker {
   private async createSession(): Promise<SessionState> {
     let created: { ID?: unknown } | undefined;
     try {
-      created = await this.consul.session.create({
+      created = await createLockSession(this.consul, {
         name: this.sessionName,
         ttl: `${this.sessionTtlSeconds}s`,
         lockdelay: `${this.lockDelaySeconds}s`,
-        behavior: 'release',
+        // Keys held by an invalidated session are deleted, not left behind (lock-delay still applies).
+        behavior: 'delete',
       });
     } catch (err) {
       throw classifyConsulError(err, 'session create');
@@ -210,7 +268,7 @@ export class ConsulLocker implements Locker {
     const session: SessionState = {
       id: created.ID,
       ttlMs: this.sessionTtlSeconds * 1000,
-      lastRenewedAt: Date.now(),
+      lastRenewedAt: this.clock.nowMs(),
       timer: undefined,
       lost: false,
     };
@@ -244,7 +302,7 @@ export class ConsulLocker implements Locker {
       const ttlMs = parseGoDurationMs(returned);
       // Consul may hand back a longer TTL than asked for (load shedding); renew on its schedule.
       if (ttlMs !== undefined && ttlMs >= MIN_SESSION_TTL_SECONDS * 1000) session.ttlMs = ttlMs;
-      session.lastRenewedAt = Date.now();
+      session.lastRenewedAt = this.clock.nowMs();
       this.scheduleRenew(session, session.ttlMs / 2);
     } catch (err) {
       if (session.lost) return;
@@ -252,7 +310,7 @@ export class ConsulLocker implements Locker {
         this.loseSession(session, err);
         return;
       }
-      const sinceMs = Date.now() - session.lastRenewedAt;
+      const sinceMs = this.clock.nowMs() - session.lastRenewedAt;
       if (sinceMs >= session.ttlMs) {
         this.loseSession(session, err);
         return;

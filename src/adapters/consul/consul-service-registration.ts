@@ -1,18 +1,54 @@
 /**
  * This instance's own service in the local Consul agent (`/v1/agent/service/register`), carrying
  * the Fabio route tags for the challenge path of every managed hostname. With `checkHttpUrl` an
- * HTTP check is registered too: Fabio only routes to instances whose checks pass.
+ * HTTP check is registered with it: Fabio only routes to instances whose checks pass.
+ *
+ * Self-healing (docs/protocols.md §1.10): an agent restarted without its data, or a
+ * deregistration through the API, drops the registration, and nothing tells us. `reassert()`
+ * reads the agent's copy (`/v1/agent/services` and `/v1/agent/checks`, filtered to our service
+ * name) and registers again whatever is missing or differs. The agent shows neither the check's
+ * URL nor its interval (its `Definition` is empty in 1.8.7), so a check is compared by name and
+ * type. Re-registering an existing check keeps its current status; `initialCheckStatus` only
+ * applies to a check the agent does not have yet (§1.3), which is what makes a new or restored
+ * registration routable at once.
+ *
+ * Sharding (docs/protocols.md §1.10, with the figures): one change to a registration rewrites
+ * all its tags through the agent and a Raft entry, so the cost of adding one name grows with the
+ * number of names. Above `maxTagsPerRegistration` tags the routes are spread over several
+ * registrations of the same service, `<serviceId>-<n>` for n in [0, S), S a power of two; a tag
+ * goes to shard `sha256(tag) mod S`, so a name stays in its shard while S stays, and when S
+ * doubles a shard only gives names to its new sibling `n + S`. Each shard has its own check. With
+ * one shard the registration keeps the plain `<serviceId>`, as small deployments always had.
+ * Every registration carries `Meta.consul_acme_registration = <serviceId>`, so the shards of an
+ * earlier run (another shard count, a crash) are found and removed. When tags move, the shards
+ * that receive them are registered before the shards that lose them, and a shard no longer
+ * wanted is removed last, so a route never disappears on the way.
+ *
+ * Calls close together are coalesced: `update` waits `coalesceMs` for further calls, and
+ * whatever is pending when the registration runs is sent once, with the last tag set.
  */
-import { describeError } from '../../errors.js';
+import { createHash } from 'node:crypto';
+import { describeError, type ConsulAcmeError } from '../../errors.js';
 import { F, EVENTS, silentLogger, type Logger } from '../../logging.js';
 import type { ServiceRegistration } from '../../ports/service-registration.js';
 import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
 
-/** Consul removes a registration whose check stayed critical this long. */
-export const DEREGISTER_CRITICAL_AFTER = '10m';
-
 export const DEFAULT_REGISTRATION_SERVICE_NAME = 'consul-acme';
+/** What the challenge-route registration passes as `deregisterCriticalAfter`. */
+export const ROUTE_DEREGISTER_CRITICAL_AFTER = '10m';
 export const DEFAULT_REGISTRATION_CHECK_INTERVAL_SECONDS = 10;
+/** Most tags one registration carries before the routes are sharded (docs/protocols.md §1.10). */
+export const DEFAULT_MAX_TAGS_PER_REGISTRATION = 1_000;
+/** How long `update` waits for further calls before registering. */
+export const DEFAULT_REGISTRATION_COALESCE_MS = 25;
+/** Meta key naming the instance's registration (`serviceId`) on every shard. */
+export const REGISTRATION_META_KEY = 'consul_acme_registration';
+/** Shard counts are powers of two up to this. */
+const MAX_SHARDS = 1 << 12;
+/** A shard count is halved only when the halves would each stay at or under this share of the limit. */
+const SHRINK_FILL = 0.75;
+
+export type CheckStatus = 'passing' | 'warning' | 'critical';
 
 export interface ConsulServiceRegistrationOptions {
   consul: Consul;
@@ -25,118 +61,373 @@ export interface ConsulServiceRegistrationOptions {
   /** URL the agent polls; the service is only routed to while it answers 2xx. */
   checkHttpUrl?: string;
   checkIntervalSeconds?: number;
-  /** Appended to the service id to name the check; default `ready`. */
+  /** Appended to the registration id to name the check; default `ready`. */
   checkName?: string;
+  /**
+   * Consul removes a registration whose check stayed critical this long (a Go duration such as
+   * `10m`). For the challenge routes, so an instance killed without deregistering leaves the
+   * catalog; never for the certificate-health registration, whose critical state is the alert.
+   */
+  deregisterCriticalAfter?: string;
+  /** Status of a newly registered check until its first run; Consul's default is critical. */
+  initialCheckStatus?: CheckStatus;
+  /** Most tags per registration; more are sharded. Default DEFAULT_MAX_TAGS_PER_REGISTRATION. */
+  maxTagsPerRegistration?: number;
+  coalesceMs?: number;
   meta?: Record<string, string>;
   logger?: Logger;
 }
 
-function sameTags(a: readonly string[] | undefined, b: readonly string[]): boolean {
-  if (a === undefined || a.length !== b.length) return false;
+/** The agent's view of one service (`/v1/agent/services`). */
+interface AgentService {
+  ID?: string;
+  Service?: string;
+  Tags?: string[] | null;
+  Port?: number;
+  Address?: string;
+  Meta?: Record<string, string> | null;
+}
+
+/** The agent's view of one check (`/v1/agent/checks`). */
+interface AgentCheck {
+  Name?: string;
+  Type?: string;
+  ServiceID?: string;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface Batch {
+  tags: string[];
+  waiters: Waiter[];
+}
+
+const hashCache = new Map<string, number>();
+
+/** A tag's 32-bit hash: the first four bytes of its SHA-256. Stable across processes and versions. */
+function tagHash(tag: string): number {
+  let hash = hashCache.get(tag);
+  if (hash === undefined) {
+    hash = createHash('sha256').update(tag).digest().readUInt32BE(0);
+    if (hashCache.size >= 100_000) hashCache.clear();
+    hashCache.set(tag, hash);
+  }
+  return hash;
+}
+
+/** The shard of `tag` among `shardCount` (a power of two). */
+export function shardOf(tag: string, shardCount: number): number {
+  return tagHash(tag) % shardCount;
+}
+
+function largestShard(tags: readonly string[], shardCount: number): number {
+  const counts = new Array<number>(shardCount).fill(0);
+  for (const tag of tags) {
+    const shard = shardOf(tag, shardCount);
+    counts[shard] = (counts[shard] ?? 0) + 1;
+  }
+  return Math.max(0, ...counts);
+}
+
+/**
+ * How many shards `tags` need so that none holds more than `maxTags`, starting from `current`:
+ * doubled until every shard fits, halved only while the halves would stay at or under 3/4 of the
+ * limit, so a number of names close to a boundary does not move names back and forth.
+ */
+export function shardCountFor(tags: readonly string[], maxTags: number, current = 1): number {
+  let count = Math.max(1, current);
+  while (count < MAX_SHARDS && largestShard(tags, count) > maxTags) count *= 2;
+  while (count > 1 && largestShard(tags, count / 2) <= maxTags * SHRINK_FILL) count /= 2;
+  return count;
+}
+
+function sameTags(a: readonly string[] | null | undefined, b: readonly string[]): boolean {
+  if (!a || a.length !== b.length) return false;
   const sa = [...a].sort();
-  const sb = [...b].sort();
-  return sa.every((t, i) => t === sb[i]);
+  return sa.every((t, i) => t === b[i]);
+}
+
+function sameMeta(a: Record<string, string> | null | undefined, b: Record<string, string>): boolean {
+  const ka = Object.keys(a ?? {}).sort();
+  const kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a?.[k] === b[k]);
 }
 
 export class ConsulServiceRegistration implements ServiceRegistration {
   private readonly opts: ConsulServiceRegistrationOptions;
+  private readonly serviceName: string;
+  private readonly maxTags: number;
+  private readonly coalesceMs: number;
+  private readonly meta: Record<string, string>;
   private readonly log: Logger;
-  /** Tags of the last successful registration; undefined when not registered (or unknown). */
-  private registeredTags: string[] | undefined;
+  /** Registration id → sorted tags, as this process last registered them successfully. */
+  private readonly registered = new Map<string, string[]>();
+  private shardCount = 1;
+  /** The tags last asked for (sorted); undefined before the first update and after deregister. */
+  private desired: string[] | undefined;
+  /** Whether the registrations of an earlier run have been looked for (and removed). */
+  private staleChecked = false;
+  private pending: Batch | undefined;
   /** Calls run one at a time, in order. */
-  private chain: Promise<void> = Promise.resolve();
+  private chain: Promise<unknown> = Promise.resolve();
 
   constructor(opts: ConsulServiceRegistrationOptions) {
     this.opts = opts;
+    this.serviceName = opts.serviceName ?? DEFAULT_REGISTRATION_SERVICE_NAME;
+    this.maxTags = Math.max(1, opts.maxTagsPerRegistration ?? DEFAULT_MAX_TAGS_PER_REGISTRATION);
+    this.coalesceMs = Math.max(0, opts.coalesceMs ?? DEFAULT_REGISTRATION_COALESCE_MS);
+    this.meta = { ...opts.meta, [REGISTRATION_META_KEY]: opts.serviceId };
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-registration' });
   }
 
-  /** What the last update asked for. */
-  private lastWanted: string[] | undefined;
+  /** The registration ids currently in place, sorted (for tests and diagnostics). */
+  get registrationIds(): string[] {
+    return [...this.registered.keys()].sort();
+  }
 
   update(tags: string[]): Promise<void> {
-    const wanted = [...new Set(tags)];
-    this.lastWanted = wanted;
-    return this.serialize(async () => {
-      if (sameTags(this.registeredTags, wanted)) return;
-      const { consul, serviceId, address, port, checkHttpUrl, meta } = this.opts;
-      const intervalSeconds = this.opts.checkIntervalSeconds ?? DEFAULT_REGISTRATION_CHECK_INTERVAL_SECONDS;
-      try {
-        await consul.agent.service.register({
-          id: serviceId,
-          name: this.opts.serviceName ?? DEFAULT_REGISTRATION_SERVICE_NAME,
-          tags: wanted,
-          port,
-          ...(address !== undefined ? { address } : {}),
-          ...(meta !== undefined ? { meta } : {}),
-          ...(checkHttpUrl !== undefined
-            ? {
-                check: {
-                  name: `${serviceId} ${this.opts.checkName ?? 'ready'}`,
-                  http: checkHttpUrl,
-                  interval: `${intervalSeconds}s`,
-                  timeout: `${Math.min(intervalSeconds, 5)}s`,
-                  // An instance killed without deregistering would otherwise stay in the catalog.
-                  deregistercriticalserviceafter: DEREGISTER_CRITICAL_AFTER,
-                },
-              }
-            : {}),
-        });
-      } catch (err) {
-        this.registeredTags = undefined;
-        throw classifyConsulError(err, `agent service register ${serviceId}`);
+    const wanted = [...new Set(tags)].sort();
+    return new Promise<void>((resolve, reject) => {
+      if (this.pending) {
+        this.pending.tags = wanted;
+        this.pending.waiters.push({ resolve, reject });
+        return;
       }
-      this.registeredTags = wanted;
-      this.log.info({ [F.event]: EVENTS.registrationUpdated, tags: wanted.length }, 'service registration updated');
+      this.pending = { tags: wanted, waiters: [{ resolve, reject }] };
+      setTimeout(() => void this.serialize(() => this.flushPending()), this.coalesceMs);
     });
   }
 
-  /** Re-registers when the agent no longer has the service (a minimal check; tags are compared too). */
   reassert(): Promise<boolean> {
     return this.serialize(async () => {
-      const wanted = this.lastWanted;
-      if (wanted === undefined) return false;
-      const { consul, serviceId } = this.opts;
-      let present: { Tags?: string[] } | undefined;
-      try {
-        const services = (await consul.agent.service.list()) as Record<string, { Tags?: string[] }>;
-        present = services[serviceId];
-      } catch (err) {
-        throw classifyConsulError(err, `agent services ${serviceId}`);
+      await this.flushPending();
+      const tags = this.desired;
+      if (tags === undefined) return false;
+      const shardCount = shardCountFor(tags, this.maxTags, this.shardCount);
+      const wanted = this.assign(tags, shardCount);
+      const services = await this.agentServices();
+      const checks = this.opts.checkHttpUrl !== undefined ? await this.agentChecks() : {};
+      const redo = [...wanted].filter(([id, t]) => !this.agentHolds(services[id], checks, id, t));
+      const outcomes = await Promise.allSettled(redo.map(([id, t]) => this.register(id, t)));
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
+      this.shardCount = shardCount;
+      const stale = Object.keys(services).filter((id) => this.isOurs(services[id], id) && !wanted.has(id));
+      for (const id of stale) await this.removeRegistration(id);
+      this.staleChecked = true;
+      if (redo.length > 0 || stale.length > 0) {
+        this.log.warn(
+          {
+            registrations: redo.map(([id]) => id),
+            removed: stale,
+            tags: redo.reduce((n, [, t]) => n + t.length, 0),
+          },
+          'service registration was missing or differed in the agent; registered again',
+        );
       }
-      if (present && sameTags(present.Tags ?? [], wanted)) return false;
-      this.registeredTags = undefined;
-      return true;
-    }).then(async (lost) => {
-      if (lost && this.lastWanted) await this.update(this.lastWanted);
-      return lost;
+      return redo.length > 0 || stale.length > 0;
+    });
+  }
+
+  /**
+   * Sends every registration in place again, unchanged. The agent keeps syncing a registration and
+   * its check to the catalog with the token that registered it (docs/protocols.md §1.10), so after
+   * the Consul token is replaced this is what moves them to the new token before the old one is
+   * deleted. Resolves how many registrations were sent; rejects with the first failure.
+   */
+  registerAgain(): Promise<number> {
+    return this.serialize(async () => {
+      await this.flushPending();
+      if (this.desired === undefined) return 0;
+      const wanted = this.assign(this.desired, this.shardCount);
+      const current = [...this.registered].filter(([id]) => wanted.has(id));
+      const outcomes = await Promise.allSettled(current.map(([id, tags]) => this.register(id, tags)));
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
+      return current.length;
     });
   }
 
   deregister(): Promise<void> {
     return this.serialize(async () => {
-      const { consul, serviceId } = this.opts;
+      await this.flushPending();
+      let ids = new Set(this.registered.keys());
       try {
-        await consul.agent.service.deregister(serviceId);
+        const services = await this.agentServices();
+        ids = new Set([...ids, ...Object.keys(services).filter((id) => this.isOurs(services[id], id))]);
       } catch (err) {
-        // Unknown service ID: already gone, which is what was asked.
-        if (consulErrorStatus(err) !== 404) {
-          const classified = classifyConsulError(err, `agent service deregister ${serviceId}`);
-          this.log.warn({ [F.err]: describeError(classified) }, 'service deregistration failed');
-          throw classified;
-        }
+        this.log.warn(
+          { [F.err]: describeError(err) },
+          'could not list the agent services; removing the known registrations only',
+        );
       }
-      this.registeredTags = undefined;
-      this.lastWanted = undefined;
+      for (const id of ids) await this.removeRegistration(id);
+      this.registered.clear();
+      this.desired = undefined;
+      this.shardCount = 1;
+      this.staleChecked = true;
     });
+  }
+
+  /** Registers whatever update() calls are pending, and settles their promises. Never rejects. */
+  private async flushPending(): Promise<void> {
+    const batch = this.pending;
+    if (!batch) return;
+    this.pending = undefined;
+    try {
+      await this.apply(batch.tags);
+      for (const w of batch.waiters) w.resolve();
+    } catch (err) {
+      for (const w of batch.waiters) w.reject(err);
+    }
+  }
+
+  /** Brings the registrations to `tags` (sorted, unique), sending only what changed. */
+  private async apply(tags: string[]): Promise<void> {
+    this.desired = tags;
+    const shardCount = shardCountFor(tags, this.maxTags, this.shardCount);
+    const wanted = this.assign(tags, shardCount);
+    if (!this.staleChecked) {
+      try {
+        const services = await this.agentServices();
+        // Earlier runs' registrations that are not wanted now; the wanted ones are sent below anyway.
+        for (const id of Object.keys(services)) {
+          if (this.isOurs(services[id], id) && !wanted.has(id)) this.registered.set(id, []);
+        }
+        this.staleChecked = true;
+      } catch (err) {
+        this.log.debug({ [F.err]: describeError(err) }, 'could not look for earlier registrations');
+      }
+    }
+    const added = [...wanted].filter(([id]) => !this.registered.has(id));
+    const changed = [...wanted].filter(([id, t]) => this.registered.has(id) && !sameTags(this.registered.get(id), t));
+    const removed = [...this.registered.keys()].filter((id) => !wanted.has(id));
+    if (added.length === 0 && changed.length === 0 && removed.length === 0) return;
+    // Receivers first, then the shards that lose tags, then the ones no longer wanted.
+    for (const group of [added, changed]) {
+      const outcomes = await Promise.allSettled(group.map(([id, t]) => this.register(id, t)));
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+    for (const id of removed) await this.removeRegistration(id);
+    this.shardCount = shardCount;
+    this.log.info(
+      { [F.event]: EVENTS.registrationUpdated, tags: tags.length, registrations: wanted.size },
+      'service registration updated',
+    );
+  }
+
+  /** Registration id → its sorted tags, for `shardCount` shards. */
+  private assign(tags: readonly string[], shardCount: number): Map<string, string[]> {
+    if (shardCount === 1) return new Map([[this.opts.serviceId, [...tags]]]);
+    const shards = new Map<string, string[]>();
+    for (let n = 0; n < shardCount; n++) shards.set(`${this.opts.serviceId}-${n}`, []);
+    for (const tag of tags) shards.get(`${this.opts.serviceId}-${shardOf(tag, shardCount)}`)?.push(tag);
+    return shards;
+  }
+
+  private checkNameFor(id: string): string {
+    return `${id} ${this.opts.checkName ?? 'ready'}`;
+  }
+
+  private async register(id: string, tags: string[]): Promise<void> {
+    const { consul, address, port, checkHttpUrl } = this.opts;
+    const intervalSeconds = this.opts.checkIntervalSeconds ?? DEFAULT_REGISTRATION_CHECK_INTERVAL_SECONDS;
+    try {
+      await consul.agent.service.register({
+        id,
+        name: this.serviceName,
+        tags,
+        port,
+        ...(address !== undefined ? { address } : {}),
+        meta: this.meta,
+        ...(checkHttpUrl !== undefined
+          ? {
+              check: {
+                name: this.checkNameFor(id),
+                http: checkHttpUrl,
+                interval: `${intervalSeconds}s`,
+                timeout: `${Math.min(intervalSeconds, 5)}s`,
+                ...(this.opts.initialCheckStatus !== undefined ? { status: this.opts.initialCheckStatus } : {}),
+                ...(this.opts.deregisterCriticalAfter !== undefined
+                  ? { deregistercriticalserviceafter: this.opts.deregisterCriticalAfter }
+                  : {}),
+              },
+            }
+          : {}),
+      });
+    } catch (err) {
+      this.registered.delete(id);
+      throw classifyConsulError(err, `agent service register ${id}`);
+    }
+    this.registered.set(id, tags);
+  }
+
+  /** Deregisters `id`; an id the agent does not know is already gone. */
+  private async removeRegistration(id: string): Promise<void> {
+    try {
+      await this.opts.consul.agent.service.deregister(id);
+    } catch (err) {
+      if (consulErrorStatus(err) !== 404) {
+        const classified: ConsulAcmeError = classifyConsulError(err, `agent service deregister ${id}`);
+        this.log.warn({ [F.err]: describeError(classified), registration: id }, 'service deregistration failed');
+        throw classified;
+      }
+    }
+    this.registered.delete(id);
+  }
+
+  /** Ours: carries our marker, or is the plain id registered by a version without the marker. */
+  private isOurs(service: AgentService | undefined, id: string): boolean {
+    if (!service || service.Service !== this.serviceName) return false;
+    const marker = service.Meta?.[REGISTRATION_META_KEY];
+    return marker === this.opts.serviceId || (marker === undefined && id === this.opts.serviceId);
+  }
+
+  /** Whether the agent holds registration `id` as we registered it, check included. */
+  private agentHolds(
+    service: AgentService | undefined,
+    checks: Record<string, AgentCheck>,
+    id: string,
+    tags: string[],
+  ): boolean {
+    if (!service || service.Service !== this.serviceName) return false;
+    if (!sameTags(service.Tags, tags) || service.Port !== this.opts.port) return false;
+    if (this.opts.address !== undefined && service.Address !== this.opts.address) return false;
+    if (!sameMeta(service.Meta, this.meta)) return false;
+    if (this.opts.checkHttpUrl === undefined) return true;
+    const check = checks[`service:${id}`];
+    return check?.ServiceID === id && check.Name === this.checkNameFor(id) && check.Type === 'http';
+  }
+
+  private filter(field: 'Service' | 'ServiceName'): string {
+    return `${field} == ${JSON.stringify(this.serviceName)}`;
+  }
+
+  private async agentServices(): Promise<Record<string, AgentService>> {
+    try {
+      const body: unknown = await this.opts.consul.agent.service.list({ filter: this.filter('Service') });
+      return body !== null && typeof body === 'object' ? (body as Record<string, AgentService>) : {};
+    } catch (err) {
+      throw classifyConsulError(err, 'agent services');
+    }
+  }
+
+  private async agentChecks(): Promise<Record<string, AgentCheck>> {
+    try {
+      const body: unknown = await this.opts.consul.agent.check.list({ filter: this.filter('ServiceName') });
+      return body !== null && typeof body === 'object' ? (body as Record<string, AgentCheck>) : {};
+    } catch (err) {
+      throw classifyConsulError(err, 'agent checks');
+    }
   }
 
   private serialize<T>(step: () => Promise<T>): Promise<T> {
     const run = this.chain.then(step);
-    this.chain = run.then(
-      () => undefined,
-      () => undefined,
-    );
+    this.chain = run.catch(() => undefined);
     return run;
   }
 }

@@ -18,6 +18,8 @@ export interface BlockingWatchOptions<Body, Value> {
   waitSeconds: number;
   stale?: boolean;
   requestsPerSecond: number;
+  /** Requests answered at once after a quiet spell before the rate applies; default 2. */
+  burst?: number;
   backoff: { minMs: number; maxMs: number };
   /** Turns a response body (undefined for a 404) into the value, in a canonical form for comparison. */
   toValue: (body: Body | undefined) => Value;
@@ -35,7 +37,10 @@ export async function watchBlocking<Body, Value>(
   onValue: (value: Value, consulIndex: number) => Promise<void> | void,
   onError?: (err: unknown) => void,
 ): Promise<void> {
-  const bucket = new TokenBucket({ ratePerSecond: opts.requestsPerSecond });
+  const bucket = new TokenBucket({
+    ratePerSecond: opts.requestsPerSecond,
+    ...(opts.burst === undefined ? {} : { burst: opts.burst }),
+  });
   let index = 0;
   let lastAccepted: string | undefined;
   let failures = 0;

@@ -10,14 +10,10 @@ import { join } from 'node:path';
 import { ConsulAcmeError } from '../../errors.js';
 import type { AccountStore, AcmeAccount } from '../../ports/account-store.js';
 import { accountFromFields, accountId, accountToFields } from '../account-record.js';
-import { syncDirectory, writeFileAtomic } from './file-certificate-store.js';
+import { isErrno, syncDirectory, writeFileAtomic } from './atomic-files.js';
 
 export interface FileAccountStoreOptions {
   directory: string;
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 }
 
 function storeError(what: string, err: unknown): ConsulAcmeError {

@@ -32,16 +32,25 @@
  * - `delete` moves `.versions/<hostname>` out of sight, removes the link, then the versions.
  * - `list` sees the links (and old-layout folders) holding a record, and hostnames whose link is
  *   missing but whose versions are there; it checks at most LIST_CONCURRENCY entries at once.
+ * - A folder another tool wrote (cert.pem and key.pem, no meta.json) is a record not written by
+ *   consul-acme, version 1. `adopt` takes it over in place: under the writers' lock it writes
+ *   meta.json into that same folder (atomically: a temporary file renamed), next to the files,
+ *   which are not touched; the folder now reads as consul-acme's record in the old layout, and the
+ *   first renewal migrates it as above. After writing it reads the folder again and, should
+ *   cert.pem or key.pem have changed meanwhile (the other tool has no lock), removes its meta.json
+ *   and fails with STORE_CONFLICT.
  * - Safe across processes on one machine (not on network file systems without atomic mkdir/rename).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs, type Dirent } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
-import { assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import { isErrno, readOptional, syncDirectory, writeFileAtomic, writeNewFile } from './atomic-files.js';
 import { F, type Logger } from '../../logging.js';
-import type { CertificateStore } from '../../ports/certificate-store.js';
+import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 export const LOCK_STALE_MS = 30_000;
@@ -79,6 +88,10 @@ export interface FileCertificateMeta {
   obtained_at: string;
   cert_sha256: string;
   key_sha256: string;
+  /** Only on an adopted certificate, until its first renewal. */
+  adopted_at?: string;
+  /** The record's format (domain/record-format.ts); absent in records written before format numbers. */
+  format?: number;
 }
 
 /** Throws unless `name` is one folder name inside the store (no separators, no `.`/`..`, no leading dot). */
@@ -95,10 +108,6 @@ function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return typeof err === 'object' && err !== null && codes.includes(String((err as { code?: unknown }).code));
-}
-
 function unavailable(what: string, err: unknown): ConsulAcmeError {
   if (err instanceof ConsulAcmeError) return err;
   const message = err instanceof Error ? err.message : String(err);
@@ -106,47 +115,6 @@ function unavailable(what: string, err: unknown): ConsulAcmeError {
     return new ConsulAcmeError('STORE_PERMISSION_DENIED', `${what}: permission denied (${message})`, { cause: err });
   }
   return new ConsulAcmeError('STORE_UNAVAILABLE', `${what}: ${message}`, { cause: err, retryable: true });
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(path, 'utf8');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
-    throw err;
-  }
-}
-
-/** Writes a file under a temporary name, fsyncs it and renames it into place. */
-export async function writeFileAtomic(path: string, contents: string, mode: number): Promise<void> {
-  const temporary = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  const handle = await fs.open(temporary, 'wx', mode);
-  try {
-    await handle.writeFile(contents, 'utf8');
-    await handle.chmod(mode); // the umask may have narrowed the mode given to open
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await fs.rename(temporary, path);
-  } catch (err) {
-    await fs.rm(temporary, { force: true });
-    throw err;
-  }
-}
-
-/** fsyncs a directory so renames inside it survive a crash (best effort where unsupported). */
-export async function syncDirectory(path: string): Promise<void> {
-  let handle: fs.FileHandle | undefined;
-  try {
-    handle = await fs.open(path, 'r');
-    await handle.sync();
-  } catch (err) {
-    if (!isErrno(err, 'EISDIR', 'EINVAL', 'EPERM', 'EBADF')) throw err;
-  } finally {
-    await handle?.close();
-  }
 }
 
 /** Holds `<lockPath>` (a directory) while `work` runs. */
@@ -188,18 +156,6 @@ export async function withDirectoryLock<T>(lockPath: string, what: string, work:
     return await work();
   } finally {
     await fs.rm(lockPath, { recursive: true, force: true });
-  }
-}
-
-/** Writes a new file (it must not exist), fsyncs it and closes it. For files in a folder nobody reads yet. */
-async function writeNewFile(path: string, contents: string, mode: number): Promise<void> {
-  const handle = await fs.open(path, 'wx', mode);
-  try {
-    await handle.writeFile(contents, 'utf8');
-    await handle.chmod(mode); // the umask may have narrowed the mode given to open
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
@@ -288,6 +244,27 @@ function versionOf(contents: FolderContents): number {
   return contents.metaProblem === undefined && Number.isInteger(version) && (version as number) > 0
     ? (version as number)
     : 1;
+}
+
+/** meta.json for `certificate` as version `version`. */
+function metaTextOf(certificate: CertificateData, version: number): string {
+  const meta: FileCertificateMeta = {
+    version,
+    managed_by: MANAGED_BY,
+    cert_id: certificate.hostname,
+    hostnames: certificate.hostnames,
+    not_before: certificate.notBefore.toISOString(),
+    not_after: certificate.notAfter.toISOString(),
+    directory_url: certificate.directoryUrl,
+    issuer: certificate.issuer,
+    key_type: certificate.keyType,
+    obtained_at: certificate.obtainedAt.toISOString(),
+    cert_sha256: sha256(certificate.certPem),
+    key_sha256: sha256(certificate.keyPem),
+    format: RECORD_FORMATS.certificate,
+    ...(certificate.adoptedAt === undefined ? {} : { adopted_at: certificate.adoptedAt.toISOString() }),
+  };
+  return `${JSON.stringify(meta, null, 2)}\n`;
 }
 
 export class FileCertificateStore implements CertificateStore {
@@ -397,9 +374,17 @@ export class FileCertificateStore implements CertificateStore {
       hostname,
       versionOf(contents),
       isManaged(contents),
-      { cert, key, directoryUrl: meta?.directory_url || undefined, obtainedAt: meta?.obtained_at || undefined },
+      {
+        cert,
+        key,
+        directoryUrl: meta?.directory_url || undefined,
+        obtainedAt: meta?.obtained_at || undefined,
+        adoptedAt: meta?.adopted_at || undefined,
+        format: meta?.format,
+      },
       where,
     );
+    if (record.newerFormat !== undefined) return record;
     if (record.certificate !== undefined && !whole) {
       return {
         ...record,
@@ -444,22 +429,10 @@ export class FileCertificateStore implements CertificateStore {
             `${what}: the folder was not written by consul-acme; refusing to overwrite it`,
           );
         }
+        const format = readFormat(current?.contents.meta?.format, RECORD_FORMATS.certificate);
+        if (format.kind === 'newer') throw newerFormatError(what, format.format, RECORD_FORMATS.certificate);
         const next = currentVersion + 1;
-        const meta: FileCertificateMeta = {
-          version: next,
-          managed_by: MANAGED_BY,
-          cert_id: hostname,
-          hostnames: certificate.hostnames,
-          not_before: certificate.notBefore.toISOString(),
-          not_after: certificate.notAfter.toISOString(),
-          directory_url: certificate.directoryUrl,
-          issuer: certificate.issuer,
-          key_type: certificate.keyType,
-          obtained_at: certificate.obtainedAt.toISOString(),
-          cert_sha256: sha256(certificate.certPem),
-          key_sha256: sha256(certificate.keyPem),
-        };
-        const metaText = `${JSON.stringify(meta, null, 2)}\n`;
+        const metaText = metaTextOf(certificate, next);
 
         // 1. The new version folder, complete and durable before anything points at it.
         const versions = this.versionsPath(hostname);
@@ -532,6 +505,54 @@ export class FileCertificateStore implements CertificateStore {
     });
   }
 
+  async adopt(
+    hostname: string,
+    expectedVersion: number,
+    marks: AdoptionMarks,
+  ): Promise<{ version: number; certificate: CertificateData }> {
+    const name = this.namePath(hostname);
+    const what = `adopt ${name}`;
+    return withDirectoryLock(this.lockPath(hostname), what, async () => {
+      try {
+        const current = await this.readCurrent(hostname);
+        if (current === undefined || versionOf(current.contents) !== expectedVersion) {
+          throw new StoreConflictError(what, expectedVersion);
+        }
+        const { contents, folder } = current;
+        if (isManaged(contents) || contents.metaProblem !== undefined) {
+          throw new ConsulAcmeError('STORE_CONFLICT', `${what}: the folder is consul-acme's already`);
+        }
+        const certificate = adoptedCertificate(
+          hostname,
+          { certPem: contents.cert, keyPem: contents.key },
+          marks,
+          `certificate folder ${name}`,
+        );
+        const next = expectedVersion + 1;
+        // In place, beside the files another tool wrote: cert.pem and key.pem are never touched.
+        const metaPath = join(folder, META_FILE);
+        await writeFileAtomic(metaPath, metaTextOf(certificate, next), 0o644);
+        await syncDirectory(folder);
+        const readBack = await this.readFolder(folder);
+        if (
+          readBack === undefined ||
+          !isWhole(readBack) ||
+          readBack.cert !== certificate.certPem ||
+          readBack.key !== certificate.keyPem
+        ) {
+          await fs.rm(metaPath, { force: true });
+          throw new ConsulAcmeError(
+            'STORE_CONFLICT',
+            `${what}: ${CERT_FILE} or ${KEY_FILE} changed while it was adopted`,
+          );
+        }
+        return { version: next, certificate };
+      } catch (err) {
+        throw unavailable(what, err);
+      }
+    });
+  }
+
   async delete(hostname: string, expectedVersion: number): Promise<void> {
     const name = this.namePath(hostname);
     const what = `delete ${name}`;
@@ -547,6 +568,8 @@ export class FileCertificateStore implements CertificateStore {
             `${what}: the folder was not written by consul-acme; refusing to delete it`,
           );
         }
+        if (record.newerFormat !== undefined)
+          throw newerFormatError(what, record.newerFormat, RECORD_FORMATS.certificate);
         // Versions out of sight first, then the name: a reader sees the whole record or nothing.
         const doomed: string[] = [];
         const versions = this.versionsPath(hostname);
@@ -625,13 +648,20 @@ export class FileCertificateStore implements CertificateStore {
       throw unavailable(`read ${file}`, err);
     }
     if (text === undefined) return undefined;
-    let problem: string;
+    let problem = 'is empty';
+    let fields: unknown;
     try {
-      const parsed = pendingFromFields(JSON.parse(text), hostname);
-      if (parsed.ok) return parsed.pending;
-      problem = parsed.problem;
+      fields = JSON.parse(text);
     } catch (err) {
+      fields = undefined;
       problem = `is not valid JSON (${err instanceof Error ? err.message : String(err)})`;
+    }
+    if (fields !== undefined) {
+      const parsed = pendingFromFields(fields, hostname);
+      if (parsed.ok) return parsed.pending;
+      if (parsed.newerFormat !== undefined)
+        throw newerFormatError(`the pending order ${file}`, parsed.newerFormat, RECORD_FORMATS.pending);
+      problem = parsed.problem;
     }
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `${file} ${problem}` },

@@ -16,4 +16,8 @@ export class MemoryCertificateStateStore implements CertificateStateStore {
   async delete(hostname: string): Promise<void> {
     this.states.delete(hostname);
   }
+
+  async list(): Promise<string[]> {
+    return [...this.states.keys()].sort();
+  }
 }

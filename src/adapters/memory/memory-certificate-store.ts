@@ -1,9 +1,15 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
-import { assertStorableCertificate, inspectCertificateCached } from '../../domain/pem.js';
+import {
+  adoptedCertificate,
+  assertStorableCertificate,
+  inspectCertificateCached,
+  storedRecordFromPem,
+} from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError } from '../../domain/record-format.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import type { CertificateStore } from '../../ports/certificate-store.js';
+import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 interface MemoryEntry {
@@ -13,9 +19,12 @@ interface MemoryEntry {
   certificate: CertificateData | undefined;
   certPem: string;
   keyPem: string;
+  /** The record's format; only `corrupt(…, 'newer-format')` sets one above what this release writes. */
+  format?: number;
 }
 
-type Operation = 'get' | 'put' | 'delete' | 'list' | 'getPending' | 'putPending' | 'deletePending' | 'listPending';
+type Operation =
+  'get' | 'put' | 'delete' | 'list' | 'adopt' | 'getPending' | 'putPending' | 'deletePending' | 'listPending';
 
 export interface MemoryCertificateStoreOptions {
   /** Where an unreadable pending record is reported. */
@@ -29,6 +38,7 @@ function copyCertificate(certificate: CertificateData): CertificateData {
     notBefore: new Date(certificate.notBefore),
     notAfter: new Date(certificate.notAfter),
     obtainedAt: new Date(certificate.obtainedAt),
+    ...(certificate.adoptedAt === undefined ? {} : { adoptedAt: new Date(certificate.adoptedAt) }),
   };
 }
 
@@ -65,11 +75,22 @@ export class MemoryCertificateStore implements CertificateStore {
     if (entry === undefined) return undefined;
     const base = { hostname, version: entry.version };
     if (entry.managedBy !== MANAGED_BY || entry.certificate === undefined) {
+      // What the stores share for a record not ours: managed false, and what its certificate says.
+      return storedRecordFromPem(
+        hostname,
+        entry.version,
+        false,
+        { cert: entry.certPem, key: entry.keyPem },
+        `memory record ${hostname}`,
+      );
+    }
+    if (entry.format !== undefined && entry.format > RECORD_FORMATS.certificate) {
       return {
         ...base,
-        managed: false,
+        managed: true,
         certificate: undefined,
-        problem: `memory record ${hostname} was not written by consul-acme; it is left alone`,
+        problem: `memory record ${hostname} was written in format ${entry.format} by a newer release; it is left alone`,
+        newerFormat: entry.format,
       };
     }
     const inspected = inspectCertificateCached(entry.certPem, entry.keyPem);
@@ -97,6 +118,8 @@ export class MemoryCertificateStore implements CertificateStore {
         `${what}: the record was not written by consul-acme; refusing to overwrite it`,
       );
     }
+    if (current?.format !== undefined && current.format > RECORD_FORMATS.certificate)
+      throw newerFormatError(what, current.format, RECORD_FORMATS.certificate);
     const version = expectedVersion + 1;
     this.entries.set(hostname, {
       version,
@@ -106,6 +129,35 @@ export class MemoryCertificateStore implements CertificateStore {
       keyPem: certificate.keyPem,
     });
     return version;
+  }
+
+  async adopt(
+    hostname: string,
+    expectedVersion: number,
+    marks: AdoptionMarks,
+  ): Promise<{ version: number; certificate: CertificateData }> {
+    this.takeFailure('adopt');
+    const what = `adopt memory record ${hostname}`;
+    const current = this.entries.get(hostname);
+    if (current === undefined || current.version !== expectedVersion)
+      throw new StoreConflictError(what, expectedVersion);
+    if (current.managedBy === MANAGED_BY)
+      throw new ConsulAcmeError('STORE_CONFLICT', `${what}: it is consul-acme's already`);
+    const certificate = adoptedCertificate(
+      hostname,
+      { certPem: current.certPem, keyPem: current.keyPem },
+      marks,
+      `memory record ${hostname}`,
+    );
+    const version = expectedVersion + 1;
+    this.entries.set(hostname, {
+      version,
+      managedBy: MANAGED_BY,
+      certificate: copyCertificate(certificate),
+      certPem: certificate.certPem,
+      keyPem: certificate.keyPem,
+    });
+    return { version, certificate: copyCertificate(certificate) };
   }
 
   async delete(hostname: string, expectedVersion: number): Promise<void> {
@@ -120,6 +172,8 @@ export class MemoryCertificateStore implements CertificateStore {
         `${what}: the record was not written by consul-acme; refusing to delete it`,
       );
     }
+    if (current.format !== undefined && current.format > RECORD_FORMATS.certificate)
+      throw newerFormatError(what, current.format, RECORD_FORMATS.certificate);
     this.entries.delete(hostname);
   }
 
@@ -133,6 +187,8 @@ export class MemoryCertificateStore implements CertificateStore {
     if (!this.pending.has(hostname)) return undefined;
     const parsed = pendingFromFields(structuredClone(this.pending.get(hostname)), hostname);
     if (parsed.ok) return parsed.pending;
+    if (parsed.newerFormat !== undefined)
+      throw newerFormatError(`memory pending record ${hostname}`, parsed.newerFormat, RECORD_FORMATS.pending);
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `memory pending record ${hostname} ${parsed.problem}` },
       'pending order unreadable; ignored',
@@ -167,12 +223,15 @@ export class MemoryCertificateStore implements CertificateStore {
 
   /**
    * Damages a stored record as an outside writer would (the version goes up): `bad-pem` replaces
-   * the certificate with text that is not PEM, `wrong-key` replaces the key with another valid key.
+   * the certificate with text that is not PEM, `wrong-key` replaces the key with another valid key,
+   * `newer-format` marks the record as written by a newer release (format 2).
    */
-  corrupt(hostname: string, how: 'bad-pem' | 'wrong-key' = 'bad-pem'): void {
+  corrupt(hostname: string, how: 'bad-pem' | 'wrong-key' | 'newer-format' = 'bad-pem'): void {
     const entry = this.entries.get(hostname);
     if (entry === undefined) throw new Error(`no memory record ${hostname} to corrupt`);
-    if (how === 'bad-pem') {
+    if (how === 'newer-format') {
+      entry.format = RECORD_FORMATS.certificate + 1;
+    } else if (how === 'bad-pem') {
       entry.certPem = 'this is not a certificate\n';
     } else {
       entry.keyPem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })

@@ -30,7 +30,8 @@ function copy(policy: Policy): Policy {
  */
 export class MemoryPolicySource implements PolicySource {
   private policy: Policy;
-  private readonly watches = new MemoryWatch<Policy>(() => copy(this.policy));
+  private unreadable: Policy['unreadable'] = [];
+  private readonly watches = new MemoryWatch<Policy>(() => this.current());
 
   constructor(initial: Policy | PolicyTexts = EMPTY_POLICY) {
     this.policy = isPolicy(initial) ? copy(initial) : policyFromTexts(initial);
@@ -53,13 +54,28 @@ export class MemoryPolicySource implements PolicySource {
     await this.watches.publish();
   }
 
+  /**
+   * Marks lists as unreadable (as a Consul token refused them, or a read failed), keeping the rest
+   * of the policy; an unreadable list is empty. `[]` makes every list readable again (their last
+   * set content comes back). Resolves as `set` does.
+   */
+  async setUnreadable(unreadable: Policy['unreadable']): Promise<void> {
+    this.unreadable = unreadable.map((u) => ({ ...u }));
+    await this.watches.publish();
+  }
+
   /** Reports `err` to every watcher's onError, as a failing Consul would. */
   fail(err: unknown): void {
     this.watches.fail(err);
   }
 
-  /** The policy as last set (a copy). */
+  /** The policy as watchers see it: as last set, with the lists marked unreadable emptied (a copy). */
   current(): Policy {
-    return copy(this.policy);
+    const policy = copy(this.policy);
+    if (this.unreadable.length === 0) return policy;
+    const lists = new Set(this.unreadable.map((u) => u.list));
+    const readable = { ...policy, invalid: policy.invalid.filter((p) => !lists.has(p.list)) };
+    for (const list of lists) readable[list] = [];
+    return { ...readable, unreadable: [...policy.unreadable, ...this.unreadable.map((u) => ({ ...u }))] };
   }
 }

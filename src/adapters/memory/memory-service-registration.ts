@@ -1,45 +1,53 @@
 import type { ServiceRegistration } from '../../ports/service-registration.js';
 
-/** ServiceRegistration that records what it was asked to register; for tests and runs without Consul. */
+/**
+ * ServiceRegistration that records what it was asked to register; for tests and runs without
+ * Consul. Same contract as ConsulServiceRegistration, with a simulated agent: `lose()` drops the
+ * registration from it, as an agent restarted without its data would, and `reassert()` puts it
+ * back. Calls are not coalesced (each update that changes the tags is one registration).
+ */
 export class MemoryServiceRegistration implements ServiceRegistration {
-  /** Tags currently registered; undefined when not registered. */
+  /** Tags last asked for; undefined before the first update and after deregister. */
   tags: string[] | undefined;
-  /** Every registration actually made (identical updates are skipped, as in Consul). */
+  /** Every registration actually made (identical updates are skipped, as in Consul), reassertions included. */
   readonly history: string[][] = [];
   deregistrations = 0;
+  /** How many reassert() calls had to register again. */
+  reassertions = 0;
+  /** Whether the simulated agent holds the registration. */
+  private inAgent = false;
 
   async update(tags: string[]): Promise<void> {
     const wanted = [...new Set(tags)];
-    this.wanted = wanted;
     const current = this.tags;
     if (current && current.length === wanted.length && [...current].sort().join('\n') === [...wanted].sort().join('\n'))
       return;
     this.tags = wanted;
+    this.inAgent = true;
     this.history.push([...wanted]);
   }
 
-  /** What the last update asked for, kept when the registration is lost (see `lose`). */
-  private wanted: string[] | undefined;
-
-  /** Forgets the registration, as an agent that lost its state does. */
-  lose(): void {
-    this.tags = undefined;
-  }
-
   async reassert(): Promise<boolean> {
-    if (this.wanted === undefined || this.tags !== undefined) return false;
-    this.tags = [...this.wanted];
-    this.history.push([...this.wanted]);
+    if (this.tags === undefined || this.inAgent) return false;
+    this.inAgent = true;
+    this.reassertions += 1;
+    this.history.push([...this.tags]);
     return true;
   }
 
   async deregister(): Promise<void> {
     if (this.tags !== undefined) this.deregistrations += 1;
     this.tags = undefined;
-    this.wanted = undefined;
+    this.inAgent = false;
   }
 
+  /** Drops the registration from the simulated agent behind this object's back. */
+  lose(): void {
+    this.inAgent = false;
+  }
+
+  /** Whether the (simulated) agent holds the registration, i.e. whether Fabio would route to it. */
   isRegistered(): boolean {
-    return this.tags !== undefined;
+    return this.tags !== undefined && this.inAgent;
   }
 }

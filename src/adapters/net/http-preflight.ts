@@ -5,18 +5,30 @@
  * 1. Resolve A and AAAA with node:dns/promises `Resolver` (c-ares: the given servers, or the
  *    system's resolv.conf servers; like the CA, it does not read /etc/hosts). No address → NoDNS
  *    with the DNS error codes.
- * 2. Put a random base64url probe token with a random value into the challenge store, GET
+ * 2. When CA identities are configured: look up CAA (`Resolver.resolveCaa`, same servers) at the
+ *    name and at each parent up to its top-level label, all at once, and let src/domain/caa.ts
+ *    decide (RFC 8659: the first node with records is the relevant set; a failed lookup before it
+ *    refuses). NODATA (`ENODATA`) and NXDOMAIN (`ENOTFOUND`) are "no records"; any other error
+ *    (`ESERVFAIL`, `ETIMEOUT`, `EREFUSED`, ...) is a failed lookup. A refusal → CAA with a detail
+ *    naming the records and the identity. The lookups run beside step 1; their verdict counts
+ *    only once the name resolves. Aliases are the resolver's business: it answers a CAA query for
+ *    a CNAME with the target's records, as RFC 8659 asks.
+ * 3. Put a random base64url probe token with a random value into the challenge store, GET
  *    `http://<hostname>:<httpPort>/.well-known/acme-challenge/<probe>` from the resolved address
  *    with the Host header naming the hostname, and expect exactly that value back (trailing
  *    whitespace trimmed, as the CA does). Anything else (a 404 from another app, a redirect, a
- *    refused connection, a timeout) → NotRouted with a detail naming what came back. IPv6 is tried
+ *    refused connection, a timeout) → NotRouted with a detail naming what came back. A 404 is asked
+ *    once more after PROBE_NOT_FOUND_RETRY_MS, since the probe may have reached another instance
+ *    before the token reached that instance's copy of the challenge store. IPv6 is tried
  *    first and IPv4 only when IPv6 fails to connect, as Let's Encrypt does. Redirects are not
  *    followed (the issuer's own Fabio route serves the challenge path directly).
- * 3. Delete the probe token, whatever happened.
+ * 4. Delete the probe token, whatever happened.
  */
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { request } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { caaLookupNodes, decideCaa, type CaaLookup, type CaaRecord } from '../../domain/caa.js';
 import { ACME_CHALLENGE_PATH } from '../../domain/challenge.js';
 import { AbortedError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
@@ -36,10 +48,26 @@ export interface HttpPreflightOptions {
   httpPort?: number;
   /** Budget of each step: the DNS lookups, then each HTTP attempt. */
   timeoutMs?: number;
+  /**
+   * The CA's issuer domain names for CAA (e.g. `letsencrypt.org`, see src/domain/caa.ts
+   * defaultCaaIdentities); empty or unset: no CAA check.
+   */
+  caaIdentities?: readonly string[];
   logger?: Logger;
 }
 
-type Attempt = { kind: 'ok' } | { kind: 'connect-failed'; detail: string } | { kind: 'wrong'; detail: string };
+/** Resolver codes that mean "no CAA records here": NODATA and NXDOMAIN. */
+const NO_RECORDS_CODES = new Set(['ENODATA', 'ENOTFOUND']);
+
+type Attempt =
+  { kind: 'ok' } | { kind: 'connect-failed'; detail: string } | { kind: 'wrong'; detail: string; status?: number };
+
+/**
+ * A probe answered 404 is asked once more after this long: the request may have reached another
+ * instance before the probe token reached that instance's copy of the challenge store (it gets
+ * there within about a second, adapters/consul/consul-challenge-store.ts).
+ */
+export const PROBE_NOT_FOUND_RETRY_MS = 1_000;
 
 function errorCode(err: unknown): string {
   if (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'string') {
@@ -69,6 +97,7 @@ export class HttpPreflight implements Preflight {
   private readonly dnsServers: string[];
   private readonly httpPort: number;
   private readonly timeoutMs: number;
+  private readonly caaIdentities: readonly string[];
   private readonly log: Logger;
 
   constructor(opts: HttpPreflightOptions) {
@@ -76,15 +105,26 @@ export class HttpPreflight implements Preflight {
     this.dnsServers = opts.dnsServers ?? [];
     this.httpPort = opts.httpPort ?? DEFAULT_PREFLIGHT_HTTP_PORT;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_PREFLIGHT_TIMEOUT_MS;
+    this.caaIdentities = [...(opts.caaIdentities ?? [])];
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'http-preflight' });
   }
 
   async check(hostname: string, signal?: AbortSignal): Promise<PreflightResult> {
     const what = `preflight ${hostname}`;
     if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
-    const resolved = await this.resolve(hostname, signal);
+    const [resolved, caa] = await Promise.all([
+      this.resolve(hostname, signal),
+      this.caaIdentities.length > 0 ? this.lookupCaa(hostname, signal) : undefined,
+    ]);
     if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
     if (!resolved.ok) return { ok: false, reason: 'NoDNS', detail: resolved.detail };
+    if (caa !== undefined) {
+      const verdict = decideCaa(hostname, caa, { identities: this.caaIdentities });
+      if (!verdict.allowed) {
+        this.log.debug({ [F.hostname]: hostname, [F.reason]: verdict.reason }, 'preflight: CAA does not allow the CA');
+        return { ok: false, reason: 'CAA', detail: verdict.detail };
+      }
+    }
 
     const token = randomBytes(24).toString('base64url');
     const value = randomBytes(24).toString('base64url');
@@ -93,7 +133,12 @@ export class HttpPreflight implements Preflight {
       const candidates = [resolved.v6[0], resolved.v4[0]].filter((a): a is string => a !== undefined);
       const failures: string[] = [];
       for (const [i, address] of candidates.entries()) {
-        const attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        let attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        if (attempt.kind === 'wrong' && attempt.status === 404) {
+          await sleep(PROBE_NOT_FOUND_RETRY_MS, undefined, signal ? { signal } : undefined).catch(() => undefined);
+          if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+          attempt = await this.fetchProbe(hostname, address, token, value, signal);
+        }
         if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
         if (attempt.kind === 'ok') return { ok: true };
         failures.push(attempt.detail);
@@ -109,15 +154,49 @@ export class HttpPreflight implements Preflight {
     }
   }
 
-  private async resolve(
-    hostname: string,
+  /** Runs `lookups` on a new Resolver for the configured servers, cancelled when `signal` aborts. */
+  private async withResolver<T>(
     signal: AbortSignal | undefined,
-  ): Promise<{ ok: true; v4: string[]; v6: string[] } | { ok: false; detail: string }> {
+    lookups: (resolver: Resolver) => Promise<T>,
+  ): Promise<T> {
     const resolver = new Resolver({ timeout: this.timeoutMs, tries: 2 });
     if (this.dnsServers.length > 0) resolver.setServers(this.dnsServers);
     const onAbort = (): void => resolver.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      return await lookups(resolver);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** The CAA lookups of `hostname` and each parent, in caaLookupNodes order; never rejects. */
+  private lookupCaa(hostname: string, signal: AbortSignal | undefined): Promise<CaaLookup[]> {
+    return this.withResolver(signal, (resolver) =>
+      Promise.all(
+        caaLookupNodes(hostname).map(async (node): Promise<CaaLookup> => {
+          try {
+            const answers = await resolver.resolveCaa(node);
+            const records = answers.flatMap((answer): CaaRecord[] =>
+              Object.entries(answer)
+                .filter(([tag, value]) => tag !== 'critical' && typeof value === 'string')
+                .map(([tag, value]) => ({ flags: answer.critical, tag, value: value as string })),
+            );
+            return records.length > 0 ? { node, kind: 'records', records } : { node, kind: 'none' };
+          } catch (err) {
+            const code = errorCode(err);
+            return NO_RECORDS_CODES.has(code) ? { node, kind: 'none' } : { node, kind: 'failed', error: code };
+          }
+        }),
+      ),
+    );
+  }
+
+  private resolve(
+    hostname: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ ok: true; v4: string[]; v6: string[] } | { ok: false; detail: string }> {
+    return this.withResolver(signal, async (resolver) => {
       const [v4, v6] = await Promise.allSettled([resolver.resolve4(hostname), resolver.resolve6(hostname)]);
       const a = v4.status === 'fulfilled' ? v4.value : [];
       const aaaa = v6.status === 'fulfilled' ? v6.value : [];
@@ -125,9 +204,7 @@ export class HttpPreflight implements Preflight {
       const code = (r: PromiseSettledResult<string[]>): string =>
         r.status === 'rejected' ? errorCode(r.reason) : 'no records';
       return { ok: false, detail: `${hostname} has no A or AAAA record (A: ${code(v4)}, AAAA: ${code(v6)})` };
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
+    });
   }
 
   /** One GET of the probe from `address`; never rejects. */
@@ -187,7 +264,7 @@ export class HttpPreflight implements Preflight {
               status === 200
                 ? `${shownUrl} via ${via} answered 200 with ${shownBody(body)} instead of the probe value`
                 : `${shownUrl} via ${via} answered ${status}${location} with ${shownBody(body)}`;
-            done({ kind: 'wrong', detail });
+            done({ kind: 'wrong', detail, status });
           });
         },
       );

@@ -15,13 +15,22 @@
  *   src/adapters/pending-record.ts. `putPending` reads the current version and writes with
  *   check-and-set on it, so it also works where the mount requires check-and-set; it resolves once
  *   Vault acknowledged the write. `deletePending` deletes the metadata: every version of the key.
+ * - `adopt` reads the secret, refuses one that is ours already or changed version, and writes a new
+ *   version with check-and-set on the one read: the same `cert` and `key` strings, the other
+ *   fields it had (an exporter's own fields stay), and ours on top (`managed_by`, dates, names,
+ *   `directory_url`, `adopted_at`, `format`). Fabio's next read sees the same pair; no version is
+ *   ever deleted or emptied. It reads the new version back.
+ * - Every secret carries `format` (domain/record-format.ts). One a newer release wrote reads with
+ *   `newerFormat` set and is never replaced or deleted here (FORMAT_NEWER); a pending order of a
+ *   newer format makes `getPending` reject with FORMAT_NEWER, so nothing is ordered for its name.
  * - Each method makes at most three requests, one after another; nothing fans out.
  */
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
-import { assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
+import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import type { CertificateStore } from '../../ports/certificate-store.js';
+import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 import { classifyVaultError, kvPath, readKv, trimSlashes, vaultResponseOf, type VaultClient } from './vault-client.js';
 
@@ -54,6 +63,10 @@ export interface VaultCertificateSecret {
   key_type: string;
   obtained_at: string;
   managed_by: string;
+  /** Only on an adopted certificate, until its first renewal. */
+  adopted_at?: string;
+  /** The record's format (domain/record-format.ts), as a string like every field of this layout. */
+  format: string;
 }
 
 function assertCertId(hostname: string): void {
@@ -68,9 +81,33 @@ function assertCertId(hostname: string): void {
   }
 }
 
+/** Throws FORMAT_NEWER when a newer release wrote `data`: this release neither replaces nor deletes it. */
+function refuseNewerFormat(data: Record<string, unknown>, where: string): void {
+  const format = readFormat(data.format, RECORD_FORMATS.certificate);
+  if (format.kind === 'newer') throw newerFormatError(where, format.format, RECORD_FORMATS.certificate);
+}
+
 function stringField(data: Record<string, unknown>, name: string): string | undefined {
   const value = data[name];
   return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+/** The fields of the secret for `certificate`. */
+function secretOf(certificate: CertificateData): VaultCertificateSecret {
+  return {
+    cert: certificate.certPem,
+    key: certificate.keyPem,
+    not_before: certificate.notBefore.toISOString(),
+    not_after: certificate.notAfter.toISOString(),
+    hostnames: certificate.hostnames.join(','),
+    directory_url: certificate.directoryUrl,
+    issuer: certificate.issuer,
+    key_type: certificate.keyType,
+    obtained_at: certificate.obtainedAt.toISOString(),
+    managed_by: MANAGED_BY,
+    format: String(RECORD_FORMATS.certificate),
+    ...(certificate.adoptedAt === undefined ? {} : { adopted_at: certificate.adoptedAt.toISOString() }),
+  };
 }
 
 export class VaultCertificateStore implements CertificateStore {
@@ -123,6 +160,8 @@ export class VaultCertificateStore implements CertificateStore {
         key: stringField(data, 'key'),
         directoryUrl: stringField(data, 'directory_url'),
         obtainedAt: stringField(data, 'obtained_at'),
+        adoptedAt: stringField(data, 'adopted_at'),
+        format: data.format,
       },
       `secret ${path}`,
     );
@@ -146,22 +185,51 @@ export class VaultCertificateStore implements CertificateStore {
         `write ${path}: the secret was not written by consul-acme; refusing to overwrite it`,
       );
     }
+    if (current.state === 'present') refuseNewerFormat(current.data, `secret ${path}`);
 
-    const data: VaultCertificateSecret = {
-      cert: certificate.certPem,
-      key: certificate.keyPem,
-      not_before: certificate.notBefore.toISOString(),
-      not_after: certificate.notAfter.toISOString(),
-      hostnames: certificate.hostnames.join(','),
-      directory_url: certificate.directoryUrl,
-      issuer: certificate.issuer,
-      key_type: certificate.keyType,
-      obtained_at: certificate.obtainedAt.toISOString(),
-      managed_by: MANAGED_BY,
-    };
+    const data = secretOf(certificate);
+    const version = await this.writeVerified(path, data, currentVersion, expectedVersion);
+    this.logger?.debug({ [F.hostname]: hostname, version }, 'certificate stored in vault');
+    return version;
+  }
+
+  async adopt(
+    hostname: string,
+    expectedVersion: number,
+    marks: AdoptionMarks,
+  ): Promise<{ version: number; certificate: CertificateData }> {
+    assertCertId(hostname);
+    const path = this.dataPath(hostname);
+    const current = await readKv(this.client, path);
+    if (current.state !== 'present' || current.version !== expectedVersion) {
+      throw new StoreConflictError(`adopt ${path}`, expectedVersion);
+    }
+    if (current.data.managed_by === MANAGED_BY) {
+      throw new ConsulAcmeError('STORE_CONFLICT', `adopt ${path}: the secret is consul-acme's already`);
+    }
+    const certificate = adoptedCertificate(
+      hostname,
+      { certPem: stringField(current.data, 'cert'), keyPem: stringField(current.data, 'key') },
+      marks,
+      `secret ${path}`,
+    );
+    // The fields another tool wrote stay; ours go on top; `cert` and `key` are the same strings.
+    const data = { ...current.data, ...secretOf(certificate) };
+    const version = await this.writeVerified(path, data, current.version, expectedVersion);
+    this.logger?.debug({ [F.hostname]: hostname, version }, 'certificate adopted in vault');
+    return { version, certificate };
+  }
+
+  /** Writes `data` with check-and-set on `cas`, then reads that version back and compares `cert` and `key`. */
+  private async writeVerified(
+    path: string,
+    data: { cert: string; key: string },
+    cas: number,
+    expectedVersion: number,
+  ): Promise<number> {
     let version: number;
     try {
-      const response = await this.client.write(path, { options: { cas: currentVersion }, data });
+      const response = await this.client.write(path, { options: { cas }, data });
       version = Number(response?.data?.version);
     } catch (err) {
       throw classifyVaultError(err, `write ${path}`, expectedVersion);
@@ -185,7 +253,6 @@ export class VaultCertificateStore implements CertificateStore {
         },
       );
     }
-    this.logger?.debug({ [F.hostname]: hostname, version }, 'certificate stored in vault');
     return version;
   }
 
@@ -201,6 +268,7 @@ export class VaultCertificateStore implements CertificateStore {
         `delete ${path}: the secret was not written by consul-acme; refusing to delete it`,
       );
     }
+    refuseNewerFormat(current.data, `secret ${path}`);
     // KV v2 has no check-and-set on delete: the read above narrows, but cannot close, the window.
     const metadataPath = this.metadataPath(hostname);
     try {
@@ -239,6 +307,8 @@ export class VaultCertificateStore implements CertificateStore {
     if (found.state !== 'present') return undefined;
     const parsed = pendingFromFields(found.data, hostname);
     if (parsed.ok) return parsed.pending;
+    if (parsed.newerFormat !== undefined)
+      throw newerFormatError(`the pending order at ${path}`, parsed.newerFormat, RECORD_FORMATS.pending);
     this.logger?.warn(
       { [F.hostname]: hostname, [F.reason]: `secret ${path} ${parsed.problem}` },
       'pending order unreadable; ignored',

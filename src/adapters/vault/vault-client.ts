@@ -9,10 +9,17 @@
  * - node-vault falls back to VAULT_TOKEN / VAULT_NAMESPACE / VAULT_PREFIX from the environment;
  *   only VAULT_PREFIX is neutralised here (the token and namespace are always passed explicitly
  *   by configuration, which main.ts reads).
+ * - The token comes from a TokenSource, asked on every request; a request Vault refuses with 403
+ *   is sent once more when re-reading the token source gives a different token, so a token
+ *   replaced on disk between two polls of its file costs no failed request.
+ * - A client certificate and key, and the name Vault's certificate must carry, go to the https
+ *   agent node-vault builds (its `requestOptions` `cert`, `key`, `agentOptions.servername`).
  */
 import { readFileSync } from 'node:fs';
 import NodeVault from 'node-vault';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
+import { describeTlsFailure } from '../tls-errors.js';
+import { staticTokenSource, type TokenSource } from '../token-source.js';
 
 export type VaultClient = NodeVault.client;
 
@@ -21,9 +28,17 @@ export const DEFAULT_VAULT_TIMEOUT_MS = 10_000;
 export interface VaultClientOptions {
   /** e.g. `https://vault.service.consul:8200` */
   address: string;
-  token: string;
+  /** The token, when it never changes; ignored when `tokenSource` is given. */
+  token?: string;
+  /** Where the current token comes from; asked on every request. */
+  tokenSource?: TokenSource;
   /** PEM file of the CA that signed Vault's certificate; the system CAs are used otherwise. */
   caCertPath?: string;
+  /** Client certificate and key (PEM files), for listeners that require one. */
+  clientCertPath?: string;
+  clientKeyPath?: string;
+  /** The name Vault's certificate must carry, when it is not the address's host. */
+  tlsServerName?: string;
   /** Vault Enterprise namespace (X-Vault-Namespace). */
   namespace?: string;
   /** Per-request timeout; default DEFAULT_VAULT_TIMEOUT_MS. */
@@ -31,14 +46,23 @@ export interface VaultClientOptions {
 }
 
 export function createVaultClient(options: VaultClientOptions): VaultClient {
-  const requestOptions: NodeVault.TlsOptions & { timeout: number } = {
+  const tokens = options.tokenSource ?? staticTokenSource(options.token, 'VAULT_TOKEN');
+  const requestOptions: NodeVault.TlsOptions & {
+    timeout: number;
+    cert?: Buffer;
+    key?: Buffer;
+    agentOptions?: { servername: string };
+  } = {
     strictSSL: true,
     timeout: options.timeoutMs ?? DEFAULT_VAULT_TIMEOUT_MS,
   };
   if (options.caCertPath !== undefined) requestOptions.ca = readFileSync(options.caCertPath);
+  if (options.clientCertPath !== undefined) requestOptions.cert = readFileSync(options.clientCertPath);
+  if (options.clientKeyPath !== undefined) requestOptions.key = readFileSync(options.clientKeyPath);
+  if (options.tlsServerName !== undefined) requestOptions.agentOptions = { servername: options.tlsServerName };
   const client = NodeVault({
     endpoint: options.address,
-    token: options.token,
+    token: tokens.current(),
     apiVersion: 'v1',
     noCustomHTTPVerbs: true,
     requestOptions,
@@ -46,7 +70,40 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
   });
   // node-vault reads VAULT_PREFIX when pathPrefix is empty; our paths are always complete.
   Object.assign(client, { pathPrefix: '' });
+  followTokenSource(client, tokens);
   return client;
+}
+
+type RequestOptions = { headers?: Record<string, string> } & Record<string, unknown>;
+
+/**
+ * Every request (node-vault's read, write, list, delete and its generated calls all go through
+ * `client.request`) carries the token source's current token; a 403 is answered by reading the
+ * token source again and, when it holds another token, sending the request once more.
+ */
+function followTokenSource(client: VaultClient, tokens: TokenSource): void {
+  const send = client.request.bind(client) as (options: RequestOptions) => Promise<unknown>;
+  const withToken = (options: RequestOptions, token: string): RequestOptions => {
+    const headers = { ...options.headers };
+    delete headers['X-Vault-Token'];
+    if (token !== '') headers['X-Vault-Token'] = token;
+    return { ...options, headers };
+  };
+  const request = async (options: RequestOptions = {}): Promise<unknown> => {
+    const used = tokens.current();
+    client.token = used;
+    try {
+      return await send(withToken(options, used));
+    } catch (err) {
+      if (vaultResponseOf(err)?.statusCode !== 403) throw err;
+      await tokens.refresh();
+      const current = tokens.current();
+      if (current === '' || current === used) throw err;
+      client.token = current;
+      return send(withToken(options, current));
+    }
+  };
+  Object.assign(client, { request });
 }
 
 /** The HTTP status and body of a node-vault error, when Vault answered at all. */
@@ -135,11 +192,13 @@ export function classifyVaultError(err: unknown, what: string, expectedVersion?:
   }
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   const message = err instanceof Error ? err.message : String(err);
-  if (typeof code === 'string' && TLS_ERROR_CODES.has(code)) {
-    return new ConsulAcmeError('STORE_UNAVAILABLE', `${what}: TLS verification of Vault failed (${code}: ${message})`, {
-      cause: err,
-      retryable: false,
-    });
+  const tls = typeof code === 'string' ? describeTlsFailure(code, 'Vault', 'VAULT_') : undefined;
+  if (tls !== undefined || (typeof code === 'string' && TLS_ERROR_CODES.has(code))) {
+    return new ConsulAcmeError(
+      'STORE_UNAVAILABLE',
+      `${what}: ${tls ?? `TLS verification of Vault failed (${String(code)})`} (${message})`,
+      { cause: err, retryable: false },
+    );
   }
   if ((typeof code === 'string' && NETWORK_ERROR_CODES.has(code)) || /timeout|socket hang up|network/i.test(message)) {
     const shown = typeof code === 'string' ? `${code}: ${message}` : message;

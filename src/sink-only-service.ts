@@ -1,0 +1,157 @@
+/**
+ * The sink-only mode (CONSUL_ACME_MODE=sinks, `consul-acme run --sinks-only`): on the node where
+ * HAProxy's socket and files, Traefik's dynamic folder or a hook's target are, it keeps the sinks in
+ * step with the store that the issuing instances write, and does nothing else: no issuance, no
+ * challenge responder, no locks, no catalog or policy watch, no registration, no Consul at all.
+ *
+ *   store ──► SinkRunner (re-sync at start and every CONSUL_ACME_SINK_RESYNC_INTERVAL)
+ *         └─► StoreFollower (lists every CONSUL_ACME_SINK_POLL_INTERVAL: names that appear or leave)
+ *
+ * Its admin API serves the health paths (ready once the store was listed; the certificate check
+ * turns critical while the store fails and warning while a sink fails) and GET /status with the
+ * sinks' state; the command paths answer 409.
+ */
+import type { FastifyInstance } from 'fastify';
+import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
+import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
+import { createVaultClient } from './adapters/vault/vault-client.js';
+import type { Config } from './config/schema.js';
+import { withFailingSinks, type CertificateHealth } from './domain/certificate-health.js';
+import type { StatusReport } from './engine/status.js';
+import { StoreFollower } from './engine/store-follower.js';
+import { StoreHealth } from './engine/store-health.js';
+import { buildAdminServer } from './http/admin-server.js';
+import { F, type Logger } from './logging.js';
+import { ServiceMetrics } from './metrics.js';
+import type { CertificateStore } from './ports/certificate-store.js';
+import { systemClock, type Clock } from './ports/clock.js';
+import { createSinkRunner, type SinkRunner } from './sinks/index.js';
+
+export interface SinkOnlyDeps {
+  config: Config;
+  logger: Logger;
+  clock?: Clock;
+  certificateStore: CertificateStore;
+  sinks: SinkRunner;
+  metrics?: ServiceMetrics;
+}
+
+export interface SinkOnlyService {
+  start(): Promise<{ adminUrl: string }>;
+  stop(): Promise<void>;
+  status(): StatusReport;
+}
+
+function addressOf(app: FastifyInstance): string {
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') return String(address);
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
+
+export function createSinkOnlyService(deps: SinkOnlyDeps): SinkOnlyService {
+  const { config, logger, sinks } = deps;
+  const clock = deps.clock ?? systemClock;
+  const log = logger.child({ [F.component]: 'service' });
+  const metrics = deps.metrics ?? new ServiceMetrics();
+  const storeHealth = new StoreHealth({ store: deps.certificateStore, clock, logger });
+  const follower = new StoreFollower({
+    store: deps.certificateStore,
+    storeHealth,
+    sinks,
+    clock,
+    logger,
+    pollMs: config.sinkPollIntervalMs,
+  });
+  let stopping = false;
+  const isReady = (): boolean => !stopping && follower.hasListed();
+  const status = (): StatusReport => ({
+    instance: config.instanceName,
+    mode: 'sinks',
+    ready: isReady(),
+    store: deps.certificateStore.description,
+    storeHealth: storeHealth.state(),
+    directoryUrl: '',
+    discovery: { lastSyncAt: follower.lastListedAt()?.toISOString(), lastError: follower.lastError(), services: 0 },
+    certificates: [],
+    rejected: [],
+    policy: { deny: 0, allow: 0, always: 0, invalid: [], unreadable: [], failsClosed: undefined },
+    sinks: sinks.status(),
+  });
+  metrics.bind({
+    certificates: () => [],
+    queueDepth: () => 0,
+    inFlight: () => 0,
+    lastSyncAt: () => follower.lastListedAt(),
+    sinks: () => sinks.status(),
+  });
+  const health = (): CertificateHealth => {
+    const store = storeHealth.state();
+    const base: CertificateHealth =
+      store.error === undefined
+        ? { status: 'passing', problems: [] }
+        : { status: 'critical', problems: [`certificate store: ${store.error}`] };
+    return withFailingSinks(base, sinks.failingLongerThan(config.sinkFailingWarningMs));
+  };
+  const adminServer = buildAdminServer({
+    logger: logger.child({ [F.component]: 'admin-http' }),
+    isLive: () => true,
+    isReady,
+    status,
+    certificateHealth: health,
+    metrics: () => metrics.render(),
+    adminToken: config.adminToken,
+    operations: undefined,
+  });
+  let stopped: Promise<void> | undefined;
+  return {
+    status,
+    async start() {
+      await adminServer.listen({ host: config.adminHost, port: config.adminPort });
+      const adminUrl = addressOf(adminServer);
+      log.info({ adminUrl, mode: 'sinks' }, 'listening');
+      storeHealth.start();
+      sinks.start();
+      follower.start();
+      return { adminUrl };
+    },
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        await follower.stop();
+        storeHealth.stop();
+        await sinks.stop();
+        await adminServer.close();
+        log.info('stopped');
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** Builds the store and the sinks from the configuration, for `consul-acme run` in sinks mode. */
+export function buildSinkOnlyService(config: Config, logger: Logger): SinkOnlyService {
+  const certificateStore: CertificateStore =
+    config.store === 'vault'
+      ? new VaultCertificateStore({
+          client: createVaultClient({
+            address: config.vaultAddress,
+            token: config.vaultToken ?? '',
+            caCertPath: config.vaultCaCert,
+          }),
+          mount: config.vaultMount,
+          prefix: config.vaultPrefix,
+          pendingPath: config.vaultPendingPath,
+          logger,
+        })
+      : new FileCertificateStore({ directory: config.fileStoreDir, logger });
+  const metrics = new ServiceMetrics();
+  const sinks = createSinkRunner(config, logger, {
+    store: certificateStore,
+    onApplied: (sink, outcome) => metrics.onSinkChange(sink, outcome),
+    onHookRun: (result) => metrics.onHookRun(result),
+  });
+  // loadConfig refuses CONSUL_ACME_MODE=sinks without a sink; a caller that skipped it learns here.
+  if (sinks === undefined) throw new Error('sink-only mode needs at least one sink configured');
+  return createSinkOnlyService({ config, logger, certificateStore, sinks, metrics });
+}
