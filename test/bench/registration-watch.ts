@@ -16,8 +16,8 @@ export interface RegistrationWatch {
   firstSeen(tag: string): number | undefined;
   /** Resolves with the epoch ms by which every one of `tags` had been seen; undefined when they were not within `timeoutMs`. */
   waitForTags(tags: readonly string[], timeoutMs: number): Promise<number | undefined>;
-  /** Tags on the instance `serviceId` at the last answer. */
-  tagCount(serviceId: string): number;
+  /** Tags and registrations (instances: consul-acme's shards) at the last answer. */
+  size(): { tags: number; registrations: number };
   /** Bytes of the last answer (every instance of the service). */
   lastAnswerBytes(): number;
   /** Answers received so far. */
@@ -89,7 +89,10 @@ export function watchRegistration(consulAddress: string, serviceName: string): R
         });
       }
     },
-    tagCount: (serviceId) => tagsByInstance.get(serviceId) ?? 0,
+    size: () => ({
+      tags: [...tagsByInstance.values()].reduce((a, b) => a + b, 0),
+      registrations: tagsByInstance.size,
+    }),
     lastAnswerBytes: () => bytes,
     answers: () => answerCount,
     stop: () => abort.abort(),
