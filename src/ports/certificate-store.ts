@@ -8,6 +8,12 @@ export interface AdoptionMarks {
   adoptedAt: Date;
 }
 
+/** What an adoption resolves: the version written and the certificate as now stored. */
+export interface Adopted {
+  version: number;
+  certificate: CertificateData;
+}
+
 /**
  * Where certificates live: Vault KV v2 in Fabio's layout, a directory, or memory.
  *
@@ -57,11 +63,7 @@ export interface CertificateStore {
   delete(hostname: string, expectedVersion: number): Promise<void>;
   list(): Promise<string[]>;
   /** Takes over a record consul-acme did not write (see the contract above). */
-  adopt(
-    hostname: string,
-    expectedVersion: number,
-    marks: AdoptionMarks,
-  ): Promise<{ version: number; certificate: CertificateData }>;
+  adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted>;
   /**
    * The pending order recorded for `hostname`, or undefined. A record that cannot be parsed resolves
    * undefined (and is logged when a logger is given): it only costs a new order.

@@ -50,7 +50,7 @@ import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/recor
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { isErrno, readOptional, syncDirectory, writeFileAtomic, writeNewFile } from './atomic-files.js';
 import { F, type Logger } from '../../logging.js';
-import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
+import type { Adopted, AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 export const LOCK_STALE_MS = 30_000;
@@ -505,11 +505,7 @@ export class FileCertificateStore implements CertificateStore {
     });
   }
 
-  async adopt(
-    hostname: string,
-    expectedVersion: number,
-    marks: AdoptionMarks,
-  ): Promise<{ version: number; certificate: CertificateData }> {
+  async adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted> {
     const name = this.namePath(hostname);
     const what = `adopt ${name}`;
     return withDirectoryLock(this.lockPath(hostname), what, async () => {
