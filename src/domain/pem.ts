@@ -219,7 +219,7 @@ function orderHostnames(hostname: string, sorted: string[]): string[] {
 type IssuableInspection = Extract<CertificateInspection, { ok: true }> & { keyType: KeyType };
 
 /** The facts of `hostname`'s certificate as read from it, with what the certificate does not say. */
-function factsOf(
+function inspectedFacts(
   hostname: string,
   inspected: IssuableInspection,
   directoryUrl: string,
@@ -298,7 +298,7 @@ export function storedRecordFromPem(
   }
   const obtainedAt = fields.obtainedAt === undefined ? inspected.notBefore : new Date(fields.obtainedAt);
   const certificate: CertificateData = {
-    ...factsOf(
+    ...inspectedFacts(
       hostname,
       { ...inspected, keyType: inspected.keyType },
       fields.directoryUrl ?? '',
@@ -326,7 +326,7 @@ function foreignFacts(
   if (certPem === undefined || keyPem === undefined) return undefined;
   const inspected = inspectCertificateCached(certPem, keyPem);
   if (!inspected.ok || inspected.keyType === undefined) return undefined;
-  return factsOf(hostname, { ...inspected, keyType: inspected.keyType }, '', inspected.notBefore);
+  return inspectedFacts(hostname, { ...inspected, keyType: inspected.keyType }, '', inspected.notBefore);
 }
 
 /** Refuses to store what a TLS server could not load; shared by every CertificateStore. */
@@ -365,7 +365,7 @@ export function adoptedCertificate(
     );
   }
   return {
-    ...factsOf(hostname, { ...inspected, keyType: inspected.keyType }, marks.directoryUrl, marks.adoptedAt),
+    ...inspectedFacts(hostname, { ...inspected, keyType: inspected.keyType }, marks.directoryUrl, marks.adoptedAt),
     certPem,
     keyPem,
     adoptedAt: marks.adoptedAt,

@@ -62,6 +62,13 @@ export interface CertificateStore {
   put(certificate: CertificateData, expectedVersion: number): Promise<number>;
   delete(hostname: string, expectedVersion: number): Promise<void>;
   list(): Promise<string[]>;
+  /**
+   * The cheapest request that fails the way reads and writes would (the store health probe, when
+   * nothing else touched the store for a while): Vault lists the certificate folder (one request);
+   * the file store checks that its directory can be read and written, without listing 10,000 folders.
+   * Rejects with a STORE_* error.
+   */
+  probe(): Promise<void>;
   /** Takes over a record consul-acme did not write (see the contract above). */
   adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted>;
   /**

@@ -42,7 +42,7 @@
  * - Safe across processes on one machine (not on network file systems without atomic mkdir/rename).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, type Dirent } from 'node:fs';
+import { constants as fsConstants, promises as fs, type Dirent } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
@@ -588,6 +588,16 @@ export class FileCertificateStore implements CertificateStore {
         throw unavailable(what, err);
       }
     });
+  }
+
+  /** The directory can be read, searched and written (a directory not made yet is an empty store). */
+  async probe(): Promise<void> {
+    try {
+      await fs.access(this.directory, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return;
+      throw unavailable(`probe ${this.directory}`, err);
+    }
   }
 
   async list(): Promise<string[]> {

@@ -174,6 +174,11 @@ export class MemoryCertificateStore implements CertificateStore {
     return [...this.entries.keys()].sort();
   }
 
+  /** Fails as `list` would (a failure injected for `list` applies). */
+  async probe(): Promise<void> {
+    await this.list();
+  }
+
   async getPending(hostname: string): Promise<PendingOrder | undefined> {
     this.takeFailure('getPending');
     if (!this.pending.has(hostname)) return undefined;

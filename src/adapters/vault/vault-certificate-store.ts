@@ -279,6 +279,10 @@ export class VaultCertificateStore implements CertificateStore {
     return this.listKeys(this.metadataPath());
   }
 
+  async probe(): Promise<void> {
+    await this.list();
+  }
+
   /** The secrets (not sub-folders) under a metadata folder, sorted; an empty folder answers 404. */
   private async listKeys(path: string): Promise<string[]> {
     try {
