@@ -215,6 +215,28 @@ function orderHostnames(hostname: string, sorted: string[]): string[] {
   return sorted.includes(hostname) ? [hostname, ...sorted.filter((h) => h !== hostname)] : sorted;
 }
 
+/** A certificate and key that load, match and have a key type consul-acme issues. */
+type IssuableInspection = Extract<CertificateInspection, { ok: true }> & { keyType: KeyType };
+
+/** The facts of `hostname`'s certificate as read from it, with what the certificate does not say. */
+function inspectedFacts(
+  hostname: string,
+  inspected: IssuableInspection,
+  directoryUrl: string,
+  obtainedAt: Date,
+): CertificateFacts {
+  return {
+    hostname,
+    hostnames: orderHostnames(hostname, inspected.hostnames),
+    notBefore: inspected.notBefore,
+    notAfter: inspected.notAfter,
+    directoryUrl,
+    issuer: inspected.issuer,
+    keyType: inspected.keyType,
+    obtainedAt,
+  };
+}
+
 /** A record read from a store turned into what the domain sees; shared by the Vault and file stores. */
 export function storedRecordFromPem(
   hostname: string,
@@ -276,16 +298,14 @@ export function storedRecordFromPem(
   }
   const obtainedAt = fields.obtainedAt === undefined ? inspected.notBefore : new Date(fields.obtainedAt);
   const certificate: CertificateData = {
-    hostname,
-    hostnames: orderHostnames(hostname, inspected.hostnames),
+    ...inspectedFacts(
+      hostname,
+      { ...inspected, keyType: inspected.keyType },
+      fields.directoryUrl ?? '',
+      Number.isNaN(obtainedAt.getTime()) ? inspected.notBefore : obtainedAt,
+    ),
     certPem,
     keyPem,
-    notBefore: inspected.notBefore,
-    notAfter: inspected.notAfter,
-    directoryUrl: fields.directoryUrl ?? '',
-    issuer: inspected.issuer,
-    keyType: inspected.keyType,
-    obtainedAt: Number.isNaN(obtainedAt.getTime()) ? inspected.notBefore : obtainedAt,
   };
   const adoptedAt = fields.adoptedAt === undefined ? undefined : new Date(fields.adoptedAt);
   if (adoptedAt !== undefined && !Number.isNaN(adoptedAt.getTime())) certificate.adoptedAt = adoptedAt;
@@ -306,16 +326,7 @@ function foreignFacts(
   if (certPem === undefined || keyPem === undefined) return undefined;
   const inspected = inspectCertificateCached(certPem, keyPem);
   if (!inspected.ok || inspected.keyType === undefined) return undefined;
-  return {
-    hostname,
-    hostnames: orderHostnames(hostname, inspected.hostnames),
-    notBefore: inspected.notBefore,
-    notAfter: inspected.notAfter,
-    directoryUrl: '',
-    issuer: inspected.issuer,
-    keyType: inspected.keyType,
-    obtainedAt: inspected.notBefore,
-  };
+  return inspectedFacts(hostname, { ...inspected, keyType: inspected.keyType }, '', inspected.notBefore);
 }
 
 /** Refuses to store what a TLS server could not load; shared by every CertificateStore. */
@@ -354,16 +365,9 @@ export function adoptedCertificate(
     );
   }
   return {
-    hostname,
-    hostnames: orderHostnames(hostname, inspected.hostnames),
+    ...inspectedFacts(hostname, { ...inspected, keyType: inspected.keyType }, marks.directoryUrl, marks.adoptedAt),
     certPem,
     keyPem,
-    notBefore: inspected.notBefore,
-    notAfter: inspected.notAfter,
-    directoryUrl: marks.directoryUrl,
-    issuer: inspected.issuer,
-    keyType: inspected.keyType,
-    obtainedAt: marks.adoptedAt,
     adoptedAt: marks.adoptedAt,
   };
 }

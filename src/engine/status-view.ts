@@ -5,7 +5,11 @@
  * plan per name) current.
  */
 import { ADOPTION_REFUSAL_TEXT } from '../domain/adopt.js';
-import { certificateHealth, type CertificateHealth } from '../domain/certificate-health.js';
+import {
+  certificateHealth,
+  type CertificateHealth,
+  type CertificateHealthInput,
+} from '../domain/certificate-health.js';
 import type { Plan } from '../domain/plan.js';
 import type { DesiredSet } from './desired-set.js';
 import type { EngineEvent } from './events.js';
@@ -14,6 +18,7 @@ import type { OperatorRequests } from './requests.js';
 import type { CertificateStatus, PolicyStatus } from './status.js';
 import type { StoreHealth } from './store-health.js';
 import type { StoreIndex } from './store-index.js';
+import type { StoredFacts } from '../domain/certificate.js';
 
 /** Plans that mean the name is on its way out: its expiry is no reason to warn anyone. */
 const LEAVING_REASONS: ReadonlySet<string> = new Set(['GracePeriod', 'NoLongerDeclared']);
@@ -51,9 +56,19 @@ export class StatusView {
 
   /** One line per declared, refused or stored name, sorted by hostname. */
   certificateStatuses(): CertificateStatus[] {
+    return this.hostnames().map((hostname) => this.statusOf(hostname));
+  }
+
+  /** Every declared, refused or stored name, sorted. */
+  private hostnames(): string[] {
     const { desired, index } = this.deps;
     const names = new Set<string>([...desired.managedHostnames(), ...index.hostnames(), ...desired.refusedHostnames()]);
-    return [...names].sort().map((hostname) => this.statusOf(hostname));
+    return [...names].sort();
+  }
+
+  /** A stored record consul-acme does not manage and is not adopting: shown, never issued or warned about. */
+  private isUnmanaged(facts: StoredFacts | undefined, plan: Plan | undefined): boolean {
+    return facts !== undefined && !facts.managed && plan?.action !== 'adopt';
   }
 
   statusOf(hostname: string): CertificateStatus {
@@ -64,7 +79,7 @@ export class StatusView {
     const refusal = desired.isManaged(hostname) ? undefined : desired.refusal(hostname);
     let state: CertificateStatus['state'] = 'pending';
     if (facts?.newerFormat !== undefined) state = 'newer-format';
-    else if (facts && !facts.managed && plan?.action !== 'adopt') state = 'unmanaged';
+    else if (this.isUnmanaged(facts, plan)) state = 'unmanaged';
     else if (refusal) state = 'refused';
     else if (job?.phase === 'running') state = 'issuing';
     else if (job?.phase === 'deferred') state = 'waiting';
@@ -110,13 +125,21 @@ export class StatusView {
    * warning window. Names on their way out (grace period) are left out of the expiry checks.
    */
   health(now: Date, options: HealthOptions): CertificateHealth {
-    const statuses = this.certificateStatuses().filter(
-      (s) =>
-        s.state !== 'unmanaged' &&
-        s.state !== 'newer-format' &&
-        !(s.reason !== undefined && LEAVING_REASONS.has(s.reason)),
-    );
-    const health = certificateHealth(now, statuses, options);
+    // Consul asks every few seconds: only what the check reads, not a whole status line per name.
+    const { index, queue } = this.deps;
+    const inputs: CertificateHealthInput[] = [];
+    for (const hostname of this.hostnames()) {
+      const facts = index.facts(hostname);
+      const plan = this.plans.get(hostname);
+      if (facts?.newerFormat !== undefined || this.isUnmanaged(facts, plan)) continue;
+      if (plan?.reason !== undefined && LEAVING_REASONS.has(plan.reason)) continue;
+      inputs.push({
+        hostname,
+        expiresAt: facts?.certificate?.notAfter.toISOString(),
+        attempts: queue.state(hostname)?.consecutiveFailures ?? 0,
+      });
+    }
+    const health = certificateHealth(now, inputs, options);
     const store = this.deps.storeHealth.state();
     if (store.error === undefined) return health;
     return { status: 'critical', problems: [`certificate store: ${store.error}`, ...health.problems] };

@@ -2,7 +2,7 @@
  * Whether the certificate store answers: the last store operation's outcome, as the engine saw it.
  * A store fault (Vault sealed, unreachable, a revoked token) makes the certificate health check
  * critical until the store answers again. When nothing else touched the store for `probeEveryMs`,
- * a cheap probe (`list`) asks it, so that a token revoked while every certificate is valid is
+ * a cheap probe (`CertificateStore.probe`) asks it, so that a token revoked while every certificate is valid is
  * noticed within about that time, not at the next renewal.
  *
  * Reads and writes are told apart, because a store can serve one and refuse the other (a Vault
@@ -136,7 +136,7 @@ export class StoreHealth {
     if (this.stopped) return;
     const every = this.deps.probeEveryMs ?? DEFAULT_STORE_PROBE_MS;
     if (this.isFailing() || this.deps.clock.nowMs() - this.lastOperationMs >= every) {
-      await this.observe(() => this.deps.store.list()).catch(() => undefined);
+      await this.observe(() => this.deps.store.probe()).catch(() => undefined);
     }
     this.schedule();
   }

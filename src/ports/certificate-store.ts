@@ -8,6 +8,12 @@ export interface AdoptionMarks {
   adoptedAt: Date;
 }
 
+/** What an adoption resolves: the version written and the certificate as now stored. */
+export interface Adopted {
+  version: number;
+  certificate: CertificateData;
+}
+
 /**
  * Where certificates live: Vault KV v2 in Fabio's layout, a directory, or memory.
  *
@@ -56,12 +62,15 @@ export interface CertificateStore {
   put(certificate: CertificateData, expectedVersion: number): Promise<number>;
   delete(hostname: string, expectedVersion: number): Promise<void>;
   list(): Promise<string[]>;
+  /**
+   * The cheapest request that fails the way reads and writes would (the store health probe, when
+   * nothing else touched the store for a while): Vault lists the certificate folder (one request);
+   * the file store checks that its directory can be read and written, without listing 10,000 folders.
+   * Rejects with a STORE_* error.
+   */
+  probe(): Promise<void>;
   /** Takes over a record consul-acme did not write (see the contract above). */
-  adopt(
-    hostname: string,
-    expectedVersion: number,
-    marks: AdoptionMarks,
-  ): Promise<{ version: number; certificate: CertificateData }>;
+  adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted>;
   /**
    * The pending order recorded for `hostname`, or undefined. A record that cannot be parsed resolves
    * undefined (and is logged when a logger is given): it only costs a new order.

@@ -281,6 +281,12 @@ function certificateStoreContract(name: string, setup: () => Promise<Harness>): 
       assertSameCertificate((await h.store.get(HOST_A))?.certificate, certA2);
     });
 
+    it('probe resolves on a store that answers, empty or not', async () => {
+      await h.store.probe();
+      await h.store.put(certA1, 0);
+      await h.store.probe();
+    });
+
     it('list of an empty store resolves []', async () => {
       assert.deepEqual(await h.store.list(), []);
     });
@@ -826,9 +832,21 @@ describe('FileCertificateStore only', () => {
       }
     });
 
-  it('list of a directory that does not exist yet resolves []', async () => {
+  it('probe of a store whose directory is a plain file rejects with a STORE_ error naming it', async () => {
+    const path = join(h.directory, 'a-file');
+    await fs.writeFile(path, 'not a directory');
+    const store = new FileCertificateStore({ directory: path });
+    await assert.rejects(
+      store.probe(),
+      (err: unknown) =>
+        err instanceof ConsulAcmeError && err.code.startsWith('STORE_') && err.message.includes(`probe ${path}`),
+    );
+  });
+
+  it('list and probe of a directory that does not exist yet resolve ([] for list)', async () => {
     const store = new FileCertificateStore({ directory: join(h.directory, 'not-yet') });
     assert.deepEqual(await store.list(), []);
+    await store.probe();
     assert.equal(store.description, `file:${join(h.directory, 'not-yet')}`);
   });
 });
@@ -1015,6 +1033,7 @@ describe('Vault stand-in lifecycle', () => {
         client: createVaultClient({ address: `http://127.0.0.1:${port}`, token: 't', timeoutMs: 2000 }),
       });
       await assert.rejects(store.get(HOST_A), hasCode('STORE_UNAVAILABLE', true));
+      await assert.rejects(store.probe(), hasCode('STORE_UNAVAILABLE', true));
     });
 
     it('a soft-deleted latest version reads as missing and can be written again with version 0', async () => {

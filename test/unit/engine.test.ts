@@ -48,6 +48,7 @@ class Counting {
       put: (certificate, version) => inner.put(certificate, version),
       delete: (hostname, version) => inner.delete(hostname, version),
       list: () => inner.list(),
+      probe: () => inner.probe(),
       adopt: (hostname, version, marks) => inner.adopt(hostname, version, marks),
       getPending: (hostname) => inner.getPending(hostname),
       putPending: (pending) => inner.putPending(pending),

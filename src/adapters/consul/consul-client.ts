@@ -20,26 +20,13 @@ import { Agent as HttpsAgent } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import Consul from 'consul';
 import { AbortedError, ConsulAcmeError } from '../../errors.js';
-import { describeTlsFailure } from '../tls-errors.js';
+import { describeTlsFailure, type ClientSettings } from '../tls-client.js';
 import { staticTokenSource, type TokenSource } from '../token-source.js';
 
 export type { Consul };
 
-/** How to reach Consul. */
-export interface ConsulConnection {
-  /** Base address without the `/v1`, e.g. `http://127.0.0.1:8500` or `https://consul.service:8501`. */
-  address: string;
-  /** ACL token, sent as `X-Consul-Token` on every request (ignored when `tokenSource` is given). */
-  token?: string;
-  /** Where the current token comes from; asked on every request. */
-  tokenSource?: TokenSource;
-  /** PEM file of the CA that signed Consul's certificate (https addresses only). */
-  caCertPath?: string;
-  /** Client certificate and key (PEM files) for agents that verify incoming connections (https only). */
-  clientCertPath?: string;
-  clientKeyPath?: string;
-  /** The name Consul's certificate must carry, when it is not the address's host (https only). */
-  tlsServerName?: string;
+/** How to reach Consul (`address` without the `/v1`; the token is sent as `X-Consul-Token`). */
+export interface ConsulConnection extends ClientSettings {
   /** Datacenter for every request; the agent's own when unset. */
   datacenter?: string;
   /** Timeout of every request that does not set its own (blocking queries do). */

@@ -40,12 +40,48 @@ export function normalizeServices(
   services: Record<string, readonly string[] | null | undefined>,
   ignore: ReadonlySet<string> = new Set(),
 ): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const name of Object.keys(services).sort()) {
-    if (ignore.has(name)) continue;
-    out[name] = [...new Set(services[name] ?? [])].sort();
+  return new ServiceNormalizer(ignore).normalize(services);
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
+/** Whether two normalized snapshots are the same; a service whose tags did not change shares its array. */
+export function sameServices(a: Record<string, string[]>, b: Record<string, string[]>): boolean {
+  const names = Object.keys(a);
+  if (names.length !== Object.keys(b).length) return false;
+  return names.every((name) => {
+    const tags = b[name];
+    return tags !== undefined && (a[name] === tags || sameStrings(a[name] ?? [], tags));
+  });
+}
+
+/**
+ * normalizeServices for a stream of answers: a service whose tags come back as they were keeps
+ * the sorted array of the previous answer, so an answer costs a comparison per service, not a
+ * sort per service, and sameServices compares by reference. At 2,000 services this is what keeps
+ * our own registration's wake-ups (docs/protocols.md §1.1) cheap.
+ */
+class ServiceNormalizer {
+  private previous = new Map<string, { raw: readonly string[]; tags: string[] }>();
+
+  constructor(private readonly ignore: ReadonlySet<string>) {}
+
+  normalize(services: Record<string, readonly string[] | null | undefined>): Record<string, string[]> {
+    const next = new Map<string, { raw: readonly string[]; tags: string[] }>();
+    const out: Record<string, string[]> = {};
+    for (const name of Object.keys(services).sort()) {
+      if (this.ignore.has(name)) continue;
+      const raw = services[name] ?? [];
+      const before = this.previous.get(name);
+      const tags = before !== undefined && sameStrings(before.raw, raw) ? before.tags : [...new Set(raw)].sort();
+      next.set(name, { raw, tags });
+      out[name] = tags;
+    }
+    this.previous = next;
+    return out;
   }
-  return out;
 }
 
 export class ConsulDiscovery implements Discovery {
@@ -56,7 +92,7 @@ export class ConsulDiscovery implements Discovery {
   private readonly backoffMaxMs: number;
   private readonly requestsPerSecond: number;
   private readonly burst: number | undefined;
-  private readonly ignore: ReadonlySet<string>;
+  private readonly normalizer: ServiceNormalizer;
   private readonly log: Logger;
   private returns = 0;
 
@@ -68,7 +104,7 @@ export class ConsulDiscovery implements Discovery {
     this.backoffMaxMs = opts.backoff?.maxMs ?? DEFAULT_DISCOVERY_BACKOFF_MAX_MS;
     this.requestsPerSecond = opts.requestsPerSecond ?? DEFAULT_DISCOVERY_REQUESTS_PER_SECOND;
     this.burst = opts.burst;
-    this.ignore = new Set(opts.ignoreServices ?? []);
+    this.normalizer = new ServiceNormalizer(new Set(opts.ignoreServices ?? []));
     this.log = (opts.logger ?? silentLogger()).child({ [F.component]: 'consul-discovery' });
   }
 
@@ -93,7 +129,8 @@ export class ConsulDiscovery implements Discovery {
         requestsPerSecond: this.requestsPerSecond,
         ...(this.burst === undefined ? {} : { burst: this.burst }),
         backoff: { minMs: this.backoffMinMs, maxMs: this.backoffMaxMs },
-        toValue: (body) => normalizeServices(body ?? {}, this.ignore),
+        toValue: (body) => this.normalizer.normalize(body ?? {}),
+        same: sameServices,
         what: 'catalog',
         log: this.log,
         onReturn: () => {

@@ -23,6 +23,8 @@ export interface BlockingWatchOptions<Body, Value> {
   backoff: { minMs: number; maxMs: number };
   /** Turns a response body (undefined for a 404) into the value, in a canonical form for comparison. */
   toValue: (body: Body | undefined) => Value;
+  /** Whether two values are the same; by default their JSON texts are compared. */
+  same?: (a: Value, b: Value) => boolean;
   /** What is watched, for log messages, e.g. `catalog`. */
   what: string;
   log: Logger;
@@ -42,7 +44,8 @@ export async function watchBlocking<Body, Value>(
     ...(opts.burst === undefined ? {} : { burst: opts.burst }),
   });
   let index = 0;
-  let lastAccepted: string | undefined;
+  let lastAccepted: { value: Value } | undefined;
+  const same = opts.same ?? ((a: Value, b: Value) => JSON.stringify(a) === JSON.stringify(b));
   let failures = 0;
   const backoffSchedule = exponentialSchedule(opts.backoff.minMs, opts.backoff.maxMs);
   const fail = async (err: unknown, message: string): Promise<boolean> => {
@@ -78,14 +81,13 @@ export async function watchBlocking<Body, Value>(
       opts.log.info({ consul_index: result.consulIndex }, `${opts.what} index went backwards; index reset`);
 
     const value = opts.toValue(result.body);
-    const content = JSON.stringify(value);
-    if (content === lastAccepted) {
+    if (lastAccepted !== undefined && same(value, lastAccepted.value)) {
       index = result.index;
       continue;
     }
     try {
       await onValue(value, result.consulIndex);
-      lastAccepted = content;
+      lastAccepted = { value };
       index = result.index;
     } catch (err) {
       // Keep the old index so the next request answers at once and the value is offered again.

@@ -42,7 +42,7 @@
  * - Safe across processes on one machine (not on network file systems without atomic mkdir/rename).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fs, type Dirent } from 'node:fs';
+import { constants as fsConstants, promises as fs, type Dirent } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
@@ -50,7 +50,7 @@ import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/recor
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { isErrno, readOptional, syncDirectory, writeFileAtomic, writeNewFile } from './atomic-files.js';
 import { F, type Logger } from '../../logging.js';
-import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
+import type { Adopted, AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 export const LOCK_STALE_MS = 30_000;
@@ -505,11 +505,7 @@ export class FileCertificateStore implements CertificateStore {
     });
   }
 
-  async adopt(
-    hostname: string,
-    expectedVersion: number,
-    marks: AdoptionMarks,
-  ): Promise<{ version: number; certificate: CertificateData }> {
+  async adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted> {
     const name = this.namePath(hostname);
     const what = `adopt ${name}`;
     return withDirectoryLock(this.lockPath(hostname), what, async () => {
@@ -592,6 +588,16 @@ export class FileCertificateStore implements CertificateStore {
         throw unavailable(what, err);
       }
     });
+  }
+
+  /** The directory can be read, searched and written (a directory not made yet is an empty store). */
+  async probe(): Promise<void> {
+    try {
+      await fs.access(this.directory, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return;
+      throw unavailable(`probe ${this.directory}`, err);
+    }
   }
 
   async list(): Promise<string[]> {

@@ -9,7 +9,7 @@ import {
 import { RECORD_FORMATS, newerFormatError } from '../../domain/record-format.js';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
+import type { Adopted, AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 
 interface MemoryEntry {
@@ -120,22 +120,10 @@ export class MemoryCertificateStore implements CertificateStore {
     }
     if (current?.format !== undefined && current.format > RECORD_FORMATS.certificate)
       throw newerFormatError(what, current.format, RECORD_FORMATS.certificate);
-    const version = expectedVersion + 1;
-    this.entries.set(hostname, {
-      version,
-      managedBy: MANAGED_BY,
-      certificate: copyCertificate(certificate),
-      certPem: certificate.certPem,
-      keyPem: certificate.keyPem,
-    });
-    return version;
+    return this.store(certificate, expectedVersion + 1);
   }
 
-  async adopt(
-    hostname: string,
-    expectedVersion: number,
-    marks: AdoptionMarks,
-  ): Promise<{ version: number; certificate: CertificateData }> {
+  async adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted> {
     this.takeFailure('adopt');
     const what = `adopt memory record ${hostname}`;
     const current = this.entries.get(hostname);
@@ -149,15 +137,19 @@ export class MemoryCertificateStore implements CertificateStore {
       marks,
       `memory record ${hostname}`,
     );
-    const version = expectedVersion + 1;
-    this.entries.set(hostname, {
+    return { version: this.store(certificate, expectedVersion + 1), certificate: copyCertificate(certificate) };
+  }
+
+  /** Records `certificate` as consul-acme's at `version`; returns the version. */
+  private store(certificate: CertificateData, version: number): number {
+    this.entries.set(certificate.hostname, {
       version,
       managedBy: MANAGED_BY,
       certificate: copyCertificate(certificate),
       certPem: certificate.certPem,
       keyPem: certificate.keyPem,
     });
-    return { version, certificate: copyCertificate(certificate) };
+    return version;
   }
 
   async delete(hostname: string, expectedVersion: number): Promise<void> {
@@ -180,6 +172,11 @@ export class MemoryCertificateStore implements CertificateStore {
   async list(): Promise<string[]> {
     this.takeFailure('list');
     return [...this.entries.keys()].sort();
+  }
+
+  /** Fails as `list` would (a failure injected for `list` applies). */
+  async probe(): Promise<void> {
+    await this.list();
   }
 
   async getPending(hostname: string): Promise<PendingOrder | undefined> {

@@ -30,7 +30,7 @@ import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } fr
 import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
-import type { AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
+import type { Adopted, AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 import { classifyVaultError, kvPath, readKv, trimSlashes, vaultResponseOf, type VaultClient } from './vault-client.js';
 
@@ -193,11 +193,7 @@ export class VaultCertificateStore implements CertificateStore {
     return version;
   }
 
-  async adopt(
-    hostname: string,
-    expectedVersion: number,
-    marks: AdoptionMarks,
-  ): Promise<{ version: number; certificate: CertificateData }> {
+  async adopt(hostname: string, expectedVersion: number, marks: AdoptionMarks): Promise<Adopted> {
     assertCertId(hostname);
     const path = this.dataPath(hostname);
     const current = await readKv(this.client, path);
@@ -281,6 +277,10 @@ export class VaultCertificateStore implements CertificateStore {
 
   async list(): Promise<string[]> {
     return this.listKeys(this.metadataPath());
+  }
+
+  async probe(): Promise<void> {
+    await this.list();
   }
 
   /** The secrets (not sub-folders) under a metadata folder, sorted; an empty folder answers 404. */

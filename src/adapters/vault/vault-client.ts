@@ -18,27 +18,14 @@
 import { readFileSync } from 'node:fs';
 import NodeVault from 'node-vault';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
-import { describeTlsFailure } from '../tls-errors.js';
+import { describeTlsFailure, type ClientSettings } from '../tls-client.js';
 import { staticTokenSource, type TokenSource } from '../token-source.js';
 
 export type VaultClient = NodeVault.client;
 
 export const DEFAULT_VAULT_TIMEOUT_MS = 10_000;
 
-export interface VaultClientOptions {
-  /** e.g. `https://vault.service.consul:8200` */
-  address: string;
-  /** The token, when it never changes; ignored when `tokenSource` is given. */
-  token?: string;
-  /** Where the current token comes from; asked on every request. */
-  tokenSource?: TokenSource;
-  /** PEM file of the CA that signed Vault's certificate; the system CAs are used otherwise. */
-  caCertPath?: string;
-  /** Client certificate and key (PEM files), for listeners that require one. */
-  clientCertPath?: string;
-  clientKeyPath?: string;
-  /** The name Vault's certificate must carry, when it is not the address's host. */
-  tlsServerName?: string;
+export interface VaultClientOptions extends ClientSettings {
   /** Vault Enterprise namespace (X-Vault-Namespace). */
   namespace?: string;
   /** Per-request timeout; default DEFAULT_VAULT_TIMEOUT_MS. */
@@ -130,16 +117,6 @@ const NETWORK_ERROR_CODES = new Set([
   'ERR_SOCKET_CONNECTION_TIMEOUT',
 ]);
 
-const TLS_ERROR_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
 /** Vault's error messages on one line (`1 error occurred:\n\t* permission denied\n\n` → `permission denied`). */
 function vaultMessages(body: unknown): string {
   const errors = typeof body === 'object' && body !== null ? (body as { errors?: unknown }).errors : undefined;
@@ -193,12 +170,8 @@ export function classifyVaultError(err: unknown, what: string, expectedVersion?:
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   const message = err instanceof Error ? err.message : String(err);
   const tls = typeof code === 'string' ? describeTlsFailure(code, 'Vault', 'VAULT_') : undefined;
-  if (tls !== undefined || (typeof code === 'string' && TLS_ERROR_CODES.has(code))) {
-    return new ConsulAcmeError(
-      'STORE_UNAVAILABLE',
-      `${what}: ${tls ?? `TLS verification of Vault failed (${String(code)})`} (${message})`,
-      { cause: err, retryable: false },
-    );
+  if (tls !== undefined) {
+    return new ConsulAcmeError('STORE_UNAVAILABLE', `${what}: ${tls} (${message})`, { cause: err, retryable: false });
   }
   if ((typeof code === 'string' && NETWORK_ERROR_CODES.has(code)) || /timeout|socket hang up|network/i.test(message)) {
     const shown = typeof code === 'string' ? `${code}: ${message}` : message;

@@ -1,3 +1,22 @@
+import type { TokenSource } from './token-source.js';
+
+/** How to reach Consul or Vault: the address, the token and the TLS client settings. */
+export interface ClientSettings {
+  /** Base address, e.g. `http://127.0.0.1:8500` or `https://vault.service.consul:8200`. */
+  address: string;
+  /** The token, when it never changes; ignored when `tokenSource` is given. */
+  token?: string;
+  /** Where the current token comes from; asked on every request. */
+  tokenSource?: TokenSource;
+  /** PEM file of the CA that signed the server's certificate (https only); the system CAs otherwise. */
+  caCertPath?: string;
+  /** Client certificate and key (PEM files), for servers that verify incoming connections (https only). */
+  clientCertPath?: string;
+  clientKeyPath?: string;
+  /** The name the server's certificate must carry, when it is not the address's host (https only). */
+  tlsServerName?: string;
+}
+
 /**
  * What a failed TLS handshake with Consul or Vault means, in words that name the setting to fix.
  * Node reports the server's alerts as `ERR_SSL_*ALERT*` codes (alert 42 `bad certificate` and 116
