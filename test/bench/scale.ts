@@ -305,7 +305,6 @@ async function runState(state: ScaleState, opts: ScaleOptions): Promise<Figures>
   const registration = watchRegistration(consul.address, SERVICE_NAME);
   onCleanup(() => registration.stop());
   const instanceName = `scale-${state}`;
-  const serviceId = `${SERVICE_NAME}-${instanceName}`;
   const profile = new ChildProfile(opts.cpuProfDir, `scale-${n}-${state}`);
 
   setPhase(`${tag} spawning consul-acme`);
