@@ -147,8 +147,8 @@ function reason(err: unknown): string {
 }
 
 /**
- * How many inspected pairs are remembered: enough for the whole of a large deployment (issue #13
- * reported 10,000 stored certificates), so a renewal scan over every record parses nothing the
+ * How many inspected pairs are remembered: enough for the whole of a large deployment (10,000
+ * stored certificates), so a renewal scan over every record parses nothing the
  * second time. An entry is the key hash and the facts (names, dates, issuer): about 800 bytes of
  * heap for a two-name certificate, so some 8 MiB when full.
  */

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- --routing`: time from a new `urlprefix-<name>/` tag to the name's certificate in
- * Vault, through the Fabio-rules router (test/support/fabio-router.ts), for 20 new names (issue #11).
+ * Vault, through the Fabio-rules router (test/support/fabio-router.ts), for 20 new names.
  *
  * The set-up is the end-to-end test's (test/e2e/fabio-routing.test.ts): a real Consul 1.8.7, the
  * Vault stand-in, the router in front of everything (Pebble validates HTTP-01 on the router's port,

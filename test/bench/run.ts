@@ -12,7 +12,7 @@
  *                      state, the challenge responder, shutdown, then the bare acme-client loop
  *                      for N names at the same concurrency against the same Pebble, and the ratio.
  *                      N = 50, C = 8 unless given.
- *   --throughput       the same with issue #8's comparison: N = 100 names, concurrency 16
+ *   --throughput       the throughput comparison: N = 100 names, concurrency 16
  *                      (polling 20–500 ms in both, always).
  *   --scale N          test/bench/scale.ts: N names (a multiple of 5) in three steady states (all
  *                      valid, all waiting on a budget, all failing pre-flight): idle CPU, RSS, CPU per

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- --scale N`: one consul-acme process managing N names, in the three steady
- * states of issue #8, each against its own real Consul 1.8.7 and Pebble on this machine:
+ * steady states, each against its own real Consul 1.8.7 and Pebble on this machine:
  *
  * - `valid`: the file store (on /dev/shm when there is one) is seeded with N valid certificates
  *   through FileCertificateStore.put, from this run's Pebble directory, so nothing is due and no
@@ -37,7 +37,7 @@
  *   until that scan is done;
  * - `valid` only: a soak of `--soak-minutes` (default 10) sampling RSS every 10 s.
  *
- * Issue #8's targets at 10,000 names are printed beside each figure ("target met"/"target missed");
+ * The scale targets at 10,000 names (TARGETS) are printed beside each figure ("target met"/"target missed");
  * nothing is asserted. `--cpu-prof DIR` runs each child under `node --cpu-prof` and prints the top
  * self-time functions of each phase.
  */
@@ -120,7 +120,7 @@ const SOAK_SAMPLE_MS = 10_000;
 /** The default CONSUL_ACME_RENEW_SCHEDULE, `*\/10 * * * *`. */
 const RENEW_EVERY_MINUTES = 10;
 
-/** Issue #8's targets at 10,000 names. */
+/** The scale targets at 10,000 names: what one instance should cost when nothing is due. */
 const TARGETS = {
   idleCpuPercent: 2,
   rssAfterSettlingMb: 200,

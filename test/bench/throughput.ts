@@ -20,7 +20,7 @@
  *   6. shutdown: SIGTERM until the process exits;
  *   7. the bare loop: `runBareAcmeClient` (test/bench/acme-baseline.ts) for N other names at the
  *      same concurrency and polling, answering Pebble from an in-process responder on the port
- *      consul-acme listened on, and consul-acme ÷ bare, next to the targets of issue #8 (≤ 30 ms of
+ *      consul-acme listened on, and consul-acme ÷ bare, next to the throughput targets (≤ 30 ms of
  *      CPU per certificate, ≥ 0.8× the bare loop's throughput).
  *
  * How the service trusts Pebble's certificate matters: with CONSUL_ACME_CA_BUNDLE (`--trust
@@ -97,7 +97,7 @@ const SERVICE_NAME = 'consul-acme';
 const INSTANCE_NAME = 'bench';
 const POLL_MIN_MS = 20;
 const POLL_MAX_MS = 500;
-/** Issue #8's targets. */
+/** The throughput targets: CPU per certificate, and throughput beside the bare loop. */
 const TARGET_CPU_MS_PER_CERTIFICATE = 30;
 const TARGET_RATIO_TO_BARE = 0.8;
 

@@ -1,5 +1,5 @@
 /**
- * Issue 11 (tracker 13): through Fabio, a newly tagged name must not wait for the retry schedule's
+ * Through Fabio, a newly tagged name must not wait for the retry schedule's
  * first step (1 minute) because the pre-flight check ran before the name's challenge route was live.
  *
  * The set-up a new user would have, on one machine:

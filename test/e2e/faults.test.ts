@@ -1,5 +1,5 @@
 /**
- * The fault catalogue (issue 7): what consul-acme does when the things around it fail, against
+ * The fault catalogue: what consul-acme does when the things around it fail, against
  * real Consul 1.8.7, real Pebble 2.4.0 (behind the ACME proxy, test/support/acme-proxy.ts, which
  * injects the CA's faults and counts what the CA received) and the Vault stand-in (its fault
  * switches). Each case has its own Consul, Pebble and Vault, so counts do not mix, and the cases

@@ -1,5 +1,5 @@
 /**
- * High availability (issue 6): several consul-acme processes against one real Consul 1.8.7 and
+ * High availability: several consul-acme processes against one real Consul 1.8.7 and
  * one real Pebble 2.4.0, writing to the Vault stand-in. Pebble's HTTP-01 port is a round-robin
  * proxy in front of the instances' challenge ports (Fabio's role), so a validation can reach any
  * instance, whichever placed the order.

@@ -3,7 +3,7 @@
  * files (`git ls-files`, as they are in the working tree) with `node_modules` and `.cache` linked
  * from the checkout, so nothing is downloaded again.
  *
- * - `bash scripts/quickstart.sh` twice in a row (issue #14: the second run found the first run's
+ * - `bash scripts/quickstart.sh` twice in a row (an earlier second run found the first run's
  *   certificate, announced it, and died asking /status before consul-acme listened). Each run must
  *   print a certificate issued by its own Pebble, and the files it names must say the same.
  * - Then `node scripts/quickstart.mjs` in the same (now built) copy: --keep-running until Ctrl-C,
