@@ -16,7 +16,7 @@
  *   4. steady: RSS and CPU over a quiet window once everything is issued;
  *   5. responder: GET /.well-known/acme-challenge/<token> for a token put into Consul KV under
  *      consul-acme/challenges/, R requests from K concurrent keep-alive clients (requests/s,
- *      p50/p99), then R/4 requests for unknown tokens (each one a Consul KV read);
+ *      p50/p99), then R/4 requests for unknown tokens (a miss waits up to 250 ms for the challenge watch, src/adapters/consul/consul-challenge-store.ts);
  *   6. shutdown: SIGTERM until the process exits;
  *   7. the bare loop: `runBareAcmeClient` (test/bench/acme-baseline.ts) for N other names at the
  *      same concurrency and polling, answering Pebble from an in-process responder on the port
@@ -472,7 +472,7 @@ export async function runThroughput(opts: ThroughputOptions): Promise<void> {
           `${hitsUsage.cpuSeconds.toFixed(2)} s (${hitsUsage.cpuPercent.toFixed(0)} % of one core), RSS max ${mb(hitsUsage.maxRssKb)}`,
         ],
         [
-          `unknown token × ${misses.requests} (Consul KV read each)`,
+          `unknown token × ${misses.requests} (each waits for the challenge watch, up to 250 ms)`,
           `${misses.perSecond.toFixed(0)} req/s, p50 ${misses.p50Ms.toFixed(2)} ms, p99 ${misses.p99Ms.toFixed(2)} ms, max ${misses.maxMs.toFixed(1)} ms (${statusText(misses.statuses)})`,
         ],
         [
