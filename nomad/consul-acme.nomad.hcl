@@ -114,14 +114,14 @@ variable "log_level" {
   description = "fatal, error, warn, info, debug, trace or silent."
 }
 
-# Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle ~1 % of a 2.6 GHz core
-# (~25 MHz), ~75 ms of CPU per certificate issued; peak RSS 135-157 MiB issuing 50-100 certificates
-# (concurrency 4-8), the same with CONSUL_ACME_CA_BUNDLE. cpu is a share, so issuance bursts use
-# spare CPU above it; memory is a hard limit.
+# Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle 1-3 % of a core from 100
+# to 10,000 names (~25-75 MHz), ~55 ms of CPU per certificate issued; peak RSS ~140 MiB issuing 100
+# certificates, up to ~290 MiB holding 10,000 names. cpu is a share, so issuance bursts use spare
+# CPU above it; memory is a hard limit.
 variable "cpu" {
   type        = number
   default     = 200
-  description = "CPU in MHz (idle ~25 MHz; see docs/operations.md)."
+  description = "CPU in MHz (idle ~25-75 MHz; see docs/operations.md)."
 }
 
 variable "memory" {

@@ -23,7 +23,10 @@ export interface BlockingWatchOptions<Body, Value> {
   backoff: { minMs: number; maxMs: number };
   /** Turns a response body (undefined for a 404) into the value, in a canonical form for comparison. */
   toValue: (body: Body | undefined) => Value;
-  /** Whether two values are the same; by default their JSON texts are compared. */
+  /**
+   * Whether a value is the same as the last one accepted (which the consumer must not have
+   * changed); by default the JSON texts are compared, the last one kept as text.
+   */
   same?: (a: Value, b: Value) => boolean;
   /** What is watched, for log messages, e.g. `catalog`. */
   what: string;
@@ -44,8 +47,7 @@ export async function watchBlocking<Body, Value>(
     ...(opts.burst === undefined ? {} : { burst: opts.burst }),
   });
   let index = 0;
-  let lastAccepted: { value: Value } | undefined;
-  const same = opts.same ?? ((a: Value, b: Value) => JSON.stringify(a) === JSON.stringify(b));
+  let lastAccepted: { value: Value; text: string | undefined } | undefined;
   let failures = 0;
   const backoffSchedule = exponentialSchedule(opts.backoff.minMs, opts.backoff.maxMs);
   const fail = async (err: unknown, message: string): Promise<boolean> => {
@@ -81,13 +83,16 @@ export async function watchBlocking<Body, Value>(
       opts.log.info({ consul_index: result.consulIndex }, `${opts.what} index went backwards; index reset`);
 
     const value = opts.toValue(result.body);
-    if (lastAccepted !== undefined && same(value, lastAccepted.value)) {
+    const text = opts.same ? undefined : JSON.stringify(value);
+    const unchanged =
+      lastAccepted !== undefined && (opts.same ? opts.same(value, lastAccepted.value) : text === lastAccepted.text);
+    if (unchanged) {
       index = result.index;
       continue;
     }
     try {
       await onValue(value, result.consulIndex);
-      lastAccepted = { value };
+      lastAccepted = { value, text };
       index = result.index;
     } catch (err) {
       // Keep the old index so the next request answers at once and the value is offered again.
