@@ -4,7 +4,7 @@
  * the real adapters from the configuration, for `consul-acme run`.
  */
 import { readFileSync } from 'node:fs';
-import type { FastifyInstance } from 'fastify';
+import { addressOf } from './http/server-address.js';
 import { accountId } from './adapters/account-record.js';
 import { AcmeIssuer } from './adapters/acme/acme-issuer.js';
 import { ConsulBudgetLedger } from './adapters/consul/consul-budget-ledger.js';
@@ -120,13 +120,6 @@ export interface Service {
   status(): StatusReport;
   /** The renewal scan's scheduler (tests look at who leads). */
   readonly renewal: RenewalScheduler;
-}
-
-function addressOf(app: FastifyInstance): string {
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') return String(address);
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  return `http://${host}:${address.port}`;
 }
 
 /**
@@ -508,11 +501,7 @@ export function createService(deps: ServiceDeps): Service {
       const firstPolicy = permitted.then(
         (passed) =>
           new Promise<void>((resolve) => {
-            if (!passed || stopping) {
-              resolve();
-              return;
-            }
-            if (!deps.policySource) {
+            if (!passed || stopping || !deps.policySource) {
               resolve();
               return;
             }

@@ -11,12 +11,12 @@
  * turns critical while the store fails and warning while a sink fails) and GET /status with the
  * sinks' state; the command paths answer 409.
  */
-import type { FastifyInstance } from 'fastify';
+import { addressOf } from './http/server-address.js';
 import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
 import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
 import { createVaultClient } from './adapters/vault/vault-client.js';
 import type { Config } from './config/schema.js';
-import { withFailingSinks, type CertificateHealth } from './domain/certificate-health.js';
+import { withFailingSinks, withStoreFault, type CertificateHealth } from './domain/certificate-health.js';
 import type { StatusReport } from './engine/status.js';
 import { StoreFollower } from './engine/store-follower.js';
 import { StoreHealth } from './engine/store-health.js';
@@ -40,13 +40,6 @@ export interface SinkOnlyService {
   start(): Promise<{ adminUrl: string }>;
   stop(): Promise<void>;
   status(): StatusReport;
-}
-
-function addressOf(app: FastifyInstance): string {
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') return String(address);
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  return `http://${host}:${address.port}`;
 }
 
 export function createSinkOnlyService(deps: SinkOnlyDeps): SinkOnlyService {
@@ -85,14 +78,11 @@ export function createSinkOnlyService(deps: SinkOnlyDeps): SinkOnlyService {
     lastSyncAt: () => follower.lastListedAt(),
     sinks: () => sinks.status(),
   });
-  const health = (): CertificateHealth => {
-    const store = storeHealth.state();
-    const base: CertificateHealth =
-      store.error === undefined
-        ? { status: 'passing', problems: [] }
-        : { status: 'critical', problems: [`certificate store: ${store.error}`] };
-    return withFailingSinks(base, sinks.failingLongerThan(config.sinkFailingWarningMs));
-  };
+  const health = (): CertificateHealth =>
+    withFailingSinks(
+      withStoreFault({ status: 'passing', problems: [] }, storeHealth.state().error),
+      sinks.failingLongerThan(config.sinkFailingWarningMs),
+    );
   const adminServer = buildAdminServer({
     logger: logger.child({ [F.component]: 'admin-http' }),
     isLive: () => true,

@@ -21,8 +21,6 @@ export interface Connections {
   consulTokens: TokenSource;
   /** Undefined unless the store is Vault. */
   vault: VaultClient | undefined;
-  vaultTokens: TokenSource | undefined;
-  vaultRenewer: VaultTokenRenewer | undefined;
   /** Starts polling the token files and renewing the Vault token. */
   start(): void;
   /** Stops polling and renewing. */
@@ -32,7 +30,7 @@ export interface Connections {
 function tokenSource(
   file: string | undefined,
   token: string | undefined,
-  names: { file: string; env: string; what: string },
+  names: { env: string; what: string },
   logger: Logger,
 ): TokenSource {
   return file !== undefined
@@ -44,7 +42,7 @@ export function openConnections(config: Config, logger: Logger): Connections {
   const consulTokens = tokenSource(
     config.consulTokenFile,
     config.consulToken,
-    { file: 'CONSUL_HTTP_TOKEN_FILE', env: 'CONSUL_HTTP_TOKEN', what: 'Consul token' },
+    { env: 'CONSUL_HTTP_TOKEN', what: 'Consul token' },
     logger,
   );
   const consulConnection = {
@@ -67,7 +65,7 @@ export function openConnections(config: Config, logger: Logger): Connections {
     vaultTokens = tokenSource(
       config.vaultTokenFile,
       config.vaultToken,
-      { file: 'VAULT_TOKEN_FILE', env: 'VAULT_TOKEN', what: 'Vault token' },
+      { env: 'VAULT_TOKEN', what: 'Vault token' },
       logger,
     );
     vault = createVaultClient({
@@ -85,8 +83,6 @@ export function openConnections(config: Config, logger: Logger): Connections {
     coordination,
     consulTokens,
     vault,
-    vaultTokens,
-    vaultRenewer,
     start() {
       for (const source of [consulTokens, vaultTokens]) if (source instanceof FileTokenSource) source.start();
       vaultRenewer?.start();

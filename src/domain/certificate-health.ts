@@ -41,6 +41,15 @@ export function certificateHealth(
 /** Consul HTTP checks read 2xx as passing, 429 as warning and anything else as critical. */
 export const HEALTH_HTTP_STATUS: Record<HealthStatus, number> = { passing: 200, warning: 429, critical: 503 };
 
+/**
+ * Puts a failing certificate store first and makes the health critical: the certificates a reader
+ * needs may not be readable, and none can be written. `storeError` undefined leaves it as it is.
+ */
+export function withStoreFault(health: CertificateHealth, storeError: string | undefined): CertificateHealth {
+  if (storeError === undefined) return health;
+  return { status: 'critical', problems: [`certificate store: ${storeError}`, ...health.problems] };
+}
+
 /** A sink as the health check sees it. */
 export interface FailingSinkInput {
   name: string;

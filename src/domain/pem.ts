@@ -31,6 +31,12 @@ export type CertificateInspection =
 
 const PEM_CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
+/** A certificate serial as consul-acme writes it: `00:0A:bC` or `000ABC` → `abc`; zero stays `0`. */
+export function normalizeSerial(serial: string): string {
+  const hex = serial.replace(/[^0-9a-fA-F]/g, '').toLowerCase();
+  return hex.replace(/^0+/, '') || '0';
+}
+
 /** The PEM certificate blocks in a `cert` field, leaf first. */
 export function splitPemCertificates(pem: string): string[] {
   return pem.match(PEM_CERTIFICATE_BLOCK) ?? [];

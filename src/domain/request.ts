@@ -95,10 +95,15 @@ export function isRequestDone(request: OperatorRequest, stored: StoredFacts | un
  */
 export function isBlockedBy(existing: OperatorRequest | undefined, incoming: OperatorRequest): boolean {
   if (existing === undefined || existing.kind !== 'revoke' || existing.revokedAt !== undefined) return false;
+  return !aboutSameCertificate(existing, incoming);
+}
+
+/** Both requests name the certificate they replace, and it is the same one (by when it was obtained). */
+function aboutSameCertificate(a: OperatorRequest, b: OperatorRequest): boolean {
   return (
-    incoming.replaces === undefined ||
-    existing.replaces === undefined ||
-    existing.replaces.obtainedAt.getTime() !== incoming.replaces.obtainedAt.getTime()
+    a.replaces !== undefined &&
+    b.replaces !== undefined &&
+    a.replaces.obtainedAt.getTime() === b.replaces.obtainedAt.getTime()
   );
 }
 
@@ -111,10 +116,7 @@ export function isBlockedBy(existing: OperatorRequest | undefined, incoming: Ope
  */
 export function mergeRequests(existing: OperatorRequest | undefined, incoming: OperatorRequest): OperatorRequest {
   if (existing === undefined) return incoming;
-  const sameCertificate =
-    existing.replaces !== undefined &&
-    incoming.replaces !== undefined &&
-    existing.replaces.obtainedAt.getTime() === incoming.replaces.obtainedAt.getTime();
+  const sameCertificate = aboutSameCertificate(existing, incoming);
   if (existing.kind === 'adopt' && incoming.kind === 'adopt') return existing;
   if (!sameCertificate) return incoming;
   // A compromised key outranks any other reason, while the certificate is not revoked yet.

@@ -21,7 +21,7 @@
 import { X509Certificate } from 'node:crypto';
 import { ADOPTION_REFUSAL_TEXT, adoptionRefusal } from '../domain/adopt.js';
 import type { StoredRecord } from '../domain/certificate.js';
-import { splitPemCertificates } from '../domain/pem.js';
+import { normalizeSerial, splitPemCertificates } from '../domain/pem.js';
 import {
   isBlockedBy,
   mergeRequests,
@@ -112,6 +112,9 @@ export interface OperatorCommandsDeps {
   instanceName: string;
 }
 
+/** Why adoption refuses a record consul-acme wrote; `adopt --all` leaves these out of its answer. */
+const ALREADY_MANAGED = "the record is consul-acme's already";
+
 /** Attempts of a check-and-set write of one request before the command gives up on that name. */
 const PUT_ATTEMPTS = 3;
 
@@ -120,7 +123,7 @@ export function leafSerial(certPem: string): string | undefined {
   const leaf = splitPemCertificates(certPem)[0];
   if (leaf === undefined) return undefined;
   try {
-    return new X509Certificate(leaf).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
+    return normalizeSerial(new X509Certificate(leaf).serialNumber);
   } catch {
     return undefined;
   }
@@ -341,7 +344,7 @@ export class OperatorCommands {
     const outcomes = await this.each([...names].sort(), async (hostname) => {
       const record = await this.readRecord(hostname);
       if (record === undefined) return refused(hostname, 'nothing is stored under that name');
-      if (record.managed) return refused(hostname, "the record is consul-acme's already");
+      if (record.managed) return refused(hostname, ALREADY_MANAGED);
       const refusal =
         this.deps.desired.desiredFor(hostname) === undefined
           ? 'NotDeclared'
@@ -365,9 +368,7 @@ export class OperatorCommands {
     });
     // `--all` asks for every record not ours: the records read only now and found ours are not news.
     const listed = new Set(selection.hostnames ?? []);
-    return outcomes.filter(
-      (o) => o.accepted || listed.has(o.hostname) || o.why !== "the record is consul-acme's already",
-    );
+    return outcomes.filter((o) => o.accepted || listed.has(o.hostname) || o.why !== ALREADY_MANAGED);
   }
 
   // ------------------------------------------------------------------ helpers

@@ -7,6 +7,7 @@
 import { ADOPTION_REFUSAL_TEXT } from '../domain/adopt.js';
 import {
   certificateHealth,
+  withStoreFault,
   type CertificateHealth,
   type CertificateHealthInput,
 } from '../domain/certificate-health.js';
@@ -149,9 +150,6 @@ export class StatusView {
     for (const hostname of index.hostnames()) consider(hostname);
     for (const hostname of desired.refusedHostnames()) consider(hostname);
     inputs.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));
-    const health = certificateHealth(now, inputs, options);
-    const store = this.deps.storeHealth.state();
-    if (store.error === undefined) return health;
-    return { status: 'critical', problems: [`certificate store: ${store.error}`, ...health.problems] };
+    return withStoreFault(certificateHealth(now, inputs, options), this.deps.storeHealth.state().error);
   }
 }

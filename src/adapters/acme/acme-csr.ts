@@ -13,6 +13,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPair, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { KeyType } from '../../domain/certificate.js';
+import { normalizeSerial } from '../../domain/pem.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -155,8 +156,4 @@ export function readLeaf(certPem: string, privateKey: KeyObject): LeafFacts {
   };
 }
 
-/** `00:0A:bC` or `000ABC` → `abc`; zero stays `0`. */
-export function normalizeSerial(serial: string): string {
-  const hex = serial.replace(/[^0-9a-fA-F]/g, '').toLowerCase();
-  return hex.replace(/^0+/, '') || '0';
-}
+export { normalizeSerial };

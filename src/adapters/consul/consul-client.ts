@@ -220,10 +220,7 @@ export function classifyConsulError(err: unknown, what: string): ConsulAcmeError
       // Configuration, not an outage: retrying does not help until the setting is fixed.
       return new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: ${tls}`, { cause: err, retryable: false });
     }
-    const code =
-      typeof err === 'object' && err !== null && typeof (err as PapiLikeError).code === 'string'
-        ? ` (${String((err as PapiLikeError).code)})`
-        : '';
+    const code = typeof errCode === 'string' ? ` (${errCode})` : '';
     return new ConsulAcmeError('CONSUL_UNAVAILABLE', `${what}: Consul unreachable: ${errorMessage(err)}${code}`, {
       cause: err,
       retryable: true,

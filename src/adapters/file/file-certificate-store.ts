@@ -384,7 +384,6 @@ export class FileCertificateStore implements CertificateStore {
       },
       where,
     );
-    if (record.newerFormat !== undefined) return record;
     if (record.certificate !== undefined && !whole) {
       return {
         ...record,
