@@ -133,7 +133,8 @@ interface ClusterOptions {
   /**
    * Instances (by index) that reach Consul through their own proxy, which parks their challenge
    * token writes from the start: their orders then stop after the order is placed and before
-   * Pebble is asked to validate.
+   * Pebble is asked to validate. They start first, and the others once each of them has a token
+   * write parked.
    */
   stallChallengeWritesOf?: number[];
   /** Runs once Consul, Vault and Pebble are up, before any instance starts. */
@@ -216,7 +217,7 @@ async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     };
     const consul = started.consul;
     await opts.prepare?.({ consul, vault: started.vault, pebble: started.pebble });
-    const spawning = names.map(async (name, i) => {
+    const spawnOne = async (name: string, i: number): Promise<InstanceProcess> => {
       let consulAddress = consul.address;
       if (opts.stallChallengeWritesOf?.includes(i)) {
         const consulProxy = await startRoundRobinProxy([{ name: 'consul', port: consul.httpPort }]);
@@ -233,8 +234,22 @@ async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       });
       started.instances.push(instance);
       return instance;
-    });
-    const spawned = await Promise.allSettled(spawning);
+    };
+    // The stalling instances start first and the others only once each has an order stalled:
+    // otherwise the others, up a moment sooner, can take every name and leave them nothing to stall.
+    const stalling = names.map((name, i) => ({ name, i })).filter(({ i }) => opts.stallChallengeWritesOf?.includes(i));
+    const spawned = await Promise.allSettled(stalling.map(({ name, i }) => spawnOne(name, i)));
+    if (!spawned.some((r) => r.status === 'rejected')) {
+      for (const { name } of stalling) {
+        await waitFor(
+          `${name} to stall its first challenge token write`,
+          () => started.consulProxies.get(name)!.held().length > 0,
+          { timeoutMs: 30_000, intervalMs: 50 },
+        );
+      }
+      const rest = names.map((name, i) => ({ name, i })).filter(({ i }) => !opts.stallChallengeWritesOf?.includes(i));
+      spawned.push(...(await Promise.allSettled(rest.map(({ name, i }) => spawnOne(name, i)))));
+    }
     const failed = spawned.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
     // Keep the order of `names` (instances[i] is `<label>-<i+1>`).
