@@ -21,8 +21,13 @@ export function isChallengeToken(token: string): boolean {
   return CHALLENGE_TOKEN_PATTERN.test(token);
 }
 
-/** Sorted, unique `urlprefix-<host>/.well-known/acme-challenge/` tags, one per hostname. */
+/** The `urlprefix-<host>/.well-known/acme-challenge/` tag that routes the challenge path of `hostname` to us. */
+export function challengeRouteTag(hostname: string, fabioTagPrefix: string = DEFAULT_FABIO_TAG_PREFIX): string {
+  return `${fabioTagPrefix}${hostname}${ACME_CHALLENGE_PATH}`;
+}
+
+/** Sorted, unique challenge route tags, one per hostname. */
 export function challengeRouteTags(hostnames: string[], fabioTagPrefix: string = DEFAULT_FABIO_TAG_PREFIX): string[] {
-  const tags = new Set(hostnames.map((hostname) => `${fabioTagPrefix}${hostname}${ACME_CHALLENGE_PATH}`));
+  const tags = new Set(hostnames.map((hostname) => challengeRouteTag(hostname, fabioTagPrefix)));
   return [...tags].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }

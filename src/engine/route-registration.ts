@@ -12,7 +12,7 @@
  * them again when the agent lost them. A failed registration is logged and retried at the next
  * check; it never stops the engine.
  */
-import { challengeRouteTags } from '../domain/challenge.js';
+import { challengeRouteTag } from '../domain/challenge.js';
 import { describeError } from '../errors.js';
 import { EVENTS, F, type Logger } from '../logging.js';
 import type { Clock } from '../ports/clock.js';
@@ -31,7 +31,9 @@ export interface RouteRegistrationDeps {
 export class RouteRegistration {
   /** Hostname → when the registration carrying its route was accepted by the agent (ms). */
   private readonly registeredAt = new Map<string, number>();
-  private wanted: readonly string[] = [];
+  private wanted: ReadonlySet<string> = new Set();
+  /** Hostname → its route tag, made once per name (a sync passes every managed name). */
+  private readonly tags = new Map<string, string>();
   private readonly log: Logger;
 
   constructor(private readonly deps: RouteRegistrationDeps) {
@@ -39,14 +41,15 @@ export class RouteRegistration {
   }
 
   /**
-   * Registers the challenge routes of exactly `hostnames`; resolves once the agent has them (or the
-   * attempt failed and was logged).
+   * Registers the challenge routes of exactly `hostnames` (read at the call, so the caller may go on
+   * changing its set); resolves once the agent has them (or the attempt failed and was logged).
    */
-  async sync(hostnames: readonly string[]): Promise<void> {
-    this.wanted = hostnames;
+  async sync(hostnames: Iterable<string>): Promise<void> {
+    const names = new Set(hostnames);
+    this.wanted = names;
     const routes = this.deps.routes;
     if (!routes) return;
-    const tags = challengeRouteTags([...hostnames], this.deps.fabioTagPrefix);
+    const tags = Array.from(names, (hostname) => this.tagOf(hostname));
     try {
       await routes.update(tags);
     } catch (err) {
@@ -56,12 +59,21 @@ export class RouteRegistration {
       );
       return;
     }
-    if (this.wanted !== hostnames) return; // a newer sync is under way; it records its own names
+    if (this.wanted !== names) return; // a newer sync is under way; it records its own names
     const now = this.deps.clock.nowMs();
-    const current = new Set(hostnames);
-    for (const hostname of this.registeredAt.keys()) if (!current.has(hostname)) this.registeredAt.delete(hostname);
-    for (const hostname of hostnames) if (!this.registeredAt.has(hostname)) this.registeredAt.set(hostname, now);
+    for (const hostname of this.registeredAt.keys()) if (!names.has(hostname)) this.registeredAt.delete(hostname);
+    for (const hostname of this.tags.keys()) if (!names.has(hostname)) this.tags.delete(hostname);
+    for (const hostname of names) if (!this.registeredAt.has(hostname)) this.registeredAt.set(hostname, now);
     this.log.debug({ [F.event]: EVENTS.registrationUpdated, tags: tags.length }, 'challenge routes registered');
+  }
+
+  private tagOf(hostname: string): string {
+    let tag = this.tags.get(hostname);
+    if (tag === undefined) {
+      tag = challengeRouteTag(hostname, this.deps.fabioTagPrefix);
+      this.tags.set(hostname, tag);
+    }
+    return tag;
   }
 
   /** When the route of `hostname` was registered (ms), if it is. */

@@ -401,6 +401,41 @@ describe('ConsulServiceRegistration against a real agent', () => {
     }
   });
 
+  it('moves to more shards as names grow past the limit and back to the plain id as they shrink, with every tag in place at each step', async () => {
+    const client = createConsulClient({ address: server!.address });
+    const serviceId = `consul-acme-${randomUUID()}`;
+    const registration = new ConsulServiceRegistration({
+      consul: client,
+      serviceId,
+      port: 8402,
+      maxTagsPerRegistration: 50,
+    });
+    const ids = async (): Promise<string[]> =>
+      Object.keys(await agentServices())
+        .filter((id) => id === serviceId || id.startsWith(`${serviceId}-`))
+        .sort();
+    try {
+      const few = Array.from({ length: 40 }, (_, i) => challengeTag(`host-${i}.example.com`));
+      await registration.update(few);
+      assert.deepEqual(await ids(), [serviceId], 'one registration under the limit');
+      assert.deepEqual(await registeredTags(serviceId), [...few].sort());
+
+      const many = Array.from({ length: 160 }, (_, i) => challengeTag(`host-${i}.example.com`));
+      await registration.update(many);
+      const sharded = await ids();
+      assert.ok(sharded.length >= 4 && !sharded.includes(serviceId), `sharded: ${sharded.join(', ')}`);
+      assert.deepEqual(await registeredTags(serviceId), [...many].sort());
+
+      const fewer = many.slice(0, 10);
+      await registration.update(fewer);
+      assert.deepEqual(await ids(), [serviceId], 'back to one registration well under the limit');
+      assert.deepEqual(await registeredTags(serviceId), [...fewer].sort());
+    } finally {
+      await registration.deregister();
+      client.destroy();
+    }
+  });
+
   it('coalesces updates made together into one registration with the last tag set', async () => {
     const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
     const client = createConsulClient({ address: proxy.url });
@@ -416,6 +451,33 @@ describe('ConsulServiceRegistration against a real agent', () => {
         .filter((r) => r.path.startsWith('/v1/agent/service/register'));
       assert.equal(registers.length, 1, `${registers.length} registrations for 10 updates`);
       assert.deepEqual((await agentServices())[serviceId]?.Tags, ['tag-9']);
+    } finally {
+      await registration.deregister();
+      client.destroy();
+      await proxy.close();
+    }
+  });
+
+  it('sends an update after a quiet spell at once, and holds the updates that follow a registration for the window', async () => {
+    const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
+    const client = createConsulClient({ address: proxy.url });
+    const serviceId = `consul-acme-${randomUUID()}`;
+    // A window longer than the test's own timeout: an update that waited for it would fail the test.
+    const registration = new ConsulServiceRegistration({ consul: client, serviceId, port: 8402, coalesceMs: 3_000 });
+    const registers = (): number =>
+      proxy.requests().filter((r) => r.path.startsWith('/v1/agent/service/register')).length;
+    try {
+      await registration.update(['first']);
+      assert.equal(registers(), 1);
+      // Each in its own turn of the event loop, right after the registration: one registration for all.
+      const updates: Array<Promise<void>> = [];
+      for (let i = 0; i < 5; i++) {
+        updates.push(registration.update([`tag-${i}`]));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await Promise.all(updates);
+      assert.equal(registers(), 2, 'the five updates after the first were sent as one');
+      assert.deepEqual((await agentServices())[serviceId]?.Tags, ['tag-4']);
     } finally {
       await registration.deregister();
       client.destroy();

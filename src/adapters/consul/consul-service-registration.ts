@@ -24,14 +24,19 @@
  * that receive them are registered before the shards that lose them, and a shard no longer
  * wanted is removed last, so a route never disappears on the way.
  *
- * Calls close together are coalesced: `update` waits `coalesceMs` for further calls, and
- * whatever is pending when the registration runs is sent once, with the last tag set.
+ * Calls close together are coalesced: an `update` after a quiet spell is sent at once (with the
+ * calls made in the same turn of the event loop), and one within `coalesceMs` of the last
+ * registration waits until that much time has passed since it; whatever is pending when the
+ * registration runs is sent once, with the last tag set. So a single change costs no wait, and a
+ * burst costs at most one registration per `coalesceMs`.
  */
-import { createHash } from 'node:crypto';
 import { describeError, type ConsulAcmeError } from '../../errors.js';
 import { F, EVENTS, silentLogger, type Logger } from '../../logging.js';
 import type { ServiceRegistration } from '../../ports/service-registration.js';
 import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
+import { shardCountFor, TagShards } from './tag-shards.js';
+
+export { shardCountFor, shardOf } from './tag-shards.js';
 
 export const DEFAULT_REGISTRATION_SERVICE_NAME = 'consul-acme';
 /** What the challenge-route registration passes as `deregisterCriticalAfter`. */
@@ -43,10 +48,6 @@ export const DEFAULT_MAX_TAGS_PER_REGISTRATION = 1_000;
 export const DEFAULT_REGISTRATION_COALESCE_MS = 25;
 /** Meta key naming the instance's registration (`serviceId`) on every shard. */
 export const REGISTRATION_META_KEY = 'consul_acme_registration';
-/** Shard counts are powers of two up to this. */
-const MAX_SHARDS = 1 << 12;
-/** A shard count is halved only when the halves would each stay at or under this share of the limit. */
-const SHRINK_FILL = 0.75;
 
 export type CheckStatus = 'passing' | 'warning' | 'critical';
 
@@ -105,45 +106,6 @@ interface Batch {
   waiters: Waiter[];
 }
 
-const hashCache = new Map<string, number>();
-
-/** A tag's 32-bit hash: the first four bytes of its SHA-256. Stable across processes and versions. */
-function tagHash(tag: string): number {
-  let hash = hashCache.get(tag);
-  if (hash === undefined) {
-    hash = createHash('sha256').update(tag).digest().readUInt32BE(0);
-    if (hashCache.size >= 100_000) hashCache.clear();
-    hashCache.set(tag, hash);
-  }
-  return hash;
-}
-
-/** The shard of `tag` among `shardCount` (a power of two). */
-export function shardOf(tag: string, shardCount: number): number {
-  return tagHash(tag) % shardCount;
-}
-
-function largestShard(tags: readonly string[], shardCount: number): number {
-  const counts = new Array<number>(shardCount).fill(0);
-  for (const tag of tags) {
-    const shard = shardOf(tag, shardCount);
-    counts[shard] = (counts[shard] ?? 0) + 1;
-  }
-  return Math.max(0, ...counts);
-}
-
-/**
- * How many shards `tags` need so that none holds more than `maxTags`, starting from `current`:
- * doubled until every shard fits, halved only while the halves would stay at or under 3/4 of the
- * limit, so a number of names close to a boundary does not move names back and forth.
- */
-export function shardCountFor(tags: readonly string[], maxTags: number, current = 1): number {
-  let count = Math.max(1, current);
-  while (count < MAX_SHARDS && largestShard(tags, count) > maxTags) count *= 2;
-  while (count > 1 && largestShard(tags, count / 2) <= maxTags * SHRINK_FILL) count /= 2;
-  return count;
-}
-
 function sameTags(a: readonly string[] | null | undefined, b: readonly string[]): boolean {
   if (!a || a.length !== b.length) return false;
   const sa = [...a].sort();
@@ -165,12 +127,13 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   private readonly log: Logger;
   /** Registration id → sorted tags, as this process last registered them successfully. */
   private readonly registered = new Map<string, string[]>();
-  private shardCount = 1;
-  /** The tags last asked for (sorted); undefined before the first update and after deregister. */
-  private desired: string[] | undefined;
+  /** The tags last asked for, by shard; undefined before the first update and after deregister. */
+  private shards: TagShards | undefined;
   /** Whether the registrations of an earlier run have been looked for (and removed). */
   private staleChecked = false;
   private pending: Batch | undefined;
+  /** When pending updates were last sent (epoch ms). */
+  private lastFlushAt = 0;
   /** Calls run one at a time, in order. */
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -189,32 +152,29 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   }
 
   update(tags: string[]): Promise<void> {
-    const wanted = [...new Set(tags)].sort();
     return new Promise<void>((resolve, reject) => {
       if (this.pending) {
-        this.pending.tags = wanted;
+        this.pending.tags = tags;
         this.pending.waiters.push({ resolve, reject });
         return;
       }
-      this.pending = { tags: wanted, waiters: [{ resolve, reject }] };
-      setTimeout(() => void this.serialize(() => this.flushPending()), this.coalesceMs);
+      this.pending = { tags, waiters: [{ resolve, reject }] };
+      const wait = Math.max(0, this.lastFlushAt + this.coalesceMs - Date.now());
+      setTimeout(() => void this.serialize(() => this.flushPending()), wait);
     });
   }
 
   reassert(): Promise<boolean> {
     return this.serialize(async () => {
       await this.flushPending();
-      const tags = this.desired;
-      if (tags === undefined) return false;
-      const shardCount = shardCountFor(tags, this.maxTags, this.shardCount);
-      const wanted = this.assign(tags, shardCount);
+      if (this.shards === undefined) return false;
+      const wanted = this.wantedRegistrations(this.shards);
       const services = await this.agentServices();
       const checks = this.opts.checkHttpUrl !== undefined ? await this.agentChecks() : {};
       const redo = [...wanted].filter(([id, t]) => !this.agentHolds(services[id], checks, id, t));
       const outcomes = await Promise.allSettled(redo.map(([id, t]) => this.register(id, t)));
       const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
       if (failed) throw failed.reason;
-      this.shardCount = shardCount;
       const stale = Object.keys(services).filter((id) => this.isOurs(services[id], id) && !wanted.has(id));
       for (const id of stale) await this.removeRegistration(id);
       this.staleChecked = true;
@@ -241,8 +201,8 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   registerAgain(): Promise<number> {
     return this.serialize(async () => {
       await this.flushPending();
-      if (this.desired === undefined) return 0;
-      const wanted = this.assign(this.desired, this.shardCount);
+      if (this.shards === undefined) return 0;
+      const wanted = new Set(this.idsOf(this.shards.count));
       const current = [...this.registered].filter(([id]) => wanted.has(id));
       const outcomes = await Promise.allSettled(current.map(([id, tags]) => this.register(id, tags)));
       const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
@@ -266,8 +226,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       }
       for (const id of ids) await this.removeRegistration(id);
       this.registered.clear();
-      this.desired = undefined;
-      this.shardCount = 1;
+      this.shards = undefined;
       this.staleChecked = true;
     });
   }
@@ -277,6 +236,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     const batch = this.pending;
     if (!batch) return;
     this.pending = undefined;
+    this.lastFlushAt = Date.now();
     try {
       await this.apply(batch.tags);
       for (const w of batch.waiters) w.resolve();
@@ -285,11 +245,29 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     }
   }
 
-  /** Brings the registrations to `tags` (sorted, unique), sending only what changed. */
+  /**
+   * Brings the registrations to `tags`, sending only the shards whose tags changed (and any not
+   * in place after an earlier failure); all of them when the shard count changes.
+   */
   private async apply(tags: string[]): Promise<void> {
-    this.desired = tags;
-    const shardCount = shardCountFor(tags, this.maxTags, this.shardCount);
-    const wanted = this.assign(tags, shardCount);
+    let dirty: ReadonlySet<string>;
+    if (this.shards === undefined) {
+      const unique = new Set(tags);
+      this.shards = new TagShards(shardCountFor(unique, this.maxTags), unique);
+      dirty = new Set(this.idsOf(this.shards.count));
+    } else {
+      const changed = this.shards.setTags(tags);
+      dirty = new Set(changed.map((n) => this.idOf(n, this.shards!.count)));
+      if (this.shards.mayNeedResize(this.maxTags)) {
+        const count = shardCountFor(this.shards.tags(), this.maxTags, this.shards.count);
+        if (count !== this.shards.count) {
+          this.shards = new TagShards(count, this.shards.tags());
+          dirty = new Set(this.idsOf(count));
+        }
+      }
+    }
+    const shards = this.shards;
+    const wanted = new Set(this.idsOf(shards.count));
     if (!this.staleChecked) {
       try {
         const services = await this.agentServices();
@@ -302,31 +280,42 @@ export class ConsulServiceRegistration implements ServiceRegistration {
         this.log.debug({ [F.err]: describeError(err) }, 'could not look for earlier registrations');
       }
     }
-    const added = [...wanted].filter(([id]) => !this.registered.has(id));
-    const changed = [...wanted].filter(([id, t]) => this.registered.has(id) && !sameTags(this.registered.get(id), t));
+    const ids = [...wanted];
+    const added = ids.filter((id) => !this.registered.has(id));
+    const changed = ids.filter((id) => this.registered.has(id) && dirty.has(id));
     const removed = [...this.registered.keys()].filter((id) => !wanted.has(id));
     if (added.length === 0 && changed.length === 0 && removed.length === 0) return;
     // Receivers first, then the shards that lose tags, then the ones no longer wanted.
     for (const group of [added, changed]) {
-      const outcomes = await Promise.allSettled(group.map(([id, t]) => this.register(id, t)));
+      const outcomes = await Promise.allSettled(
+        group.map((id) => this.register(id, shards.tagsOf(this.shardNumberOf(id)))),
+      );
       const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
       if (failed) throw failed.reason;
     }
     for (const id of removed) await this.removeRegistration(id);
-    this.shardCount = shardCount;
     this.log.info(
-      { [F.event]: EVENTS.registrationUpdated, tags: tags.length, registrations: wanted.size },
+      { [F.event]: EVENTS.registrationUpdated, tags: shards.tags().size, registrations: wanted.size },
       'service registration updated',
     );
   }
 
-  /** Registration id → its sorted tags, for `shardCount` shards. */
-  private assign(tags: readonly string[], shardCount: number): Map<string, string[]> {
-    if (shardCount === 1) return new Map([[this.opts.serviceId, [...tags]]]);
-    const shards = new Map<string, string[]>();
-    for (let n = 0; n < shardCount; n++) shards.set(`${this.opts.serviceId}-${n}`, []);
-    for (const tag of tags) shards.get(`${this.opts.serviceId}-${shardOf(tag, shardCount)}`)?.push(tag);
-    return shards;
+  /** The registration ids of `shardCount` shards: the plain service id for one, `<id>-<n>` for more. */
+  private idsOf(shardCount: number): string[] {
+    return Array.from({ length: shardCount }, (_, n) => this.idOf(n, shardCount));
+  }
+
+  private idOf(n: number, shardCount: number): string {
+    return shardCount === 1 ? this.opts.serviceId : `${this.opts.serviceId}-${n}`;
+  }
+
+  private shardNumberOf(id: string): number {
+    return id === this.opts.serviceId ? 0 : Number(id.slice(this.opts.serviceId.length + 1));
+  }
+
+  /** Registration id → its sorted tags. */
+  private wantedRegistrations(shards: TagShards): Map<string, string[]> {
+    return new Map(this.idsOf(shards.count).map((id, n) => [id, shards.tagsOf(n)]));
   }
 
   private checkNameFor(id: string): string {

@@ -7,7 +7,7 @@ import type { ServiceRegistration } from '../../ports/service-registration.js';
  * back. Calls are not coalesced (each update that changes the tags is one registration).
  */
 export class MemoryServiceRegistration implements ServiceRegistration {
-  /** Tags last asked for; undefined before the first update and after deregister. */
+  /** Tags last asked for, sorted; undefined before the first update and after deregister. */
   tags: string[] | undefined;
   /** Every registration actually made (identical updates are skipped, as in Consul), reassertions included. */
   readonly history: string[][] = [];
@@ -18,10 +18,9 @@ export class MemoryServiceRegistration implements ServiceRegistration {
   private inAgent = false;
 
   async update(tags: string[]): Promise<void> {
-    const wanted = [...new Set(tags)];
+    const wanted = [...new Set(tags)].sort();
     const current = this.tags;
-    if (current && current.length === wanted.length && [...current].sort().join('\n') === [...wanted].sort().join('\n'))
-      return;
+    if (current && current.length === wanted.length && current.join('\n') === wanted.join('\n')) return;
     this.tags = wanted;
     this.inAgent = true;
     this.history.push([...wanted]);
