@@ -378,7 +378,7 @@ export function createService(deps: ServiceDeps): Service {
       {
         [F.event]: EVENTS.discoverySnapshot,
         cause,
-        managed: desired.managedHostnames().length,
+        managed: desired.managedSet().size,
         added: change.added.length,
         removed: change.removed.length,
       },
@@ -387,7 +387,7 @@ export function createService(deps: ServiceDeps): Service {
     // Work for names that left stops at once; the routes of new names reach Consul before their
     // pre-flight check runs.
     planner.cancelRemoved(change);
-    await routes.sync(desired.managedHostnames());
+    await routes.sync(desired.managedSet());
     await planner.applyChange(change);
   };
   // Catalog and policy changes are applied one at a time, in arrival order.
@@ -444,7 +444,7 @@ export function createService(deps: ServiceDeps): Service {
       const change = desired.applySnapshot(snapshot.services, clock.now());
       if (first) {
         // Ready only now, and registered only now: Fabio routes to an instance whose check passes.
-        await routes.sync(desired.managedHostnames());
+        await routes.sync(desired.managedSet());
         lastSync = { at: clock.now(), index: snapshot.index };
         await routes.start();
         antiEntropy.start();

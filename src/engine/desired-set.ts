@@ -55,6 +55,8 @@ export const EXTRA_HOSTNAMES_SOURCE = '(extra hostnames setting)';
 export const ALWAYS_LIST_SOURCE = '(always-issued list)';
 
 interface ServiceEntry {
+  /** The tags as given (an unchanged service may come with the same array again). */
+  tags: readonly string[];
   /** The tags as one string, to tell a changed service from an unchanged one. */
   tagsKey: string;
   hostnames: string[];
@@ -100,16 +102,20 @@ export class DesiredSet {
     if (first) for (const hostname of [...this.declaredBy.keys(), ...this.alwaysNames]) touched.add(hostname);
     for (const [service, tags] of Object.entries(services)) {
       if (this.ownServices.has(service)) continue;
-      const tagsKey = tags.join('\n');
       const previous = this.services.get(service);
-      if (previous?.tagsKey === tagsKey) continue;
+      if (previous?.tags === tags) continue;
+      const tagsKey = tags.join('\n');
+      if (previous?.tagsKey === tagsKey) {
+        previous.tags = tags;
+        continue;
+      }
       const declared = serviceDeclarations(service, tags, this.options.tags);
       for (const hostname of previous?.hostnames ?? []) this.undeclare(hostname, service, touched);
       for (const hostname of declared.hostnames) {
         this.declare(hostname, service);
         touched.add(hostname);
       }
-      this.services.set(service, { tagsKey, hostnames: declared.hostnames, rejected: declared.rejected });
+      this.services.set(service, { tags, tagsKey, hostnames: declared.hostnames, rejected: declared.rejected });
       this.sortedRejected = undefined;
     }
     for (const [service, entry] of this.services) {
@@ -149,6 +155,11 @@ export class DesiredSet {
 
   isManaged(hostname: string): boolean {
     return this.managed.has(hostname);
+  }
+
+  /** The managed names, in no order (no copy, no sort: for callers that look at every name). */
+  managedSet(): ReadonlySet<string> {
+    return this.managed;
   }
 
   /** The managed names, sorted. */

@@ -146,7 +146,7 @@ export class StatusView {
       added.add(hostname);
       inputs.push({ hostname, expiresAt: notAfter?.toISOString(), attempts });
     };
-    for (const hostname of desired.managedHostnames()) consider(hostname);
+    for (const hostname of desired.managedSet()) consider(hostname);
     for (const hostname of index.hostnames()) consider(hostname);
     for (const hostname of desired.refusedHostnames()) consider(hostname);
     inputs.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));

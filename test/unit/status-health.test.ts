@@ -41,6 +41,7 @@ function view(opts: {
   const deps = {
     desired: {
       managedHostnames: () => [...opts.managed].sort(),
+      managedSet: () => new Set(opts.managed),
       refusedHostnames: () => [][Symbol.iterator](),
       isManaged: (h: string) => opts.managed.includes(h),
       refusal: () => undefined,

@@ -43,6 +43,14 @@ export function normalizeServices(
   return new ServiceNormalizer(ignore).normalize(services);
 }
 
+/** `sorted` without repeats (the same array when it has none). */
+function unique(sorted: string[]): string[] {
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i] === sorted[i - 1]) return sorted.filter((value, j) => j === 0 || value !== sorted[j - 1]);
+  }
+  return sorted;
+}
+
 function sameStrings(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((value, i) => value === b[i]);
 }
@@ -58,10 +66,10 @@ export function sameServices(a: Record<string, string[]>, b: Record<string, stri
 }
 
 /**
- * normalizeServices for a stream of answers: a service whose tags come back as they were keeps
- * the sorted array of the previous answer, so an answer costs a comparison per service, not a
- * sort per service, and sameServices compares by reference. At 2,000 services this is what keeps
- * our own registration's wake-ups (docs/protocols.md §1.1) cheap.
+ * normalizeServices for a stream of answers: a service whose tags come back as they were (in
+ * whatever order Consul lists them this time) keeps the sorted array of the previous answer, so
+ * sameServices and the desired set compare it by reference and parse nothing again. At 2,000
+ * services this is what keeps our own registration's wake-ups (docs/protocols.md §1.1) cheap.
  */
 class ServiceNormalizer {
   private previous = new Map<string, { raw: readonly string[]; tags: string[] }>();
@@ -75,7 +83,13 @@ class ServiceNormalizer {
       if (this.ignore.has(name)) continue;
       const raw = services[name] ?? [];
       const before = this.previous.get(name);
-      const tags = before !== undefined && sameStrings(before.raw, raw) ? before.tags : [...new Set(raw)].sort();
+      let tags: string[];
+      if (before !== undefined && sameStrings(before.raw, raw)) tags = before.tags;
+      else {
+        // Consul lists a service's tags in a new order in every answer (docs/protocols.md §1.3).
+        const sorted = unique([...raw].sort());
+        tags = before !== undefined && sameStrings(before.tags, sorted) ? before.tags : sorted;
+      }
       next.set(name, { raw, tags });
       out[name] = tags;
     }
