@@ -93,7 +93,8 @@ export class Planner {
 
   /**
    * The renewal scan: lists the store, plans every managed or stored name from what is known, then
-   * reads again every name not read since the previous scan started and plans it from the fresh read.
+   * reads every listed name not read since the previous scan started and plans it from the fresh
+   * read.
    */
   async scan({ submit }: { submit: boolean }): Promise<ScanSummary> {
     const { index, desired, limiter, storeHealth, store, clock } = this.deps;
@@ -122,8 +123,10 @@ export class Planner {
         continue;
       }
       if (this.planFrom(hostname, index.facts(hostname), { submit, readStartedAtMs: undefined })) submitted++;
-      // Names read long ago, and names not stored as far as we know (another instance may have written them).
-      if (readAt === undefined || readAt < rereadBefore) toRead.push(hostname);
+      // Names read before the previous scan started are read again. A name the listing did not
+      // show is not read: the listing is as fresh as a read, and another instance's write of it
+      // shows up in the next listing.
+      if (readAt !== undefined && readAt < rereadBefore) toRead.push(hostname);
     }
     submitted += await this.planFresh(toRead, { submit });
     return { planned: names.size, read: toRead.length, submitted };
