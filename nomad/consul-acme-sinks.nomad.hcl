@@ -48,7 +48,7 @@ variable "image" {
 variable "vault_addr" {
   type        = string
   default     = "https://vault.service.consul:8200"
-  description = "Vault address (Nomad injects VAULT_TOKEN, not VAULT_ADDR)."
+  description = "Vault address (Nomad writes the token to secrets/vault_token, not the address)."
 }
 
 variable "vault_role" {
@@ -220,6 +220,7 @@ job "consul-acme-sinks" {
 
         CONSUL_ACME_STORE        = "vault"
         VAULT_ADDR               = var.vault_addr
+        VAULT_TOKEN_FILE         = "${NOMAD_SECRETS_DIR}/vault_token"
         CONSUL_ACME_VAULT_MOUNT  = var.vault_mount
         CONSUL_ACME_VAULT_PREFIX = var.vault_prefix
 
@@ -232,10 +233,13 @@ job "consul-acme-sinks" {
         CONSUL_ACME_LOG_LEVEL = var.log_level
       }
 
-      # Workload identity (Nomad 1.7+): Nomad injects VAULT_TOKEN for the role above.
+      # Workload identity (Nomad 1.7+): Nomad writes the role's token to secrets/vault_token and
+      # renews or replaces it there; the process follows VAULT_TOKEN_FILE (change_mode "noop": a
+      # new token costs no restart, and no re-sync of HAProxy from scratch).
       vault {
         role        = var.vault_role
-        change_mode = "restart"
+        env         = false
+        change_mode = "noop"
       }
 
       resources {

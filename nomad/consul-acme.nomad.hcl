@@ -75,7 +75,7 @@ variable "consul_kv_prefix" {
 variable "vault_addr" {
   type        = string
   default     = "https://vault.service.consul:8200"
-  description = "Vault address (Nomad injects VAULT_TOKEN, not VAULT_ADDR)."
+  description = "Vault address (Nomad writes the token to secrets/vault_token, not the address)."
 }
 
 variable "vault_role" {

@@ -14,7 +14,7 @@
 import { addressOf } from './http/server-address.js';
 import { FileCertificateStore } from './adapters/file/file-certificate-store.js';
 import { VaultCertificateStore } from './adapters/vault/vault-certificate-store.js';
-import { createVaultClient } from './adapters/vault/vault-client.js';
+import { openVaultConnection, type VaultConnection } from './adapters/connections.js';
 import type { Config } from './config/schema.js';
 import { withFailingSinks, withStoreFault, type CertificateHealth } from './domain/certificate-health.js';
 import type { StatusReport } from './engine/status.js';
@@ -34,6 +34,8 @@ export interface SinkOnlyDeps {
   certificateStore: CertificateStore;
   sinks: SinkRunner;
   metrics?: ServiceMetrics;
+  /** The Vault connection behind a Vault store: its token file is followed and its token renewed while the service runs. */
+  vault?: VaultConnection;
 }
 
 export interface SinkOnlyService {
@@ -100,6 +102,7 @@ export function createSinkOnlyService(deps: SinkOnlyDeps): SinkOnlyService {
       await adminServer.listen({ host: config.adminHost, port: config.adminPort });
       const adminUrl = addressOf(adminServer);
       log.info({ adminUrl, mode: 'sinks' }, 'listening');
+      deps.vault?.start();
       storeHealth.start();
       sinks.start();
       follower.start();
@@ -112,6 +115,7 @@ export function createSinkOnlyService(deps: SinkOnlyDeps): SinkOnlyService {
         storeHealth.stop();
         await sinks.stop();
         await adminServer.close();
+        deps.vault?.close();
         log.info('stopped');
       })();
       return stopped;
@@ -121,14 +125,11 @@ export function createSinkOnlyService(deps: SinkOnlyDeps): SinkOnlyService {
 
 /** Builds the store and the sinks from the configuration, for `consul-acme run` in sinks mode. */
 export function buildSinkOnlyService(config: Config, logger: Logger): SinkOnlyService {
+  const vault = config.store === 'vault' ? openVaultConnection(config, logger) : undefined;
   const certificateStore: CertificateStore =
-    config.store === 'vault'
+    vault !== undefined
       ? new VaultCertificateStore({
-          client: createVaultClient({
-            address: config.vaultAddress,
-            token: config.vaultToken ?? '',
-            caCertPath: config.vaultCaCert,
-          }),
+          client: vault.client,
           mount: config.vaultMount,
           prefix: config.vaultPrefix,
           pendingPath: config.vaultPendingPath,
@@ -143,5 +144,5 @@ export function buildSinkOnlyService(config: Config, logger: Logger): SinkOnlySe
   });
   // loadConfig refuses CONSUL_ACME_MODE=sinks without a sink; a caller that skipped it learns here.
   if (sinks === undefined) throw new Error('sink-only mode needs at least one sink configured');
-  return createSinkOnlyService({ config, logger, certificateStore, sinks, metrics });
+  return createSinkOnlyService({ config, logger, certificateStore, sinks, metrics, ...(vault ? { vault } : {}) });
 }

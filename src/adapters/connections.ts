@@ -1,6 +1,6 @@
 /**
  * The clients of Consul and Vault as the configuration describes them, with the token sources they
- * follow: a token file is polled and re-read on a refused request (adapters/token-source.ts), a
+ * follow (both modes open Vault the same way, `openVaultConnection`): a token file is polled and re-read on a refused request (adapters/token-source.ts), a
  * renewable Vault token is renewed (adapters/vault/vault-token.ts), and the TLS client settings
  * go to both. Consul gets two clients when a home datacenter is set: `consul` for the local agent
  * (catalog watch, registrations) and `coordination` (`?dc=<home>`) for the state every instance
@@ -38,6 +38,45 @@ function tokenSource(
     : staticTokenSource(token, names.env);
 }
 
+/** A Vault client following its token source, and the renewal of a renewable token. */
+export interface VaultConnection {
+  client: VaultClient;
+  /** Starts polling the token file (when one is set) and renewing the token. */
+  start(): void;
+  /** Stops polling and renewing. */
+  close(): void;
+}
+
+/** The Vault client as the configuration describes it (address, token or token file, TLS settings). */
+export function openVaultConnection(config: Config, logger: Logger): VaultConnection {
+  const tokens = tokenSource(
+    config.vaultTokenFile,
+    config.vaultToken,
+    { env: 'VAULT_TOKEN', what: 'Vault token' },
+    logger,
+  );
+  const client = createVaultClient({
+    address: config.vaultAddress,
+    tokenSource: tokens,
+    caCertPath: config.vaultCaCert,
+    clientCertPath: config.vaultClientCert,
+    clientKeyPath: config.vaultClientKey,
+    tlsServerName: config.vaultTlsServerName,
+  });
+  const renewer = new VaultTokenRenewer({ client, tokens, logger });
+  return {
+    client,
+    start() {
+      if (tokens instanceof FileTokenSource) tokens.start();
+      renewer.start();
+    },
+    close() {
+      renewer.stop();
+      tokens.close();
+    },
+  };
+}
+
 export function openConnections(config: Config, logger: Logger): Connections {
   const consulTokens = tokenSource(
     config.consulTokenFile,
@@ -58,39 +97,19 @@ export function openConnections(config: Config, logger: Logger): Connections {
     config.homeDatacenter === undefined
       ? consul
       : createConsulClient({ ...consulConnection, datacenter: config.homeDatacenter });
-  let vault: VaultClient | undefined;
-  let vaultTokens: TokenSource | undefined;
-  let vaultRenewer: VaultTokenRenewer | undefined;
-  if (config.store === 'vault') {
-    vaultTokens = tokenSource(
-      config.vaultTokenFile,
-      config.vaultToken,
-      { env: 'VAULT_TOKEN', what: 'Vault token' },
-      logger,
-    );
-    vault = createVaultClient({
-      address: config.vaultAddress,
-      tokenSource: vaultTokens,
-      caCertPath: config.vaultCaCert,
-      clientCertPath: config.vaultClientCert,
-      clientKeyPath: config.vaultClientKey,
-      tlsServerName: config.vaultTlsServerName,
-    });
-    vaultRenewer = new VaultTokenRenewer({ client: vault, tokens: vaultTokens, logger });
-  }
+  const vault = config.store === 'vault' ? openVaultConnection(config, logger) : undefined;
   return {
     consul,
     coordination,
     consulTokens,
-    vault,
+    vault: vault?.client,
     start() {
-      for (const source of [consulTokens, vaultTokens]) if (source instanceof FileTokenSource) source.start();
-      vaultRenewer?.start();
+      if (consulTokens instanceof FileTokenSource) consulTokens.start();
+      vault?.start();
     },
     close() {
-      vaultRenewer?.stop();
+      vault?.close();
       consulTokens.close();
-      vaultTokens?.close();
     },
   };
 }

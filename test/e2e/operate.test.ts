@@ -374,6 +374,11 @@ describe('operating by command, and sinks beside the proxy, with real Consul, Pe
 
   describe('sink-only mode beside a real HAProxy, while another instance issues', () => {
     const FIRST = 'edge.example.test';
+    const SINKS_TOKEN = 'sinks-token-1';
+    const ROTATED_TOKEN = 'sinks-token-2';
+    const tokenDir = mkdtempSync(join(tmpdir(), 'consul-acme-sinks-token-'));
+    removeOnExit(tokenDir);
+    const tokenFile = join(tokenDir, 'vault_token');
     let consul: ConsulInstance;
     let pebble: RunningPebble;
     let vault: VaultStandin;
@@ -390,12 +395,15 @@ describe('operating by command, and sinks beside the proxy, with real Consul, Pe
       ]);
       const { logger } = captureLogs('warn');
       await startIssuer({ consul, pebble, vault, challengePort, logger });
+      vault.addToken(SINKS_TOKEN);
+      writeFileSync(tokenFile, `${SINKS_TOKEN}\n`);
       const config = loadConfig({
         env: {
           CONSUL_ACME_MODE: 'sinks',
           CONSUL_ACME_STORE: 'vault',
           VAULT_ADDR: vault.address,
-          VAULT_TOKEN: vault.token,
+          // A token file, as the sink-only job has Nomad write it; the test replaces the token.
+          VAULT_TOKEN_FILE: tokenFile,
           CONSUL_ACME_ADMIN_HOST: '127.0.0.1',
           CONSUL_ACME_ADMIN_PORT: String(await freePort()),
           CONSUL_ACME_HAPROXY_DIR: haproxy.certDir,
@@ -416,7 +424,7 @@ describe('operating by command, and sinks beside the proxy, with real Consul, Pe
       await consul?.stop();
     });
 
-    test('a new name appears in HAProxy, then its renewal’s new serial; the instance reports only its sinks', async () => {
+    test('a new name appears in HAProxy, then, with its Vault token replaced, its renewal’s new serial; the instance reports only its sinks', async () => {
       const { adminUrl } = await sinkOnly!.start();
       await waitFor(
         'the sink-only instance ready',
@@ -433,6 +441,10 @@ describe('operating by command, and sinks beside the proxy, with real Consul, Pe
         },
         { timeoutMs: 60_000, intervalMs: 250 },
       );
+      // The token is replaced in the file and the old one revoked, as Nomad does with a new token.
+      vault.addToken(ROTATED_TOKEN);
+      writeFileSync(tokenFile, `${ROTATED_TOKEN}\n`);
+      vault.revokeToken(SINKS_TOKEN);
       const renewed = await waitFor(
         'HAProxy to serve the renewal',
         async () => {
@@ -447,6 +459,8 @@ describe('operating by command, and sinks beside the proxy, with real Consul, Pe
         await fetch(`${adminUrl}/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
       ).json()) as StatusReport;
       assert.equal(report.mode, 'sinks');
+      assert.equal(report.storeHealth.error, undefined, 'the store reads on with the new token');
+      assert.ok(vault.countRequests({ token: ROTATED_TOKEN }) > 0, 'the sink-only instance uses the new token');
       assert.deepEqual(
         report.sinks.map((s) => [s.name, s.failingSince]),
         [['haproxy', undefined]],

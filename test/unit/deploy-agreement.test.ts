@@ -411,29 +411,7 @@ function checkJobSecrets(job: JobModel): string[] {
       );
     }
     if (settingIn(task, SETTINGS.store) === 'vault') {
-      const vault = bodies(task.raw.vault)[0];
-      const vaultTokenFile = task.env.get(SETTINGS.vaultTokenFile.env);
-      if (vaultTokenFile !== undefined) {
-        if (vault === undefined || vault.disable_file === true || vault.file === false)
-          problems.push(
-            `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is set, but no vault block writes secrets/vault_token (a vault block without disable_file)`,
-          );
-        else if (secretsPath(vaultTokenFile) !== 'vault_token')
-          problems.push(
-            `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is "${vaultTokenFile}", but Nomad writes the Vault token to \${NOMAD_SECRETS_DIR}/vault_token`,
-          );
-        else if ((vault.change_mode ?? 'restart') !== 'noop')
-          problems.push(
-            `task "${task.name}": the vault block has change_mode "${text(vault.change_mode ?? 'restart')}"; use "noop": the process re-reads ${SETTINGS.vaultTokenFile.env}, and a restart aborts orders in flight`,
-          );
-      } else {
-        const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
-        if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
-          problems.push(
-            `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultTokenFile.env} or ${SETTINGS.vaultToken.env}, but the task has neither a vault block that provides one nor a template that renders it`,
-          );
-        }
-      }
+      problems.push(...vaultTokenProblems(task));
       if (!task.env.has(SETTINGS.vaultAddress.env))
         problems.push(
           `task "${task.name}": ${SETTINGS.store.env}=vault but ${SETTINGS.vaultAddress.env} is not set (Nomad injects the token, not the address)`,
@@ -444,6 +422,35 @@ function checkJobSecrets(job: JobModel): string[] {
 }
 
 /** A path in the task's secrets folder, without it (`${NOMAD_SECRETS_DIR}/x` and `secrets/x` → `x`); else the path. */
+/** How the task gets its Vault token: a file Nomad's vault block writes (followed, change_mode "noop"), or the environment. */
+function vaultTokenProblems(task: TaskModel): string[] {
+  const problems: string[] = [];
+  const vault = bodies(task.raw.vault)[0];
+  const vaultTokenFile = task.env.get(SETTINGS.vaultTokenFile.env);
+  if (vaultTokenFile !== undefined) {
+    if (vault === undefined || vault.disable_file === true || vault.file === false)
+      problems.push(
+        `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is set, but no vault block writes secrets/vault_token (a vault block without disable_file)`,
+      );
+    else if (secretsPath(vaultTokenFile) !== 'vault_token')
+      problems.push(
+        `task "${task.name}": ${SETTINGS.vaultTokenFile.env} is "${vaultTokenFile}", but Nomad writes the Vault token to \${NOMAD_SECRETS_DIR}/vault_token`,
+      );
+    else if ((vault.change_mode ?? 'restart') !== 'noop')
+      problems.push(
+        `task "${task.name}": the vault block has change_mode "${text(vault.change_mode ?? 'restart')}"; use "noop": the process re-reads ${SETTINGS.vaultTokenFile.env}, and a restart aborts orders in flight`,
+      );
+  } else {
+    const tokenFromVaultBlock = vault !== undefined && vault.env !== false;
+    if (!tokenFromVaultBlock && !task.templateEnv.includes(SETTINGS.vaultToken.env)) {
+      problems.push(
+        `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultTokenFile.env} or ${SETTINGS.vaultToken.env}, but the task has neither a vault block that provides one nor a template that renders it`,
+      );
+    }
+  }
+  return problems;
+}
+
 function secretsPath(path: string): string {
   return path.replace(/^\$\{NOMAD_SECRETS_DIR\}\//, '').replace(/^(?:\.\/)?secrets\//, '');
 }
@@ -529,11 +536,7 @@ function checkSinksJob(job: JobModel, hasAdminRoute: (path: string) => boolean):
       for (const env of secretEnvs)
         if (task.env.has(env)) problems.push(`task "${task.name}": ${env} is a secret but is written in env {}`);
       if (settingIn(task, SETTINGS.store) === 'vault') {
-        const vault = bodies(task.raw.vault)[0];
-        if ((vault === undefined || vault.env === false) && !task.templateEnv.includes(SETTINGS.vaultToken.env))
-          problems.push(
-            `task "${task.name}": ${SETTINGS.store.env}=vault needs ${SETTINGS.vaultToken.env} (a vault block)`,
-          );
+        problems.push(...vaultTokenProblems(task));
         if (!task.env.has(SETTINGS.vaultAddress.env))
           problems.push(`task "${task.name}": ${SETTINGS.store.env}=vault but ${SETTINGS.vaultAddress.env} is not set`);
       }
