@@ -10,6 +10,7 @@
 import type { CertificateDetail, CommandAnswer } from '../http/admin-server.js';
 import type { RequestOutcome } from '../engine/requests.js';
 import { ConsulAcmeError } from '../errors.js';
+import { adminRequest } from './admin-client.js';
 import type { OperationCommand } from './args.js';
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
@@ -41,52 +42,28 @@ async function call<T>(
   body: unknown,
   fetchImpl: typeof fetch,
 ): Promise<T> {
-  const url = `${command.adminUrl}${path}`;
-  let response: Response;
-  try {
-    response = await fetchImpl(url, {
-      method,
-      headers: {
-        accept: 'application/json',
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(command.adminToken ? { authorization: `Bearer ${command.adminToken}` } : {}),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(DEFAULT_COMMAND_TIMEOUT_MS),
-    });
-  } catch (err) {
-    const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : undefined;
-    throw new ConsulAcmeError(
-      'INTERNAL',
-      `cannot reach consul-acme at ${command.adminUrl}: ${cause ?? (err instanceof Error ? err.message : String(err))}`,
-      { cause: err, retryable: true },
-    );
-  }
-  const text = await response.text();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  if (response.status === 401) {
-    throw new ConsulAcmeError(
-      'INTERNAL',
-      `consul-acme at ${command.adminUrl} wants the admin token: set CONSUL_ACME_ADMIN_TOKEN to the instance's token${command.adminToken ? ' (the one set was refused)' : ''}`,
-    );
-  }
-  if (!response.ok) {
+  const answer = await adminRequest({
+    adminUrl: command.adminUrl,
+    adminToken: command.adminToken,
+    method,
+    path,
+    body,
+    timeoutMs: DEFAULT_COMMAND_TIMEOUT_MS,
+    fetchImpl,
+  });
+  const parsed = answer.json;
+  if (!answer.ok) {
     const error =
       parsed !== null && typeof parsed === 'object' && typeof (parsed as { error?: unknown }).error === 'string'
         ? (parsed as { error: string }).error
-        : text.replace(/\s+/g, ' ').trim().slice(0, 200);
+        : answer.text.replace(/\s+/g, ' ').trim().slice(0, 200);
     throw new ConsulAcmeError(
       'REQUEST_REFUSED',
-      `consul-acme at ${command.adminUrl} refused ${method} ${path} (HTTP ${response.status}): ${error}`,
+      `consul-acme at ${answer.base} refused ${method} ${path} (HTTP ${answer.status}): ${error}`,
     );
   }
   if (parsed === undefined)
-    throw new ConsulAcmeError('INTERNAL', `${url} did not answer JSON (is ${command.adminUrl} the admin address?)`);
+    throw new ConsulAcmeError('INTERNAL', `${answer.url} did not answer JSON (is ${answer.base} the admin address?)`);
   return parsed as T;
 }
 

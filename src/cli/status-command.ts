@@ -4,21 +4,11 @@
  */
 import type { CertificateStatus, StatusReport } from '../engine/status.js';
 import { ConsulAcmeError } from '../errors.js';
+import { adminRequest } from './admin-client.js';
 
 export const DEFAULT_STATUS_TIMEOUT_MS = 5000;
 export const LAST_ERROR_MAX_CHARS = 60;
 const EMPTY = '-';
-
-function reasonOf(err: unknown): string {
-  if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'no answer in time';
-  // undici throws TypeError('fetch failed') with the socket error as its cause.
-  const cause: unknown = err instanceof Error ? err.cause : undefined;
-  if (cause instanceof Error) {
-    const code = 'code' in cause && typeof cause.code === 'string' ? cause.code : undefined;
-    return code !== undefined && !cause.message.includes(code) ? `${code} ${cause.message}` : cause.message;
-  }
-  return err instanceof Error ? err.message : String(err);
-}
 
 function isStatusReport(value: unknown): value is StatusReport {
   if (value === null || typeof value !== 'object') return false;
@@ -35,62 +25,22 @@ export async function fetchStatus(
   adminUrl: string,
   { timeoutMs = DEFAULT_STATUS_TIMEOUT_MS, adminToken }: { timeoutMs?: number; adminToken?: string | undefined } = {},
 ): Promise<StatusReport> {
-  const base = adminUrl.replace(/\/+$/, '');
-  const url = `${base}/status`;
-  let response: Response;
-  try {
-    response = await fetch(url, {
-      headers: { accept: 'application/json', ...(adminToken ? { authorization: `Bearer ${adminToken}` } : {}) },
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const reason = reasonOf(err);
+  const answer = await adminRequest({ adminUrl, adminToken, path: '/status', timeoutMs });
+  if (!answer.ok) {
+    const snippet = answer.text.replace(/\s+/g, ' ').trim().slice(0, 200);
     throw new ConsulAcmeError(
       'INTERNAL',
-      `cannot reach consul-acme at ${base}: ${reason === 'no answer in time' ? `no answer within ${timeoutMs} ms` : reason}`,
-      {
-        cause: err,
-        retryable: true,
-      },
-    );
-  }
-  let body: string;
-  try {
-    body = await response.text();
-  } catch (err) {
-    throw new ConsulAcmeError(
-      'INTERNAL',
-      `cannot reach consul-acme at ${base}: reading the answer failed: ${reasonOf(err)}`,
-      { cause: err, retryable: true },
-    );
-  }
-  if (response.status === 401) {
-    throw new ConsulAcmeError(
-      'INTERNAL',
-      `consul-acme at ${base} wants the admin token: set CONSUL_ACME_ADMIN_TOKEN to the instance's token${adminToken ? ' (the one set was refused)' : ''}`,
-    );
-  }
-  if (!response.ok) {
-    const snippet = body.replace(/\s+/g, ' ').trim().slice(0, 200);
-    throw new ConsulAcmeError(
-      'INTERNAL',
-      `consul-acme at ${base} answered ${url} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}`,
+      `consul-acme at ${answer.base} answered ${answer.url} with HTTP ${answer.status}${snippet ? `: ${snippet}` : ''}`,
       { retryable: true },
     );
   }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body);
-  } catch {
-    parsed = undefined;
-  }
-  if (!isStatusReport(parsed)) {
+  if (!isStatusReport(answer.json)) {
     throw new ConsulAcmeError(
       'INTERNAL',
-      `${url} did not return a consul-acme status report (is ${base} the admin address?)`,
+      `${answer.url} did not return a consul-acme status report (is ${answer.base} the admin address?)`,
     );
   }
-  return parsed;
+  return answer.json;
 }
 
 /** `2025-01-31T12:34:56.789Z` → `2025-01-31 12:34` (UTC); missing → `-`; unparseable as given. */
