@@ -221,13 +221,14 @@ function orderHostnames(hostname: string, sorted: string[]): string[] {
   return sorted.includes(hostname) ? [hostname, ...sorted.filter((h) => h !== hostname)] : sorted;
 }
 
-/** A certificate and key that load, match and have a key type consul-acme issues. */
-type IssuableInspection = Extract<CertificateInspection, { ok: true }> & { keyType: KeyType };
-
-/** The facts of `hostname`'s certificate as read from it, with what the certificate does not say. */
+/**
+ * The facts of `hostname`'s certificate as read from it (a pair that loads and matches, whose key
+ * type, `keyType`, is one consul-acme issues), with what the certificate does not say.
+ */
 function inspectedFacts(
   hostname: string,
-  inspected: IssuableInspection,
+  inspected: Extract<CertificateInspection, { ok: true }>,
+  keyType: KeyType,
   directoryUrl: string,
   obtainedAt: Date,
 ): CertificateFacts {
@@ -238,7 +239,7 @@ function inspectedFacts(
     notAfter: inspected.notAfter,
     directoryUrl,
     issuer: inspected.issuer,
-    keyType: inspected.keyType,
+    keyType,
     obtainedAt,
   };
 }
@@ -306,7 +307,8 @@ export function storedRecordFromPem(
   const certificate: CertificateData = {
     ...inspectedFacts(
       hostname,
-      { ...inspected, keyType: inspected.keyType },
+      inspected,
+      inspected.keyType,
       fields.directoryUrl ?? '',
       Number.isNaN(obtainedAt.getTime()) ? inspected.notBefore : obtainedAt,
     ),
@@ -332,7 +334,7 @@ function foreignFacts(
   if (certPem === undefined || keyPem === undefined) return undefined;
   const inspected = inspectCertificateCached(certPem, keyPem);
   if (!inspected.ok || inspected.keyType === undefined) return undefined;
-  return inspectedFacts(hostname, { ...inspected, keyType: inspected.keyType }, '', inspected.notBefore);
+  return inspectedFacts(hostname, inspected, inspected.keyType, '', inspected.notBefore);
 }
 
 /** Refuses to store what a TLS server could not load; shared by every CertificateStore. */
@@ -371,7 +373,7 @@ export function adoptedCertificate(
     );
   }
   return {
-    ...inspectedFacts(hostname, { ...inspected, keyType: inspected.keyType }, marks.directoryUrl, marks.adoptedAt),
+    ...inspectedFacts(hostname, inspected, inspected.keyType, marks.directoryUrl, marks.adoptedAt),
     certPem,
     keyPem,
     adoptedAt: marks.adoptedAt,

@@ -202,15 +202,11 @@ export class CertificateWorker {
     request: StoredOperatorRequest | undefined,
     log: Logger,
   ): Promise<void> {
-    const { store, storeHealth, events, clock } = this.deps;
+    const { store, storeHealth, clock } = this.deps;
     const { version, certificate } = await storeHealth.observe(() =>
       store.adopt(stored.hostname, stored.version, { directoryUrl: desired.directoryUrl, adoptedAt: clock.now() }),
     );
-    const writtenAtMs = clock.nowMs();
-    events.emit({ type: 'stored', certificate, version, outcome: 'adopted', reason: 'Adoptable', writtenAtMs });
-    const facts = factsOf({ hostname: certificate.hostname, version, managed: true, certificate, problem: undefined });
-    const plan = planCertificate(clock.now(), desired, facts, this.deps.planOptions);
-    events.emit({ type: 'planned', hostname: certificate.hostname, plan, stored: facts, readStartedAtMs: writtenAtMs });
+    this.announceStored(certificate, version, 'adopted', 'Adoptable');
     log.info(
       {
         [F.event]: EVENTS.certAdopted,
@@ -438,27 +434,15 @@ export class CertificateWorker {
     reason: PlanReason,
     log: Logger,
   ): Promise<void> {
-    const { store, storeHealth, events, clock } = this.deps;
+    const { store, storeHealth } = this.deps;
     const version = await storeHealth.observe(() => store.put(certificate, stored?.version ?? 0), 'write');
     await storeHealth
       .observe(() => store.deletePending(certificate.hostname), 'write')
       .catch((err: unknown) =>
         log.warn({ [F.err]: describeError(err) }, 'could not remove the pending order; the next attempt does'),
       );
-    const writtenAtMs = clock.nowMs();
     const outcome = stored?.certificate !== undefined ? 'renewed' : 'obtained';
-    events.emit({ type: 'stored', certificate, version, outcome, reason, writtenAtMs });
-    // What is stored now, planned: the status shows it valid with its renewal time.
-    const facts = factsOf({ hostname: certificate.hostname, version, managed: true, certificate, problem: undefined });
-    const desired = this.deps.desired.desiredFor(certificate.hostname);
-    const plan = planCertificate(
-      clock.now(),
-      desired,
-      facts,
-      this.deps.planOptions,
-      this.deps.desired.undeclaredSince(certificate.hostname),
-    );
-    events.emit({ type: 'planned', hostname: certificate.hostname, plan, stored: facts, readStartedAtMs: writtenAtMs });
+    this.announceStored(certificate, version, outcome, reason);
     log.info(
       {
         [F.event]: outcome === 'renewed' ? EVENTS.certRenewed : EVENTS.certObtained,
@@ -470,6 +454,28 @@ export class CertificateWorker {
       },
       outcome === 'renewed' ? 'certificate renewed' : 'certificate obtained',
     );
+  }
+
+  /** Tells the engine what was just written, and plans it: the status shows it valid with its renewal time. */
+  private announceStored(
+    certificate: CertificateData,
+    version: number,
+    outcome: 'obtained' | 'renewed' | 'adopted',
+    reason: PlanReason,
+  ): void {
+    const { events, clock, desired } = this.deps;
+    const hostname = certificate.hostname;
+    const writtenAtMs = clock.nowMs();
+    events.emit({ type: 'stored', certificate, version, outcome, reason, writtenAtMs });
+    const facts = factsOf({ hostname, version, managed: true, certificate, problem: undefined });
+    const plan = planCertificate(
+      clock.now(),
+      desired.desiredFor(hostname),
+      facts,
+      this.deps.planOptions,
+      desired.undeclaredSince(hostname),
+    );
+    events.emit({ type: 'planned', hostname, plan, stored: facts, readStartedAtMs: writtenAtMs });
   }
 
   private async retire(hostname: string, stored: StoredFacts, plan: Plan): Promise<void> {

@@ -160,11 +160,6 @@ interface OrderSession {
   account: acme.Client;
 }
 
-/** The leaf's DER, base64url: the `certificate` field of a revokeCert request (RFC 8555 §7.6). */
-function certificateBase64url(leafPem: string): string {
-  return new X509Certificate(leafPem).raw.toString('base64url');
-}
-
 export class AcmeIssuer implements Issuer {
   readonly directoryUrl: string;
   private readonly http: AcmeHttp;
@@ -336,8 +331,9 @@ export class AcmeIssuer implements Issuer {
     const leafPem = splitPemCertificates(request.certPem)[0];
     let serial = '?';
     let hostnames: string[] = [];
+    let leaf: X509Certificate;
     try {
-      const leaf = new X509Certificate(leafPem ?? '');
+      leaf = new X509Certificate(leafPem ?? '');
       serial = normalizeSerial(leaf.serialNumber);
       hostnames = (leaf.subjectAltName ?? '').split(', ').flatMap((n) => (n.startsWith('DNS:') ? [n.slice(4)] : []));
     } catch (err) {
@@ -348,7 +344,8 @@ export class AcmeIssuer implements Issuer {
     const what = `acme revocation of certificate ${serial}`;
     const log = this.log.child({ [F.hostname]: hostnames[0] });
     const progress: Progress = { step: 'revocation' };
-    const payload = { certificate: certificateBase64url(leafPem ?? ''), reason: revocationCode(request.reason) };
+    // The leaf's DER, base64url: the `certificate` field of a revokeCert request (RFC 8555 §7.6).
+    const payload = { certificate: leaf.raw.toString('base64url'), reason: revocationCode(request.reason) };
     let session: OrderSession | undefined;
     try {
       throwIfAborted(signal, what);
