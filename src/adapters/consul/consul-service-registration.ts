@@ -129,6 +129,8 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   private readonly registered = new Map<string, string[]>();
   /** The tags last asked for, by shard; undefined before the first update and after deregister. */
   private shards: TagShards | undefined;
+  /** Registrations whose tags changed since they were last registered successfully. */
+  private readonly unsent = new Set<string>();
   /** Whether the registrations of an earlier run have been looked for (and removed). */
   private staleChecked = false;
   private pending: Batch | undefined;
@@ -193,17 +195,17 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   }
 
   /**
-   * Sends every registration in place again, unchanged. The agent keeps syncing a registration and
-   * its check to the catalog with the token that registered it (docs/protocols.md §1.10), so after
-   * the Consul token is replaced this is what moves them to the new token before the old one is
-   * deleted. Resolves how many registrations were sent; rejects with the first failure.
+   * Sends every registration in place again, with the tags wanted now. The agent keeps syncing a
+   * registration and its check to the catalog with the token that registered it (docs/protocols.md
+   * §1.10), so after the Consul token is replaced this is what moves them to the new token before
+   * the old one is deleted. Resolves how many registrations were sent; rejects with the first
+   * failure.
    */
   registerAgain(): Promise<number> {
     return this.serialize(async () => {
       await this.flushPending();
       if (this.shards === undefined) return 0;
-      const wanted = new Set(this.idsOf(this.shards.count));
-      const current = [...this.registered].filter(([id]) => wanted.has(id));
+      const current = [...this.wantedRegistrations(this.shards)].filter(([id]) => this.registered.has(id));
       const outcomes = await Promise.allSettled(current.map(([id, tags]) => this.register(id, tags)));
       const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
       if (failed) throw failed.reason;
@@ -226,6 +228,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       }
       for (const id of ids) await this.removeRegistration(id);
       this.registered.clear();
+      this.unsent.clear();
       this.shards = undefined;
       this.staleChecked = true;
     });
@@ -268,6 +271,10 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     }
     const shards = this.shards;
     const wanted = new Set(this.idsOf(shards.count));
+    // A shard whose tags changed stays to be sent until a registration of it succeeds, so a
+    // failure part-way through an update is made good by the next one.
+    for (const id of dirty) this.unsent.add(id);
+    for (const id of this.unsent) if (!wanted.has(id)) this.unsent.delete(id);
     if (!this.staleChecked) {
       try {
         const services = await this.agentServices();
@@ -282,7 +289,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     }
     const ids = [...wanted];
     const added = ids.filter((id) => !this.registered.has(id));
-    const changed = ids.filter((id) => this.registered.has(id) && dirty.has(id));
+    const changed = ids.filter((id) => this.registered.has(id) && this.unsent.has(id));
     const removed = [...this.registered.keys()].filter((id) => !wanted.has(id));
     if (added.length === 0 && changed.length === 0 && removed.length === 0) return;
     // Receivers first, then the shards that lose tags, then the ones no longer wanted.
@@ -353,6 +360,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       throw classifyConsulError(err, `agent service register ${id}`);
     }
     this.registered.set(id, tags);
+    this.unsent.delete(id);
   }
 
   /** Deregisters `id`; an id the agent does not know is already gone. */

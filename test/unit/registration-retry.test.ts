@@ -1,0 +1,77 @@
+/**
+ * ConsulServiceRegistration when a registration fails part-way through an update: what was not
+ * sent is sent by the next update, even when that update asks for nothing new. The agent is a
+ * stub here so that one chosen registration can fail; test/integration/consul-registration.test.ts
+ * runs the rest against a real agent.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Consul } from '../../src/adapters/consul/consul-client.js';
+import { ConsulServiceRegistration } from '../../src/adapters/consul/consul-service-registration.js';
+
+interface Registered {
+  id: string;
+  tags: string[];
+}
+
+/** An agent that keeps registrations in a map and refuses the registrations `failing` names. */
+function stubAgent(): { consul: Consul; services: Map<string, string[]>; failing: Set<string>; sent: Registered[] } {
+  const services = new Map<string, string[]>();
+  const failing = new Set<string>();
+  const sent: Registered[] = [];
+  const consul = {
+    agent: {
+      service: {
+        register: async (opts: { id: string; tags: string[] }) => {
+          sent.push({ id: opts.id, tags: opts.tags });
+          if (failing.has(opts.id)) throw Object.assign(new Error('internal error'), { statusCode: 500 });
+          services.set(opts.id, opts.tags);
+        },
+        deregister: async (id: string) => {
+          services.delete(id);
+        },
+        list: async () => ({}),
+      },
+      check: { list: async () => ({}) },
+    },
+  } as unknown as Consul;
+  return { consul, services, failing, sent };
+}
+
+const tags = (n: number): string[] =>
+  Array.from({ length: n }, (_, i) => `urlprefix-h${i}.example.com/.well-known/acme-challenge/`);
+
+describe('ConsulServiceRegistration after a failed registration', () => {
+  test('a shard left unsent when another failed is sent by the next update, though its tags did not change again', async () => {
+    const agent = stubAgent();
+    const registration = new ConsulServiceRegistration({
+      consul: agent.consul,
+      serviceId: 'svc',
+      port: 8402,
+      maxTagsPerRegistration: 20,
+      coalesceMs: 0,
+    });
+    await registration.update(tags(30));
+    const before = [...agent.services.keys()].sort();
+    assert.ok(before.length >= 2, `sharded: ${before.join(', ')}`);
+
+    // Growing to twice the shards: the new shards are registered first, then the old ones lose
+    // the tags that moved. The first new shard fails, so the old ones are not sent.
+    const grown = tags(80);
+    for (let n = before.length; n < 64; n++) agent.failing.add(`svc-${n}`);
+    await assert.rejects(registration.update(grown));
+    agent.failing.clear();
+    const heldBefore = new Map(agent.services);
+
+    agent.sent.length = 0;
+    await registration.update(grown);
+    const all = [...agent.services.values()].flat().sort();
+    assert.deepEqual(all, [...grown].sort(), 'every tag in exactly one registration');
+    for (const id of before) {
+      assert.ok(
+        agent.sent.some((r) => r.id === id),
+        `${id} sent again (it held ${heldBefore.get(id)?.length ?? 0} tags, some of which moved)`,
+      );
+    }
+  });
+});
