@@ -1,8 +1,9 @@
 /**
  * The clients of Consul and Vault as the configuration describes them, with the token sources they
- * follow (both modes open Vault the same way, `openVaultConnection`): a token file is polled and re-read on a refused request (adapters/token-source.ts), a
+ * follow: a token file is polled and re-read on a refused request (adapters/token-source.ts), a
  * renewable Vault token is renewed (adapters/vault/vault-token.ts), and the TLS client settings
- * go to both. Consul gets two clients when a home datacenter is set: `consul` for the local agent
+ * go to both. Both modes open Vault the same way (`openVaultConnection`; the sink-only mode opens
+ * nothing else). Consul gets two clients when a home datacenter is set: `consul` for the local agent
  * (catalog watch, registrations) and `coordination` (`?dc=<home>`) for the state every instance
  * shares (KV, sessions); with one datacenter they are the same client.
  */
