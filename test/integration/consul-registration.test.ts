@@ -61,6 +61,11 @@ async function passingIds(name: string): Promise<string[]> {
 }
 
 /** Every tag the agent holds for the registrations whose id starts with `serviceId`. */
+/** A registration that shards above 50 tags, so that a few hundred names make several shards. */
+function shardedRegistration(consul: Consul, serviceId: string): ConsulServiceRegistration {
+  return new ConsulServiceRegistration({ consul, serviceId, port: 8402, maxTagsPerRegistration: 50 });
+}
+
 async function registeredTags(serviceId: string, address = server!.address): Promise<string[]> {
   const services = await agentServices(address);
   return Object.values(services)
@@ -366,12 +371,7 @@ describe('ConsulServiceRegistration against a real agent', () => {
     const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
     const client = createConsulClient({ address: proxy.url });
     const serviceId = `consul-acme-${randomUUID()}`;
-    const registration = new ConsulServiceRegistration({
-      consul: client,
-      serviceId,
-      port: 8402,
-      maxTagsPerRegistration: 50,
-    });
+    const registration = shardedRegistration(client, serviceId);
     try {
       const tags = Array.from({ length: 300 }, (_, i) => challengeTag(`host-${i}.example.com`));
       await registration.update(tags);
@@ -404,12 +404,7 @@ describe('ConsulServiceRegistration against a real agent', () => {
   it('moves to more shards as names grow past the limit and back to the plain id as they shrink, with every tag in place at each step', async () => {
     const client = createConsulClient({ address: server!.address });
     const serviceId = `consul-acme-${randomUUID()}`;
-    const registration = new ConsulServiceRegistration({
-      consul: client,
-      serviceId,
-      port: 8402,
-      maxTagsPerRegistration: 50,
-    });
+    const registration = shardedRegistration(client, serviceId);
     const ids = async (): Promise<string[]> =>
       Object.keys(await agentServices())
         .filter((id) => id === serviceId || id.startsWith(`${serviceId}-`))

@@ -12,11 +12,11 @@ import {
   createCertificateKey,
   createCsrDer,
   csrPem,
-  normalizeSerial,
   readCertificateKey,
   readLeaf,
 } from '../../src/adapters/acme/acme-csr.js';
 import { KEY_TYPES, type KeyType } from '../../src/domain/certificate.js';
+import { normalizeSerial } from '../../src/domain/pem.js';
 import { makeTestCertificate, TEST_CA_NAME } from '../support/certs.js';
 
 /** `openssl req -verify -text` on a CSR: whether its signature verifies, and its text. */

@@ -155,5 +155,3 @@ export function readLeaf(certPem: string, privateKey: KeyObject): LeafFacts {
     matchesKey: leaf.checkPrivateKey(privateKey),
   };
 }
-
-export { normalizeSerial };

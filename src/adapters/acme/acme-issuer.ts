@@ -41,7 +41,7 @@ import type {
 } from '../../ports/issuer.js';
 import { exponentialSchedule, retryDelayMs } from '../../domain/backoff.js';
 import type { KeyType, PendingOrder } from '../../domain/certificate.js';
-import { splitPemCertificates } from '../../domain/pem.js';
+import { normalizeSerial, splitPemCertificates } from '../../domain/pem.js';
 import { revocationCode } from '../../domain/revocation.js';
 import { isChallengeToken } from '../../domain/challenge.js';
 import { AbortedError, AcmeProblemError, ConsulAcmeError, throwIfAborted } from '../../errors.js';
@@ -58,7 +58,6 @@ import {
   createCertificateKey,
   createCsrDer,
   csrPem,
-  normalizeSerial,
   readCertificateKey,
   readLeaf,
   type CertificateKey,

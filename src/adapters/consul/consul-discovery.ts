@@ -72,25 +72,21 @@ export function sameServices(a: Record<string, string[]>, b: Record<string, stri
  * services this is what keeps our own registration's wake-ups (docs/protocols.md §1.1) cheap.
  */
 class ServiceNormalizer {
-  private previous = new Map<string, { raw: readonly string[]; tags: string[] }>();
+  /** Service → its sorted tags in the last answer. */
+  private previous = new Map<string, string[]>();
 
   constructor(private readonly ignore: ReadonlySet<string>) {}
 
   normalize(services: Record<string, readonly string[] | null | undefined>): Record<string, string[]> {
-    const next = new Map<string, { raw: readonly string[]; tags: string[] }>();
+    const next = new Map<string, string[]>();
     const out: Record<string, string[]> = {};
     for (const name of Object.keys(services).sort()) {
       if (this.ignore.has(name)) continue;
-      const raw = services[name] ?? [];
+      // Consul lists a service's tags in a new order in every answer (docs/protocols.md §1.3).
+      const sorted = unique([...(services[name] ?? [])].sort());
       const before = this.previous.get(name);
-      let tags: string[];
-      if (before !== undefined && sameStrings(before.raw, raw)) tags = before.tags;
-      else {
-        // Consul lists a service's tags in a new order in every answer (docs/protocols.md §1.3).
-        const sorted = unique([...raw].sort());
-        tags = before !== undefined && sameStrings(before.tags, sorted) ? before.tags : sorted;
-      }
-      next.set(name, { raw, tags });
+      const tags = before !== undefined && sameStrings(before, sorted) ? before : sorted;
+      next.set(name, tags);
       out[name] = tags;
     }
     this.previous = next;

@@ -253,27 +253,9 @@ export class ConsulServiceRegistration implements ServiceRegistration {
    * in place after an earlier failure); all of them when the shard count changes.
    */
   private async apply(tags: string[]): Promise<void> {
-    let dirty: ReadonlySet<string>;
-    if (this.shards === undefined) {
-      const unique = new Set(tags);
-      this.shards = new TagShards(shardCountFor(unique, this.maxTags), unique);
-      dirty = new Set(this.idsOf(this.shards.count));
-    } else {
-      const changed = this.shards.setTags(tags);
-      dirty = new Set(changed.map((n) => this.idOf(n, this.shards!.count)));
-      if (this.shards.mayNeedResize(this.maxTags)) {
-        const count = shardCountFor(this.shards.tags(), this.maxTags, this.shards.count);
-        if (count !== this.shards.count) {
-          this.shards = new TagShards(count, this.shards.tags());
-          dirty = new Set(this.idsOf(count));
-        }
-      }
-    }
-    const shards = this.shards;
-    const wanted = new Set(this.idsOf(shards.count));
-    // A shard whose tags changed stays to be sent until a registration of it succeeds, so a
-    // failure part-way through an update is made good by the next one.
-    for (const id of dirty) this.unsent.add(id);
+    const shards = this.takeTags(tags);
+    const ids = this.idsOf(shards.count);
+    const wanted = new Set(ids);
     for (const id of this.unsent) if (!wanted.has(id)) this.unsent.delete(id);
     if (!this.staleChecked) {
       try {
@@ -287,16 +269,13 @@ export class ConsulServiceRegistration implements ServiceRegistration {
         this.log.debug({ [F.err]: describeError(err) }, 'could not look for earlier registrations');
       }
     }
-    const ids = [...wanted];
-    const added = ids.filter((id) => !this.registered.has(id));
-    const changed = ids.filter((id) => this.registered.has(id) && this.unsent.has(id));
+    const added = ids.flatMap((id, n) => (this.registered.has(id) ? [] : [{ id, n }]));
+    const changed = ids.flatMap((id, n) => (this.registered.has(id) && this.unsent.has(id) ? [{ id, n }] : []));
     const removed = [...this.registered.keys()].filter((id) => !wanted.has(id));
     if (added.length === 0 && changed.length === 0 && removed.length === 0) return;
     // Receivers first, then the shards that lose tags, then the ones no longer wanted.
     for (const group of [added, changed]) {
-      const outcomes = await Promise.allSettled(
-        group.map((id) => this.register(id, shards.tagsOf(this.shardNumberOf(id)))),
-      );
+      const outcomes = await Promise.allSettled(group.map(({ id, n }) => this.register(id, shards.tagsOf(n))));
       const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
       if (failed) throw failed.reason;
     }
@@ -307,6 +286,33 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     );
   }
 
+  /**
+   * Takes `tags` into the shards, with a new shard count when they need one. The registrations
+   * whose tags changed (all of them when the count changed) are marked unsent: each stays to be
+   * sent until a registration of it succeeds, so a failure part-way through an update is made
+   * good by the next one.
+   */
+  private takeTags(tags: string[]): TagShards {
+    let shards = this.shards;
+    if (shards === undefined) {
+      const unique = new Set(tags);
+      shards = new TagShards(shardCountFor(unique, this.maxTags), unique);
+      for (const id of this.idsOf(shards.count)) this.unsent.add(id);
+    } else {
+      const moved = shards.setTags(tags);
+      for (const n of moved) this.unsent.add(this.idOf(n, shards.count));
+      if (shards.mayNeedResize(this.maxTags)) {
+        const count = shardCountFor(shards.tags(), this.maxTags, shards.count);
+        if (count !== shards.count) {
+          shards = new TagShards(count, shards.tags());
+          for (const id of this.idsOf(count)) this.unsent.add(id);
+        }
+      }
+    }
+    this.shards = shards;
+    return shards;
+  }
+
   /** The registration ids of `shardCount` shards: the plain service id for one, `<id>-<n>` for more. */
   private idsOf(shardCount: number): string[] {
     return Array.from({ length: shardCount }, (_, n) => this.idOf(n, shardCount));
@@ -314,10 +320,6 @@ export class ConsulServiceRegistration implements ServiceRegistration {
 
   private idOf(n: number, shardCount: number): string {
     return shardCount === 1 ? this.opts.serviceId : `${this.opts.serviceId}-${n}`;
-  }
-
-  private shardNumberOf(id: string): number {
-    return id === this.opts.serviceId ? 0 : Number(id.slice(this.opts.serviceId.length + 1));
   }
 
   /** Registration id → its sorted tags. */
