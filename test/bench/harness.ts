@@ -7,7 +7,7 @@
  * Nothing here asserts: a benchmark prints figures (docs/operations.md "Resource sizing" quotes them).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { formatProfileSummary, readProfile, summarizeProfile } from './cpu-profile.js';
@@ -566,7 +566,10 @@ export class ChildProfile {
 
   constructor(baseDir: string | undefined, label: string) {
     this.dir = baseDir === undefined ? undefined : `${baseDir}/${label}`;
-    if (this.dir) mkdirSync(this.dir, { recursive: true });
+    if (!this.dir) return;
+    mkdirSync(this.dir, { recursive: true });
+    // An earlier run's profile in the same directory would be read as this run's.
+    for (const f of readdirSync(this.dir)) if (f.endsWith('.cpuprofile')) rmSync(`${this.dir}/${f}`);
   }
 
   /** Options for node in the child (none without a directory). */
