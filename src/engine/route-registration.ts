@@ -31,9 +31,14 @@ export interface RouteRegistrationDeps {
 export class RouteRegistration {
   /** Hostname → when the registration carrying its route was accepted by the agent (ms). */
   private readonly registeredAt = new Map<string, number>();
-  private wanted: ReadonlySet<string> = new Set();
-  /** Hostname → its route tag, made once per name (a sync passes every managed name). */
+  /** Hostname → its route tag, for every name the routes were last asked to carry. */
   private readonly tags = new Map<string, string>();
+  /**
+   * Names asked for whose route no registration has confirmed yet (one failed, or is under way),
+   * each with the number of the sync that asked for it.
+   */
+  private readonly unconfirmed = new Map<string, number>();
+  private syncs = 0;
   private readonly log: Logger;
 
   constructor(private readonly deps: RouteRegistrationDeps) {
@@ -43,15 +48,33 @@ export class RouteRegistration {
   /**
    * Registers the challenge routes of exactly `hostnames` (read at the call, so the caller may go on
    * changing its set); resolves once the agent has them (or the attempt failed and was logged).
+   * Only the names that joined or left since the last call are handed to the registration, so a
+   * change costs work for them, plus one look-up per name.
    */
-  async sync(hostnames: Iterable<string>): Promise<void> {
-    const names = new Set(hostnames);
-    this.wanted = names;
+  async sync(hostnames: ReadonlySet<string>): Promise<void> {
+    const call = ++this.syncs;
+    const added: string[] = [];
+    const removed: string[] = [];
+    for (const hostname of hostnames) {
+      if (this.tags.has(hostname)) continue;
+      const tag = challengeRouteTag(hostname, this.deps.fabioTagPrefix);
+      this.tags.set(hostname, tag);
+      this.unconfirmed.set(hostname, call);
+      added.push(tag);
+    }
+    for (const [hostname, tag] of this.tags) {
+      if (hostnames.has(hostname)) continue;
+      this.tags.delete(hostname);
+      this.registeredAt.delete(hostname);
+      this.unconfirmed.delete(hostname);
+      removed.push(tag);
+    }
     const routes = this.deps.routes;
     if (!routes) return;
-    const tags = Array.from(names, (hostname) => this.tagOf(hostname));
+    // Nothing moved and nothing waits for a confirmation: the registration holds these routes.
+    if (added.length === 0 && removed.length === 0 && this.unconfirmed.size === 0) return;
     try {
-      await routes.update(tags);
+      await routes.change(added, removed);
     } catch (err) {
       this.log.error(
         { [F.err]: describeError(err) },
@@ -59,21 +82,24 @@ export class RouteRegistration {
       );
       return;
     }
-    if (this.wanted !== names) return; // a newer sync is under way; it records its own names
-    const now = this.deps.clock.nowMs();
-    for (const hostname of this.registeredAt.keys()) if (!names.has(hostname)) this.registeredAt.delete(hostname);
-    for (const hostname of this.tags.keys()) if (!names.has(hostname)) this.tags.delete(hostname);
-    for (const hostname of names) if (!this.registeredAt.has(hostname)) this.registeredAt.set(hostname, now);
-    this.log.debug({ [F.event]: EVENTS.registrationUpdated, tags: tags.length }, 'challenge routes registered');
+    this.confirm(call);
+    this.log.debug(
+      { [F.event]: EVENTS.registrationUpdated, added: added.length, removed: removed.length, tags: this.tags.size },
+      'challenge routes registered',
+    );
   }
 
-  private tagOf(hostname: string): string {
-    let tag = this.tags.get(hostname);
-    if (tag === undefined) {
-      tag = challengeRouteTag(hostname, this.deps.fabioTagPrefix);
-      this.tags.set(hostname, tag);
+  /**
+   * The registration that took sync `call` succeeded: the routes asked for by it and by every
+   * earlier sync are in place (a failed one's tags went with it), later ones may not be yet.
+   */
+  private confirm(call: number): void {
+    const now = this.deps.clock.nowMs();
+    for (const [hostname, askedBy] of this.unconfirmed) {
+      if (askedBy > call) continue;
+      this.registeredAt.set(hostname, now);
+      this.unconfirmed.delete(hostname);
     }
-    return tag;
   }
 
   /** When the route of `hostname` was registered (ms), if it is. */
@@ -120,7 +146,8 @@ export class RouteRegistration {
           if (registration === this.deps.routes) {
             // The routes just came back: give every name the settle time of a new route.
             const now = this.deps.clock.nowMs();
-            for (const hostname of this.wanted) this.registeredAt.set(hostname, now);
+            for (const hostname of this.tags.keys()) this.registeredAt.set(hostname, now);
+            this.unconfirmed.clear();
           }
         }
       } catch (err) {

@@ -7,6 +7,9 @@
  *   the same tags again sends nothing. Calls close together are coalesced into one registration
  *   with the last tag set; each call resolves once the registration of its tags, or of a later
  *   set that replaced them, is in place in the agent, and rejects with that registration's error.
+ * - `change(added, removed)` is `update` with the tags last asked for, `added` added and then
+ *   `removed` removed, at a cost that grows with these tags only (the caller keeps the whole set);
+ *   it is coalesced with `update` calls in call order.
  * - `reassert()` reads the agent's copy and registers again whatever is missing or differs from
  *   what was last registered (an agent restarted without its data, a deregistration through the
  *   API); it resolves whether it had to. Before the first `update` and after `deregister` there
@@ -16,7 +19,8 @@
  *   or reassert. Calls run one after another in the order they were made. One process only.
  */
 export interface ServiceRegistration {
-  update(tags: string[]): Promise<void>;
+  update(tags: readonly string[]): Promise<void>;
+  change(added: readonly string[], removed: readonly string[]): Promise<void>;
   reassert(): Promise<boolean>;
   deregister(): Promise<void>;
 }

@@ -74,4 +74,52 @@ describe('ConsulServiceRegistration after a failed registration', () => {
       );
     }
   });
+
+  test('change sends only the shards of the tags that moved, and a failed one goes with the next change', async () => {
+    const agent = stubAgent();
+    const registration = new ConsulServiceRegistration({
+      consul: agent.consul,
+      serviceId: 'svc',
+      port: 8402,
+      maxTagsPerRegistration: 20,
+      coalesceMs: 0,
+    });
+    const all = tags(60);
+    await registration.update(all.slice(0, 50));
+    const shardCount = agent.services.size;
+    assert.ok(shardCount >= 4, `sharded: ${shardCount}`);
+
+    agent.sent.length = 0;
+    await registration.change([all[50]!], [all[0]!]);
+    assert.ok(agent.sent.length <= 2, `at most the two touched shards sent: ${agent.sent.map((r) => r.id).join(', ')}`);
+    assert.deepEqual([...agent.services.values()].flat().sort(), all.slice(1, 51).sort());
+
+    // The registration taking the next tag fails; the following change, which asks only to
+    // remove another tag, sends it too.
+    const failingTag = all[51]!;
+    for (const id of agent.services.keys()) agent.failing.add(id);
+    await assert.rejects(registration.change([failingTag], []));
+    agent.failing.clear();
+    await registration.change([], [all[1]!]);
+    assert.deepEqual(
+      [...agent.services.values()].flat().sort(),
+      [...all.slice(2, 51), failingTag].sort(),
+      'every tag asked for is in place',
+    );
+  });
+
+  test('updates and changes made together are taken in call order and sent once', async () => {
+    const agent = stubAgent();
+    const registration = new ConsulServiceRegistration({ consul: agent.consul, serviceId: 'svc', port: 8402 });
+    await registration.update(tags(3));
+    agent.sent.length = 0;
+    const all = tags(6);
+    await Promise.all([
+      registration.change([all[3]!], []),
+      registration.update([all[0]!, all[4]!]),
+      registration.change([all[5]!], [all[0]!]),
+    ]);
+    assert.equal(agent.sent.length, 1, 'one registration');
+    assert.deepEqual([...agent.services.get('svc')!].sort(), [all[4]!, all[5]!].sort());
+  });
 });

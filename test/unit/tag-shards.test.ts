@@ -40,6 +40,18 @@ describe('TagShards', () => {
     assert.ok(shards.tags().has(added));
   });
 
+  test('change adds and removes only the tags given, and reports the shards they touched', () => {
+    const shards = new TagShards(8, tags(0, 200));
+    const viaSet = new TagShards(8, tags(0, 200));
+    const changed = shards.change([tag(1000)], [tag(3), tag(5000)]); // tag(5000) was never there
+    const expected = viaSet.setTags([...tags(0, 200).filter((t) => t !== tag(3)), tag(1000)]);
+    assert.deepEqual(changed, expected);
+    assert.deepEqual(contents(shards), contents(viaSet));
+    assert.deepEqual(shards.change([tag(1000)], []), [], 'a tag held already changes nothing');
+    shards.change([tag(1001)], [tag(1001)]);
+    assert.ok(!shards.tags().has(tag(1001)), 'added, then removed');
+  });
+
   test('the same tags again, in another order or with duplicates, change nothing', () => {
     const shards = new TagShards(4, tags(0, 50));
     assert.deepEqual(shards.setTags([...tags(0, 50)].reverse()), []);

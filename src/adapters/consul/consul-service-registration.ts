@@ -24,11 +24,12 @@
  * that receive them are registered before the shards that lose them, and a shard no longer
  * wanted is removed last, so a route never disappears on the way.
  *
- * Calls close together are coalesced: an `update` after a quiet spell is sent at once (with the
- * calls made in the same turn of the event loop), and one within `coalesceMs` of the last
- * registration waits until that much time has passed since it; whatever is pending when the
- * registration runs is sent once, with the last tag set. So a single change costs no wait, and a
- * burst costs at most one registration per `coalesceMs`.
+ * Calls close together are coalesced: an `update` or `change` after a quiet spell is sent at once
+ * (with the calls made in the same turn of the event loop), and one within `coalesceMs` of the
+ * last registration waits until that much time has passed since it; the calls pending when the
+ * registration runs are taken in order and their result is sent once. So a single change costs no
+ * wait, and a burst costs at most one registration per `coalesceMs`. `change` passes only the tags
+ * that moved, so a new name costs work for its own tag, not for every name.
  */
 import { describeError, type ConsulAcmeError } from '../../errors.js';
 import { F, EVENTS, silentLogger, type Logger } from '../../logging.js';
@@ -101,8 +102,12 @@ interface Waiter {
   reject: (err: unknown) => void;
 }
 
+/** What a call asked for: exactly these tags, or these added and those removed. */
+type TagChange = { set: readonly string[] } | { added: readonly string[]; removed: readonly string[] };
+
 interface Batch {
-  tags: string[];
+  /** In call order; taken into the shards when the batch is sent. */
+  changes: TagChange[];
   waiters: Waiter[];
 }
 
@@ -153,14 +158,22 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     return [...this.registered.keys()].sort();
   }
 
-  update(tags: string[]): Promise<void> {
+  update(tags: readonly string[]): Promise<void> {
+    return this.enqueue({ set: tags });
+  }
+
+  change(added: readonly string[], removed: readonly string[]): Promise<void> {
+    return this.enqueue({ added, removed });
+  }
+
+  private enqueue(change: TagChange): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (this.pending) {
-        this.pending.tags = tags;
+        this.pending.changes.push(change);
         this.pending.waiters.push({ resolve, reject });
         return;
       }
-      this.pending = { tags, waiters: [{ resolve, reject }] };
+      this.pending = { changes: [change], waiters: [{ resolve, reject }] };
       const wait = Math.max(0, this.lastFlushAt + this.coalesceMs - Date.now());
       setTimeout(() => void this.serialize(() => this.flushPending()), wait);
     });
@@ -241,7 +254,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     this.pending = undefined;
     this.lastFlushAt = Date.now();
     try {
-      await this.apply(batch.tags);
+      await this.apply(batch.changes);
       for (const w of batch.waiters) w.resolve();
     } catch (err) {
       for (const w of batch.waiters) w.reject(err);
@@ -249,11 +262,11 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   }
 
   /**
-   * Brings the registrations to `tags`, sending only the shards whose tags changed (and any not
-   * in place after an earlier failure); all of them when the shard count changes.
+   * Takes `changes` into the shards and sends only the shards whose tags changed (and any not in
+   * place after an earlier failure); all of them when the shard count changes.
    */
-  private async apply(tags: string[]): Promise<void> {
-    const shards = this.takeTags(tags);
+  private async apply(changes: readonly TagChange[]): Promise<void> {
+    const shards = this.takeTags(changes);
     const ids = this.idsOf(shards.count);
     const wanted = new Set(ids);
     for (const id of this.unsent) if (!wanted.has(id)) this.unsent.delete(id);
@@ -287,20 +300,32 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   }
 
   /**
-   * Takes `tags` into the shards, with a new shard count when they need one. The registrations
-   * whose tags changed (all of them when the count changed) are marked unsent: each stays to be
-   * sent until a registration of it succeeds, so a failure part-way through an update is made
-   * good by the next one.
+   * Takes `changes` into the shards, in order, with a new shard count when they need one. The
+   * registrations whose tags changed (all of them when the count changed) are marked unsent: each
+   * stays to be sent until a registration of it succeeds, so a failure part-way through an update
+   * is made good by the next one.
    */
-  private takeTags(tags: string[]): TagShards {
+  private takeTags(changes: readonly TagChange[]): TagShards {
     let shards = this.shards;
     if (shards === undefined) {
-      const unique = new Set(tags);
+      // The first tags: a change adds to nothing.
+      const unique = new Set<string>();
+      for (const change of changes) {
+        if ('set' in change) {
+          unique.clear();
+          for (const tag of change.set) unique.add(tag);
+        } else {
+          for (const tag of change.added) unique.add(tag);
+          for (const tag of change.removed) unique.delete(tag);
+        }
+      }
       shards = new TagShards(shardCountFor(unique, this.maxTags), unique);
       for (const id of this.idsOf(shards.count)) this.unsent.add(id);
     } else {
-      const moved = shards.setTags(tags);
-      for (const n of moved) this.unsent.add(this.idOf(n, shards.count));
+      for (const change of changes) {
+        const moved = 'set' in change ? shards.setTags(change.set) : shards.change(change.added, change.removed);
+        for (const n of moved) this.unsent.add(this.idOf(n, shards.count));
+      }
       if (shards.mayNeedResize(this.maxTags)) {
         const count = shardCountFor(shards.tags(), this.maxTags, shards.count);
         if (count !== shards.count) {

@@ -79,15 +79,26 @@ export class TagShards {
   /** Makes the tags exactly `wanted` (duplicates ignored); returns the shards whose tags changed, ascending. */
   setTags(wanted: readonly string[]): number[] {
     const next = new Set(wanted);
+    return this.change(
+      next,
+      [...this.all].filter((tag) => !next.has(tag)),
+    );
+  }
+
+  /**
+   * Adds `added`, then removes `removed` (so a tag in both goes); costs work for these tags only.
+   * Returns the shards whose tags changed, ascending.
+   */
+  change(added: Iterable<string>, removed: Iterable<string>): number[] {
     const changed = new Set<number>();
-    for (const tag of this.all) {
-      if (next.has(tag)) continue;
+    for (const tag of added) if (!this.all.has(tag)) changed.add(this.add(tag));
+    for (const tag of removed) {
+      if (!this.all.has(tag)) continue;
       const n = shardOf(tag, this.count);
       this.shards[n]!.delete(tag);
       this.all.delete(tag);
       changed.add(n);
     }
-    for (const tag of next) if (!this.all.has(tag)) changed.add(this.add(tag));
     return [...changed].sort((a, b) => a - b);
   }
 

@@ -17,7 +17,13 @@ export class MemoryServiceRegistration implements ServiceRegistration {
   /** Whether the simulated agent holds the registration. */
   private inAgent = false;
 
-  async update(tags: string[]): Promise<void> {
+  async change(added: readonly string[], removed: readonly string[]): Promise<void> {
+    const next = new Set([...(this.tags ?? []), ...added]);
+    for (const tag of removed) next.delete(tag);
+    await this.update([...next]);
+  }
+
+  async update(tags: readonly string[]): Promise<void> {
     const wanted = [...new Set(tags)].sort();
     const current = this.tags;
     if (current && current.length === wanted.length && current.join('\n') === wanted.join('\n')) return;
