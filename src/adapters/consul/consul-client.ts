@@ -250,7 +250,8 @@ export function classifyConsulError(err: unknown, what: string): ConsulAcmeError
 // Blocking queries
 
 /** The blocking endpoints the adapters watch, named as the client's methods. */
-export type BlockingMethod = 'catalog.service.list' | 'catalog.service.nodes' | 'health.service' | 'kv.get';
+export type BlockingMethod =
+  'catalog.service.list' | 'catalog.service.list.bytes' | 'catalog.service.nodes' | 'health.service' | 'kv.get';
 
 /** Options the package sends but its per-method types leave out (type gap): index, wait, stale, ctx, timeout. */
 type CallOptions = Record<string, unknown>;
@@ -258,10 +259,32 @@ type CallOptions = Record<string, unknown>;
 /* `as never`: the package's per-method option types are narrower than what it sends (see CallOptions). */
 const BLOCKING_METHODS: Record<BlockingMethod, (consul: Consul, opts: CallOptions) => Promise<unknown>> = {
   'catalog.service.list': (consul, opts) => consul.catalog.service.list(opts as never),
+  // The answer's bytes (a Buffer, undefined when empty) instead of the parsed body.
+  'catalog.service.list.bytes': (consul, opts) =>
+    consul.catalog.service.list.call({ consul: bytesClient(consul) } as never, opts as never),
   'catalog.service.nodes': (consul, opts) => consul.catalog.service.nodes(opts as never),
   'health.service': (consul, opts) => consul.health.service(opts as never),
   'kv.get': (consul, opts) => consul.kv.get(opts as never),
 };
+
+/** What the package's methods use of their client (consul@2: `this.consul._defaults`, `this.consul._get`). */
+interface PackageClient {
+  _defaults: unknown;
+  _get(request: Record<string, unknown>, ...middleware: unknown[]): Promise<unknown>;
+}
+
+/**
+ * The client as a package method sees it, with every request asking papi for the body's bytes
+ * (its `buffer` request option, which the package's own options do not pass on): the method
+ * builds its request as always (token, datacenter, index, wait), and the body is not decoded.
+ */
+function bytesClient(consul: Consul): PackageClient {
+  const client = consul as unknown as PackageClient;
+  return {
+    _defaults: client._defaults,
+    _get: (request, ...middleware) => client._get({ ...request, buffer: true }, ...middleware),
+  };
+}
 
 export interface BlockingQuery {
   /** The index from the previous return of this same query; 0 (or absent) for the first request. */

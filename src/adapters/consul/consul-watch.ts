@@ -82,7 +82,14 @@ export async function watchBlocking<Body, Value>(
     if (result.indexReset)
       opts.log.info({ consul_index: result.consulIndex }, `${opts.what} index went backwards; index reset`);
 
-    const value = opts.toValue(result.body);
+    let value: Value;
+    try {
+      value = opts.toValue(result.body);
+    } catch (err) {
+      // An answer that cannot be read (not JSON, say) is retried like a failed request.
+      if (!(await fail(asConsulAcmeError(err, `${opts.what} answer`), `${opts.what} answer unreadable`))) break;
+      continue;
+    }
     const text = opts.same ? undefined : JSON.stringify(value);
     const unchanged =
       lastAccepted !== undefined && (opts.same ? opts.same(value, lastAccepted.value) : text === lastAccepted.text);
