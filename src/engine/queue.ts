@@ -185,6 +185,11 @@ export class IssuanceQueue {
     this.pump();
   }
 
+  /** How many attempts in a row failed for `hostname`'s job (0 without one), copying nothing. */
+  consecutiveFailures(hostname: string): number {
+    return this.entries.get(hostname)?.consecutiveFailures ?? 0;
+  }
+
   state(hostname: string): JobState | undefined {
     const entry = this.entries.get(hostname);
     if (!entry) return undefined;

@@ -27,7 +27,7 @@ const LEAVING_REASONS: ReadonlySet<string> = new Set(['GracePeriod', 'NoLongerDe
 export interface StatusViewDeps {
   desired: DesiredSet;
   index: StoreIndex;
-  queue: Pick<IssuanceQueue, 'state'>;
+  queue: Pick<IssuanceQueue, 'state' | 'consecutiveFailures'>;
   storeHealth: StoreHealth;
   /** Operator requests, shown with their names. */
   requests?: Pick<OperatorRequests, 'describe'>;
@@ -140,7 +140,7 @@ export class StatusView {
       if (facts?.newerFormat !== undefined || this.isUnmanaged(facts, plan)) return;
       if (plan?.reason !== undefined && LEAVING_REASONS.has(plan.reason)) return;
       const notAfter = facts?.certificate?.notAfter;
-      const attempts = queue.state(hostname)?.consecutiveFailures ?? 0;
+      const attempts = queue.consecutiveFailures(hostname);
       const expiring = notAfter !== undefined && notAfter.getTime() - nowMs < options.warnBeforeMs;
       if (!expiring && attempts < options.criticalAfterFailures) return;
       added.add(hostname);

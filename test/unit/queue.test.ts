@@ -162,6 +162,8 @@ describe('issuance queue', () => {
     );
     assert.equal(calls, 0, 'no attempt before the persisted time');
     assert.equal(deferred.consecutiveFailures, 1);
+    assert.equal(second.consecutiveFailures('a.example.com'), 1, 'the count the health check reads');
+    assert.equal(second.consecutiveFailures('other.example.com'), 0, 'no job, no failures');
     assert.ok(deferred.dueAt.getTime() > Date.now() + 3_500_000);
     await second.stop(0);
   });

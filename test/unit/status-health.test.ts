@@ -65,6 +65,7 @@ function view(opts: {
               waitingFor: undefined,
               dueAt: NOW,
             },
+      consecutiveFailures: (h: string): number => opts.failures?.[h] ?? 0,
     },
     storeHealth: { state: () => ({ error: opts.storeError }) },
   } as unknown as StatusViewDeps;
