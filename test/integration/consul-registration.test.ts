@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
 import {
   ConsulServiceRegistration,
@@ -36,6 +37,7 @@ interface AgentCheck {
   CheckID: string;
   ServiceID: string;
   Status: string;
+  Type: string;
 }
 
 let server: ConsulInstance | undefined;
@@ -81,10 +83,17 @@ async function deregisterBehindItsBack(id: string): Promise<void> {
 
 const challengeTag = (host: string): string => `urlprefix-${host}/.well-known/acme-challenge/`;
 
-/** An HTTP endpoint for checks, answering 200 while `healthy`. */
-async function checkTarget(): Promise<{ url: string; setHealthy(h: boolean): void; close(): Promise<void> }> {
+/** An HTTP endpoint for checks, answering 200 while `healthy`; `polls` counts the requests. */
+async function checkTarget(): Promise<{
+  url: string;
+  setHealthy(h: boolean): void;
+  polls(): number;
+  close(): Promise<void>;
+}> {
   let healthy = true;
+  let polls = 0;
   const http: Server = createServer((_req, res) => {
+    polls += 1;
     res.statusCode = healthy ? 200 : 503;
     res.end(healthy ? 'ok' : 'not ready');
   });
@@ -94,6 +103,7 @@ async function checkTarget(): Promise<{ url: string; setHealthy(h: boolean): voi
     setHealthy: (h) => {
       healthy = h;
     },
+    polls: () => polls,
     close: () => new Promise((resolve) => http.close(() => resolve())),
   };
 }
@@ -428,6 +438,58 @@ describe('ConsulServiceRegistration against a real agent', () => {
     } finally {
       await registration.deregister();
       client.destroy();
+    }
+  });
+
+  it('checks the instance once however many shards: the first shard polls it, the others alias the first, and Fabio sees all pass or all fail', async () => {
+    const target = await checkTarget();
+    const serviceId = `consul-acme-${randomUUID()}`;
+    const name = `aliased-${randomUUID()}`;
+    const registration = consulRegistration({
+      serviceId,
+      serviceName: name,
+      checkHttpUrl: target.url,
+      checkIntervalSeconds: 1,
+      initialCheckStatus: 'passing',
+      maxTagsPerRegistration: 50,
+    });
+    try {
+      await registration.update(Array.from({ length: 160 }, (_, i) => challengeTag(`host-${i}.example.com`)));
+      const checks = Object.values(await agentChecks()).filter((c) => c.ServiceID.startsWith(`${serviceId}-`));
+      const types = checks.map((c) => `${c.ServiceID.slice(serviceId.length + 1)}:${c.Type}`).sort();
+      assert.ok(checks.length >= 4, `one check per shard: ${types.join(', ')}`);
+      assert.deepEqual(
+        types,
+        checks
+          .map((c) => c.ServiceID.slice(serviceId.length + 1))
+          .sort()
+          .map((n) => `${n}:${n === '0' ? 'http' : 'alias'}`),
+      );
+      await waitFor('every shard to pass', async () => (await passingIds(name)).length === checks.length);
+      const before = target.polls();
+      await sleep(3_000);
+      const polled = target.polls() - before;
+      assert.ok(
+        polled >= 1 && polled <= 5,
+        `one check a second polls the instance, not one per shard: ${polled} in 3 s`,
+      );
+      target.setHealthy(false);
+      await waitFor('every shard to fail with the first', async () => (await passingIds(name)).length === 0);
+      target.setHealthy(true);
+      await waitFor('every shard to pass again', async () => (await passingIds(name)).length === checks.length);
+
+      // Lost behind its back, every shard comes back, aliases included, and passes.
+      for (const c of checks) await deregisterBehindItsBack(c.ServiceID);
+      assert.equal(await registration.reassert(), true);
+      await waitFor('the restored shards to pass', async () => (await passingIds(name)).length === checks.length);
+      assert.equal(
+        await registration.reassert(),
+        false,
+        'the agent now holds what was registered, alias checks included',
+      );
+    } finally {
+      await registration.deregister();
+      await target.close();
     }
   });
 

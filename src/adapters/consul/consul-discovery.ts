@@ -58,6 +58,7 @@ function sameStrings(a: readonly string[], b: readonly string[]): boolean {
 
 /** Whether two normalized snapshots are the same; a service whose tags did not change shares its array. */
 export function sameServices(a: Record<string, string[]>, b: Record<string, string[]>): boolean {
+  if (a === b) return true;
   const names = Object.keys(a);
   if (names.length !== Object.keys(b).length) return false;
   return names.every((name) => {

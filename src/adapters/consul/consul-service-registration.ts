@@ -17,7 +17,9 @@
  * number of names. Above `maxTagsPerRegistration` tags the routes are spread over several
  * registrations of the same service, `<serviceId>-<n>` for n in [0, S), S a power of two; a tag
  * goes to shard `sha256(tag) mod S`, so a name stays in its shard while S stays, and when S
- * doubles a shard only gives names to its new sibling `n + S`. Each shard has its own check. With
+ * doubles a shard only gives names to its new sibling `n + S`. The first shard has the HTTP check;
+ * every other shard's check is an alias of the first shard (aliasTarget), so Consul polls the
+ * instance once however many shards there are. With
  * one shard the registration keeps the plain `<serviceId>`, as small deployments always had.
  * Every registration carries `Meta.consul_acme_registration = <serviceId>`, so the shards of an
  * earlier run (another shard count, a crash) are found and removed. When tags move, the shards
@@ -187,9 +189,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       const services = await this.agentServices();
       const checks = this.opts.checkHttpUrl !== undefined ? await this.agentChecks() : {};
       const redo = [...wanted].filter(([id, t]) => !this.agentHolds(services[id], checks, id, t));
-      const outcomes = await Promise.allSettled(redo.map(([id, t]) => this.register(id, t)));
-      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-      if (failed) throw failed.reason;
+      await this.registerAll(redo.map(([id, tags]) => ({ id, tags })));
       const stale = Object.keys(services).filter((id) => this.isOurs(services[id], id) && !wanted.has(id));
       for (const id of stale) await this.removeRegistration(id);
       this.staleChecked = true;
@@ -219,9 +219,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       await this.flushPending();
       if (this.shards === undefined) return 0;
       const current = [...this.wantedRegistrations(this.shards)].filter(([id]) => this.registered.has(id));
-      const outcomes = await Promise.allSettled(current.map(([id, tags]) => this.register(id, tags)));
-      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-      if (failed) throw failed.reason;
+      await this.registerAll(current.map(([id, tags]) => ({ id, tags })));
       return current.length;
     });
   }
@@ -287,11 +285,8 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     const removed = [...this.registered.keys()].filter((id) => !wanted.has(id));
     if (added.length === 0 && changed.length === 0 && removed.length === 0) return;
     // Receivers first, then the shards that lose tags, then the ones no longer wanted.
-    for (const group of [added, changed]) {
-      const outcomes = await Promise.allSettled(group.map(({ id, n }) => this.register(id, shards.tagsOf(n))));
-      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-      if (failed) throw failed.reason;
-    }
+    for (const group of [added, changed])
+      await this.registerAll(group.map(({ id, n }) => ({ id, tags: shards.tagsOf(n) })));
     for (const id of removed) await this.removeRegistration(id);
     this.log.info(
       { [F.event]: EVENTS.registrationUpdated, tags: shards.tags().size, registrations: wanted.size },
@@ -352,6 +347,33 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     return new Map(this.idsOf(shards.count).map((id, n) => [id, shards.tagsOf(n)]));
   }
 
+  /**
+   * Registers `list` at once, except that a registration whose check is not an alias (the first
+   * shard, which the others' alias checks follow) goes first, so an alias never starts critical
+   * for want of its target. Rejects with the first failure, once all have answered.
+   */
+  private async registerAll(list: ReadonlyArray<{ id: string; tags: string[] }>): Promise<void> {
+    const first = list.filter(({ id }) => this.aliasTarget(id) === undefined);
+    const rest = list.filter(({ id }) => this.aliasTarget(id) !== undefined);
+    for (const group of [first, rest]) {
+      const outcomes = await Promise.allSettled(group.map(({ id, tags }) => this.register(id, tags)));
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+  }
+
+  /**
+   * With several shards, only the first carries the HTTP check; every other shard's check is an
+   * alias of it (docs/protocols.md §1.10): the agent keeps it in step with the first shard's
+   * without a request of its own, so the instance answers one check however many shards it has.
+   */
+  private aliasTarget(id: string): string | undefined {
+    const count = this.shards?.count ?? 1;
+    if (this.opts.checkHttpUrl === undefined || count === 1) return undefined;
+    const first = this.idOf(0, count);
+    return id === first ? undefined : first;
+  }
+
   private checkNameFor(id: string): string {
     return `${id} ${this.opts.checkName ?? 'ready'}`;
   }
@@ -359,6 +381,20 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   private async register(id: string, tags: string[]): Promise<void> {
     const { consul, address, port, checkHttpUrl } = this.opts;
     const intervalSeconds = this.opts.checkIntervalSeconds ?? DEFAULT_REGISTRATION_CHECK_INTERVAL_SECONDS;
+    const alias = this.aliasTarget(id);
+    const check =
+      checkHttpUrl === undefined
+        ? undefined
+        : {
+            name: this.checkNameFor(id),
+            ...(alias !== undefined
+              ? { aliasservice: alias }
+              : { http: checkHttpUrl, interval: `${intervalSeconds}s`, timeout: `${Math.min(intervalSeconds, 5)}s` }),
+            ...(this.opts.initialCheckStatus !== undefined ? { status: this.opts.initialCheckStatus } : {}),
+            ...(this.opts.deregisterCriticalAfter !== undefined
+              ? { deregistercriticalserviceafter: this.opts.deregisterCriticalAfter }
+              : {}),
+          };
     try {
       await consul.agent.service.register({
         id,
@@ -367,20 +403,8 @@ export class ConsulServiceRegistration implements ServiceRegistration {
         port,
         ...(address !== undefined ? { address } : {}),
         meta: this.meta,
-        ...(checkHttpUrl !== undefined
-          ? {
-              check: {
-                name: this.checkNameFor(id),
-                http: checkHttpUrl,
-                interval: `${intervalSeconds}s`,
-                timeout: `${Math.min(intervalSeconds, 5)}s`,
-                ...(this.opts.initialCheckStatus !== undefined ? { status: this.opts.initialCheckStatus } : {}),
-                ...(this.opts.deregisterCriticalAfter !== undefined
-                  ? { deregistercriticalserviceafter: this.opts.deregisterCriticalAfter }
-                  : {}),
-              },
-            }
-          : {}),
+        // `as never`: the package's CheckOptions type leaves out alias checks, which it sends (type gap).
+        ...(check !== undefined ? { check: check as never } : {}),
       });
     } catch (err) {
       this.registered.delete(id);
@@ -424,7 +448,8 @@ export class ConsulServiceRegistration implements ServiceRegistration {
     if (!sameMeta(service.Meta, this.meta)) return false;
     if (this.opts.checkHttpUrl === undefined) return true;
     const check = checks[`service:${id}`];
-    return check?.ServiceID === id && check.Name === this.checkNameFor(id) && check.Type === 'http';
+    const type = this.aliasTarget(id) === undefined ? 'http' : 'alias';
+    return check?.ServiceID === id && check.Name === this.checkNameFor(id) && check.Type === type;
   }
 
   private filter(field: 'Service' | 'ServiceName'): string {
