@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -244,5 +245,35 @@ describe('HttpPreflight', () => {
     handler = () => controller.abort(); // the request arrives, then the caller gives up
     await assert.rejects(preflight().check('app.preflight.test', controller.signal), AbortedError);
     assert.deepEqual(store.tokens(), []);
+  });
+
+  it('aborting one check while its lookup waits leaves the other checks of the same preflight unharmed', async () => {
+    handler = servesStore;
+    // A DNS server that never answers: the aborted check's lookups are still waiting when it gives up.
+    const silent = createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    try {
+      const stalled = new HttpPreflight({
+        challengeStore: store,
+        dnsServers: [`127.0.0.1:${silent.address().port}`],
+        httpPort: responderPort,
+        timeoutMs: 3_000,
+      });
+      const controller = new AbortController();
+      const aborted = stalled.check('app.preflight.test', controller.signal);
+      setTimeout(() => controller.abort(), 100);
+      await assert.rejects(aborted, AbortedError);
+
+      const shared = preflight();
+      const first = new AbortController();
+      const gaveUp = shared.check('app.preflight.test', first.signal);
+      first.abort();
+      const [given, kept] = await Promise.allSettled([gaveUp, shared.check('other.preflight.test')]);
+      assert.equal(given.status, 'rejected');
+      assert.deepEqual(kept, { status: 'fulfilled', value: { ok: true } }, 'the other check resolved and passed');
+      assert.deepEqual(store.tokens(), []);
+    } finally {
+      silent.close();
+    }
   });
 });
