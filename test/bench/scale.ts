@@ -19,7 +19,9 @@
  *
  * - idle CPU: % of one core over a quiet window (`--idle-seconds`, default 60), and what the
  *   process logged meanwhile;
- * - RSS after settling, and the peak (VmHWM) over the process's life;
+ * - RSS when the work stopped and at the end of the quiet window (V8 gives back the heap the
+ *   start-up grew some 30–40 s after allocation stops; the target applies to the latter), and the
+ *   peak (VmHWM) over the process's life;
  * - CPU per catalog change: one new service with 5 names is registered; the CPU seconds the process
  *   spends from then until its work is done (the names' challenge routes registered; in `budget`
  *   and `preflight` also each name's first deferral or pre-flight failure logged) and it has been
@@ -207,7 +209,10 @@ interface Figures {
   settledQuietly: boolean;
   /** Why the state was not reached, if it was not. */
   settleNote: string;
+  /** When the work that reached the state stopped (quiet for 5 s). */
   afterSettling: ProcSample;
+  /** At the end of the quiet window, once V8 has had the time to give back the start-up's heap. */
+  afterQuiet: ProcSample;
   idle: {
     seconds: number;
     cpuSeconds: number;
@@ -444,6 +449,7 @@ async function runState(state: ScaleState, opts: ScaleOptions): Promise<Figures>
     logLines: child.logVolume().lines - linesBefore,
     events: windowEvents,
     threads,
+    afterQuiet: idleSampler.last,
   };
 
   const timing = {
@@ -524,6 +530,7 @@ async function runState(state: ScaleState, opts: ScaleOptions): Promise<Figures>
     settledQuietly: settleQuiet.quietFrom !== undefined,
     settleNote,
     afterSettling,
+    afterQuiet: idle.afterQuiet,
     idle,
     change,
     detections,
@@ -799,11 +806,12 @@ function report(f: Figures, opts: ScaleOptions): string {
           ],
         ] as Row[])
       : []),
+    ['RSS when the work stopped (quiet 5 s)', mem(f.afterSettling.rssKb)],
     [
-      'RSS after settling',
+      'RSS after settling (end of the quiet window)',
       versus(
-        mem(f.afterSettling.rssKb),
-        mbOf(f.afterSettling.rssKb) < TARGETS.rssAfterSettlingMb,
+        mem(f.afterQuiet.rssKb),
+        mbOf(f.afterQuiet.rssKb) < TARGETS.rssAfterSettlingMb,
         `< ${TARGETS.rssAfterSettlingMb} MB`,
       ),
     ],
