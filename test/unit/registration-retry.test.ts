@@ -41,16 +41,22 @@ function stubAgent(): { consul: Consul; services: Map<string, string[]>; failing
 const tags = (n: number): string[] =>
   Array.from({ length: n }, (_, i) => `urlprefix-h${i}.example.com/.well-known/acme-challenge/`);
 
+/** A registration over a stub agent that shards above 20 tags and sends each update at once. */
+function sharded(): { agent: ReturnType<typeof stubAgent>; registration: ConsulServiceRegistration } {
+  const agent = stubAgent();
+  const registration = new ConsulServiceRegistration({
+    consul: agent.consul,
+    serviceId: 'svc',
+    port: 8402,
+    maxTagsPerRegistration: 20,
+    coalesceMs: 0,
+  });
+  return { agent, registration };
+}
+
 describe('ConsulServiceRegistration after a failed registration', () => {
   test('a shard left unsent when another failed is sent by the next update, though its tags did not change again', async () => {
-    const agent = stubAgent();
-    const registration = new ConsulServiceRegistration({
-      consul: agent.consul,
-      serviceId: 'svc',
-      port: 8402,
-      maxTagsPerRegistration: 20,
-      coalesceMs: 0,
-    });
+    const { agent, registration } = sharded();
     await registration.update(tags(30));
     const before = [...agent.services.keys()].sort();
     assert.ok(before.length >= 2, `sharded: ${before.join(', ')}`);
@@ -76,14 +82,7 @@ describe('ConsulServiceRegistration after a failed registration', () => {
   });
 
   test('change sends only the shards of the tags that moved, and a failed one goes with the next change', async () => {
-    const agent = stubAgent();
-    const registration = new ConsulServiceRegistration({
-      consul: agent.consul,
-      serviceId: 'svc',
-      port: 8402,
-      maxTagsPerRegistration: 20,
-      coalesceMs: 0,
-    });
+    const { agent, registration } = sharded();
     const all = tags(60);
     await registration.update(all.slice(0, 50));
     const shardCount = agent.services.size;
