@@ -76,6 +76,7 @@ describe('parseCatalogAnswer (the answer as bytes, our own lists cut out before 
     assert.deepEqual(parseCatalogAnswer(spaced, ['consul-acme']), { 'consul-acme': ['x'], web: ['y'] });
     assert.deepEqual(parseCatalogAnswer(undefined, ['consul-acme']), {});
     assert.deepEqual(parseCatalogAnswer(Buffer.alloc(0), ['consul-acme']), {});
+    assert.deepEqual(parseCatalogAnswer(Buffer.from('null'), ['consul-acme']), {});
   });
 
   it('an answer that is not JSON throws, naming no service', () => {

@@ -134,7 +134,8 @@ export function parseCatalogAnswer(body: Buffer | undefined, cut: Iterable<strin
   if (body === undefined || body.length === 0) return {};
   let bytes = body;
   for (const name of cut) bytes = withEmptyList(bytes, name);
-  return JSON.parse(bytes.toString('utf8')) as Record<string, string[] | null>;
+  const parsed = JSON.parse(bytes.toString('utf8')) as Record<string, string[] | null> | null;
+  return parsed ?? {};
 }
 
 /** `body` with the array under the top-level key `name` emptied; `body` itself when it has none. */

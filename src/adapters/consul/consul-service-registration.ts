@@ -364,7 +364,7 @@ export class ConsulServiceRegistration implements ServiceRegistration {
 
   /**
    * With several shards, only the first carries the HTTP check; every other shard's check is an
-   * alias of it (docs/protocols.md §1.10): the agent keeps it in step with the first shard's
+   * alias of it (docs/protocols.md §1.3): the agent keeps it in step with the first shard's
    * without a request of its own, so the instance answers one check however many shards it has.
    */
   private aliasTarget(id: string): string | undefined {
