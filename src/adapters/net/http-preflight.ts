@@ -99,9 +99,9 @@ export class HttpPreflight implements Preflight {
   private readonly timeoutMs: number;
   private readonly caaIdentities: readonly string[];
   /**
-   * One resolver for every lookup. A Resolver is a c-ares channel whose native memory is freed only
-   * when the garbage collector gets to its object, so one per check (10,000 at start-up, when no
-   * name is routed yet) piled up tens of megabytes outside the JavaScript heap.
+   * One resolver for every lookup: a Resolver is a c-ares channel with native state of its own,
+   * released only when the garbage collector gets to its object, and one channel serves any number
+   * of lookups at once. (A channel per check made 10,000 of them at start-up.)
    */
   private readonly resolver: Resolver;
   private readonly log: Logger;
