@@ -301,32 +301,18 @@ export class ConsulServiceRegistration implements ServiceRegistration {
    * is made good by the next one.
    */
   private takeTags(changes: readonly TagChange[]): TagShards {
-    let shards = this.shards;
-    if (shards === undefined) {
-      // The first tags: a change adds to nothing.
-      const unique = new Set<string>();
-      for (const change of changes) {
-        if ('set' in change) {
-          unique.clear();
-          for (const tag of change.set) unique.add(tag);
-        } else {
-          for (const tag of change.added) unique.add(tag);
-          for (const tag of change.removed) unique.delete(tag);
-        }
-      }
-      shards = new TagShards(shardCountFor(unique, this.maxTags), unique);
-      for (const id of this.idsOf(shards.count)) this.unsent.add(id);
-    } else {
-      for (const change of changes) {
-        const moved = 'set' in change ? shards.setTags(change.set) : shards.change(change.added, change.removed);
-        for (const n of moved) this.unsent.add(this.idOf(n, shards.count));
-      }
-      if (shards.mayNeedResize(this.maxTags)) {
-        const count = shardCountFor(shards.tags(), this.maxTags, shards.count);
-        if (count !== shards.count) {
-          shards = new TagShards(count, shards.tags());
-          for (const id of this.idsOf(count)) this.unsent.add(id);
-        }
+    // The first tags are taken into one shard, then spread over as many as they need.
+    const first = this.shards === undefined;
+    let shards = this.shards ?? new TagShards(1);
+    for (const change of changes) {
+      const moved = 'set' in change ? shards.setTags(change.set) : shards.change(change.added, change.removed);
+      for (const n of moved) this.unsent.add(this.idOf(n, shards.count));
+    }
+    if (first || shards.mayNeedResize(this.maxTags)) {
+      const count = shardCountFor(shards.tags(), this.maxTags, shards.count);
+      if (first || count !== shards.count) {
+        shards = new TagShards(count, shards.tags());
+        for (const id of this.idsOf(count)) this.unsent.add(id);
       }
     }
     this.shards = shards;
