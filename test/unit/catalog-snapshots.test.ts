@@ -1,11 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  normalizeServices,
-  parseCatalogAnswer,
-  sameServices,
-  ServiceNormalizer,
-} from '../../src/adapters/consul/consul-discovery.js';
+import { normalizeServices, sameServices, ServiceNormalizer } from '../../src/adapters/consul/catalog-snapshots.js';
 
 describe('catalog snapshots (/v1/catalog/services answers)', () => {
   it('sorts services and tags, drops duplicate tags and the ignored services', () => {
@@ -56,30 +51,109 @@ describe('catalog snapshots (/v1/catalog/services answers)', () => {
   });
 });
 
-describe('parseCatalogAnswer (the answer as bytes, our own lists cut out before parsing)', () => {
-  const answer = (services: Record<string, string[] | null>): Buffer => Buffer.from(JSON.stringify(services));
+describe('ServiceNormalizer.read (the answer as bytes)', () => {
+  /** As Consul writes it: keys sorted, compact, or indented by `indent` spaces. */
+  const answer = (services: Record<string, string[] | null>, indent?: number): Buffer =>
+    Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(services).sort(([a], [b]) => (a < b ? -1 : 1))), null, indent));
+  const own = new Set(['consul-acme', 'consul-acme-certificates']);
+  /** What the bytes say, the obvious way: parse all, then normalize. */
+  const expected = (body: Buffer): Record<string, string[]> =>
+    normalizeServices(JSON.parse(body.toString('utf8')) as Record<string, string[] | null>, own);
 
-  it('empties the lists of the services named, and leaves every other service as Consul sent it', () => {
+  it('reads tags holding brackets, quotes, backslashes, escapes and non-ASCII text, and leaves our own services out', () => {
     const services = {
-      api: ['urlprefix-"consul-acme":[x]/', 'a\\"]'],
+      api: ['urlprefix-"consul-acme":[x]/', 'a\\"]', 'tab\there', 'é-ü.example.com', '\u2028', ''],
       'consul-acme': ['urlprefix-a.example.com/.well-known/acme-challenge/', 'odd ] "quoted" \\', ']'],
       'consul-acme-certificates': [],
       'my-consul-acme': ['urlprefix-b.example.com/'],
+      'sérvice "x"': ['y', 'y'],
       web: null,
     };
-    const parsed = parseCatalogAnswer(answer(services), ['consul-acme', 'consul-acme-certificates', 'absent']);
-    assert.deepEqual(parsed, { ...services, 'consul-acme': [] });
+    const body = answer(services);
+    const snapshot = new ServiceNormalizer(own).read(body);
+    assert.deepEqual(snapshot, expected(body));
+    assert.deepEqual(Object.keys(snapshot), ['api', 'my-consul-acme', 'sérvice "x"', 'web']);
+    assert.deepEqual(snapshot['sérvice "x"'], ['y']);
+    assert.deepEqual(snapshot.web, []);
   });
 
-  it('parses an answer of another shape whole, and an empty answer as no services', () => {
-    const spaced = Buffer.from(JSON.stringify({ 'consul-acme': ['x'], web: ['y'] }, null, 2));
-    assert.deepEqual(parseCatalogAnswer(spaced, ['consul-acme']), { 'consul-acme': ['x'], web: ['y'] });
-    assert.deepEqual(parseCatalogAnswer(undefined, ['consul-acme']), {});
-    assert.deepEqual(parseCatalogAnswer(Buffer.alloc(0), ['consul-acme']), {});
-    assert.deepEqual(parseCatalogAnswer(Buffer.from('null'), ['consul-acme']), {});
+  it('an answer with the tags in another order gives back the previous snapshot; a change keeps the unchanged lists', () => {
+    const reader = new ServiceNormalizer(own);
+    const first = reader.read(answer({ web: ['b', 'a', 'é'], api: ['c'], 'consul-acme': ['x'] }));
+    assert.equal(reader.read(answer({ 'consul-acme': ['y', 'z'], api: ['c'], web: ['é', 'a', 'b'] })), first);
+    const changed = reader.read(answer({ api: ['c'], web: ['a', 'b', 'd'] }));
+    assert.notEqual(changed, first);
+    assert.equal(changed.api, first.api, 'an unchanged service keeps its array');
+    assert.deepEqual(changed.web, ['a', 'b', 'd']);
+    assert.notEqual(reader.read(answer({ api: ['c'], web: ['a', 'b', 'b'] })), changed, 'a repeat is not the tag it replaced');
+    assert.deepEqual({ ...reader.read(answer({ api: ['c'] })) }, { api: ['c'] }, 'a service that left');
+    const many = Array.from({ length: 40 }, (_, i) => `t${i}`);
+    const big = reader.read(answer({ api: ['c'], web: many }));
+    assert.equal(reader.read(answer({ api: ['c'], web: [...many].reverse() })), big, 'more tags than are matched in place');
   });
 
-  it('an answer that is not JSON throws, naming no service', () => {
-    assert.throws(() => parseCatalogAnswer(Buffer.from('<html>'), ['consul-acme']), SyntaxError);
+  it('gives what parsing the whole answer gives, over random answers read one after another', () => {
+    const pool = ['a', 'b', 'urlprefix-x.example.com/', 'tag "q"', 'back\\slash', 'ü', ']', ''];
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed % n;
+    };
+    const reader = new ServiceNormalizer(own);
+    let previous: Record<string, string[]> | undefined;
+    for (let round = 0; round < 300; round++) {
+      const services = Object.create(null) as Record<string, string[] | null>;
+      for (const name of ['web', 'api', 'db', 'consul-acme', '__proto__', 'x"y']) {
+        if (random(4) === 0) continue;
+        services[name] = random(8) === 0 ? null : Array.from({ length: random(5) }, () => pool[random(pool.length)]!);
+      }
+      // Mostly as Consul writes it; now and then with the keys in another order (parsed whole).
+      const body =
+        random(5) === 0
+          ? Buffer.from(JSON.stringify(services))
+          : answer(services, random(3) === 0 ? 4 : undefined);
+      const snapshot = reader.read(body);
+      assert.deepEqual({ ...snapshot }, { ...expected(body) }, `round ${round}: ${body.toString()}`);
+      if (previous !== undefined && sameServices(previous, snapshot)) assert.equal(snapshot, previous, `round ${round}`);
+      previous = snapshot;
+    }
+  });
+
+  it('reads compact and indented answers (as a dev agent sends them) without parsing them whole', () => {
+    const reader = new ServiceNormalizer(own);
+    const services = { 'consul-acme': ['x'], web: ['urlprefix-a.example.com/', 'b'], api: null };
+    const parse = JSON.parse;
+    let parsed = 0;
+    JSON.parse = ((...args: Parameters<typeof JSON.parse>) => {
+      parsed++;
+      return parse(...args) as unknown;
+    }) as typeof JSON.parse;
+    try {
+      const compact = reader.read(answer(services));
+      assert.deepEqual({ ...compact }, { api: [], web: ['b', 'urlprefix-a.example.com/'] });
+      assert.equal(reader.read(Buffer.from(` ${answer(services, 4).toString()}\n`)), compact);
+    } finally {
+      JSON.parse = parse;
+    }
+    assert.equal(parsed, 0);
+  });
+
+  it('reads an answer of another shape whole, and an empty answer as no services', () => {
+    const reader = new ServiceNormalizer(own);
+    const repeated = Buffer.from('{"web":["a"],"web":["b"]}');
+    assert.deepEqual({ ...reader.read(repeated) }, { web: ['b'] }, 'a repeated key counts as JSON.parse counts it');
+    assert.deepEqual({ ...reader.read(undefined) }, {});
+    assert.deepEqual({ ...reader.read(Buffer.alloc(0)) }, {});
+    assert.deepEqual({ ...reader.read(Buffer.from('null')) }, {});
+    assert.deepEqual({ ...reader.read(Buffer.from('{}\n')) }, {});
+  });
+
+  it('an answer that is not JSON throws, and the next good answer is read as usual', () => {
+    const reader = new ServiceNormalizer(own);
+    const first = reader.read(answer({ web: ['a'] }));
+    for (const bad of ['<html>', '{"web":["a"]', '{"web":["a\u0001"]}', '{"web":nul}', '{"web":["a"]} x']) {
+      assert.throws(() => reader.read(Buffer.from(bad)), SyntaxError, bad);
+    }
+    assert.equal(reader.read(answer({ web: ['a'] })), first);
   });
 });
