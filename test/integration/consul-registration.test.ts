@@ -13,8 +13,6 @@ import { createConsulClient, type Consul } from '../../src/adapters/consul/consu
 import {
   ConsulServiceRegistration,
   REGISTRATION_META_KEY,
-  shardCountFor,
-  shardOf,
   type ConsulServiceRegistrationOptions,
 } from '../../src/adapters/consul/consul-service-registration.js';
 import { MemoryServiceRegistration } from '../../src/adapters/memory/memory-service-registration.js';
@@ -386,23 +384,25 @@ describe('ConsulServiceRegistration against a real agent', () => {
       const tags = Array.from({ length: 300 }, (_, i) => challengeTag(`host-${i}.example.com`));
       await registration.update(tags);
       const services = Object.values(await agentServices()).filter((s) => s.ID.startsWith(`${serviceId}-`));
-      assert.ok(services.length >= 8, `${services.length} shards`);
-      for (const s of services) {
-        assert.ok((s.Tags ?? []).length <= 50, `${s.ID} holds ${(s.Tags ?? []).length} tags`);
-        const n = Number(s.ID.slice(serviceId.length + 1));
-        for (const tag of s.Tags ?? []) assert.equal(shardOf(tag, services.length), n, `${tag} in ${s.ID}`);
-      }
-      assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
+      assert.equal(services.length, 6, `${services.length} shards`);
+      for (const s of services) assert.ok((s.Tags ?? []).length <= 50, `${s.ID} holds ${(s.Tags ?? []).length} tags`);
+      assert.deepEqual(
+        services.flatMap((s) => s.Tags ?? []).sort(),
+        [...tags].sort(),
+        'every tag in exactly one shard',
+      );
 
+      // A new service's five names: one shard registered again, nothing else sent.
+      const added = Array.from({ length: 5 }, (_, i) => challengeTag(`new-${i}.example.com`));
       const before = proxy.requests().length;
-      await registration.update([...tags, challengeTag('new.example.com')]);
+      await registration.change(added, []);
       const sent = proxy.requests().slice(before);
       assert.deepEqual(
         sent.map((r) => `${r.method} ${r.path.split('?')[0]}`),
         ['PUT /v1/agent/service/register'],
         'one shard registered again, nothing else sent',
       );
-      assert.ok((await registeredTags(serviceId)).includes(challengeTag('new.example.com')));
+      assert.deepEqual(await registeredTags(serviceId), [...tags, ...added].sort());
     } finally {
       await registration.deregister();
       assert.deepEqual(await registeredTags(serviceId), [], 'every shard removed');
@@ -565,35 +565,6 @@ describe('ConsulServiceRegistration against a real agent', () => {
       await assert.rejects(registration.reassert(), (err: unknown) => err instanceof ConsulAcmeError);
     } finally {
       dead.destroy();
-    }
-  });
-});
-
-describe('shard counts', () => {
-  const tags = (n: number): string[] => Array.from({ length: n }, (_, i) => challengeTag(`h${i}.example.com`));
-
-  it('is one shard up to the limit and a power of two above it, each shard within the limit', () => {
-    assert.equal(shardCountFor(tags(1000), 1000), 1);
-    for (const n of [1001, 5000, 10_000]) {
-      const count = shardCountFor(tags(n), 1000);
-      assert.equal(count & (count - 1), 0, `${count} is a power of two`);
-      const sizes = new Array<number>(count).fill(0);
-      for (const t of tags(n)) sizes[shardOf(t, count)]! += 1;
-      assert.ok(Math.max(...sizes) <= 1000, `largest shard of ${n}: ${Math.max(...sizes)}`);
-    }
-  });
-
-  it('keeps the shard count while names come and go near a boundary', () => {
-    const grown = shardCountFor(tags(1100), 1000);
-    assert.ok(grown >= 2);
-    assert.equal(shardCountFor(tags(990), 1000, grown), grown, 'not halved just under the limit');
-    assert.equal(shardCountFor(tags(100), 1000, grown), 1, 'halved once well under it');
-  });
-
-  it('keeps a name in its shard while the count stays, and moves it only to its sibling when it doubles', () => {
-    for (const t of tags(500)) {
-      const at4 = shardOf(t, 4);
-      assert.ok([at4, at4 + 4].includes(shardOf(t, 8)));
     }
   });
 });

@@ -61,8 +61,8 @@ describe('ConsulServiceRegistration after a failed registration', () => {
     const before = [...agent.services.keys()].sort();
     assert.ok(before.length >= 2, `sharded: ${before.join(', ')}`);
 
-    // Growing to twice the shards: the new shards are registered first, then the old ones lose
-    // the tags that moved. The first new shard fails, so the old ones are not sent.
+    // Growing past what the shards hold: new shards are opened and every shard takes some of the
+    // new tags; the new shards are registered first. They fail, so the old ones are not sent.
     const grown = tags(80);
     for (let n = before.length; n < 64; n++) agent.failing.add(`svc-${n}`);
     await assert.rejects(registration.update(grown));
@@ -76,7 +76,7 @@ describe('ConsulServiceRegistration after a failed registration', () => {
     for (const id of before) {
       assert.ok(
         agent.sent.some((r) => r.id === id),
-        `${id} sent again (it held ${heldBefore.get(id)?.length ?? 0} tags, some of which moved)`,
+        `${id} sent again (it held ${heldBefore.get(id)?.length ?? 0} tags, fewer than it was given)`,
       );
     }
   });
@@ -86,7 +86,7 @@ describe('ConsulServiceRegistration after a failed registration', () => {
     const all = tags(60);
     await registration.update(all.slice(0, 50));
     const shardCount = agent.services.size;
-    assert.ok(shardCount >= 4, `sharded: ${shardCount}`);
+    assert.ok(shardCount >= 3, `sharded: ${shardCount}`);
 
     agent.sent.length = 0;
     await registration.change([all[50]!], [all[0]!]);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { shardCountFor, shardOf, TagShards } from '../../src/adapters/consul/tag-shards.js';
+import { TagShards } from '../../src/adapters/consul/tag-shards.js';
 
 const tag = (i: number): string => `urlprefix-host-${i}.example.com/.well-known/acme-challenge/`;
 const tags = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, k) => tag(from + k));
@@ -10,73 +10,108 @@ function contents(shards: TagShards): string[][] {
   return Array.from({ length: shards.count }, (_, n) => shards.tagsOf(n));
 }
 
+function sizes(shards: TagShards): number[] {
+  return contents(shards).map((list) => list.length);
+}
+
 describe('TagShards', () => {
-  test('puts every tag in its shard, each shard sorted', () => {
-    const shards = new TagShards(8, tags(0, 200));
+  test('spreads the first tags evenly over as few shards as hold them, each shard sorted', () => {
+    const shards = new TagShards(1000);
+    assert.deepEqual(shards.change(tags(0, 2500), []), [0, 1, 2]);
+    assert.deepEqual(sizes(shards), [834, 833, 833]);
     const all = contents(shards);
-    assert.equal(all.flat().length, 200);
-    all.forEach((list, n) => {
-      assert.deepEqual(list, [...list].sort());
-      for (const t of list) assert.equal(shardOf(t, 8), n);
-    });
+    for (const list of all) assert.deepEqual(list, [...list].sort());
+    assert.deepEqual(all.flat().sort(), tags(0, 2500).sort(), 'every tag once');
+    const one = new TagShards(1000);
+    one.setTags(tags(0, 1000));
+    assert.equal(one.count, 1, 'up to the limit, one shard');
   });
 
-  test('setTags reports exactly the shards a change touched', () => {
-    const shards = new TagShards(8, tags(0, 200));
+  test("a new service's names go together into the shard with the most room, and only it is reported", () => {
+    const shards = new TagShards(100);
+    shards.setTags(tags(0, 250)); // 84 / 83 / 83
     const before = contents(shards);
-    const gone = tag(3);
-    const added = tag(1000);
-    const changed = shards.setTags([...tags(0, 200).filter((t) => t !== gone), added]);
-    assert.deepEqual(
-      changed,
-      [...new Set([shardOf(gone, 8), shardOf(added, 8)])].sort((a, b) => a - b),
-    );
+    const changed = shards.change(tags(1000, 1005), []);
+    assert.deepEqual(changed, [1], 'the first of the roomiest');
     const after = contents(shards);
-    for (let n = 0; n < 8; n++) {
-      if (changed.includes(n)) assert.notDeepEqual(after[n], before[n], `shard ${n} changed`);
-      else assert.deepEqual(after[n], before[n], `shard ${n} untouched`);
-    }
-    assert.ok(!shards.tags().has(gone));
-    assert.ok(shards.tags().has(added));
+    assert.deepEqual(after[1], [...before[1]!, ...tags(1000, 1005)].sort());
+    assert.deepEqual([after[0], after[2]], [before[0], before[2]], 'the others untouched');
+    assert.deepEqual(shards.change(tags(2000, 2005), []), [2], 'the next change goes to the next roomiest');
   });
 
-  test('change adds and removes only the tags given, and reports the shards they touched', () => {
-    const shards = new TagShards(8, tags(0, 200));
-    const viaSet = new TagShards(8, tags(0, 200));
-    const changed = shards.change([tag(1000)], [tag(3), tag(5000)]); // tag(5000) was never there
-    const expected = viaSet.setTags([...tags(0, 200).filter((t) => t !== tag(3)), tag(1000)]);
-    assert.deepEqual(changed, expected);
-    assert.deepEqual(contents(shards), contents(viaSet));
-    assert.deepEqual(shards.change([tag(1000)], []), [], 'a tag held already changes nothing');
+  test('names that fit in no shard get a new shard of their own', () => {
+    const shards = new TagShards(10);
+    shards.setTags(tags(0, 29)); // 10 / 10 / 9
+    assert.deepEqual(shards.change(tags(100, 103), []), [3]);
+    assert.deepEqual(shards.tagsOf(3), tags(100, 103).sort());
+    assert.deepEqual(shards.change(tags(200, 225), []).length, 4, 'more than one shard holds: dealt over the roomiest');
+    assert.ok(Math.max(...sizes(shards)) <= 10);
+  });
+
+  test('change removes only tags it holds, reports their shards, and a tag added and removed goes', () => {
+    const shards = new TagShards(100);
+    shards.setTags(tags(0, 250));
+    const at = shards.shardOf(tag(3))!;
+    assert.deepEqual(shards.change([], [tag(3), tag(5000)]), [at]); // tag(5000) was never there
+    assert.equal(shards.has(tag(3)), false);
+    assert.deepEqual(shards.change([tag(7)], []), [], 'a tag held already changes nothing');
     shards.change([tag(1001)], [tag(1001)]);
-    assert.ok(!shards.tags().has(tag(1001)), 'added, then removed');
+    assert.equal(shards.has(tag(1001)), false, 'added, then removed');
+    assert.equal(shards.size, 249);
   });
 
   test('the same tags again, in another order or with duplicates, change nothing', () => {
-    const shards = new TagShards(4, tags(0, 50));
+    const shards = new TagShards(20);
+    shards.setTags(tags(0, 50));
     assert.deepEqual(shards.setTags([...tags(0, 50)].reverse()), []);
     assert.deepEqual(shards.setTags([...tags(0, 50), tag(7), tag(7)]), []);
-    assert.equal(shards.tags().size, 50);
+    assert.equal(shards.size, 50);
   });
 
-  test('asks for a new shard count only when a shard is over the limit or the halves fit well under it', () => {
-    const max = 100;
-    const count = shardCountFor(tags(0, 300), max);
-    const shards = new TagShards(count, tags(0, 300));
-    assert.equal(shards.mayNeedResize(max), false, 'settled at the count shardCountFor chose');
-    shards.setTags(tags(0, 1000));
-    assert.equal(shards.mayNeedResize(max), true, 'a shard is over the limit');
-    assert.ok(shardCountFor(shards.tags(), max, count) > count);
-    shards.setTags(tags(0, 20));
-    assert.equal(shards.mayNeedResize(max), true, 'the halves fit well under the limit');
-    assert.ok(shardCountFor(shards.tags(), max, count) < count);
-  });
-
-  test('one shard never asks to be halved', () => {
-    const shards = new TagShards(1, tags(0, 3));
-    assert.equal(shards.mayNeedResize(100), false);
+  test('drops the last shard only when the others hold every tag with a quarter to spare, and keeps it near the line', () => {
+    const shards = new TagShards(100);
+    shards.setTags(tags(0, 300)); // 3 shards of 100
+    shards.setTags(tags(0, 160));
+    assert.equal(shards.count, 3, '160 would fill two shards to 80 %: kept');
+    const before = contents(shards);
+    const changed = shards.setTags(tags(0, 150));
+    assert.equal(shards.count, 2, '150 fit in two at 75 %');
+    assert.deepEqual(contents(shards).flat().sort(), tags(0, 150).sort());
+    assert.ok(Math.max(...sizes(shards)) <= 100);
+    for (let n = 0; n < 2; n++) {
+      assert.equal(changed.includes(n), JSON.stringify(before[n]) !== JSON.stringify(shards.tagsOf(n)), `shard ${n}`);
+    }
     shards.setTags([]);
-    assert.equal(shards.mayNeedResize(100), false);
+    assert.equal(shards.count, 1);
     assert.deepEqual(shards.tagsOf(0), []);
+  });
+
+  test('over random changes: no shard over the limit, every tag once, and exactly the changed shards reported', () => {
+    let seed = 11;
+    const random = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed % n;
+    };
+    const shards = new TagShards(10);
+    const model = new Set<string>();
+    for (let round = 0; round < 400; round++) {
+      const before = contents(shards);
+      const added = Array.from({ length: random(round % 50 === 0 ? 60 : 6) }, () => tag(random(120)));
+      const removed = Array.from({ length: random(round % 37 === 0 ? 80 : 6) }, () => tag(random(120))).filter(
+        (t) => !added.includes(t),
+      );
+      const changed = shards.change(added, removed);
+      for (const t of added) model.add(t);
+      for (const t of removed) model.delete(t);
+      const after = contents(shards);
+      assert.deepEqual(after.flat().sort(), [...model].sort(), `round ${round}: the tags`);
+      assert.ok(Math.max(...after.map((l) => l.length)) <= 10, `round ${round}: within the limit`);
+      const differ = after.flatMap((list, n) => (JSON.stringify(list) !== JSON.stringify(before[n] ?? []) ? [n] : []));
+      assert.deepEqual(changed, differ, `round ${round}: the shards reported`);
+    }
+  });
+
+  test('a shard holds at least one tag', () => {
+    assert.throws(() => new TagShards(0), RangeError);
   });
 });

@@ -15,9 +15,9 @@
  * Sharding (docs/protocols.md §1.10, with the figures): one change to a registration rewrites
  * all its tags through the agent and a Raft entry, so the cost of adding one name grows with the
  * number of names. Above `maxTagsPerRegistration` tags the routes are spread over several
- * registrations of the same service, `<serviceId>-<n>` for n in [0, S), S a power of two; a tag
- * goes to shard `sha256(tag) mod S`, so a name stays in its shard while S stays, and when S
- * doubles a shard only gives names to its new sibling `n + S`. The first shard has the HTTP check;
+ * registrations of the same service, `<serviceId>-<n>` for n in [0, S); the names one change adds
+ * go to one shard together, and a name stays in its shard until it leaves (tag-shards.ts has the
+ * rules), so a new service's names cost one registration. The first shard has the HTTP check;
  * every other shard's check is an alias of the first shard (aliasTarget), so Consul polls the
  * instance once however many shards there are. With
  * one shard the registration keeps the plain `<serviceId>`, as small deployments always had.
@@ -37,9 +37,7 @@ import { describeError, type ConsulAcmeError } from '../../errors.js';
 import { F, EVENTS, silentLogger, type Logger } from '../../logging.js';
 import type { ServiceRegistration } from '../../ports/service-registration.js';
 import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
-import { shardCountFor, TagShards } from './tag-shards.js';
-
-export { shardCountFor, shardOf } from './tag-shards.js';
+import { TagShards } from './tag-shards.js';
 
 export const DEFAULT_REGISTRATION_SERVICE_NAME = 'consul-acme';
 /** What the challenge-route registration passes as `deregisterCriticalAfter`. */
@@ -289,32 +287,30 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       await this.registerAll(group.map(({ id, n }) => ({ id, tags: shards.tagsOf(n) })));
     for (const id of removed) await this.removeRegistration(id);
     this.log.info(
-      { [F.event]: EVENTS.registrationUpdated, tags: shards.tags().size, registrations: wanted.size },
+      { [F.event]: EVENTS.registrationUpdated, tags: shards.size, registrations: wanted.size },
       'service registration updated',
     );
   }
 
   /**
-   * Takes `changes` into the shards, in order, with a new shard count when they need one. The
-   * registrations whose tags changed (all of them when the count changed) are marked unsent: each
+   * Takes `changes` into the shards, in order (tag-shards.ts opens and drops shards as needed).
+   * The registrations whose tags changed (all of them when the routes move from one registration
+   * to several or back, which renames them) are marked unsent: each
    * stays to be sent until a registration of it succeeds, so a failure part-way through an update
    * is made good by the next one.
    */
   private takeTags(changes: readonly TagChange[]): TagShards {
-    // The first tags are taken into one shard, then spread over as many as they need.
     const first = this.shards === undefined;
-    let shards = this.shards ?? new TagShards(1);
+    const shards = this.shards ?? new TagShards(this.maxTags);
+    const countBefore = shards.count;
+    const moved = new Set<number>();
     for (const change of changes) {
-      const moved = 'set' in change ? shards.setTags(change.set) : shards.change(change.added, change.removed);
-      for (const n of moved) this.unsent.add(this.idOf(n, shards.count));
+      const touched = 'set' in change ? shards.setTags(change.set) : shards.change(change.added, change.removed);
+      for (const n of touched) moved.add(n);
     }
-    if (first || shards.mayNeedResize(this.maxTags)) {
-      const count = shardCountFor(shards.tags(), this.maxTags, shards.count);
-      if (first || count !== shards.count) {
-        shards = new TagShards(count, shards.tags());
-        for (const id of this.idsOf(count)) this.unsent.add(id);
-      }
-    }
+    // One shard has the plain id, several have numbered ones: crossing that line renames them all.
+    const renamed = first || (countBefore === 1) !== (shards.count === 1);
+    for (let n = 0; n < shards.count; n++) if (renamed || moved.has(n)) this.unsent.add(this.idOf(n, shards.count));
     this.shards = shards;
     return shards;
   }

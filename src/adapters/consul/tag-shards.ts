@@ -1,74 +1,57 @@
 /**
  * How the challenge-route tags are spread over registrations (the sharding described in
- * consul-service-registration.ts): a tag goes to shard `sha256(tag) mod S`, S a power of two.
+ * consul-service-registration.ts): each shard holds at most `maxTags` tags, and the tags of one
+ * change go together, so that a change re-registers as few shards as it can, usually one.
  *
- * `TagShards` holds the tags of every shard, so that a change to the tag set costs work for the
- * tags that moved: `setTags` says which shards changed, and only those are sent to the agent. The
- * shard count is looked at again only when a shard's size says it may have to change.
+ * - Tags added in one change all go to the shard with the most room when they fit there (a new
+ *   service's names cost one registration, and the smallest one), else to a new shard of their
+ *   own when they fill at most one. More than that are dealt one by one to the shard with the most
+ *   room, after new shards are opened for what the others cannot hold: the first tags are so
+ *   spread evenly over as few shards as hold them.
+ * - A tag stays in its shard until it is removed; only when the tags would fit in one shard fewer,
+ *   with a quarter of each shard to spare, is the last shard emptied into the others and dropped.
+ *   Shards are numbered from 0 and only the last one is ever added or dropped, so a shard keeps its
+ *   number (and its registration id) while it exists.
+ *
+ * `change` and `setTags` report which shards changed, so only those are sent to the agent.
  */
-import { createHash } from 'node:crypto';
 
-/** Shard counts are powers of two up to this. */
-export const MAX_SHARDS = 1 << 12;
-/** A shard count is halved only when the halves would each stay at or under this share of the limit. */
+/** Shards are emptied into the others only when these would then be at most this full. */
 const SHRINK_FILL = 0.75;
 
-const hashCache = new Map<string, number>();
-
-/** A tag's 32-bit hash: the first four bytes of its SHA-256. Stable across processes and versions. */
-function tagHash(tag: string): number {
-  let hash = hashCache.get(tag);
-  if (hash === undefined) {
-    hash = createHash('sha256').update(tag).digest().readUInt32BE(0);
-    if (hashCache.size >= 100_000) hashCache.clear();
-    hashCache.set(tag, hash);
-  }
-  return hash;
-}
-
-/** The shard of `tag` among `shardCount` (a power of two). */
-export function shardOf(tag: string, shardCount: number): number {
-  return tagHash(tag) % shardCount;
-}
-
-function largestShard(tags: Iterable<string>, shardCount: number): number {
-  const counts = new Array<number>(shardCount).fill(0);
-  for (const tag of tags) {
-    const shard = shardOf(tag, shardCount);
-    counts[shard] = (counts[shard] ?? 0) + 1;
-  }
-  return Math.max(0, ...counts);
-}
-
-/**
- * How many shards `tags` need so that none holds more than `maxTags`, starting from `current`:
- * doubled until every shard fits, halved only while the halves would stay at or under 3/4 of the
- * limit, so a number of names close to a boundary does not move names back and forth.
- */
-export function shardCountFor(tags: Iterable<string>, maxTags: number, current = 1): number {
-  const all = [...tags];
-  let count = Math.max(1, current);
-  while (count < MAX_SHARDS && largestShard(all, count) > maxTags) count *= 2;
-  while (count > 1 && largestShard(all, count / 2) <= maxTags * SHRINK_FILL) count /= 2;
-  return count;
-}
-
-/** The tags of each of `count` shards. */
+/** The tags of each shard. */
 export class TagShards {
-  private readonly all = new Set<string>();
-  private readonly shards: Array<Set<string>>;
+  /** Tag → its shard. */
+  private readonly shardOfTag = new Map<string, number>();
+  private readonly shards: Array<Set<string>> = [];
 
-  constructor(
-    readonly count: number,
-    tags: Iterable<string> = [],
-  ) {
-    this.shards = Array.from({ length: count }, () => new Set<string>());
-    for (const tag of tags) this.add(tag);
+  constructor(readonly maxTags: number) {
+    if (!(maxTags >= 1)) throw new RangeError(`a shard must hold at least one tag, not ${maxTags}`);
+  }
+
+  /** How many shards there are (at least one). */
+  get count(): number {
+    return Math.max(1, this.shards.length);
   }
 
   /** Every tag held. */
   tags(): ReadonlySet<string> {
-    return this.all;
+    return new Set(this.shardOfTag.keys());
+  }
+
+  /** How many tags are held. */
+  get size(): number {
+    return this.shardOfTag.size;
+  }
+
+  /** Whether `tag` is held. */
+  has(tag: string): boolean {
+    return this.shardOfTag.has(tag);
+  }
+
+  /** The shard holding `tag`, if any. */
+  shardOf(tag: string): number | undefined {
+    return this.shardOfTag.get(tag);
   }
 
   /** The tags of shard `n`, sorted. */
@@ -80,47 +63,79 @@ export class TagShards {
   setTags(wanted: readonly string[]): number[] {
     const next = new Set(wanted);
     return this.change(
-      next,
-      [...this.all].filter((tag) => !next.has(tag)),
+      [...next].filter((tag) => !this.shardOfTag.has(tag)),
+      [...this.shardOfTag.keys()].filter((tag) => !next.has(tag)),
     );
   }
 
   /**
    * Adds `added`, then removes `removed` (so a tag in both goes); costs work for these tags only.
-   * Returns the shards whose tags changed, ascending.
+   * Returns the shards whose tags changed, ascending: a shard opened for new tags is among them, a
+   * shard dropped is not (there is no such shard any more).
    */
   change(added: Iterable<string>, removed: Iterable<string>): number[] {
     const changed = new Set<number>();
-    for (const tag of added) if (!this.all.has(tag)) changed.add(this.add(tag));
+    const fresh = [...new Set(added)].filter((tag) => !this.shardOfTag.has(tag));
+    this.place(fresh, changed);
     for (const tag of removed) {
-      if (!this.all.has(tag)) continue;
-      const n = shardOf(tag, this.count);
+      const n = this.shardOfTag.get(tag);
+      if (n === undefined) continue;
       this.shards[n]!.delete(tag);
-      this.all.delete(tag);
+      this.shardOfTag.delete(tag);
       changed.add(n);
     }
-    return [...changed].sort((a, b) => a - b);
+    this.shrink(changed);
+    return [...changed].filter((n) => n < this.count).sort((a, b) => a - b);
   }
 
-  /**
-   * Whether the shard count may have to change for `maxTags`: a shard over the limit, or halves
-   * that would fit well under it. Only then is the whole set looked at again (shardCountFor).
-   */
-  mayNeedResize(maxTags: number): boolean {
-    const sizes = this.shards.map((s) => s.size);
-    if (Math.max(0, ...sizes) > maxTags) return true;
-    if (this.count === 1) return false;
-    // With powers of two, shard i of count/2 is shards i and i + count/2 of count.
-    const half = this.count / 2;
-    let largestHalf = 0;
-    for (let i = 0; i < half; i++) largestHalf = Math.max(largestHalf, sizes[i]! + sizes[i + half]!);
-    return largestHalf <= maxTags * SHRINK_FILL;
+  /** Puts `tags` (none held yet) into shards, opening new ones as needed; marks the shards that took any. */
+  private place(tags: readonly string[], changed: Set<number>): void {
+    if (tags.length === 0) return;
+    if (this.shards.length === 0) this.shards.push(new Set());
+    const roomiest = this.roomiest();
+    if (this.maxTags - this.shards[roomiest]!.size >= tags.length) {
+      for (const tag of tags) this.put(tag, roomiest);
+      changed.add(roomiest);
+      return;
+    }
+    if (tags.length <= this.maxTags) {
+      // A new shard of these tags alone: one small registration instead of a few tags in many.
+      this.shards.push(new Set());
+      for (const tag of tags) this.put(tag, this.shards.length - 1);
+      changed.add(this.shards.length - 1);
+      return;
+    }
+    const room = this.shards.reduce((sum, shard) => sum + Math.max(0, this.maxTags - shard.size), 0);
+    for (let missing = tags.length - room; missing > 0; missing -= this.maxTags) this.shards.push(new Set());
+    for (const tag of tags) {
+      const n = this.roomiest();
+      this.put(tag, n);
+      changed.add(n);
+    }
   }
 
-  private add(tag: string): number {
-    const n = shardOf(tag, this.count);
+  /** Empties the last shard into the others while they hold everything with room to spare. */
+  private shrink(changed: Set<number>): void {
+    while (this.shards.length > 1 && this.shardOfTag.size <= (this.shards.length - 1) * this.maxTags * SHRINK_FILL) {
+      const last = this.shards.pop()!;
+      changed.delete(this.shards.length);
+      for (const tag of last) {
+        const n = this.roomiest();
+        this.put(tag, n);
+        changed.add(n);
+      }
+    }
+  }
+
+  /** The shard with the fewest tags (the lowest-numbered of equals). */
+  private roomiest(): number {
+    let best = 0;
+    for (let n = 1; n < this.shards.length; n++) if (this.shards[n]!.size < this.shards[best]!.size) best = n;
+    return best;
+  }
+
+  private put(tag: string, n: number): void {
     this.shards[n]!.add(tag);
-    this.all.add(tag);
-    return n;
+    this.shardOfTag.set(tag, n);
   }
 }
