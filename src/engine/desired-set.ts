@@ -91,18 +91,27 @@ export class DesiredSet {
     }
   }
 
-  /** Applies one whole catalog snapshot; only services whose tags changed are parsed again. */
+  /**
+   * Applies one whole catalog snapshot; only services whose tags changed are parsed again. At
+   * 2,000 services nothing is copied for the unchanged ones: no entry arrays, no list of
+   * rejections unless a service that has or had some changed.
+   */
   applySnapshot(services: Readonly<Record<string, readonly string[]>>, now: Date): DesiredChange {
-    const before = this.rejectionKeys();
+    const rejectedBefore = this.rejectedList();
+    let rejectionsMoved = false;
     const touched = new Set<string>();
     const first = !this.snapshotSeen;
     this.snapshotSeen = true;
     // Names that no service declares, known before the first snapshot: the extra hostnames, and the
     // always list when the policy was read first (as it is at start).
     if (first) for (const hostname of [...this.declaredBy.keys(), ...this.alwaysNames]) touched.add(hostname);
-    for (const [service, tags] of Object.entries(services)) {
+    // How many of the services known before are in this snapshot: fewer than all means some left.
+    let stayed = 0;
+    for (const service of Object.keys(services)) {
       if (this.ownServices.has(service)) continue;
+      const tags = services[service]!;
       const previous = this.services.get(service);
+      if (previous !== undefined) stayed++;
       if (previous?.tags === tags) continue;
       const tagsKey = tags.join('\n');
       if (previous?.tagsKey === tagsKey) {
@@ -116,16 +125,23 @@ export class DesiredSet {
         touched.add(hostname);
       }
       this.services.set(service, { tags, tagsKey, hostnames: declared.hostnames, rejected: declared.rejected });
-      this.sortedRejected = undefined;
+      if ((previous?.rejected.length ?? 0) > 0 || declared.rejected.length > 0) rejectionsMoved = true;
     }
-    for (const [service, entry] of this.services) {
-      if (Object.hasOwn(services, service) && !this.ownServices.has(service)) continue;
-      for (const hostname of entry.hostnames) this.undeclare(hostname, service, touched);
-      this.services.delete(service);
-      this.sortedRejected = undefined;
+    if (stayed < this.services.size) {
+      for (const service of this.services.keys()) {
+        if (Object.hasOwn(services, service)) continue;
+        const entry = this.services.get(service)!;
+        for (const hostname of entry.hostnames) this.undeclare(hostname, service, touched);
+        this.services.delete(service);
+        if (entry.rejected.length > 0) rejectionsMoved = true;
+      }
     }
     const change = this.decide(touched, now);
-    change.newlyRejected = this.rejected().filter((r) => !before.has(rejectionKey(r)));
+    if (rejectionsMoved) {
+      this.sortedRejected = undefined;
+      const before = new Set(rejectedBefore.map(rejectionKey));
+      change.newlyRejected = this.rejectedList().filter((r) => !before.has(rejectionKey(r)));
+    }
     return change;
   }
 
@@ -186,10 +202,15 @@ export class DesiredSet {
 
   /** Names and tags refused as invalid, sorted. */
   rejected(): RejectedHostname[] {
+    return [...this.rejectedList()];
+  }
+
+  /** The rejections, sorted, kept until a service's rejections change (not a copy). */
+  private rejectedList(): readonly RejectedHostname[] {
     this.sortedRejected ??= [...this.extraRejected, ...[...this.services.values()].flatMap((s) => s.rejected)].sort(
       compareRejected,
     );
-    return [...this.sortedRejected];
+    return this.sortedRejected;
   }
 
   /** When `hostname` stopped being declared (for the retirement grace period). */
@@ -274,9 +295,6 @@ export class DesiredSet {
     return change;
   }
 
-  private rejectionKeys(): Set<string> {
-    return new Set(this.rejected().map(rejectionKey));
-  }
 }
 
 function rejectionKey(r: RejectedHostname): string {

@@ -146,8 +146,9 @@ export class StatusView {
       added.add(hostname);
       inputs.push({ hostname, expiresAt: notAfter?.toISOString(), attempts });
     };
-    for (const hostname of desired.managedSet()) consider(hostname);
-    for (const hostname of index.hostnames()) consider(hostname);
+    // forEach rather than for-of: no iterator result per name.
+    desired.managedSet().forEach(consider);
+    index.forEachHostname(consider);
     for (const hostname of desired.refusedHostnames()) consider(hostname);
     inputs.sort((a, b) => (a.hostname < b.hostname ? -1 : a.hostname > b.hostname ? 1 : 0));
     return withStoreFault(certificateHealth(now, inputs, options), this.deps.storeHealth.state().error);

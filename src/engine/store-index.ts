@@ -108,6 +108,11 @@ export class StoreIndex {
     return this.entries.keys();
   }
 
+  /** Calls `visit` with every hostname held (no iterator result per name, unlike `hostnames`). */
+  forEachHostname(visit: (hostname: string) => void): void {
+    this.entries.forEach((_, hostname) => visit(hostname));
+  }
+
   get size(): number {
     return this.entries.size;
   }

@@ -49,6 +49,7 @@ function view(opts: {
     index: {
       facts: (h: string) => facts.get(h),
       hostnames: () => facts.keys(),
+      forEachHostname: (visit: (h: string) => void) => facts.forEach((_, h) => visit(h)),
       isStale: () => false,
     },
     queue: {
