@@ -192,13 +192,28 @@ describe('HttpPreflight', () => {
     assert.match(result.detail, /answered 301 redirecting to https:\/\/elsewhere\.example\//);
   });
 
-  it('is NotRouted when nothing listens on the port', async () => {
+  it('is NotRouted when nothing listens on the port, and writes no probe to the challenge store', async () => {
     const closedPort = await freePort();
-    const result = await preflight({ httpPort: closedPort }).check('nobody.preflight.test');
+    const counting = new MemoryChallengeStore();
+    let writes = 0;
+    for (const method of ['put', 'delete'] as const) {
+      const original = counting[method].bind(counting) as (...args: string[]) => Promise<void>;
+      counting[method] = (async (...args: string[]) => {
+        writes += 1;
+        await original(...args);
+      }) as never;
+    }
+    const check = new HttpPreflight({
+      challengeStore: counting,
+      dnsServers: [dns!.address],
+      httpPort: closedPort,
+      timeoutMs: 3_000,
+    });
+    const result = await check.check('nobody.preflight.test');
     assert.ok(!result.ok);
     assert.equal(result.reason, 'NotRouted');
     assert.match(result.detail, new RegExp(`connecting to 127\\.0\\.0\\.1:${closedPort} failed \\(ECONNREFUSED\\)`));
-    assert.deepEqual(store.tokens(), []);
+    assert.equal(writes, 0, 'no probe token put or deleted');
   });
 
   it('is NotRouted when the answer does not come within the timeout', async () => {

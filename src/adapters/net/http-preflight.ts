@@ -13,7 +13,9 @@
  *    naming the records and the identity. The lookups run beside step 1; their verdict counts
  *    only once the name resolves. Aliases are the resolver's business: it answers a CAA query for
  *    a CNAME with the target's records, as RFC 8659 asks.
- * 3. Put a random base64url probe token with a random value into the challenge store, GET
+ * 3. Open a TCP connection to the resolved address (and close it): an address that refuses
+ *    connections fails here, before anything is written to the shared challenge store. Only then
+ *    put a random base64url probe token with a random value into the challenge store, GET
  *    `http://<hostname>:<httpPort>/.well-known/acme-challenge/<probe>` from the resolved address
  *    with the Host header naming the hostname, and expect exactly that value back (trailing
  *    whitespace trimmed, as the CA does). Anything else (a 404 from another app, a redirect, a
@@ -22,11 +24,12 @@
  *    before the token reached that instance's copy of the challenge store. IPv6 is tried
  *    first and IPv4 only when IPv6 fails to connect, as Let's Encrypt does. Redirects are not
  *    followed (the issuer's own Fabio route serves the challenge path directly).
- * 4. Delete the probe token, whatever happened.
+ * 4. Delete the probe token, if one was put, whatever happened.
  */
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { caaLookupNodes, decideCaa, type CaaLookup, type CaaRecord } from '../../domain/caa.js';
 import { ACME_CHALLENGE_PATH } from '../../domain/challenge.js';
@@ -61,6 +64,7 @@ const NO_RECORDS_CODES = new Set(['ENODATA', 'ENOTFOUND']);
 
 type Attempt =
   { kind: 'ok' } | { kind: 'connect-failed'; detail: string } | { kind: 'wrong'; detail: string; status?: number };
+type FailedAttempt = Exclude<Attempt, { kind: 'ok' }>;
 
 /**
  * A probe answered 404 is asked once more after this long: the request may have reached another
@@ -134,32 +138,86 @@ export class HttpPreflight implements Preflight {
       }
     }
 
-    const token = randomBytes(24).toString('base64url');
-    const value = randomBytes(24).toString('base64url');
-    await this.store.put(token, value);
+    const candidates = [resolved.v6[0], resolved.v4[0]].filter((a): a is string => a !== undefined);
+    const failures: string[] = [];
+    let probe: { token: string; value: string } | undefined;
     try {
-      const candidates = [resolved.v6[0], resolved.v4[0]].filter((a): a is string => a !== undefined);
-      const failures: string[] = [];
       for (const [i, address] of candidates.entries()) {
-        let attempt = await this.fetchProbe(hostname, address, token, value, signal);
-        if (attempt.kind === 'wrong' && attempt.status === 404) {
-          await sleep(PROBE_NOT_FOUND_RETRY_MS, undefined, signal ? { signal } : undefined).catch(() => undefined);
-          if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
-          attempt = await this.fetchProbe(hostname, address, token, value, signal);
-        }
+        // Connect first: an address that refuses connections costs no probe token in the shared store.
+        let attempt: FailedAttempt | undefined = await this.reach(hostname, address, signal);
         if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
-        if (attempt.kind === 'ok') return { ok: true };
+        if (attempt === undefined) {
+          if (probe === undefined) {
+            probe = { token: randomBytes(24).toString('base64url'), value: randomBytes(24).toString('base64url') };
+            await this.store.put(probe.token, probe.value);
+          }
+          let fetched = await this.fetchProbe(hostname, address, probe.token, probe.value, signal);
+          if (fetched.kind === 'wrong' && fetched.status === 404) {
+            await sleep(PROBE_NOT_FOUND_RETRY_MS, undefined, signal ? { signal } : undefined).catch(() => undefined);
+            if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+            fetched = await this.fetchProbe(hostname, address, probe.token, probe.value, signal);
+          }
+          if (signal?.aborted) throw new AbortedError(what, { cause: signal.reason });
+          if (fetched.kind === 'ok') return { ok: true };
+          attempt = fetched;
+        }
         failures.push(attempt.detail);
         if (attempt.kind === 'wrong' || i === candidates.length - 1) break;
       }
       return { ok: false, reason: 'NotRouted', detail: failures.join('; ') };
     } finally {
-      try {
-        await this.store.delete(token);
-      } catch (err) {
-        this.log.warn({ [F.hostname]: hostname, [F.err]: errorCode(err) }, 'preflight probe token not deleted');
+      if (probe !== undefined) {
+        try {
+          await this.store.delete(probe.token);
+        } catch (err) {
+          this.log.warn({ [F.hostname]: hostname, [F.err]: errorCode(err) }, 'preflight probe token not deleted');
+        }
       }
     }
+  }
+
+  /**
+   * Whether a TCP connection to `address` opens (it is closed at once): undefined when it does,
+   * otherwise the failed attempt, worded as fetchProbe words it. Never rejects; an abort ends it
+   * with undefined (the caller looks at the signal).
+   */
+  private reach(hostname: string, address: string, signal: AbortSignal | undefined): Promise<FailedAttempt | undefined> {
+    const { shownUrl, via } = this.describe(hostname, address);
+    return new Promise<FailedAttempt | undefined>((resolve) => {
+      let settled = false;
+      const socket = connect({ host: address, port: this.httpPort });
+      const finish = (attempt: FailedAttempt | undefined): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        socket.destroy();
+        resolve(attempt);
+      };
+      const onAbort = (): void => finish(undefined);
+      const timer = setTimeout(
+        () => finish({ kind: 'wrong', detail: `${shownUrl} via ${via}: no answer within ${this.timeoutMs} ms` }),
+        this.timeoutMs,
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+      socket.once('connect', () => finish(undefined));
+      socket.once('error', (err) => {
+        const code = errorCode(err);
+        finish(
+          CONNECT_ERRORS.has(code)
+            ? { kind: 'connect-failed', detail: `${shownUrl}: connecting to ${via} failed (${code})` }
+            : { kind: 'wrong', detail: `${shownUrl} via ${via}: request failed (${code})` },
+        );
+      });
+    });
+  }
+
+  /** How a probe of `hostname` at `address` is named in a detail. */
+  private describe(hostname: string, address: string): { shownUrl: string; via: string } {
+    return {
+      shownUrl: `http://${hostname}${this.httpPort === 80 ? '' : `:${this.httpPort}`}${ACME_CHALLENGE_PATH}<probe>`,
+      via: address.includes(':') ? `[${address}]:${this.httpPort}` : `${address}:${this.httpPort}`,
+    };
   }
 
   /**
@@ -224,8 +282,7 @@ export class HttpPreflight implements Preflight {
     value: string,
     signal: AbortSignal | undefined,
   ): Promise<Attempt> {
-    const shownUrl = `http://${hostname}${this.httpPort === 80 ? '' : `:${this.httpPort}`}${ACME_CHALLENGE_PATH}<probe>`;
-    const via = address.includes(':') ? `[${address}]:${this.httpPort}` : `${address}:${this.httpPort}`;
+    const { shownUrl, via } = this.describe(hostname, address);
     const signals = [AbortSignal.timeout(this.timeoutMs), ...(signal ? [signal] : [])];
     const combined = AbortSignal.any(signals);
     return new Promise<Attempt>((resolve) => {
