@@ -14,7 +14,10 @@ export interface CertificateHealthInput {
 
 export interface CertificateHealth {
   status: HealthStatus;
-  /** One sentence per hostname that is not passing, worst first. */
+  /**
+   * One sentence per hostname that is not passing, worst first; past MAX_HEALTH_PROBLEMS, a last
+   * line says how many more there are.
+   */
   problems: string[];
 }
 
@@ -35,8 +38,20 @@ export function certificateHealth(
       warning.push(`${c.hostname}: expires at ${c.expiresAt}`);
   }
   const status: HealthStatus = critical.length > 0 ? 'critical' : warning.length > 0 ? 'warning' : 'passing';
-  return { status, problems: [...critical, ...warning] };
+  const problems = [...critical, ...warning];
+  if (problems.length <= MAX_HEALTH_PROBLEMS) return { status, problems };
+  const more = problems.length - MAX_HEALTH_PROBLEMS;
+  return {
+    status,
+    problems: [...problems.slice(0, MAX_HEALTH_PROBLEMS), `and ${more} more hostnames (GET /status lists them all)`],
+  };
 }
+
+/**
+ * Most hostname lines in the health: Consul keeps about 4 KB of a check's output
+ * (docs/protocols.md §1.3), and at 10,000 failing names the whole list was 600 KB every 10 s.
+ */
+export const MAX_HEALTH_PROBLEMS = 50;
 
 /** Consul HTTP checks read 2xx as passing, 429 as warning and anything else as critical. */
 export const HEALTH_HTTP_STATUS: Record<HealthStatus, number> = { passing: 200, warning: 429, critical: 503 };

@@ -1,6 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { certificateHealth, type CertificateHealthInput } from '../../src/domain/certificate-health.js';
+import {
+  certificateHealth,
+  MAX_HEALTH_PROBLEMS,
+  type CertificateHealthInput,
+} from '../../src/domain/certificate-health.js';
 
 const NOW = new Date('2026-06-01T00:00:00Z');
 const DAY = 86_400_000;
@@ -58,3 +62,18 @@ for (const [name, input, status, firstProblem] of cases) {
     else assert.deepEqual(health.problems, []);
   });
 }
+
+test('names the worst hostnames up to the limit, then says how many more there are', () => {
+  const failing = Array.from({ length: 10_000 }, (_, i) => ({
+    hostname: `f${String(i).padStart(5, '0')}.example.com`,
+    expiresAt: undefined,
+    attempts: 12,
+  }));
+  const expiring = [{ hostname: 'a.example.com', expiresAt: at(3), attempts: 0 }];
+  const health = certificateHealth(NOW, [...expiring, ...failing], options);
+  assert.equal(health.status, 'critical');
+  assert.equal(health.problems.length, MAX_HEALTH_PROBLEMS + 1);
+  assert.equal(health.problems[0], 'f00000.example.com: failed 12 times in a row');
+  assert.equal(health.problems.at(-1), `and ${10_001 - MAX_HEALTH_PROBLEMS} more hostnames (GET /status lists them all)`);
+  assert.ok(JSON.stringify(health).length < 4_096, 'within what Consul keeps of a check output');
+});
