@@ -294,7 +294,6 @@ export class DesiredSet {
     change.removed.sort();
     return change;
   }
-
 }
 
 function rejectionKey(r: RejectedHostname): string {

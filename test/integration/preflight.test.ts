@@ -86,6 +86,23 @@ async function startDns(): Promise<DnsServer> {
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
+/** A challenge store that counts the puts and deletes made to it. */
+function countingStore(): { store: MemoryChallengeStore; writes: () => number } {
+  const store = new MemoryChallengeStore();
+  let writes = 0;
+  const put = store.put.bind(store);
+  const remove = store.delete.bind(store);
+  store.put = async (token, value) => {
+    writes += 1;
+    await put(token, value);
+  };
+  store.delete = async (token) => {
+    writes += 1;
+    await remove(token);
+  };
+  return { store, writes: () => writes };
+}
+
 describe('HttpPreflight', () => {
   let dns: DnsServer | undefined;
   let responder: Server | undefined;
@@ -106,9 +123,11 @@ describe('HttpPreflight', () => {
     });
   };
 
-  function preflight(opts: { httpPort?: number; timeoutMs?: number } = {}): HttpPreflight {
+  function preflight(
+    opts: { httpPort?: number; timeoutMs?: number; challengeStore?: MemoryChallengeStore } = {},
+  ): HttpPreflight {
     return new HttpPreflight({
-      challengeStore: store,
+      challengeStore: opts.challengeStore ?? store,
       dnsServers: [dns!.address],
       httpPort: opts.httpPort ?? responderPort,
       timeoutMs: opts.timeoutMs ?? 3_000,
@@ -194,26 +213,13 @@ describe('HttpPreflight', () => {
 
   it('is NotRouted when nothing listens on the port, and writes no probe to the challenge store', async () => {
     const closedPort = await freePort();
-    const counting = new MemoryChallengeStore();
-    let writes = 0;
-    for (const method of ['put', 'delete'] as const) {
-      const original = counting[method].bind(counting) as (...args: string[]) => Promise<void>;
-      counting[method] = (async (...args: string[]) => {
-        writes += 1;
-        await original(...args);
-      }) as never;
-    }
-    const check = new HttpPreflight({
-      challengeStore: counting,
-      dnsServers: [dns!.address],
-      httpPort: closedPort,
-      timeoutMs: 3_000,
-    });
+    const counting = countingStore();
+    const check = preflight({ httpPort: closedPort, challengeStore: counting.store });
     const result = await check.check('nobody.preflight.test');
     assert.ok(!result.ok);
     assert.equal(result.reason, 'NotRouted');
     assert.match(result.detail, new RegExp(`connecting to 127\\.0\\.0\\.1:${closedPort} failed \\(ECONNREFUSED\\)`));
-    assert.equal(writes, 0, 'no probe token put or deleted');
+    assert.equal(counting.writes(), 0, 'no probe token put or deleted');
   });
 
   it('is NotRouted when the answer does not come within the timeout', async () => {
@@ -227,24 +233,13 @@ describe('HttpPreflight', () => {
 
   it('is NoDNS with the DNS error code when the name does not resolve, and stores no probe', async () => {
     await dns!.setServfail('broken.preflight.test');
-    const counting = new MemoryChallengeStore();
-    let puts = 0;
-    const put = counting.put.bind(counting);
-    counting.put = async (token, value) => {
-      puts += 1;
-      await put(token, value);
-    };
-    const check = new HttpPreflight({
-      challengeStore: counting,
-      dnsServers: [dns!.address],
-      httpPort: responderPort,
-      timeoutMs: 3_000,
-    });
+    const counting = countingStore();
+    const check = preflight({ challengeStore: counting.store });
     const result = await check.check('broken.preflight.test');
     assert.ok(!result.ok);
     assert.equal(result.reason, 'NoDNS');
     assert.match(result.detail, /broken\.preflight\.test has no A or AAAA record \(A: ESERVFAIL, AAAA: ESERVFAIL\)/);
-    assert.equal(puts, 0);
+    assert.equal(counting.writes(), 0);
   });
 
   it('rejects with AbortedError when the signal has aborted', async () => {

@@ -54,7 +54,9 @@ describe('catalog snapshots (/v1/catalog/services answers)', () => {
 describe('ServiceNormalizer.read (the answer as bytes)', () => {
   /** As Consul writes it: keys sorted, compact, or indented by `indent` spaces. */
   const answer = (services: Record<string, string[] | null>, indent?: number): Buffer =>
-    Buffer.from(JSON.stringify(Object.fromEntries(Object.entries(services).sort(([a], [b]) => (a < b ? -1 : 1))), null, indent));
+    Buffer.from(
+      JSON.stringify(Object.fromEntries(Object.entries(services).sort(([a], [b]) => (a < b ? -1 : 1))), null, indent),
+    );
   const own = new Set(['consul-acme', 'consul-acme-certificates']);
   /** What the bytes say, the obvious way: parse all, then normalize. */
   const expected = (body: Buffer): Record<string, string[]> =>
@@ -85,11 +87,19 @@ describe('ServiceNormalizer.read (the answer as bytes)', () => {
     assert.notEqual(changed, first);
     assert.equal(changed.api, first.api, 'an unchanged service keeps its array');
     assert.deepEqual(changed.web, ['a', 'b', 'd']);
-    assert.notEqual(reader.read(answer({ api: ['c'], web: ['a', 'b', 'b'] })), changed, 'a repeat is not the tag it replaced');
+    assert.notEqual(
+      reader.read(answer({ api: ['c'], web: ['a', 'b', 'b'] })),
+      changed,
+      'a repeat is not the tag it replaced',
+    );
     assert.deepEqual({ ...reader.read(answer({ api: ['c'] })) }, { api: ['c'] }, 'a service that left');
     const many = Array.from({ length: 40 }, (_, i) => `t${i}`);
     const big = reader.read(answer({ api: ['c'], web: many }));
-    assert.equal(reader.read(answer({ api: ['c'], web: [...many].reverse() })), big, 'more tags than are matched in place');
+    assert.equal(
+      reader.read(answer({ api: ['c'], web: [...many].reverse() })),
+      big,
+      'more tags than are matched in place',
+    );
   });
 
   it('gives what parsing the whole answer gives, over random answers read one after another', () => {
@@ -109,12 +119,11 @@ describe('ServiceNormalizer.read (the answer as bytes)', () => {
       }
       // Mostly as Consul writes it; now and then with the keys in another order (parsed whole).
       const body =
-        random(5) === 0
-          ? Buffer.from(JSON.stringify(services))
-          : answer(services, random(3) === 0 ? 4 : undefined);
+        random(5) === 0 ? Buffer.from(JSON.stringify(services)) : answer(services, random(3) === 0 ? 4 : undefined);
       const snapshot = reader.read(body);
       assert.deepEqual({ ...snapshot }, { ...expected(body) }, `round ${round}: ${body.toString()}`);
-      if (previous !== undefined && sameServices(previous, snapshot)) assert.equal(snapshot, previous, `round ${round}`);
+      if (previous !== undefined && sameServices(previous, snapshot))
+        assert.equal(snapshot, previous, `round ${round}`);
       previous = snapshot;
     }
   });

@@ -74,6 +74,9 @@ test('names the worst hostnames up to the limit, then says how many more there a
   assert.equal(health.status, 'critical');
   assert.equal(health.problems.length, MAX_HEALTH_PROBLEMS + 1);
   assert.equal(health.problems[0], 'f00000.example.com: failed 12 times in a row');
-  assert.equal(health.problems.at(-1), `and ${10_001 - MAX_HEALTH_PROBLEMS} more hostnames (GET /status lists them all)`);
+  assert.equal(
+    health.problems.at(-1),
+    `and ${10_001 - MAX_HEALTH_PROBLEMS} more hostnames (GET /status lists them all)`,
+  );
   assert.ok(JSON.stringify(health).length < 4_096, 'within what Consul keeps of a check output');
 });

@@ -128,7 +128,10 @@ export class ServiceNormalizer {
     return before !== undefined && sameTagSet(tags ?? [], before);
   }
 
-  /** The snapshot of a compact answer; undefined when `body` is not one (it is then parsed whole). */
+  /**
+   * The snapshot of an answer in Consul's shape (one object, keys sorted, compact or indented);
+   * undefined when `body` is not one (it is then parsed whole).
+   */
   private scan(body: Buffer): Record<string, string[]> | undefined {
     // Scratch arrays are written from 0 and never shortened, so an answer allocates none of them.
     const { answerKeys, names, lists } = this;
@@ -195,7 +198,8 @@ export class ServiceNormalizer {
         }
         if (!skip) {
           const before = this.previous[name];
-          const tags = (before !== undefined ? this.matched(body, count, before) : undefined) ?? this.decoded(body, count, before);
+          const tags =
+            (before !== undefined ? this.matched(body, count, before) : undefined) ?? this.decoded(body, count, before);
           if (tags !== before) changed = true;
           names[nameCount] = name;
           lists[nameCount++] = tags;
@@ -284,7 +288,8 @@ function stringEnd(body: Buffer, from: number): number {
 function decodeString(body: Buffer, start: number, end: number): string {
   for (let i = start; i < end; i++) {
     const c = body[i]!;
-    if (c === BACKSLASH || c < 0x20 || c >= 0x7f) return JSON.parse(body.toString('utf8', start - 1, end + 1)) as string;
+    if (c === BACKSLASH || c < 0x20 || c >= 0x7f)
+      return JSON.parse(body.toString('utf8', start - 1, end + 1)) as string;
   }
   return body.toString('latin1', start, end);
 }

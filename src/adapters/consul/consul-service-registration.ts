@@ -16,8 +16,8 @@
  * all its tags through the agent and a Raft entry, so the cost of adding one name grows with the
  * number of names. Above `maxTagsPerRegistration` tags the routes are spread over several
  * registrations of the same service, `<serviceId>-<n>` for n in [0, S); the names one change adds
- * go to one shard together, and a name stays in its shard until it leaves (tag-shards.ts has the
- * rules), so a new service's names cost one registration. The first shard has the HTTP check;
+ * go to one shard together, and a name stays in its shard until it leaves or its shard is dropped
+ * (tag-shards.ts has the rules), so a new service's names cost one registration. The first shard has the HTTP check;
  * every other shard's check is an alias of the first shard (aliasTarget), so Consul polls the
  * instance once however many shards there are. With
  * one shard the registration keeps the plain `<serviceId>`, as small deployments always had.
@@ -295,9 +295,9 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   /**
    * Takes `changes` into the shards, in order (tag-shards.ts opens and drops shards as needed).
    * The registrations whose tags changed (all of them when the routes move from one registration
-   * to several or back, which renames them) are marked unsent: each
-   * stays to be sent until a registration of it succeeds, so a failure part-way through an update
-   * is made good by the next one.
+   * to several or back, which renames them) are marked unsent: each stays to be sent until a
+   * registration of it succeeds, so a failure part-way through an update is made good by the next
+   * one.
    */
   private takeTags(changes: readonly TagChange[]): TagShards {
     const first = this.shards === undefined;

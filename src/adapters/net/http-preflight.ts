@@ -181,7 +181,11 @@ export class HttpPreflight implements Preflight {
    * otherwise the failed attempt, worded as fetchProbe words it. Never rejects; an abort ends it
    * with undefined (the caller looks at the signal).
    */
-  private reach(hostname: string, address: string, signal: AbortSignal | undefined): Promise<FailedAttempt | undefined> {
+  private reach(
+    hostname: string,
+    address: string,
+    signal: AbortSignal | undefined,
+  ): Promise<FailedAttempt | undefined> {
     const { shownUrl, via } = this.describe(hostname, address);
     return new Promise<FailedAttempt | undefined>((resolve) => {
       let settled = false;
