@@ -161,13 +161,24 @@ export class OrderGate {
     if (!existing || existing.until < until.getTime()) this.holds.set(scopeKey, { until: until.getTime(), why });
   }
 
-  /** Why an order for `hostnames` must wait now (a CA pause or a spent budget), or undefined. */
+  /**
+   * Why an order for `hostnames` must wait now (a CA pause or a spent budget), or undefined. The
+   * pause and budget keys are read from the ledger together.
+   */
   private async holdFor(hostnames: readonly string[], isRenewal: boolean): Promise<Admission | undefined> {
     const now = this.deps.clock.now();
     const ledger = this.deps.ledger;
     if (!ledger) return undefined;
-    for (const pause of pausesFor(hostnames)) {
-      const ends = await ledger.events(pauseLedgerKey(pause), now);
+    const pauses = pausesFor(hostnames);
+    const keys = [
+      ...budgetKeys(hostnames, 'new-order', isRenewal),
+      ...budgetKeys(hostnames, 'failed-authorization', isRenewal),
+    ];
+    // Pause ends are future times; budget events go back as far as the longest window.
+    const windowStart = new Date(now.getTime() - Math.max(...this.budgets.map((b) => b.windowMs)));
+    const read = await ledger.eventsOf([...pauses.map(pauseLedgerKey), ...keys.map(budgetScopeKey)], windowStart);
+    for (const pause of pauses) {
+      const ends = read.get(pauseLedgerKey(pause)) ?? [];
       const until = ends.reduce<Date | undefined>(
         (latest, d) => (d > now && (!latest || d > latest) ? d : latest),
         undefined,
@@ -178,14 +189,7 @@ export class OrderGate {
         return { admitted: false, until, why };
       }
     }
-    const keys = [
-      ...budgetKeys(hostnames, 'new-order', isRenewal),
-      ...budgetKeys(hostnames, 'failed-authorization', isRenewal),
-    ];
-    const windowStart = new Date(now.getTime() - Math.max(...this.budgets.map((b) => b.windowMs)));
-    const entries = await Promise.all(
-      keys.map(async (key) => ({ key, events: await ledger.events(budgetScopeKey(key), windowStart) })),
-    );
+    const entries = keys.map((key) => ({ key, events: read.get(budgetScopeKey(key)) ?? [] }));
     const check = checkBudgets(now, entries, this.budgets);
     if (!check.ok) {
       const why = `budget ${check.key.scope} ${check.key.key} spent (${check.used}/${check.limit})`;

@@ -9,7 +9,9 @@
  *   the key's ModifyIndex, retried on conflict). After too many lost races it rejects with a
  *   retryable STORE_CONFLICT; the caller may treat that budget as exhausted for now.
  * - `events(scopeKey, since)` resolves the events at or after `since`, oldest first; an unknown
- *   key resolves `[]`, never a throw for "missing".
+ *   key resolves `[]`, never a throw for "missing". `eventsOf(scopeKeys, since)` is the same for
+ *   several keys at once, each key mapped to what `events` would give (Consul: one or two
+ *   requests instead of one per key).
  * - Events older than the retention (BUDGET_RETENTION_MS, 7 days, by default) may be forgotten.
  * - Keys under PAUSE_SCOPE_FOLDER (`paused/`, domain/rate-limit.ts `pauseLedgerKey`) hold the
  *   times pauses end; an event there is over once it is in the past.
@@ -24,6 +26,7 @@
 export interface BudgetLedger {
   record(scopeKey: string, at: Date): Promise<void>;
   events(scopeKey: string, since: Date): Promise<Date[]>;
+  eventsOf(scopeKeys: readonly string[], since: Date): Promise<Map<string, Date[]>>;
   prune(now: Date): Promise<number>;
 }
 

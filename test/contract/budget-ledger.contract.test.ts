@@ -9,13 +9,14 @@ import { after, before, describe, it } from 'node:test';
 import { ConsulBudgetLedger } from '../../src/adapters/consul/consul-budget-ledger.js';
 import { kvPut } from '../../src/adapters/consul/consul-kv.js';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
-import { kvGet } from '../../src/adapters/consul/consul-kv.js';
+import { kvGet, kvGetMany } from '../../src/adapters/consul/consul-kv.js';
 import { MemoryBudgetLedger } from '../../src/adapters/memory/memory-budget-ledger.js';
 import { BUDGET_RETENTION_MS, budgetKeys, budgetScopeKey } from '../../src/domain/budget.js';
 import { ConsulAcmeError } from '../../src/errors.js';
 import { PAUSE_SCOPE_FOLDER, type BudgetLedger } from '../../src/ports/budget-ledger.js';
 import { pauseLedgerKey } from '../../src/domain/rate-limit.js';
 import { startConsul, type ConsulInstance } from '../support/consul.js';
+import { startRoundRobinProxy } from '../support/round-robin-proxy.js';
 
 interface Subject {
   name: string;
@@ -107,6 +108,23 @@ for (const subject of subjects) {
       await ledger.record(a, minutesAgo(1));
       assert.deepEqual(await ledger.events(b, EPOCH), []);
       assert.equal((await ledger.events(a, EPOCH)).length, 1);
+    });
+
+    it('eventsOf gives each key what events gives, missing keys none, in one call', async () => {
+      const [ledger, other] = subject.pair();
+      const [a, b, missing] = [newKey(), newKey(), newKey()];
+      const now = minutesAgo(0).getTime();
+      const [m20, m3] = [20, 3].map((n) => new Date(now - n * MINUTE)) as [Date, Date];
+      await ledger.record(a, m20);
+      await ledger.record(a, m3);
+      await other.record(b, m3);
+      const read = await other.eventsOf([a, missing, b], new Date(now - 10 * MINUTE));
+      assert.deepEqual([...read.keys()], [a, missing, b]);
+      assert.deepEqual(read.get(a), [m3]);
+      assert.deepEqual(read.get(missing), []);
+      assert.deepEqual(read.get(b), [m3]);
+      assert.deepEqual([...(await ledger.eventsOf([missing, newKey()], EPOCH)).values()], [[], []], 'none exist');
+      assert.deepEqual((await ledger.eventsOf([a], EPOCH)).get(a), [m20, m3], 'one key');
     });
 
     it('lets two instances see each other\u2019s events', async () => {
@@ -234,6 +252,7 @@ describe('ConsulBudgetLedger storage', () => {
     await client!.kv.set({ key, value: '{"format 2": "an object now"}', flags: 2 });
     const newer = (err: unknown): boolean => err instanceof ConsulAcmeError && err.code === 'FORMAT_NEWER';
     await assert.rejects(ledger.events('registered-domain/example.com', new Date(0)), newer);
+    await assert.rejects(ledger.eventsOf(['account/default', 'registered-domain/example.com'], new Date(0)), newer);
     await assert.rejects(ledger.record('registered-domain/example.com', new Date('2030-01-01T00:00:00Z')), newer);
     assert.equal(await ledger.prune(new Date('2040-01-01T00:00:00Z')), 1, 'only our own key is pruned');
     const left = await kvGet(client!, key);
@@ -341,6 +360,37 @@ describe('ConsulBudgetLedger storage', () => {
       '2030-01-01T00:00:00.000Z',
       fresh,
     ]);
+  });
+
+  it('kvGetMany reads several keys with one transaction, and a second when some exist', async () => {
+    const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
+    const viaProxy = createConsulClient({ address: proxy.url });
+    try {
+      const prefix = `consul-acme-test/${randomUUID()}/`;
+      const keys = ['a', 'b', 'c', 'd'].map((k) => `${prefix}${k}`);
+      let before = proxy.requests().length;
+      assert.deepEqual(await kvGetMany(viaProxy, keys), new Map());
+      assert.equal(proxy.requests().length - before, 1, 'none exist: one request');
+      await client!.kv.set({ key: keys[1]!, value: '["2030-01-01T00:00:00.000Z", "é"]', flags: 1 });
+      await client!.kv.set({ key: keys[3]!, value: '' });
+      before = proxy.requests().length;
+      const read = await kvGetMany(viaProxy, keys);
+      assert.deepEqual(
+        proxy
+          .requests()
+          .slice(before)
+          .map((r) => `${r.method} ${r.path.split('?')[0]}`),
+        ['PUT /v1/txn', 'PUT /v1/txn'],
+      );
+      assert.deepEqual([...read.keys()].sort(), [keys[1], keys[3]]);
+      assert.equal(read.get(keys[1]!)?.value, '["2030-01-01T00:00:00.000Z", "é"]');
+      assert.equal(read.get(keys[1]!)?.flags, 1);
+      assert.equal(read.get(keys[3]!)?.value, '');
+      assert.deepEqual(read.get(keys[1]!), await kvGet(client!, keys[1]!), 'as a single read gives it');
+    } finally {
+      viaProxy.destroy();
+      await proxy.close();
+    }
   });
 
   it('kvPut with cas tells a lost race (false) from a write (true)', async () => {

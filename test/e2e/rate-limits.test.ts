@@ -108,7 +108,15 @@ describe('rate limits, with real Consul and Pebble behind a counting proxy', () 
       try {
         await waitForState(svc, healthy, 'valid');
         // Right after its route was registered, a failed probe means "not live yet": the name waits, it does not fail.
-        const settling = await certificateStatus(svc, unrouted);
+        // (Between two probes, that is: during one its state is `issuing`.)
+        const settling = await waitFor(
+          `${unrouted} between two probes`,
+          async () => {
+            const s = await certificateStatus(svc, unrouted);
+            return s?.state === 'issuing' ? undefined : s;
+          },
+          { timeoutMs: 5_000, intervalMs: 20 },
+        );
         assert.ok(settling?.state === 'waiting' || settling?.state === 'failed', `state ${settling?.state}`);
         if (settling?.state === 'waiting')
           assert.match(settling.waitingFor ?? '', /^waiting for the route: NotRouted: /);

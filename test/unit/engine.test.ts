@@ -74,6 +74,10 @@ class Counting {
         this.ledgerReads++;
         return inner.events(key, since);
       },
+      eventsOf: (keys, since) => {
+        this.ledgerReads += keys.length;
+        return inner.eventsOf(keys, since);
+      },
       prune: (now) => inner.prune(now),
     };
   }

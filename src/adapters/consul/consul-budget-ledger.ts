@@ -15,6 +15,9 @@
  * nothing is, both as check-and-set on the ModifyIndex just read: a record racing the prune wins,
  * and the key is looked at again by the next prune.
  *
+ * `eventsOf` reads several keys in one Consul transaction (consul-kv.ts `kvGetMany`): an order's
+ * pause and budget keys, seven for one name, cost one request, or two when some exist.
+ *
  * The check-and-set write is done here rather than with consul-kv.ts `kvPut`: the consul package
  * (through papi) resolves `undefined` instead of `false` when Consul answers `false`, so a lost
  * race would look like a failure. With `includeResponse` the body comes back as sent.
@@ -34,7 +37,7 @@ import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
 import type { Consul } from './consul-client.js';
-import { kvDeleteIfUnchanged, kvGet, kvList, kvPut } from './consul-kv.js';
+import { kvDeleteIfUnchanged, kvGet, kvGetMany, kvList, kvPut, type KvEntry } from './consul-kv.js';
 
 /** Check-and-set attempts per write before giving up with a retryable STORE_CONFLICT. */
 export const DEFAULT_LEDGER_CAS_ATTEMPTS = 10;
@@ -134,7 +137,17 @@ export class ConsulBudgetLedger implements BudgetLedger {
 
   async events(scopeKey: string, since: Date): Promise<Date[]> {
     const key = this.kvKey(scopeKey);
-    const entry = await kvGet(this.consul, key);
+    return this.eventsIn(key, await kvGet(this.consul, key), since);
+  }
+
+  async eventsOf(scopeKeys: readonly string[], since: Date): Promise<Map<string, Date[]>> {
+    const keys = scopeKeys.map((scopeKey) => this.kvKey(scopeKey));
+    const entries = await kvGetMany(this.consul, keys);
+    return new Map(scopeKeys.map((scopeKey, i) => [scopeKey, this.eventsIn(keys[i]!, entries.get(keys[i]!), since)]));
+  }
+
+  /** The events at or after `since` in the entry read at `key` (none when it is missing). */
+  private eventsIn(key: string, entry: KvEntry | undefined, since: Date): Date[] {
     if (!entry) return [];
     refuseNewer(key, entry.flags);
     const { times, malformed } = parseLedgerValue(entry.value);

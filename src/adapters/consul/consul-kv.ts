@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ConsulAcmeError } from '../../errors.js';
-import { classifyConsulError, type Consul } from './consul-client.js';
+import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
 
 export interface KvEntry {
   value: string;
@@ -43,6 +43,88 @@ export async function kvGet(consul: Consul, key: string): Promise<KvEntry | unde
   }
   if (!item) return undefined;
   return kvEntryOf(item);
+}
+
+/** Most operations Consul takes in one transaction. */
+const MAX_TRANSACTION_OPERATIONS = 64;
+
+/**
+ * Reads `keys` (missing ones are left out of the map) in as few requests as Consul allows: one
+ * transaction of `get` operations, which Consul answers 409 naming every key that does not exist
+ * (docs/protocols.md §1.6), then one more for the keys that do. Anything else, a refusal or an
+ * answer of another shape, is left to one kvGet per key, which fails as a single read fails.
+ */
+export async function kvGetMany(consul: Consul, keys: readonly string[]): Promise<Map<string, KvEntry>> {
+  const found = new Map<string, KvEntry>();
+  let wanted = [...new Set(keys)];
+  if (wanted.length > 1 && wanted.length <= MAX_TRANSACTION_OPERATIONS) {
+    // A key deleted between the two requests makes a third; more than that, and the reads below decide.
+    for (let round = 0; round < 3 && wanted.length > 0; round++) {
+      const outcome = await readTransaction(consul, wanted);
+      if (outcome === undefined) break;
+      if ('missing' in outcome) {
+        wanted = wanted.filter((key) => !outcome.missing.has(key));
+        continue;
+      }
+      for (const [key, entry] of outcome.entries) found.set(key, entry);
+      return found;
+    }
+    if (wanted.length === 0) return found;
+  }
+  const entries = await Promise.all(wanted.map((key) => kvGet(consul, key)));
+  entries.forEach((entry, i) => {
+    if (entry !== undefined) found.set(wanted[i]!, entry);
+  });
+  return found;
+}
+
+/**
+ * One transaction reading `keys`: their entries, the keys Consul says do not exist, or undefined
+ * when the answer is anything else (the caller then reads key by key).
+ */
+async function readTransaction(
+  consul: Consul,
+  keys: readonly string[],
+): Promise<{ entries: Map<string, KvEntry> } | { missing: Set<string> } | undefined> {
+  let body: unknown;
+  try {
+    body = await consul.transaction.create(keys.map((key) => ({ KV: { Verb: 'get', Key: key } })) as never);
+  } catch (err) {
+    if (consulErrorStatus(err) !== 409) return undefined;
+    const errors = (jsonBodyOf(err) as { Errors?: unknown } | undefined)?.Errors;
+    if (!Array.isArray(errors) || errors.length === 0) return undefined;
+    const missing = new Set<string>();
+    for (const e of errors as Array<{ OpIndex?: unknown; What?: unknown }>) {
+      const key = typeof e.OpIndex === 'number' ? keys[e.OpIndex] : undefined;
+      if (key === undefined || typeof e.What !== 'string' || !e.What.endsWith("doesn't exist")) return undefined;
+      missing.add(key);
+    }
+    return { missing };
+  }
+  const results = (body as { Results?: unknown } | null | undefined)?.Results;
+  if (!Array.isArray(results) || results.length !== keys.length) return undefined;
+  const entries = new Map<string, KvEntry>();
+  for (const result of results as Array<{ KV?: KvItem & { Value?: string | null } }>) {
+    const item = result.KV;
+    if (item === undefined || typeof item.Key !== 'string' || !keys.includes(item.Key)) return undefined;
+    // A transaction gives values base64-encoded, as Consul stores them.
+    const value = typeof item.Value === 'string' ? Buffer.from(item.Value, 'base64').toString('utf8') : '';
+    entries.set(item.Key, kvEntryOf({ ...item, Value: value }));
+  }
+  return { entries };
+}
+
+/** The body of a failed call, parsed when it is JSON text; undefined otherwise. */
+function jsonBodyOf(err: unknown): unknown {
+  const body = (err as { response?: { body?: unknown } }).response?.body;
+  if (body !== null && typeof body === 'object' && !Buffer.isBuffer(body)) return body;
+  const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8') : undefined;
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -34,6 +34,10 @@ export class MemoryBudgetLedger implements BudgetLedger {
     return (this.entries.get(scopeKey) ?? []).filter((t) => t >= since.getTime()).map((t) => new Date(t));
   }
 
+  async eventsOf(scopeKeys: readonly string[], since: Date): Promise<Map<string, Date[]>> {
+    return new Map(await Promise.all(scopeKeys.map(async (key) => [key, await this.events(key, since)] as const)));
+  }
+
   async prune(now: Date): Promise<number> {
     let deleted = 0;
     for (const [scopeKey, times] of [...this.entries]) {
