@@ -170,6 +170,17 @@ function consulErrorBody(err: unknown): string {
   return '';
 }
 
+/** The response body of a failed Consul call as JSON (papi may have parsed it already); undefined when it is not. */
+export function consulErrorJson(err: unknown): unknown {
+  const body = typeof err === 'object' && err !== null ? (err as PapiLikeError).response?.body : undefined;
+  if (body !== null && typeof body === 'object' && !Buffer.isBuffer(body)) return body;
+  try {
+    return JSON.parse(consulErrorBody(err)) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
 function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ConsulAcmeError } from '../../errors.js';
-import { classifyConsulError, consulErrorStatus, type Consul } from './consul-client.js';
+import { classifyConsulError, consulErrorJson, consulErrorStatus, type Consul } from './consul-client.js';
 
 export interface KvEntry {
   value: string;
@@ -91,7 +91,7 @@ async function readTransaction(
     body = await consul.transaction.create(keys.map((key) => ({ KV: { Verb: 'get', Key: key } })) as never);
   } catch (err) {
     if (consulErrorStatus(err) !== 409) return undefined;
-    const errors = (jsonBodyOf(err) as { Errors?: unknown } | undefined)?.Errors;
+    const errors = (consulErrorJson(err) as { Errors?: unknown } | undefined)?.Errors;
     if (!Array.isArray(errors) || errors.length === 0) return undefined;
     const missing = new Set<string>();
     for (const e of errors as Array<{ OpIndex?: unknown; What?: unknown }>) {
@@ -112,19 +112,6 @@ async function readTransaction(
     entries.set(item.Key, kvEntryOf({ ...item, Value: value }));
   }
   return { entries };
-}
-
-/** The body of a failed call, parsed when it is JSON text; undefined otherwise. */
-function jsonBodyOf(err: unknown): unknown {
-  const body = (err as { response?: { body?: unknown } }).response?.body;
-  if (body !== null && typeof body === 'object' && !Buffer.isBuffer(body)) return body;
-  const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8') : undefined;
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

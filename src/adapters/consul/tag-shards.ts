@@ -34,11 +34,6 @@ export class TagShards {
     return Math.max(1, this.shards.length);
   }
 
-  /** Every tag held. */
-  tags(): ReadonlySet<string> {
-    return new Set(this.shardOfTag.keys());
-  }
-
   /** How many tags are held. */
   get size(): number {
     return this.shardOfTag.size;

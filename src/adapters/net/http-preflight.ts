@@ -186,7 +186,6 @@ export class HttpPreflight implements Preflight {
     address: string,
     signal: AbortSignal | undefined,
   ): Promise<FailedAttempt | undefined> {
-    const { shownUrl, via } = this.describe(hostname, address);
     return new Promise<FailedAttempt | undefined>((resolve) => {
       let settled = false;
       const socket = connect({ host: address, port: this.httpPort });
@@ -199,21 +198,28 @@ export class HttpPreflight implements Preflight {
         resolve(attempt);
       };
       const onAbort = (): void => finish(undefined);
-      const timer = setTimeout(
-        () => finish({ kind: 'wrong', detail: `${shownUrl} via ${via}: no answer within ${this.timeoutMs} ms` }),
-        this.timeoutMs,
-      );
+      const timer = setTimeout(() => finish(this.noAnswer(hostname, address)), this.timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       socket.once('connect', () => finish(undefined));
-      socket.once('error', (err) => {
-        const code = errorCode(err);
-        finish(
-          CONNECT_ERRORS.has(code)
-            ? { kind: 'connect-failed', detail: `${shownUrl}: connecting to ${via} failed (${code})` }
-            : { kind: 'wrong', detail: `${shownUrl} via ${via}: request failed (${code})` },
-        );
-      });
+      socket.once('error', (err) => finish(this.connectionFailure(hostname, address, errorCode(err))));
     });
+  }
+
+  /** A probe of `hostname` at `address` that got no answer within the timeout. */
+  private noAnswer(hostname: string, address: string): FailedAttempt {
+    const { shownUrl, via } = this.describe(hostname, address);
+    return { kind: 'wrong', detail: `${shownUrl} via ${via}: no answer within ${this.timeoutMs} ms` };
+  }
+
+  /**
+   * A probe of `hostname` at `address` that failed with socket error `code`: a connection-level
+   * failure (worth trying the other address family) or another failure of the request.
+   */
+  private connectionFailure(hostname: string, address: string, code: string): FailedAttempt {
+    const { shownUrl, via } = this.describe(hostname, address);
+    return CONNECT_ERRORS.has(code)
+      ? { kind: 'connect-failed', detail: `${shownUrl}: connecting to ${via} failed (${code})` }
+      : { kind: 'wrong', detail: `${shownUrl} via ${via}: request failed (${code})` };
   }
 
   /** How a probe of `hostname` at `address` is named in a detail. */
@@ -339,14 +345,11 @@ export class HttpPreflight implements Preflight {
         },
       );
       req.on('error', (err) => {
-        const code = errorCode(err);
-        if (combined.aborted && !signal?.aborted) {
-          done({ kind: 'wrong', detail: `${shownUrl} via ${via}: no answer within ${this.timeoutMs} ms` });
-        } else if (CONNECT_ERRORS.has(code)) {
-          done({ kind: 'connect-failed', detail: `${shownUrl}: connecting to ${via} failed (${code})` });
-        } else {
-          done({ kind: 'wrong', detail: `${shownUrl} via ${via}: request failed (${code})` });
-        }
+        done(
+          combined.aborted && !signal?.aborted
+            ? this.noAnswer(hostname, address)
+            : this.connectionFailure(hostname, address, errorCode(err)),
+        );
       });
       req.end();
     });
