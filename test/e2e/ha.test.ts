@@ -254,8 +254,9 @@ async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     if (failed) throw failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
     // Keep the order of `names` (instances[i] is `<label>-<i+1>`).
     started.instances.sort((a, b) => names.indexOf(a.name) - names.indexOf(b.name));
-    started.proxy.release();
+    // Validations parked while the instances started stay parked when they are to be held.
     if (opts.holdValidations) started.proxy.hold(isPebbleValidation);
+    else started.proxy.release();
     return { ...(started as Required<typeof started>), label: opts.label, hostnames, stop };
   } catch (err) {
     await stop();

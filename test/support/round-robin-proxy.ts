@@ -49,7 +49,10 @@ export interface RoundRobinProxy {
   url: string;
   backends(): Backend[];
   removeBackend(name: string): void;
-  /** Parks every new request (or those `match` accepts) until release(). */
+  /**
+   * Parks every new request (or those `match` accepts) until release(); a request parked already
+   * that `match` does not accept is forwarded at once.
+   */
   hold(match?: (request: HoldCandidate) => boolean): void;
   /** Forwards the parked requests and stops parking. */
   release(): void;
@@ -170,6 +173,13 @@ export async function startRoundRobinProxy(
     },
     hold(match = () => true) {
       holding = match;
+      // Narrowing a hold: what is parked already and no longer matches goes on now.
+      const still = parked.splice(0).filter((p) => {
+        if (match({ ...p.record, body: p.body.toString('utf8') })) return true;
+        forward(p);
+        return false;
+      });
+      parked.push(...still);
     },
     release() {
       holding = undefined;
