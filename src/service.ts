@@ -168,7 +168,7 @@ export function createService(deps: ServiceDeps): Service {
     budgets: budgetsFrom(config),
     clock,
     logger,
-    routeRegisteredAtMs: (hostname) => routes.registeredAtMs(hostname),
+    routeAgeMs: (hostname) => routes.routeAgeMs(hostname),
     routeSettleMs: config.routeSettleMs,
   });
   // Operator requests: the worker reads and settles them; the commands (built after the queue) record them.

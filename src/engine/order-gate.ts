@@ -19,20 +19,35 @@
  * names behind the same hold are deferred by `heldInMemory` without a lock, a ledger read or a
  * store read: when the account budget is spent, ten thousand waiting names cost nothing.
  *
- * A pre-flight failure within `routeSettleMs` of the name's challenge route being registered is not
- * a failure: the route may not be live yet (Fabio has to see it), so the name is deferred on a short
+ * A pre-flight failure within `routeSettleMs` of the name's challenge route being registered (or
+ * asked for, while its registration is under way) is not a failure: the route may not be live yet
+ * (the agent and then Fabio have to see it), so the name is deferred on a short
  * schedule ("waiting for the route") before the normal backoff applies. A CAA refusal is the DNS
- * owner's decision, not a route catching up: it fails at once.
+ * owner's decision, not a route catching up: it fails at once. While a name's route is that new,
+ * the worker asks for its pre-flight (`preflightNewRoute`) before it takes the certificate's lock,
+ * and hands the verdict to `admit`: when ten thousand routes are registered at once, each name
+ * probed while Fabio catches up costs a probe, not a lock, store and ledger round.
  */
 import { budgetKeys, budgetScopeKey, checkBudgets, DEFAULT_BUDGETS, type Budget } from '../domain/budget.js';
 import { pauseLedgerKey, pausesFor, rateLimitScope } from '../domain/rate-limit.js';
-import { AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
+import { AbortedError, AcmeProblemError, ConsulAcmeError, describeError } from '../errors.js';
 import { F, type Logger } from '../logging.js';
 import type { BudgetLedger } from '../ports/budget-ledger.js';
 import type { Clock } from '../ports/clock.js';
 import type { Preflight } from '../ports/preflight.js';
 
 export type Admission = { admitted: true } | { admitted: false; until: Date; why: string };
+
+/**
+ * What the pre-flight found: every name passed; a route is not live yet (wait until the
+ * admission's time); or a failure (PREFLIGHT_FAILED) to be thrown under the certificate's lock.
+ */
+export type PreflightVerdict =
+  | { kind: 'passed' }
+  | { kind: 'wait'; admission: Admission & { admitted: false } }
+  | { kind: 'failed'; error: ConsulAcmeError };
+
+const PASSED: PreflightVerdict = { kind: 'passed' };
 
 /** ACME problem types that mean an authorization failed (the CA counts them per name). */
 const FAILED_AUTHORIZATION_TYPES = new Set(['unauthorized', 'connection', 'dns', 'incorrectResponse', 'caa', 'tls']);
@@ -43,8 +58,11 @@ export interface OrderGateDeps {
   budgets?: readonly Budget[];
   clock: Clock;
   logger: Logger;
-  /** When the challenge route of `hostname` was registered (ms), if known. */
-  routeRegisteredAtMs?: (hostname: string) => number | undefined;
+  /**
+   * How old the challenge route of `hostname` is (ms since it was registered, or asked for while its
+   * registration is under way), if this instance registers it.
+   */
+  routeAgeMs?: (hostname: string) => number | undefined;
   /**
    * How long after its route is registered a name's pre-flight failure means "not live yet"; default
    * DEFAULT_ROUTE_SETTLE_MS.
@@ -80,29 +98,21 @@ export class OrderGate {
   /**
    * Whether an order for `hostnames` may be placed now; when it may, the order is recorded against
    * the budgets before this resolves (the caller places it next). Throws PREFLIGHT_FAILED when the
-   * route is broken.
+   * route is broken. `verdict` is a pre-flight verdict reached moments ago (`preflightNewRoute`),
+   * used instead of probing again.
    */
-  async admit(hostnames: readonly string[], isRenewal: boolean, signal?: AbortSignal): Promise<Admission> {
+  async admit(
+    hostnames: readonly string[],
+    isRenewal: boolean,
+    signal?: AbortSignal,
+    verdict?: PreflightVerdict,
+  ): Promise<Admission> {
     // A first look, so that a paused or spent name waits (not fails) without a pre-flight probe.
     const held = await this.holdFor(hostnames, isRenewal);
     if (held) return held;
-    if (this.deps.preflight) {
-      for (const hostname of hostnames) {
-        const result = await this.deps.preflight.check(hostname, signal);
-        if (result.ok) continue;
-        const routeWait = result.reason === 'CAA' ? undefined : this.routeWait(hostname);
-        if (routeWait !== undefined) {
-          return {
-            admitted: false,
-            until: new Date(this.deps.clock.nowMs() + routeWait),
-            why: `waiting for the route: ${result.reason}: ${result.detail}`,
-          };
-        }
-        throw new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, {
-          retryable: true,
-        });
-      }
-    }
+    const checked = verdict ?? (await this.preflight(hostnames, signal));
+    if (checked.kind === 'wait') return checked.admission;
+    if (checked.kind === 'failed') throw checked.error;
     // The check that counts and the record of the order are one step in this process: orders
     // admitted at the same moment could otherwise all see the same free slot and overspend a
     // budget. (Instances can still race each other; see domain/budget.ts checkBudget.)
@@ -112,6 +122,45 @@ export class OrderGate {
       await this.record(budgetKeys(hostnames, 'new-order', isRenewal).map(budgetScopeKey), this.deps.clock.now());
       return { admitted: true };
     });
+  }
+
+  /**
+   * The pre-flight of names whose challenge route is new (registered less than `routeSettleMs`
+   * ago), asked before the worker takes a lock or reads the store. While a route catches up, its
+   * name is probed every 0.5–8 s; a route that is not live yet then costs the probe and nothing
+   * else. Undefined when no route of `hostnames` is new, or no pre-flight is configured: `admit`
+   * probes then.
+   */
+  async preflightNewRoute(hostnames: readonly string[], signal?: AbortSignal): Promise<PreflightVerdict | undefined> {
+    if (!this.deps.preflight || !hostnames.some((h) => this.routeWait(h) !== undefined)) return undefined;
+    try {
+      return await this.preflight(hostnames, signal);
+    } catch (err) {
+      // Our own side failed (the challenge store refused the probe): `admit` probes again under the
+      // lock, where a failure is reported as every failure of an attempt is.
+      if (err instanceof AbortedError) throw err;
+      return undefined;
+    }
+  }
+
+  /** Probes each of `hostnames` in turn; the first that does not pass is the verdict. */
+  private async preflight(hostnames: readonly string[], signal: AbortSignal | undefined): Promise<PreflightVerdict> {
+    if (!this.deps.preflight) return PASSED;
+    for (const hostname of hostnames) {
+      const result = await this.deps.preflight.check(hostname, signal);
+      if (result.ok) continue;
+      const routeWait = result.reason === 'CAA' ? undefined : this.routeWait(hostname);
+      if (routeWait !== undefined) {
+        const until = new Date(this.deps.clock.nowMs() + routeWait);
+        const why = `waiting for the route: ${result.reason}: ${result.detail}`;
+        return { kind: 'wait', admission: { admitted: false, until, why } };
+      }
+      const error = new ConsulAcmeError('PREFLIGHT_FAILED', `${result.reason}: ${hostname}: ${result.detail}`, {
+        retryable: true,
+      });
+      return { kind: 'failed', error };
+    }
+    return PASSED;
   }
 
   /**
@@ -149,9 +198,8 @@ export class OrderGate {
    * when it should be.
    */
   private routeWait(hostname: string): number | undefined {
-    const registeredAt = this.deps.routeRegisteredAtMs?.(hostname);
-    if (registeredAt === undefined) return undefined;
-    const elapsed = this.deps.clock.nowMs() - registeredAt;
+    const elapsed = this.deps.routeAgeMs?.(hostname);
+    if (elapsed === undefined) return undefined;
     if (elapsed >= (this.deps.routeSettleMs ?? DEFAULT_ROUTE_SETTLE_MS)) return undefined;
     return Math.min(Math.max(elapsed, ROUTE_WAIT_MIN_MS), ROUTE_WAIT_MAX_MS);
   }

@@ -35,9 +35,9 @@ export class RouteRegistration {
   private readonly tags = new Map<string, string>();
   /**
    * Names asked for whose route no registration has confirmed yet (one failed, or is under way),
-   * each with the number of the sync that asked for it.
+   * each with the number of the sync that asked for it and when (ms).
    */
-  private readonly unconfirmed = new Map<string, number>();
+  private readonly unconfirmed = new Map<string, { call: number; askedAtMs: number }>();
   private syncs = 0;
   private readonly log: Logger;
 
@@ -53,6 +53,7 @@ export class RouteRegistration {
    */
   async sync(hostnames: ReadonlySet<string>): Promise<void> {
     const call = ++this.syncs;
+    const asked = { call, askedAtMs: this.deps.clock.nowMs() };
     const added: string[] = [];
     const removed: string[] = [];
     // forEach rather than for-of: no iterator result per name, at 10,000 names and every change.
@@ -60,7 +61,7 @@ export class RouteRegistration {
       if (this.tags.has(hostname)) return;
       const tag = challengeRouteTag(hostname, this.deps.fabioTagPrefix);
       this.tags.set(hostname, tag);
-      this.unconfirmed.set(hostname, call);
+      this.unconfirmed.set(hostname, asked);
       added.push(tag);
     });
     // Every name of `hostnames` now has a tag: more tags than names means some names left.
@@ -99,8 +100,8 @@ export class RouteRegistration {
    */
   private confirm(call: number): void {
     const now = this.deps.clock.nowMs();
-    for (const [hostname, askedBy] of this.unconfirmed) {
-      if (askedBy > call) continue;
+    for (const [hostname, asked] of this.unconfirmed) {
+      if (asked.call > call) continue;
       this.registeredAt.set(hostname, now);
       this.unconfirmed.delete(hostname);
     }
@@ -109,6 +110,16 @@ export class RouteRegistration {
   /** When the route of `hostname` was registered (ms), if it is. */
   registeredAtMs(hostname: string): number | undefined {
     return this.registeredAt.get(hostname);
+  }
+
+  /**
+   * How old the route of `hostname` is (ms since it was registered, or since it was asked for while
+   * its registration is under way or failed); undefined when the routes do not carry the name.
+   */
+  routeAgeMs(hostname: string): number | undefined {
+    if (!this.deps.routes) return undefined;
+    const since = this.registeredAt.get(hostname) ?? this.unconfirmed.get(hostname)?.askedAtMs;
+    return since === undefined ? undefined : this.deps.clock.nowMs() - since;
   }
 
   /** Registers the health sibling (its check passes or fails on its own). */

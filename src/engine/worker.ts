@@ -2,7 +2,9 @@
  * Does one certificate's work: lock → re-check → act → check-and-set write → release.
  *
  * - Before the lock, holds the order gate already knows (a spent budget, a CA pause) defer the job
- *   from memory: a waiting name costs no lock, ledger or store request.
+ *   from memory: a waiting name costs no lock, ledger or store request. A name with nothing stored
+ *   whose challenge route is new is probed before the lock too, so that a route not live yet costs
+ *   the probe alone (engine/order-gate.ts `preflightNewRoute`).
  * - The re-check plans again from a fresh read of the store, so a job queued long ago, or one that
  *   another instance already finished, does nothing.
  * - Write-ahead: before an order is finalized its pending record (key, order URL) is durable in
@@ -39,7 +41,7 @@ import type { IssuedCertificate, Issuer } from '../ports/issuer.js';
 import type { Locker } from '../ports/locker.js';
 import type { DesiredSet } from './desired-set.js';
 import type { EngineEvents } from './events.js';
-import type { OrderGate } from './order-gate.js';
+import type { OrderGate, PreflightVerdict } from './order-gate.js';
 import type { JobOutcome, JobRun } from './queue.js';
 import { leafSerial, type OperatorRequests } from './requests.js';
 import type { StoreHealth } from './store-health.js';
@@ -55,7 +57,7 @@ export interface WorkerDeps {
   /** What is desired under a hostname, and since when it is not. */
   desired: Pick<DesiredSet, 'desiredFor' | 'undeclaredSince'>;
   /** What the store held at the last read, to tell a renewal from a new order before the lock. */
-  index: Pick<StoreIndex, 'facts'>;
+  index: Pick<StoreIndex, 'facts' | 'has'>;
   events: EngineEvents;
   storeHealth: StoreHealth;
   /** Pauses, budgets and the pre-flight check, asked before every order. */
@@ -109,6 +111,14 @@ export class CertificateWorker {
       );
       if (held && !held.admitted) return { kind: 'deferred', until: held.until, why: held.why };
     }
+    // A name with nothing stored and no request whose route is new is probed first (engine/order-gate.ts).
+    let early: { hostnames: readonly string[]; verdict: PreflightVerdict } | undefined;
+    if (expected !== undefined && !this.deps.index.has(hostname) && !this.deps.requests?.forHostname(hostname)) {
+      const verdict = await this.deps.gate?.preflightNewRoute(expected.hostnames, signal);
+      if (verdict?.kind === 'wait')
+        return { kind: 'deferred', until: verdict.admission.until, why: verdict.admission.why };
+      if (verdict) early = { hostnames: expected.hostnames, verdict };
+    }
     const lock = await this.deps.locker.tryAcquire(certificateLockKey(hostname));
     if (!lock) {
       this.log.debug({ [F.hostname]: hostname }, 'certificate is locked by another instance');
@@ -116,7 +126,7 @@ export class CertificateWorker {
     }
     const work = AbortSignal.any([signal, lock.signal]);
     try {
-      return await this.underLock(run, work);
+      return await this.underLock(run, work, early);
     } catch (err) {
       if (lock.signal.aborted && !signal.aborted) throw new LockLostError(certificateLockKey(hostname), { cause: err });
       if (signal.aborted && !(err instanceof AbortedError))
@@ -127,7 +137,12 @@ export class CertificateWorker {
     }
   }
 
-  private async underLock(run: JobRun, signal: AbortSignal): Promise<JobOutcome> {
+  /** `early`: the pre-flight verdict reached before the lock, and for which names. */
+  private async underLock(
+    run: JobRun,
+    signal: AbortSignal,
+    early: { hostnames: readonly string[]; verdict: PreflightVerdict } | undefined,
+  ): Promise<JobOutcome> {
     const { hostname } = run;
     const { store, storeHealth, events, clock, planOptions } = this.deps;
     const readStartedAtMs = clock.nowMs();
@@ -174,7 +189,9 @@ export class CertificateWorker {
       // A compromised key stops being trusted at once, whatever the budgets say (domain/revocation.ts).
       if (plan.reason === 'Revoked' && request?.revokeReason && revokesBeforeAdmission(request.revokeReason))
         request = await this.revokeFor(request, record, signal, log);
-      const admission = await this.deps.gate?.admit(desired.hostnames, isRenewalOf(stored, desired), signal);
+      // The verdict reached before the lock holds for those names only.
+      const verdict = early && sameHostnames(desired.hostnames, early.hostnames) ? early.verdict : undefined;
+      const admission = await this.deps.gate?.admit(desired.hostnames, isRenewalOf(stored, desired), signal, verdict);
       if (admission && !admission.admitted) return { kind: 'deferred', until: admission.until, why: admission.why };
       if (plan.reason === 'Revoked' && request) request = await this.revokeFor(request, record, signal, log);
       await this.obtain(desired, stored, plan, signal, log);

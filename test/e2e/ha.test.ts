@@ -924,7 +924,7 @@ describe('high availability: three consul-acme processes, one Consul, one Pebble
             logger: silentLogger(),
             planOptions: DEFAULT_PLAN_OPTIONS,
             desired: { desiredFor: (id) => (id === hostname ? desired : undefined), undeclaredSince: () => undefined },
-            index: { facts: () => undefined },
+            index: { facts: () => undefined, has: () => false },
             events: new EngineEvents(silentLogger()),
             storeHealth: new StoreHealth({ store, clock: systemClock, logger: silentLogger() }),
           });

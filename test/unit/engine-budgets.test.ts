@@ -226,3 +226,36 @@ describe('engine: a CAA refusal in the pre-flight', () => {
     }
   });
 });
+
+describe('engine: a name whose challenge route is new', () => {
+  test('is probed before the lock: while the route is not live it waits without a lock, and the passing probe is the one the order goes on', async () => {
+    const preflight = new ScriptedPreflight();
+    preflight.verdicts.set('a.example.com', { ok: false, reason: 'NotRouted', detail: 'connection refused' });
+    const engine = await startEngine({}, {}, { preflight });
+    try {
+      const locksAtStart = engine.lockAttempts(); // the renewal scan's leader lock
+      await engine.discovery.push({ web: [tag('a.example.com')] });
+      const waiting = await until(engine, 'a.example.com', 'waiting');
+      assert.equal(waiting.waitingFor, 'waiting for the route: NotRouted: connection refused');
+      // The route waits grow 0.5, 1, 2, 4 s as the route ages.
+      for (const waitMs of [500, 1_000, 2_000, 4_000]) {
+        const checks = preflight.checks.length;
+        engine.clock.advance(waitMs);
+        await waitFor('the next probe', () => preflight.checks.length === checks + 1);
+        await settle();
+      }
+      assert.equal(engine.status('a.example.com')?.state, 'waiting');
+      assert.equal(engine.lockAttempts(), locksAtStart, 'no lock was taken for a route not live yet');
+
+      preflight.verdicts.delete('a.example.com');
+      const checks = preflight.checks.length;
+      engine.clock.advance(8_000);
+      await until(engine, 'a.example.com', 'valid');
+      assert.deepEqual(engine.issuer.orders, ['a.example.com']);
+      assert.equal(preflight.checks.length, checks + 1, 'the probe before the lock is not repeated under it');
+      assert.equal(engine.lockAttempts(), locksAtStart + 1);
+    } finally {
+      await engine.stop();
+    }
+  });
+});

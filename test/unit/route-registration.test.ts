@@ -90,4 +90,35 @@ describe('RouteRegistration.sync', () => {
     await second;
     assert.equal(routes.registeredAtMs('b.example.com'), clock.nowMs());
   });
+
+  test("a route's age counts from when it was asked for while its registration is under way or failed", async () => {
+    const { routes, registration, clock } = setUp();
+    assert.equal(routes.routeAgeMs('a.example.com'), undefined, 'a name the routes do not carry');
+    registration.hold = true;
+    const first = routes.sync(new Set(['a.example.com']));
+    clock.advance(700);
+    assert.equal(routes.routeAgeMs('a.example.com'), 700, 'asked for 700 ms ago, not confirmed yet');
+    registration.held[0]!();
+    await first;
+    assert.equal(routes.routeAgeMs('a.example.com'), 0, 'registered just now');
+
+    registration.hold = false;
+    registration.refuse = true;
+    await routes.sync(new Set(['a.example.com', 'b.example.com']));
+    clock.advance(40_000);
+    assert.equal(routes.routeAgeMs('b.example.com'), 40_000, 'a refused registration ages all the same');
+  });
+
+  test('no route has an age when registration is switched off', async () => {
+    const clock = new ManualClock();
+    const routes = new RouteRegistration({
+      routes: undefined,
+      health: undefined,
+      fabioTagPrefix: 'urlprefix-',
+      clock,
+      logger: silentLogger(),
+    });
+    await routes.sync(new Set(['a.example.com']));
+    assert.equal(routes.routeAgeMs('a.example.com'), undefined);
+  });
 });
