@@ -1,7 +1,8 @@
 /**
  * The root pino logger and the field names every component uses. One child logger per component
  * (`component` field) and per job (`hostname`). Private keys, key authorizations and tokens are
- * redacted at any depth we put them; never log them on purpose either.
+ * redacted at the top of a line and one level down, and at the top of a child logger's bindings;
+ * never log them on purpose either.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 
@@ -82,29 +83,54 @@ export const EVENTS = {
   tokenChanged: 'token_changed',
 } as const;
 
-export const REDACT_PATHS = [
-  'keyPem',
-  'key',
-  '*.keyPem',
-  '*.key',
-  'keyAuthorization',
-  '*.keyAuthorization',
-  'token',
-  '*.token',
-  'hmacKey',
-  '*.hmacKey',
-  'accountKey',
-  '*.accountKey',
+/** Fields whose values are secrets, wherever a line or a child logger's bindings carry them. */
+const SECRET_FIELDS = ['keyPem', 'key', 'keyAuthorization', 'token', 'hmacKey', 'accountKey'];
+const SECRET_FIELD_SET = new Set(SECRET_FIELDS);
+export const REDACTED = '[REDACTED]';
+
+/**
+ * pino's own redaction, one path per top-level field: the secret fields (in a line and in a child
+ * logger's bindings) and the token headers of a request. No wildcard: with a path that starts with
+ * `*`, pino copies every field of every line to look for secrets, the largest allocation of a busy
+ * instance. `censorNested` does the level below instead.
+ */
+const REDACT_PATHS = [
+  ...SECRET_FIELDS,
   'req.headers.authorization',
   'req.headers["x-vault-token"]',
   'req.headers["x-consul-token"]',
 ];
 
+/**
+ * A log line's fields with the secret fields one level down censored (`{ order: { keyPem } }`);
+ * `fields` itself, copied nowhere, when there are none, which is every line but a few.
+ */
+export function censorNested(fields: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const name in fields) {
+    const value = fields[name];
+    if (!Object.hasOwn(fields, name) || typeof value !== 'object' || value === null || value instanceof Error) continue;
+    if (Array.isArray(value)) continue;
+    let inner: Record<string, unknown> | undefined;
+    for (const field in value) {
+      const secret = (value as Record<string, unknown>)[field];
+      if (!Object.hasOwn(value, field) || !SECRET_FIELD_SET.has(field) || secret === undefined) continue;
+      inner ??= { ...value };
+      inner[field] = REDACTED;
+    }
+    if (inner === undefined) continue;
+    out ??= { ...fields };
+    out[name] = inner;
+  }
+  return out ?? fields;
+}
+
 export function createLogger(level: LevelWithSilent = 'info', destination?: pino.DestinationStream): Logger {
-  const options = {
+  const options: pino.LoggerOptions = {
     level,
     base: { service: 'consul-acme' },
-    redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+    redact: { paths: REDACT_PATHS, censor: REDACTED },
+    formatters: { log: censorNested },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   return destination ? pino(options, destination) : pino(options);
