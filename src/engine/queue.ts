@@ -402,11 +402,14 @@ export class IssuanceQueue {
       return;
     }
     if (outcome?.kind === 'deferred') {
+      // A name deferred again for the same reason (a route still not live, probed every few
+      // seconds) is logged at debug: one info line per name and reason, not one per probe.
+      const again = entry.waitingFor === outcome.why;
       entry.phase = 'deferred';
       entry.waitingFor = outcome.why;
       entry.faultRetries = 0;
       this.schedule(entry, Math.max(now, outcome.until.getTime()));
-      this.log.info(
+      this.log[again ? 'debug' : 'info'](
         {
           [F.event]: EVENTS.certDeferred,
           [F.hostname]: entry.hostname,

@@ -125,7 +125,9 @@ export async function runRouting(opts: RoutingOptions): Promise<void> {
         CONSUL_ACME_REGISTER_SERVICE: 'true',
         CONSUL_ACME_SERVICE_NAME: SERVICE_NAME,
         CONSUL_ACME_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
-        CONSUL_ACME_LOG_LEVEL: 'info',
+        // Debug: a name deferred again for the same reason (each route wait after the first) is
+        // logged at debug, and every one is counted.
+        CONSUL_ACME_LOG_LEVEL: 'debug',
       },
     });
     instances.push({ name, child, lines: child.collect((line) => typeof line.hostname === 'string') });

@@ -5,6 +5,7 @@ import { AcmeProblemError, ConsulAcmeError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logging.js';
 import { ManualClock, systemClock } from '../../src/ports/clock.js';
 import { MemoryCertificateStateStore } from '../../src/adapters/memory/memory-certificate-state-store.js';
+import { captureLogs } from '../support/logs.js';
 import { waitFor } from '../support/wait.js';
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
@@ -220,6 +221,37 @@ describe('issuance queue', () => {
       assert.equal(runs.length, 2, 'taken once when the hold ends');
       assert.equal(queue.state('a.example.com'), undefined);
     });
+  });
+
+  test('a name deferred again for the same reason is logged at debug; a new reason at info', async () => {
+    const clock = new ManualClock();
+    const whys = [
+      'waiting for the route: NotRouted: refused',
+      'waiting for the route: NotRouted: refused',
+      'budget spent',
+    ];
+    let runs = 0;
+    const { logger, lines } = captureLogs('debug');
+    const queue = new IssuanceQueue(
+      async () => {
+        const why = whys[runs++];
+        return why === undefined ? { kind: 'done' } : { kind: 'deferred', until: new Date(clock.nowMs() + 1_000), why };
+      },
+      { concurrency: 1, retryScheduleMs: [60_000], clock, logger },
+    );
+    queue.submit('a.example.com', { reason: 'Missing' });
+    for (let i = 0; i < 4; i++) {
+      await settle();
+      clock.advance(1_000);
+    }
+    await settle();
+    assert.equal(runs, 4);
+    const deferrals = lines.filter((l) => l.event === 'cert_deferred').map((l) => [l.level, l.reason]);
+    assert.deepEqual(deferrals, [
+      [30, 'waiting for the route: NotRouted: refused'],
+      [20, 'waiting for the route: NotRouted: refused'],
+      [30, 'budget spent'],
+    ]);
   });
 
   test('with 10,000 jobs waiting, each starts at its due time, in due order, and none early', async () => {
