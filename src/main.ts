@@ -10,6 +10,7 @@ import { fetchStatus, formatStatus } from './cli/status-command.js';
 import { describeConfig, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError, describeError } from './errors.js';
+import { fixHeapGrowth } from './heap-growth.js';
 import { createLogger } from './logging.js';
 import { systemClock } from './ports/clock.js';
 import { buildService } from './service.js';
@@ -39,6 +40,8 @@ async function run(configFile: string | undefined, sinksOnly: boolean): Promise<
   // `run --sinks-only` wins over CONSUL_ACME_MODE; the same checks as the setting apply.
   const config = sinksOnly && loaded.mode !== 'sinks' ? loadOrExit(configFile, { CONSUL_ACME_MODE: 'sinks' }) : loaded;
   const logger = createLogger(config.logLevel);
+  const heapFlag = fixHeapGrowth(process.execArgv);
+  logger.debug({ flag: heapFlag ?? 'set on the node command line' }, 'V8 heap growing factor');
   const service = config.mode === 'sinks' ? buildSinkOnlyService(config, logger) : buildService(config, logger);
   let stopping = false;
   const stop = (signal: string) => {
