@@ -114,20 +114,20 @@ variable "log_level" {
   description = "fatal, error, warn, info, debug, trace or silent."
 }
 
-# Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle 1-3 % of a core from 100
-# to 10,000 names (~25-75 MHz), ~55 ms of CPU per certificate issued; peak RSS ~140 MiB issuing 100
-# certificates, up to ~290 MiB holding 10,000 names. cpu is a share, so issuance bursts use spare
+# Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle 1-2 % of a core from 100
+# to 10,000 names (~25-50 MHz), ~45 ms of CPU per certificate issued; peak RSS ~140 MiB issuing 100
+# certificates, up to ~220 MiB holding 10,000 names. cpu is a share, so issuance bursts use spare
 # CPU above it; memory is a hard limit.
 variable "cpu" {
   type        = number
   default     = 200
-  description = "CPU in MHz (idle ~25-75 MHz; see docs/operations.md)."
+  description = "CPU in MHz (idle ~25-50 MHz; see docs/operations.md)."
 }
 
 variable "memory" {
   type        = number
   default     = 320
-  description = "Memory in MiB: about twice the measured peak RSS (157 MiB; see docs/operations.md)."
+  description = "Memory in MiB: peak RSS measured ~140 MiB issuing 100 certificates, ~220 MiB at 10,000 names (docs/operations.md)."
 }
 
 job "consul-acme" {
