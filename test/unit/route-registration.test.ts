@@ -27,11 +27,16 @@ class RecordingRegistration extends MemoryServiceRegistration {
   }
 }
 
-function setUp(): { routes: RouteRegistration; registration: RecordingRegistration; clock: ManualClock } {
+/** `registrationOff`: the routes are not registered at all (CONSUL_ACME_REGISTER_SERVICE=false). */
+function setUp({ registrationOff = false } = {}): {
+  routes: RouteRegistration;
+  registration: RecordingRegistration;
+  clock: ManualClock;
+} {
   const registration = new RecordingRegistration();
   const clock = new ManualClock();
   const routes = new RouteRegistration({
-    routes: registration,
+    routes: registrationOff ? undefined : registration,
     health: undefined,
     fabioTagPrefix: 'urlprefix-',
     clock,
@@ -110,14 +115,7 @@ describe('RouteRegistration.sync', () => {
   });
 
   test('no route has an age when registration is switched off', async () => {
-    const clock = new ManualClock();
-    const routes = new RouteRegistration({
-      routes: undefined,
-      health: undefined,
-      fabioTagPrefix: 'urlprefix-',
-      clock,
-      logger: silentLogger(),
-    });
+    const { routes } = setUp({ registrationOff: true });
     await routes.sync(new Set(['a.example.com']));
     assert.equal(routes.routeAgeMs('a.example.com'), undefined);
   });
