@@ -108,8 +108,11 @@ export class OrderGate {
     verdict?: PreflightVerdict,
   ): Promise<Admission> {
     // A first look, so that a paused or spent name waits (not fails) without a pre-flight probe.
-    const held = await this.holdFor(hostnames, isRenewal);
-    if (held) return held;
+    // After a passed probe there is nothing to spare: the look below, when recording, decides.
+    if (verdict?.kind !== 'passed') {
+      const held = await this.holdFor(hostnames, isRenewal);
+      if (held) return held;
+    }
     const checked = verdict ?? (await this.preflight(hostnames, signal));
     if (checked.kind === 'wait') return checked.admission;
     if (checked.kind === 'failed') throw checked.error;

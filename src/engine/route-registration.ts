@@ -118,7 +118,7 @@ export class RouteRegistration {
    */
   routeAgeMs(hostname: string): number | undefined {
     if (!this.deps.routes) return undefined;
-    const since = this.registeredAt.get(hostname) ?? this.unconfirmed.get(hostname)?.askedAtMs;
+    const since = this.registeredAtMs(hostname) ?? this.unconfirmed.get(hostname)?.askedAtMs;
     return since === undefined ? undefined : this.deps.clock.nowMs() - since;
   }
 

@@ -102,8 +102,9 @@ export class CertificateWorker {
   async process(run: JobRun): Promise<JobOutcome> {
     const { hostname, signal } = run;
     const expected = this.deps.desired.desiredFor(hostname);
+    const request = this.deps.requests?.forHostname(hostname);
     // A compromised key is revoked before any budget is asked (domain/revocation.ts): no hold from memory.
-    const revokesFirst = this.deps.requests?.forHostname(hostname)?.revokeReason;
+    const revokesFirst = request?.revokeReason;
     if (expected !== undefined && !(revokesFirst !== undefined && revokesBeforeAdmission(revokesFirst))) {
       const held = this.deps.gate?.heldInMemory(
         expected.hostnames,
@@ -113,7 +114,7 @@ export class CertificateWorker {
     }
     // A name with nothing stored and no request whose route is new is probed first (engine/order-gate.ts).
     let early: { hostnames: readonly string[]; verdict: PreflightVerdict } | undefined;
-    if (expected !== undefined && !this.deps.index.has(hostname) && !this.deps.requests?.forHostname(hostname)) {
+    if (expected !== undefined && !this.deps.index.has(hostname) && request === undefined) {
       const verdict = await this.deps.gate?.preflightNewRoute(expected.hostnames, signal);
       if (verdict?.kind === 'wait')
         return { kind: 'deferred', until: verdict.admission.until, why: verdict.admission.why };

@@ -17,10 +17,10 @@
  * number of names. Above `maxTagsPerRegistration` tags the routes are spread over several
  * registrations of the same service, `<serviceId>-<n>` for n in [0, S); the names one change adds
  * go to one shard together, and a name stays in its shard until it leaves or its shard is dropped
- * (tag-shards.ts has the rules), so a new service's names cost one registration. The first shard has the HTTP check;
- * every other shard's check is an alias of the first shard (aliasTarget), so Consul polls the
- * instance once however many shards there are. With
- * one shard the registration keeps the plain `<serviceId>`, as small deployments always had.
+ * (tag-shards.ts has the rules), so a new service's names cost one registration. The first shard
+ * has the HTTP check; every other shard's check is an alias of the first shard (aliasTarget), so
+ * Consul polls the instance once however many shards there are. With one shard the registration
+ * keeps the plain `<serviceId>`, as small deployments always had.
  * Every registration carries `Meta.consul_acme_registration = <serviceId>`, so the shards of an
  * earlier run (another shard count, a crash) are found and removed. When tags move, the shards
  * that receive them are registered before the shards that lose them, and a shard no longer
