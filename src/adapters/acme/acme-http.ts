@@ -43,8 +43,8 @@
  * the shared axios).
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import { performance } from 'node:perf_hooks';
@@ -53,6 +53,7 @@ import type * as acme from 'acme-client';
 import { exponentialSchedule, jitterMs, retryDelayMs } from '../../domain/backoff.js';
 import { systemClock, type Clock } from '../../ports/clock.js';
 import { AbortedError } from '../../errors.js';
+import { exchange, HttpExchangeError, jsonOrText, type HttpAnswer } from '../net/http-exchange.js';
 import {
   AcmeServerProblem,
   AcmeTransportError,
@@ -131,8 +132,7 @@ interface AccountKey {
 const exhausted = new WeakSet<object>();
 
 export class AcmeHttp {
-  private readonly httpsAgent: HttpsAgent;
-  private readonly httpAgent: HttpAgent;
+  private readonly agents: { http: HttpAgent; https: HttpsAgent };
   private readonly endpointByUrl = new Map<string, string>();
   private readonly accountKeys = new Map<string, AccountKey>();
   private readonly nonces: Array<{ nonce: string; at: number }> = [];
@@ -143,16 +143,18 @@ export class AcmeHttp {
   private opened = 0;
 
   constructor(private readonly options: AcmeHttpOptions) {
-    this.httpsAgent = new HttpsAgent({
-      keepAlive: true,
-      // One secure context built once: passing `ca` instead makes Node parse ~150 roots again
-      // for every new connection to the CA (measured: 4x the CPU per certificate).
-      ...(options.caBundlePem
-        ? { secureContext: createSecureContext({ ca: [...rootCertificates, options.caBundlePem] }) }
-        : {}),
-    });
-    this.httpAgent = new HttpAgent({ keepAlive: true });
-    for (const agent of [this.httpsAgent, this.httpAgent]) this.countConnections(agent);
+    this.agents = {
+      https: new HttpsAgent({
+        keepAlive: true,
+        // One secure context built once: passing `ca` instead makes Node parse ~150 roots again
+        // for every new connection to the CA (measured: 4x the CPU per certificate).
+        ...(options.caBundlePem
+          ? { secureContext: createSecureContext({ ca: [...rootCertificates, options.caBundlePem] }) }
+          : {}),
+      }),
+      http: new HttpAgent({ keepAlive: true }),
+    };
+    for (const agent of [this.agents.https, this.agents.http]) this.countConnections(agent);
     this.endpointByUrl.set(options.directoryUrl, 'directory');
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
@@ -198,8 +200,8 @@ export class AcmeHttp {
   /** Closes idle keep-alive connections and ends waits between retries. */
   close(): void {
     this.closed.abort(new Error('the ACME transport was closed'));
-    this.httpsAgent.destroy();
-    this.httpAgent.destroy();
+    this.agents.https.destroy();
+    this.agents.http.destroy();
   }
 
   /** A low-cardinality name for a URL, for metrics: directory resource names, else the object kind. */
@@ -337,24 +339,21 @@ export class AcmeHttp {
 
   // ---------------------------------------------------------------- one send
 
-  private send(url: string, method: string, endpoint: string, opts: ClientRequestOptions): Promise<TransportResponse> {
+  private async send(
+    url: string,
+    method: string,
+    endpoint: string,
+    opts: ClientRequestOptions,
+  ): Promise<TransportResponse> {
     const body =
       opts.data === undefined || method === 'GET' || method === 'HEAD' ? undefined : JSON.stringify(opts.data);
     const started = performance.now();
-    const timeoutMs = this.options.requestTimeoutMs;
-    const secure = url.startsWith('https:');
-    return new Promise<TransportResponse>((resolve, reject) => {
-      let settled = false;
-      const fail = (code: string, message: string, cause?: unknown): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.report(endpoint, 'error', started);
-        reject(new AcmeTransportError(code, message, { method, url }, cause));
-      };
-      const req = (secure ? httpsRequest : httpRequest)(url, {
+    let answer: HttpAnswer;
+    try {
+      answer = await exchange(url, {
         method,
-        agent: secure ? this.httpsAgent : this.httpAgent,
+        agents: this.agents,
+        timeoutMs: this.options.requestTimeoutMs,
         headers: {
           'User-Agent': ACME_USER_AGENT,
           Accept: ACCEPT,
@@ -363,36 +362,15 @@ export class AcmeHttp {
             ? {}
             : { 'Content-Type': 'application/jose+json', 'Content-Length': Buffer.byteLength(body) }),
         },
+        ...(body === undefined ? {} : { body }),
       });
-      const timer = setTimeout(() => {
-        fail('ETIMEDOUT', `timeout: no complete answer within ${timeoutMs} ms`);
-        req.destroy();
-      }, timeoutMs);
-      req.on('error', (err: Error & { code?: unknown }) =>
-        fail(typeof err.code === 'string' ? err.code : 'ERR_NETWORK', err.message, err),
-      );
-      req.on('response', (res: IncomingMessage) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('error', (err: Error & { code?: unknown }) =>
-          fail(typeof err.code === 'string' ? err.code : 'ECONNRESET', err.message, err),
-        );
-        res.on('aborted', () => fail('ECONNRESET', 'the connection closed before the whole answer arrived'));
-        res.on('end', () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          const status = res.statusCode ?? 0;
-          this.report(endpoint, status, started);
-          try {
-            resolve(this.answer(url, method, endpoint, status, res.headers, Buffer.concat(chunks)));
-          } catch (err) {
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        });
-      });
-      req.end(body);
-    });
+    } catch (err) {
+      this.report(endpoint, 'error', started);
+      if (!(err instanceof HttpExchangeError)) throw err;
+      throw new AcmeTransportError(err.code, err.message, { method, url }, err.cause);
+    }
+    this.report(endpoint, answer.status, started);
+    return this.answer(url, method, endpoint, answer.status, answer.headers, answer.body);
   }
 
   /** Turns an answer into what acme-client expects, or throws the CA's problem. */
@@ -404,7 +382,7 @@ export class AcmeHttp {
     headers: IncomingMessage['headers'],
     raw: Buffer,
   ): TransportResponse {
-    const data = parseBody(raw, headers['content-type']);
+    const data = jsonOrText(raw, headers['content-type']);
     const response: TransportResponse = { status, headers, data };
     if (endpoint === 'directory' && status === 200) this.learnDirectory(data);
     if (status >= 400) {
@@ -484,18 +462,4 @@ export function nextRetryDelayMs(
     random,
   );
   return delayMs <= leftMs ? delayMs : undefined;
-}
-
-/** JSON for JSON answers (objects, problems), the text otherwise (a PEM chain, an empty body). */
-function parseBody(raw: Buffer, contentType: string | undefined): unknown {
-  const text = raw.toString('utf8');
-  if (text === '') return text;
-  if ((contentType ?? '').includes('json') || text.startsWith('{')) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      return text;
-    }
-  }
-  return text;
 }

@@ -4,22 +4,24 @@
  *
  * - `noCustomHTTPVerbs: true`: `list()` sends `GET …?list=1` instead of the LIST verb, which
  *   Node's HTTP parser (and so any Node stand-in or proxy) rejects.
- * - TLS verification is always on (`strictSSL: true` also overrides a stray VAULT_SKIP_VERIFY);
- *   a private CA is trusted by giving its PEM file.
+ * - Requests go through our own transport (vault-http.ts: node:https, one keep-alive agent, no
+ *   axios). TLS verification is always on (a stray VAULT_SKIP_VERIFY changes nothing); a private
+ *   CA is trusted by giving its PEM file.
  * - node-vault falls back to VAULT_TOKEN / VAULT_NAMESPACE / VAULT_PREFIX from the environment;
  *   only VAULT_PREFIX is neutralised here (the token and namespace are always passed explicitly
  *   by configuration, which main.ts reads).
  * - The token comes from a TokenSource, asked on every request; a request Vault refuses with 403
  *   is sent once more when re-reading the token source gives a different token, so a token
  *   replaced on disk between two polls of its file costs no failed request.
- * - A client certificate and key, and the name Vault's certificate must carry, go to the https
- *   agent node-vault builds (its `requestOptions` `cert`, `key`, `agentOptions.servername`).
+ * - A client certificate and key, and the name Vault's certificate must carry, go to that
+ *   transport's https agent.
  */
 import { readFileSync } from 'node:fs';
 import NodeVault from 'node-vault';
 import { ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { describeTlsFailure, type ClientSettings } from '../tls-client.js';
 import { staticTokenSource, type TokenSource } from '../token-source.js';
+import { createVaultHttp } from './vault-http.js';
 
 export type VaultClient = NodeVault.client;
 
@@ -34,25 +36,19 @@ export interface VaultClientOptions extends ClientSettings {
 
 export function createVaultClient(options: VaultClientOptions): VaultClient {
   const tokens = options.tokenSource ?? staticTokenSource(options.token, 'VAULT_TOKEN');
-  const requestOptions: NodeVault.TlsOptions & {
-    timeout: number;
-    cert?: Buffer;
-    key?: Buffer;
-    agentOptions?: { servername: string };
-  } = {
-    strictSSL: true,
-    timeout: options.timeoutMs ?? DEFAULT_VAULT_TIMEOUT_MS,
-  };
-  if (options.caCertPath !== undefined) requestOptions.ca = readFileSync(options.caCertPath);
-  if (options.clientCertPath !== undefined) requestOptions.cert = readFileSync(options.clientCertPath);
-  if (options.clientKeyPath !== undefined) requestOptions.key = readFileSync(options.clientKeyPath);
-  if (options.tlsServerName !== undefined) requestOptions.agentOptions = { servername: options.tlsServerName };
+  const http = createVaultHttp({
+    timeoutMs: options.timeoutMs ?? DEFAULT_VAULT_TIMEOUT_MS,
+    ...(options.caCertPath !== undefined ? { ca: readFileSync(options.caCertPath) } : {}),
+    ...(options.clientCertPath !== undefined ? { cert: readFileSync(options.clientCertPath) } : {}),
+    ...(options.clientKeyPath !== undefined ? { key: readFileSync(options.clientKeyPath) } : {}),
+    ...(options.tlsServerName !== undefined ? { servername: options.tlsServerName } : {}),
+  });
   const client = NodeVault({
     endpoint: options.address,
     token: tokens.current(),
     apiVersion: 'v1',
     noCustomHTTPVerbs: true,
-    requestOptions,
+    'request-promise': http.asRequestPromise(),
     ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
   });
   // node-vault reads VAULT_PREFIX when pathPrefix is empty; our paths are always complete.
