@@ -186,6 +186,51 @@ export async function kvDeleteIfUnchanged(consul: Consul, key: string, modifyInd
   });
 }
 
+/** One write operation of a KV transaction (docs/protocols.md §1.6). `value` is text; it is sent base64-encoded. */
+export type KvWriteOp =
+  | { verb: 'cas'; key: string; value: string; index: number; flags?: number }
+  | { verb: 'check-session'; key: string; session: string }
+  | { verb: 'delete'; key: string };
+
+/** Why Consul refused a transaction: for each failed operation, its key and Consul's words. */
+export interface KvTransactionRefusal {
+  failed: Array<{ key: string | undefined; what: string }>;
+}
+
+/**
+ * Runs `ops` as one transaction (`PUT /v1/txn`): all of them or none. Resolves undefined when
+ * Consul committed it, or the refusal when a check failed (409: a stale index, a key that does
+ * not exist, a session check); any other failure rejects, classified.
+ */
+export async function kvTransact(
+  consul: Consul,
+  ops: readonly KvWriteOp[],
+  what: string,
+): Promise<KvTransactionRefusal | undefined> {
+  const body = ops.map((op) => {
+    if (op.verb === 'cas') {
+      const value = Buffer.from(op.value, 'utf8').toString('base64');
+      return { KV: { Verb: 'cas', Key: op.key, Value: value, Index: op.index, Flags: op.flags ?? 0 } };
+    }
+    if (op.verb === 'check-session') return { KV: { Verb: 'check-session', Key: op.key, Session: op.session } };
+    return { KV: { Verb: 'delete', Key: op.key } };
+  });
+  try {
+    await consul.transaction.create(body as never);
+    return undefined;
+  } catch (err) {
+    const errors =
+      consulErrorStatus(err) === 409 ? (consulErrorJson(err) as { Errors?: unknown } | undefined)?.Errors : undefined;
+    if (!Array.isArray(errors) || errors.length === 0) throw classifyConsulError(err, what);
+    return {
+      failed: (errors as Array<{ OpIndex?: unknown; What?: unknown }>).map((e) => ({
+        key: typeof e.OpIndex === 'number' ? ops[e.OpIndex]?.key : undefined,
+        what: typeof e.What === 'string' ? e.What : JSON.stringify(e),
+      })),
+    };
+  }
+}
+
 export async function kvDelete(consul: Consul, key: string): Promise<void> {
   try {
     await consul.kv.del({ key });

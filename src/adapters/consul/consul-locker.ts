@@ -9,9 +9,9 @@
  *
  * Nothing is left behind in KV. The session has Behavior "delete", so when it is invalidated
  * (holder dead, TTL expired) Consul deletes the keys it holds, and lock-delay still keeps them
- * from others for a while. A release deletes the key while this session still holds it: read
- * the key, and only if it names this session, delete it with `?cas=<ModifyIndex>`. Another
- * session cannot acquire a held key, so the key deleted is the one this lock held; a late release,
+ * from others for a while. A release deletes the key while this session still holds it: one
+ * transaction checks that the key names this session and deletes it. Another session cannot
+ * acquire a held key, so the key deleted is the one this lock held; a late release,
  * after the session was lost and someone else acquired the key, finds their session and leaves
  * the key alone. The KV value names the holder (`{"holder","acquiredAt"}`) while it is held, and
  * the key's flags its format (domain/record-format.ts; nothing reads the value, so a newer format
@@ -24,7 +24,7 @@ import { F, silentLogger, type Logger } from '../../logging.js';
 import { systemClock, type Clock } from '../../ports/clock.js';
 import type { Lock, Locker } from '../../ports/locker.js';
 import { classifyConsulError, isSessionGoneError, type Consul } from './consul-client.js';
-import { kvDeleteIfUnchanged, kvGet } from './consul-kv.js';
+import { kvTransact } from './consul-kv.js';
 
 export const DEFAULT_SESSION_TTL_SECONDS = 15;
 export const DEFAULT_LOCK_DELAY_SECONDS = 15;
@@ -217,20 +217,22 @@ export class ConsulLocker implements Locker {
   }
 
   /**
-   * Releases by deleting the key, only while `session` still holds it (check-and-set on the
-   * ModifyIndex just read). Never throws: on failure the key goes with the session.
+   * Releases by deleting the key, only while `session` still holds it: one transaction of a
+   * session check and the delete (docs/protocols.md §1.6). Never throws: on failure the key goes
+   * with the session.
    */
   private async deleteIfHeld(kvKey: string, session: SessionState): Promise<void> {
     try {
-      const entry = await kvGet(this.consul, kvKey);
-      if (entry === undefined) return;
-      if (entry.session !== session.id) {
-        this.log.warn({ lock: kvKey }, 'lock not held by this session any more; left alone');
-        return;
-      }
-      if (!(await kvDeleteIfUnchanged(this.consul, kvKey, entry.modifyIndex))) {
-        this.log.warn({ lock: kvKey }, 'lock changed while being released; left alone');
-      }
+      const refused = await kvTransact(
+        this.consul,
+        [
+          { verb: 'check-session', key: kvKey, session: session.id },
+          { verb: 'delete', key: kvKey },
+        ],
+        `lock release ${kvKey}`,
+      );
+      if (refused === undefined || refused.failed.every((f) => f.what.endsWith("doesn't exist"))) return;
+      this.log.warn({ lock: kvKey }, 'lock not held by this session any more; left alone');
     } catch (err) {
       this.log.warn(
         { lock: kvKey, [F.err]: describeError(classifyConsulError(err, `lock release ${kvKey}`)) },
