@@ -280,12 +280,13 @@ export class OrderGate {
   private async record(scopeKeys: string[], at: Date): Promise<void> {
     const ledger = this.deps.ledger;
     if (!ledger) return;
-    for (const key of scopeKeys) {
-      try {
-        await ledger.record(key, at);
-      } catch (err) {
-        this.log.warn({ key, [F.err]: describeError(err) }, 'could not record a budget event');
-      }
-    }
+    // Recorded together, so that the ledger can write them in one go.
+    await Promise.all(
+      scopeKeys.map((key) =>
+        ledger.record(key, at).catch((err: unknown) => {
+          this.log.warn({ key, [F.err]: describeError(err) }, 'could not record a budget event');
+        }),
+      ),
+    );
   }
 }

@@ -288,6 +288,7 @@ describe('ConsulBudgetLedger storage', () => {
         },
         set: (opts: unknown) => real.kv.set(opts as never),
       },
+      transaction: { create: (ops: unknown) => real.transaction.create(ops as never) },
     } as unknown as Consul;
   }
 
@@ -317,6 +318,52 @@ describe('ConsulBudgetLedger storage', () => {
     await assert.rejects(
       ledger.record(key, new Date('2030-01-01T00:00:00Z')),
       (err: unknown) => err instanceof ConsulAcmeError && err.code === 'STORE_CONFLICT' && err.retryable,
+    );
+  });
+
+  it("writes an order's keys recorded together in one transaction, and a race on one of them writes none until it is read again", async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const keys = ['account/default', 'registered-domain/together.example.com', 'exact-set/a.together.example.com'];
+    await client!.kv.set({ key: `${ledgerPrefix}${keys[0]}`, value: '["2030-01-01T00:00:00.000Z"]' });
+    const sent: string[] = [];
+    let raced = false;
+    const counting = {
+      kv: {
+        get: (opts: unknown) => (sent.push('kv get'), client!.kv.get(opts as never)),
+        set: (opts: unknown) => (sent.push('kv set'), client!.kv.set(opts as never)),
+      },
+      transaction: {
+        create: async (ops: Array<{ KV: { Verb: string } }>) => {
+          sent.push(`txn ${ops.map((op) => op.KV.Verb).join(',')}`);
+          if (!raced && ops[0]!.KV.Verb === 'cas') {
+            // Another instance appends to the domain key between this round's read and its write.
+            raced = true;
+            await client!.kv.set({ key: `${ledgerPrefix}${keys[1]}`, value: '["2030-01-01T00:05:00.000Z"]' });
+          }
+          return client!.transaction.create(ops as never);
+        },
+      },
+    } as unknown as Consul;
+    const ledger = new ConsulBudgetLedger({ consul: counting, prefix: ledgerPrefix });
+    const at = new Date('2030-01-01T00:10:00Z');
+    await Promise.all(keys.map((key) => ledger.record(key, at)));
+    assert.equal(ledger.casConflicts, 1);
+    assert.deepEqual(sent, [
+      'txn get,get,get', // only the account key exists yet: read again without the other two
+      'txn get',
+      'txn cas,cas,cas', // refused: the domain key was written since it was read
+      'txn get,get,get', // the name's key still does not exist
+      'txn get,get',
+      'txn cas,cas,cas',
+    ]);
+    const events = await ledger.eventsOf(keys, EPOCH);
+    assert.deepEqual(
+      keys.map((key) => events.get(key)!.map((d) => d.toISOString())),
+      [
+        ['2030-01-01T00:00:00.000Z', '2030-01-01T00:10:00.000Z'],
+        ['2030-01-01T00:05:00.000Z', '2030-01-01T00:10:00.000Z'],
+        ['2030-01-01T00:10:00.000Z'],
+      ],
     );
   });
 

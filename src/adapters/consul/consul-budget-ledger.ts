@@ -3,11 +3,14 @@
  * `<prefix><scope>/<key>` (e.g. `consul-acme/budgets/registered-domain/example.co.uk`), holding a
  * JSON array of ISO timestamps, oldest first.
  *
- * Appending is a read → check-and-set loop on the key's ModifyIndex (cas=0 when it is missing),
+ * Appending is a read → check-and-set loop on the keys' ModifyIndex (cas=0 when one is missing),
  * retried at once on conflict: a lost race is a data race, not a reason to wait, so there are no
- * sleeps. Within one instance, records for the same key are coalesced: while one write is in
- * flight, later records queue up and go together in the next write, so only instances race each
- * other and a few attempts suffice. Events older than `retentionMs` (7 days) are dropped on
+ * sleeps. Within one instance, records are coalesced: those made in one turn of the event loop
+ * (an order's account, domain and name budgets) go in one write, and while a write is in flight
+ * later records queue up and go together in the next one, so only instances race each other and
+ * a few attempts suffice. One write reads its keys together and sets them in one Consul
+ * transaction (docs/protocols.md §1.6): two or three requests for an order's three keys, where a
+ * read and a write per key took six. Events older than `retentionMs` (7 days) are dropped on
  * every write.
  *
  * `prune(now)` reads the whole folder once (a recursive read) and, for each key holding something
@@ -37,7 +40,19 @@ import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
 import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
 import type { Consul } from './consul-client.js';
-import { kvDeleteIfUnchanged, kvGet, kvGetMany, kvList, kvPut, type KvEntry } from './consul-kv.js';
+import {
+  kvDeleteIfUnchanged,
+  kvGet,
+  kvGetMany,
+  kvList,
+  kvPut,
+  kvTransact,
+  type KvEntry,
+  type KvWriteOp,
+} from './consul-kv.js';
+
+/** Most keys one write carries: a Consul transaction holds at most 64 operations (docs/protocols.md §1.6). */
+const MAX_KEYS_PER_WRITE = 64;
 
 /** Check-and-set attempts per write before giving up with a retryable STORE_CONFLICT. */
 export const DEFAULT_LEDGER_CAS_ATTEMPTS = 10;
@@ -56,6 +71,11 @@ export interface ConsulBudgetLedgerOptions {
 interface Waiter {
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+interface Batch {
+  times: number[];
+  waiters: Waiter[];
 }
 
 /** Throws FORMAT_NEWER when the key's flags say a newer release wrote it. */
@@ -94,8 +114,8 @@ export class ConsulBudgetLedger implements BudgetLedger {
   private readonly clock: Clock;
   private readonly log: Logger;
   /** Events waiting for the next write of each KV key, with their callers. */
-  private readonly pending = new Map<string, { times: number[]; waiters: Waiter[] }>();
-  private readonly flushing = new Set<string>();
+  private pending = new Map<string, Batch>();
+  private flushing = false;
   private conflicts = 0;
 
   constructor(opts: ConsulBudgetLedgerOptions) {
@@ -131,7 +151,11 @@ export class ConsulBudgetLedger implements BudgetLedger {
       }
       batch.times.push(at.getTime());
       batch.waiters.push({ resolve, reject });
-      if (!this.flushing.has(key)) void this.flush(key);
+      // After this turn of the event loop, so that the events recorded together go in one write.
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => void this.flush());
+      }
     });
   }
 
@@ -178,45 +202,96 @@ export class ConsulBudgetLedger implements BudgetLedger {
     return deleted;
   }
 
-  /** Writes queued batches of `key` one after another until none is left. Never rejects. */
-  private async flush(key: string): Promise<void> {
-    this.flushing.add(key);
+  /**
+   * Writes the queued batches, all keys together, one round after another until none is left.
+   * Never rejects: each round's outcome goes to the callers of its batches.
+   */
+  private async flush(): Promise<void> {
     try {
-      for (;;) {
-        const batch = this.pending.get(key);
-        if (!batch) break;
-        this.pending.delete(key);
-        try {
-          await this.append(key, batch.times);
-          for (const w of batch.waiters) w.resolve();
-        } catch (err) {
-          for (const w of batch.waiters) w.reject(err);
+      while (this.pending.size > 0) {
+        const round = this.pending;
+        this.pending = new Map();
+        const keys = [...round.keys()];
+        for (let i = 0; i < keys.length; i += MAX_KEYS_PER_WRITE) {
+          const chunk = keys.slice(i, i + MAX_KEYS_PER_WRITE);
+          let outcomes: Map<string, unknown>;
+          try {
+            outcomes = await this.append(new Map(chunk.map((key) => [key, round.get(key)!.times])));
+          } catch (err) {
+            outcomes = new Map(chunk.map((key) => [key, err]));
+          }
+          for (const key of chunk) {
+            const failure = outcomes.get(key);
+            for (const w of round.get(key)!.waiters) {
+              if (failure === undefined) w.resolve();
+              else w.reject(failure);
+            }
+          }
         }
       }
     } finally {
-      this.flushing.delete(key);
+      this.flushing = false;
     }
   }
 
-  /** One read → check-and-set loop adding `times` to the stored list. */
-  private async append(key: string, times: readonly number[]): Promise<void> {
+  /**
+   * One read → check-and-set loop adding each key's `times` to its stored list: the keys are read
+   * together (kvGetMany) and written in one transaction of check-and-set operations, so a lost race
+   * on any key writes none and the round is read again. Resolves, for each key that was not
+   * written, why: FORMAT_NEWER for a key a newer release wrote (the others are still written), or
+   * a retryable STORE_CONFLICT after `casAttempts` lost races.
+   */
+  private async append(batches: ReadonlyMap<string, readonly number[]>): Promise<Map<string, unknown>> {
+    const failures = new Map<string, unknown>();
     for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
-      const entry = await kvGet(this.consul, key);
-      if (entry) refuseNewer(key, entry.flags);
-      const stored = entry ? parseLedgerValue(entry.value) : { times: [], malformed: false };
-      if (stored.malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; rewriting it');
-      const oldest = this.clock.now().getTime() - this.retentionMs;
-      const next = [...stored.times, ...times].filter((t) => t >= oldest).sort((a, b) => a - b);
-      const value = JSON.stringify(next.map((t) => new Date(t).toISOString()));
-      if (await kvPut(this.consul, key, value, { cas: entry?.modifyIndex ?? 0, flags: RECORD_FORMATS.consulKv }))
-        return;
+      const keys = [...batches.keys()].filter((key) => !failures.has(key));
+      if (keys.length === 0) return failures;
+      const entries = await kvGetMany(this.consul, keys);
+      const writes: KvWriteOp[] = [];
+      for (const key of keys) {
+        const entry = entries.get(key);
+        try {
+          if (entry) refuseNewer(key, entry.flags);
+        } catch (err) {
+          failures.set(key, err);
+          continue;
+        }
+        const stored = entry ? parseLedgerValue(entry.value) : { times: [], malformed: false };
+        if (stored.malformed) this.log.warn({ key }, 'budget ledger value partly unreadable; rewriting it');
+        const oldest = this.clock.now().getTime() - this.retentionMs;
+        const next = [...stored.times, ...batches.get(key)!].filter((t) => t >= oldest).sort((a, b) => a - b);
+        const value = JSON.stringify(next.map((t) => new Date(t).toISOString()));
+        writes.push({ verb: 'cas', key, value, index: entry?.modifyIndex ?? 0, flags: RECORD_FORMATS.consulKv });
+      }
+      if (writes.length === 0) return failures;
+      const refused = await kvTransact(
+        this.consul,
+        writes,
+        `budget ledger write ${writes.map((w) => w.key).join(', ')}`,
+      );
+      if (refused === undefined) return failures;
+      if (!refused.failed.every((f) => f.what.includes('index is stale'))) {
+        throw new ConsulAcmeError(
+          'CONSUL_UNAVAILABLE',
+          `budget ledger write: Consul refused it: ${refused.failed.map((f) => f.what).join('; ')}`,
+          { retryable: true },
+        );
+      }
       this.conflicts += 1;
-      this.log.debug({ key, [F.attempt]: attempt }, 'budget ledger write lost a race; retrying');
+      this.log.debug(
+        { keys: writes.map((w) => w.key), [F.attempt]: attempt },
+        'budget ledger write lost a race; retrying',
+      );
     }
-    throw new ConsulAcmeError(
-      'STORE_CONFLICT',
-      `budget ledger ${key}: check-and-set lost ${this.casAttempts} races in a row; event not recorded`,
-      { retryable: true },
-    );
+    for (const key of batches.keys()) {
+      if (failures.has(key)) continue;
+      const lost = new ConsulAcmeError(
+        'STORE_CONFLICT',
+        `budget ledger ${key}: check-and-set lost ${this.casAttempts} races in a row; event not recorded`,
+        { retryable: true },
+      );
+      failures.set(key, lost);
+    }
+    return failures;
   }
 }
