@@ -1149,6 +1149,61 @@ describe('Vault stand-in lifecycle', () => {
       }
     });
 
+    it("costs six requests for an order's round: the writes go on the versions the reads under the lock saw", async () => {
+      const vault = await startVaultStandin();
+      try {
+        const store = new VaultCertificateStore({
+          client: createVaultClient({ address: vault.address, token: vault.token }),
+        });
+        const before = vault.requests().length;
+        // What the worker does for a new name: read both, write the pending order, store, remove it.
+        assert.equal(await store.get(HOST_A), undefined);
+        assert.equal(await store.getPending(HOST_A), undefined);
+        await store.putPending(makePending(HOST_A));
+        assert.equal(await store.put(certA1, 0), 1);
+        await store.deletePending(HOST_A);
+        assert.deepEqual(vault.requests().slice(before), [
+          `GET /v1/secret/data/fabio/certs/${HOST_A}`,
+          `GET /v1/secret/data/consul-acme/pending/${HOST_A}`,
+          `POST /v1/secret/data/consul-acme/pending/${HOST_A}`,
+          `POST /v1/secret/data/fabio/certs/${HOST_A}`,
+          `GET /v1/secret/data/fabio/certs/${HOST_A}?version=1`,
+          `DELETE /v1/secret/metadata/consul-acme/pending/${HOST_A}`,
+        ]);
+        // A renewal of what it just wrote goes on version 1 at once too.
+        assert.equal(await store.put(certA2, 1), 2);
+        assert.equal(vault.requests().filter((r) => r === `GET /v1/secret/data/fabio/certs/${HOST_A}`).length, 1);
+      } finally {
+        await vault.close();
+      }
+    });
+
+    it('reads and refuses as before when the secret changed since it was seen, and never overwrites the change', async () => {
+      const vault = await startVaultStandin();
+      try {
+        const store = new VaultCertificateStore({
+          client: createVaultClient({ address: vault.address, token: vault.token }),
+        });
+        assert.equal(await store.get(HOST_A), undefined);
+        // Another tool writes the secret after this store saw it absent.
+        vault.writeRaw('secret', `fabio/certs/${HOST_A}`, { cert: foreignA.certPem, key: foreignA.keyPem });
+        await assert.rejects(store.put(certA1, 0), (err: unknown) => err instanceof StoreConflictError);
+        assert.deepEqual(vault.readRaw('secret', `fabio/certs/${HOST_A}`)?.versions[1]?.data, {
+          cert: foreignA.certPem,
+          key: foreignA.keyPem,
+        });
+        assert.equal(vault.readRaw('secret', `fabio/certs/${HOST_A}`)?.current, 1);
+
+        // A pending order written by another holder since: the write reads the version and goes on it.
+        assert.equal(await store.getPending(HOST_B), undefined);
+        vault.writeRaw('secret', `consul-acme/pending/${HOST_B}`, { order_url: 'https://acme.test/order/other' });
+        await store.putPending(makePending(HOST_B));
+        assert.equal(vault.readRaw('secret', `consul-acme/pending/${HOST_B}`)?.current, 2);
+      } finally {
+        await vault.close();
+      }
+    });
+
     it('writes pending orders with check-and-set, so a mount that requires it works', async () => {
       const client = createVaultClient({ address: standin.address, token: standin.token });
       const store = new VaultCertificateStore({ client, prefix: 'casreq/certs', pendingPath: 'casreq/pending' });

@@ -24,6 +24,11 @@
  *   `newerFormat` set and is never replaced or deleted here (FORMAT_NEWER); a pending order of a
  *   newer format makes `getPending` reject with FORMAT_NEWER, so nothing is ordered for its name.
  * - Each method makes at most three requests, one after another; nothing fans out.
+ * - Writes skip their first read when they can: the store remembers the version it last saw of
+ *   the secrets it recently read or wrote (SeenVersions). `put` with the version last seen of a
+ *   certificate that is ours (or absent) writes with check-and-set on it at once, and only when
+ *   Vault refuses that (the secret changed since) reads and decides as above; `putPending` after
+ *   `getPending` writes on the version that read found. An order so costs six requests, not eight.
  */
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
@@ -32,7 +37,15 @@ import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.j
 import { F, type Logger } from '../../logging.js';
 import type { Adopted, AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
-import { classifyVaultError, kvPath, readKv, trimSlashes, vaultResponseOf, type VaultClient } from './vault-client.js';
+import {
+  classifyVaultError,
+  kvPath,
+  readKv,
+  trimSlashes,
+  vaultResponseOf,
+  type KvReadResult,
+  type VaultClient,
+} from './vault-client.js';
 
 export const DEFAULT_VAULT_MOUNT = 'secret';
 export const DEFAULT_VAULT_CERT_PREFIX = 'fabio/certs';
@@ -110,6 +123,32 @@ function secretOf(certificate: CertificateData): VaultCertificateSecret {
   };
 }
 
+/** How many secrets' versions the store remembers (the names being worked on, not every name). */
+const SEEN_VERSIONS = 1_024;
+
+/**
+ * The version this process last saw of each recently read or written secret (0: absent), oldest
+ * forgotten first. A write sends it as its check-and-set version without reading first; Vault
+ * refuses it when the secret changed since, and the write then reads and decides as before.
+ */
+class SeenVersions {
+  private readonly versions = new Map<string, number>();
+
+  get(path: string): number | undefined {
+    return this.versions.get(path);
+  }
+
+  set(path: string, version: number): void {
+    this.versions.delete(path);
+    this.versions.set(path, version);
+    if (this.versions.size > SEEN_VERSIONS) this.versions.delete(this.versions.keys().next().value as string);
+  }
+
+  forget(path: string): void {
+    this.versions.delete(path);
+  }
+}
+
 export class VaultCertificateStore implements CertificateStore {
   readonly description: string;
   private readonly client: VaultClient;
@@ -117,6 +156,8 @@ export class VaultCertificateStore implements CertificateStore {
   private readonly prefix: string;
   private readonly pendingPath: string;
   private readonly logger: Logger | undefined;
+  /** Certificates ours at the version seen (or absent), and pending records, by data path. */
+  private readonly seen = new SeenVersions();
 
   constructor(options: VaultCertificateStoreOptions) {
     this.client = options.client;
@@ -146,8 +187,21 @@ export class VaultCertificateStore implements CertificateStore {
     assertCertId(hostname);
     const path = this.dataPath(hostname);
     const found = await readKv(this.client, path);
+    this.remember(path, found);
     if (found.state !== 'present') return undefined;
     return this.toRecord(hostname, found.version, found.data, path);
+  }
+
+  /** Remembers a certificate's version when a write may replace it without reading: absent, or ours in this format. */
+  private remember(path: string, found: KvReadResult): void {
+    if (found.state === 'missing') this.seen.set(path, 0);
+    else if (
+      found.state === 'present' &&
+      found.data.managed_by === MANAGED_BY &&
+      readFormat(found.data.format, RECORD_FORMATS.certificate).kind !== 'newer'
+    )
+      this.seen.set(path, found.version);
+    else this.seen.forget(path);
   }
 
   private toRecord(hostname: string, version: number, data: Record<string, unknown>, path: string): StoredRecord {
@@ -172,6 +226,20 @@ export class VaultCertificateStore implements CertificateStore {
     assertCertId(hostname);
     const path = this.dataPath(hostname);
     assertStorableCertificate(certificate, `certificate ${hostname} at ${path}`);
+    const data = secretOf(certificate);
+
+    // Last seen at the version the caller expects, ours or absent: write with check-and-set on it
+    // straight away. Refused, the secret changed since; then read and decide as below.
+    if (this.seen.get(path) === expectedVersion) {
+      try {
+        const version = await this.writeVerified(path, data, expectedVersion, expectedVersion);
+        this.logger?.debug({ [F.hostname]: hostname, version }, 'certificate stored in vault');
+        return version;
+      } catch (err) {
+        if (!(err instanceof StoreConflictError)) throw err;
+        this.seen.forget(path);
+      }
+    }
 
     // Read first: to refuse a secret we did not write, and because a soft-deleted latest
     // version still counts for check-and-set (the caller saw it as missing, version 0).
@@ -187,7 +255,6 @@ export class VaultCertificateStore implements CertificateStore {
     }
     if (current.state === 'present') refuseNewerFormat(current.data, `secret ${path}`);
 
-    const data = secretOf(certificate);
     const version = await this.writeVerified(path, data, currentVersion, expectedVersion);
     this.logger?.debug({ [F.hostname]: hostname, version }, 'certificate stored in vault');
     return version;
@@ -249,6 +316,7 @@ export class VaultCertificateStore implements CertificateStore {
         },
       );
     }
+    this.seen.set(path, version);
     return version;
   }
 
@@ -270,8 +338,10 @@ export class VaultCertificateStore implements CertificateStore {
     try {
       await this.client.delete(metadataPath);
     } catch (err) {
+      this.seen.forget(path);
       throw classifyVaultError(err, `delete ${metadataPath}`);
     }
+    this.seen.set(path, 0);
     this.logger?.debug({ [F.hostname]: hostname, version: expectedVersion }, 'certificate deleted from vault');
   }
 
@@ -304,6 +374,7 @@ export class VaultCertificateStore implements CertificateStore {
     assertCertId(hostname);
     const path = this.pendingDataPath(hostname);
     const found = await readKv(this.client, path);
+    this.seen.set(path, found.state === 'missing' ? 0 : found.version);
     if (found.state !== 'present') return undefined;
     const parsed = pendingFromFields(found.data, hostname);
     if (parsed.ok) return parsed.pending;
@@ -323,14 +394,21 @@ export class VaultCertificateStore implements CertificateStore {
     const data = storablePendingFields(pending, `at ${path}`);
     // Check-and-set on the version there, so the write also works where the mount requires it; the
     // caller holds the hostname's lock, so a conflict means a writer that lost it: write again.
+    // The version last seen (getPending just read it, under the same lock) saves the read.
+    let seen = this.seen.get(path);
     for (let attempt = 1; ; attempt += 1) {
-      const current = await readKv(this.client, path);
-      const cas = current.state === 'missing' ? 0 : current.version;
+      let cas = seen;
+      seen = undefined;
+      if (cas === undefined) {
+        const current = await readKv(this.client, path);
+        cas = current.state === 'missing' ? 0 : current.version;
+      }
       let version: number;
       try {
         const response = await this.client.write(path, { options: { cas }, data });
         version = Number(response?.data?.version);
       } catch (err) {
+        this.seen.forget(path);
         const classified = classifyVaultError(err, `write ${path}`, cas);
         if (classified instanceof StoreConflictError && attempt < MAX_PENDING_WRITE_ATTEMPTS) continue;
         throw classified;
@@ -340,6 +418,7 @@ export class VaultCertificateStore implements CertificateStore {
           retryable: true,
         });
       }
+      this.seen.set(path, version);
       this.logger?.debug({ [F.hostname]: hostname, version }, 'pending order stored in vault');
       return;
     }
@@ -348,12 +427,18 @@ export class VaultCertificateStore implements CertificateStore {
   async deletePending(hostname: string): Promise<void> {
     assertCertId(hostname);
     const path = kvPath(this.mount, 'metadata', this.pendingPath, hostname);
+    const dataPath = this.pendingDataPath(hostname);
     try {
       await this.client.delete(path);
     } catch (err) {
-      if (vaultResponseOf(err)?.statusCode === 404) return;
+      if (vaultResponseOf(err)?.statusCode === 404) {
+        this.seen.set(dataPath, 0);
+        return;
+      }
+      this.seen.forget(dataPath);
       throw classifyVaultError(err, `delete ${path}`);
     }
+    this.seen.set(dataPath, 0);
   }
 
   async listPending(): Promise<string[]> {
