@@ -76,10 +76,22 @@ export class Planner {
     for (const hostname of change.removed) this.deps.queue.cancel(hostname, 'no longer managed');
   }
 
-  /** Plans the names a desired-set change touched (cancelling the work of names that left first). */
+  /**
+   * Plans the names a desired-set change touched (cancelling the work of names that left first).
+   * A new name the last listing of the store did not show is planned as having nothing stored,
+   * without a read: the worker reads it under the lock before anything is ordered, so a record
+   * another instance wrote since the listing is still found in time.
+   */
   async applyChange(change: DesiredChange): Promise<void> {
     this.cancelRemoved(change);
-    await this.planFresh([...change.added, ...change.removed], { submit: true });
+    const { index } = this.deps;
+    const toRead = [...change.removed];
+    for (const hostname of change.added) {
+      if (index.hasListing() && !index.has(hostname))
+        this.planFrom(hostname, undefined, { submit: true, readStartedAtMs: undefined });
+      else toRead.push(hostname);
+    }
+    await this.planFresh(toRead, { submit: true });
   }
 
   /** Reads each name (through the limiter) and plans it; submits the work plans call for when `submit`. */

@@ -18,6 +18,7 @@ export class StoreIndex {
   private readonly entries = new Map<string, IndexEntry>();
   /** When a read last found nothing stored under a name, so that an older read cannot bring it back. */
   private readonly forgottenAtMs = new Map<string, number>();
+  private lastListingAtMs: number | undefined;
 
   /** Keeps the index in step with what the engine wrote and read. */
   onEvent(event: EngineEvent): void {
@@ -73,6 +74,7 @@ export class StoreIndex {
    * yet are added, to be read.
    */
   applyListing(hostnames: readonly string[], startedAtMs: number): void {
+    this.lastListingAtMs = startedAtMs;
     const listed = new Set(hostnames);
     for (const [hostname, entry] of this.entries) {
       if (listed.has(hostname) || (entry.readAtMs !== undefined && entry.readAtMs >= startedAtMs)) continue;
@@ -86,6 +88,11 @@ export class StoreIndex {
   /** The facts last read for `hostname`; undefined when nothing is stored or it was not read yet. */
   facts(hostname: string): StoredFacts | undefined {
     return this.entries.get(hostname)?.facts;
+  }
+
+  /** Whether the store was listed: from then on, a name the index does not have had no record when listed. */
+  hasListing(): boolean {
+    return this.lastListingAtMs !== undefined;
   }
 
   /** Whether a record is stored under `hostname`, read or not. */

@@ -218,6 +218,11 @@ describe('engine: planning and queueing', () => {
         engine.issuer.orders.filter((h) => h === 'd.example.com'),
         ['d.example.com'],
       );
+      assert.equal(
+        engine.counting.storeGets.get('d.example.com'),
+        1,
+        'the new name is read once, under the lock: the listing showed nothing stored for it',
+      );
     } finally {
       await engine.stop();
     }
