@@ -5,9 +5,8 @@
  * strict, because a record that is wrong in any way only costs a new order, while acting on it
  * (finalizing with a key that does not fit, at another CA) would cost more.
  */
-import { createPrivateKey } from 'node:crypto';
 import { KEY_TYPES, type KeyType, type PendingOrder } from '../domain/certificate.js';
-import { keyTypeOf } from '../domain/pem.js';
+import { keyTypeOf, parsePrivateKey } from '../domain/pem.js';
 import { ConsulAcmeError } from '../errors.js';
 import { RECORD_FORMATS } from '../domain/record-format.js';
 
@@ -100,7 +99,7 @@ export function pendingFromFields(fields: unknown, hostname: string): PendingPar
   const keyPem = text('key_pem') ?? '';
   let actualKeyType: KeyType | undefined;
   try {
-    actualKeyType = keyTypeOf(createPrivateKey(keyPem));
+    actualKeyType = keyTypeOf(parsePrivateKey(keyPem));
   } catch {
     return fail('has a key_pem that is not a PEM private key');
   }

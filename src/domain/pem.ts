@@ -8,7 +8,9 @@
  * Parsing is the costly part of reading a store (X.509, the private key, the key check), and a
  * stored pair rarely changes: `inspectCertificateCached` remembers the result per pair, keyed by a
  * sha256 of both PEM strings, for the INSPECTION_CACHE_SIZE pairs used last. Both store rules use
- * it, so a `put` parses its pair once and the gets of an unchanged record parse nothing.
+ * it, so a `put` parses its pair once and the gets of an unchanged record parse nothing. The issuer
+ * inspects a certificate it downloads the same way, so storing it parses nothing again; and the
+ * private keys parsed or generated last are kept (parsePrivateKey).
  */
 import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { CertificateData, CertificateFacts, KeyType, StoredRecord } from './certificate.js';
@@ -26,6 +28,8 @@ export type CertificateInspection =
       issuer: string;
       /** undefined for a key type consul-acme does not issue (e.g. rsa-1024, ed25519). */
       keyType: KeyType | undefined;
+      /** The leaf's serial, normalized (normalizeSerial). */
+      serial: string;
     }
   | { ok: false; problem: string };
 
@@ -67,7 +71,7 @@ export function inspectCertificate(certPem: string, keyPem: string): Certificate
 
   let key: KeyObject;
   try {
-    key = createPrivateKey(keyPem);
+    key = parsePrivateKey(keyPem);
   } catch (err) {
     return fail(`key field is not a PEM private key (${reason(err)})`);
   }
@@ -92,7 +96,36 @@ export function inspectCertificate(certPem: string, keyPem: string): Certificate
     notAfter,
     issuer: issuerName(leaf.issuer),
     keyType: keyTypeOf(key),
+    serial: normalizeSerial(leaf.serialNumber),
   };
+}
+
+/**
+ * How many parsed private keys are remembered. Decoding a PEM key is one of the costly steps of an
+ * issuance, and an issuance meets its new key several times (generated, checked in its pending
+ * record, checked with the certificate it is stored with): a few dozen covers the names being
+ * issued at once.
+ */
+export const PARSED_KEYS_SIZE = 64;
+const parsedKeys = new Map<string, KeyObject>();
+
+/** `createPrivateKey(keyPem)`, remembered for the PARSED_KEYS_SIZE keys used last; throws as it does. */
+export function parsePrivateKey(keyPem: string): KeyObject {
+  const known = parsedKeys.get(keyPem);
+  if (known !== undefined) {
+    rememberPrivateKey(keyPem, known);
+    return known;
+  }
+  const key = createPrivateKey(keyPem);
+  rememberPrivateKey(keyPem, key);
+  return key;
+}
+
+/** Remembers `key` as the parse of `keyPem` (a key just generated and exported, say). */
+export function rememberPrivateKey(keyPem: string, key: KeyObject): void {
+  parsedKeys.delete(keyPem);
+  parsedKeys.set(keyPem, key);
+  if (parsedKeys.size > PARSED_KEYS_SIZE) parsedKeys.delete(parsedKeys.keys().next().value as string);
 }
 
 /** The consul-acme key type of a private key, or undefined for one we do not issue. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { KeyType } from '../../src/domain/certificate.js';
 import {
@@ -9,6 +9,10 @@ import {
   inspectCertificateCached,
   inspectionCacheStats,
   keyTypeOf,
+  normalizeSerial,
+  PARSED_KEYS_SIZE,
+  parsePrivateKey,
+  rememberPrivateKey,
   splitPemCertificates,
   storedRecordFromPem,
 } from '../../src/domain/pem.js';
@@ -33,6 +37,7 @@ describe('inspectCertificate', () => {
       notAfter,
       issuer: TEST_CA_NAME,
       keyType: 'ec-p256',
+      serial: normalizeSerial(new X509Certificate(ecP256.certPem).serialNumber),
     });
     assert.equal(splitPemCertificates(ecP256.certPem).length, 2);
   });
@@ -208,5 +213,24 @@ describe('inspectCertificateCached', () => {
     assert.equal(inspectionCacheStats().hits, before.hits + 1, 'the pair used again is kept');
     inspectCertificateCached('not a certificate 1', 'k');
     assert.equal(inspectionCacheStats().misses, before.misses + 1, 'the least recently used pair was forgotten');
+  });
+});
+
+describe('parsePrivateKey', () => {
+  it('decodes a key once while it is among the last PARSED_KEYS_SIZE used, and refuses what is not a key', () => {
+    const pemOf = (): string =>
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const first = pemOf();
+    const parsed = parsePrivateKey(first);
+    assert.equal(parsePrivateKey(first), parsed, 'the same key object: not decoded again');
+    const generated = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const generatedPem = generated.export({ type: 'pkcs8', format: 'pem' }).toString();
+    rememberPrivateKey(generatedPem, generated);
+    assert.equal(parsePrivateKey(generatedPem), generated, 'a remembered key is given back as it was');
+    for (let i = 0; i < PARSED_KEYS_SIZE; i++) parsePrivateKey(pemOf());
+    const again = parsePrivateKey(first);
+    assert.notEqual(again, parsed, 'forgotten once as many other keys were used');
+    assert.ok(again.equals(parsed));
+    assert.throws(() => parsePrivateKey('-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n'));
   });
 });

@@ -10,10 +10,10 @@
  * subjectAltName extension request with every name (the CN included), signed with SHA-256
  * (SHA-384 for P-384).
  */
-import { createPrivateKey, createPublicKey, generateKeyPair, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPublicKey, generateKeyPair, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { KeyType } from '../../domain/certificate.js';
-import { normalizeSerial } from '../../domain/pem.js';
+import { inspectCertificateCached, normalizeSerial, parsePrivateKey, rememberPrivateKey } from '../../domain/pem.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -29,12 +29,15 @@ export async function createCertificateKey(keyType: KeyType): Promise<Certificat
     keyType === 'ec-p256' || keyType === 'ec-p384'
       ? await generateKeyPairAsync('ec', { namedCurve: keyType === 'ec-p256' ? 'P-256' : 'P-384' })
       : await generateKeyPairAsync('rsa', { modulusLength: Number(keyType.slice('rsa-'.length)) });
-  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), privateKey };
+  const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  // Its pending record and the stored pair are checked with this key: spare them the decode.
+  rememberPrivateKey(keyPem, privateKey);
+  return { keyPem, privateKey };
 }
 
 /** The key of a PEM said to be of `keyType` (a pending order's); throws when it is not such a key. */
 export function readCertificateKey(keyPem: string, keyType: KeyType): CertificateKey {
-  const privateKey = createPrivateKey(keyPem);
+  const privateKey = parsePrivateKey(keyPem);
   const expected: Record<KeyType, string> = {
     'ec-p256': 'ec prime256v1',
     'ec-p384': 'ec secp384r1',
@@ -139,8 +142,17 @@ export interface LeafFacts {
   matchesKey: boolean;
 }
 
-/** Reads the leaf (the first certificate of a PEM chain) with Node's X509Certificate. */
-export function readLeaf(certPem: string, privateKey: KeyObject): LeafFacts {
+/**
+ * Reads the leaf (the first certificate of a PEM chain) and checks it against `key`. A pair that
+ * loads and matches goes through the stores' own inspection (domain/pem.ts, remembered per pair),
+ * so storing it parses nothing again; anything else is read from the leaf alone.
+ */
+export function readLeaf(certPem: string, key: CertificateKey): LeafFacts {
+  const inspected = inspectCertificateCached(certPem, key.keyPem);
+  if (inspected.ok) {
+    const { notBefore, notAfter, issuer, serial } = inspected;
+    return { notBefore, notAfter, issuer, serial, matchesKey: true };
+  }
   const leaf = new X509Certificate(certPem);
   const issuerCommonName = leaf.issuer
     .split('\n')
@@ -152,6 +164,6 @@ export function readLeaf(certPem: string, privateKey: KeyObject): LeafFacts {
     notAfter: new Date(leaf.validTo),
     issuer: issuerCommonName ?? leaf.issuer.replace(/\n/g, ', '),
     serial: normalizeSerial(leaf.serialNumber),
-    matchesKey: leaf.checkPrivateKey(privateKey),
+    matchesKey: leaf.checkPrivateKey(key.privateKey),
   };
 }

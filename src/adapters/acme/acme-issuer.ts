@@ -428,7 +428,7 @@ export class AcmeIssuer implements Issuer {
     throwIfAborted(signal, what);
     progress.step = 'certificate download';
     const certPem = await client.getCertificate(order);
-    const leaf = readLeaf(certPem, key.privateKey);
+    const leaf = readLeaf(certPem, key);
     if (!leaf.matchesKey) {
       throw new AcmeProblemError(
         'ACME_PROBLEM',
