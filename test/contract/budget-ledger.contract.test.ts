@@ -367,6 +367,48 @@ describe('ConsulBudgetLedger storage', () => {
     );
   });
 
+  it('writes on what it last read, in one request, and reads again when another instance wrote since', async () => {
+    const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
+    const keys = ['account/default', 'registered-domain/seen.example.com', 'exact-set/a.seen.example.com'];
+    const sent: string[] = [];
+    const counting = {
+      kv: {
+        get: (opts: unknown) => (sent.push('kv get'), client!.kv.get(opts as never)),
+        set: (opts: unknown) => (sent.push('kv set'), client!.kv.set(opts as never)),
+      },
+      transaction: {
+        create: (ops: Array<{ KV: { Verb: string } }>) => {
+          sent.push(`txn ${ops.map((op) => op.KV.Verb).join(',')}`);
+          return client!.transaction.create(ops as never);
+        },
+      },
+    } as unknown as Consul;
+    const ledger = new ConsulBudgetLedger({ consul: counting, prefix: ledgerPrefix });
+    const other = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });
+    await other.record(keys[0]!, new Date('2030-01-01T00:00:00Z'));
+
+    // Admitting an order reads its keys; recording it then costs one transaction.
+    await ledger.eventsOf(keys, EPOCH);
+    sent.length = 0;
+    await Promise.all(keys.map((key) => ledger.record(key, new Date('2030-01-01T00:01:00Z'))));
+    assert.deepEqual(sent, ['txn cas,cas,cas']);
+    // Its own write is known too: the next order's record is one transaction as well.
+    sent.length = 0;
+    await ledger.record(keys[0]!, new Date('2030-01-01T00:02:00Z'));
+    assert.deepEqual(sent, ['txn cas']);
+
+    // Another instance records in between: the write on the old entry is refused, read, written.
+    await other.record(keys[0]!, new Date('2030-01-01T00:03:00Z'));
+    sent.length = 0;
+    await ledger.record(keys[0]!, new Date('2030-01-01T00:04:00Z'));
+    assert.deepEqual(sent, ['txn cas', 'kv get', 'txn cas']);
+    assert.equal(ledger.casConflicts, 0, 'an out-of-date entry is not a lost race');
+    assert.deepEqual(
+      (await other.events(keys[0]!, EPOCH)).map((d) => d.toISOString()),
+      ['00:00', '00:01', '00:02', '00:03', '00:04'].map((t) => `2030-01-01T${t}:00.000Z`),
+    );
+  });
+
   it('deletes the keys it prunes, and leaves keys that are not ledger keys alone', async () => {
     const ledgerPrefix = `consul-acme-test/${randomUUID()}/budgets/`;
     const ledger = new ConsulBudgetLedger({ consul: client!, prefix: ledgerPrefix });

@@ -8,10 +8,11 @@
  * sleeps. Within one instance, records are coalesced: those made in one turn of the event loop
  * (an order's account, domain and name budgets) go in one write, and while a write is in flight
  * later records queue up and go together in the next one, so only instances race each other and
- * a few attempts suffice. One write reads its keys together and sets them in one Consul
- * transaction (docs/protocols.md §1.6): two or three requests for an order's three keys, where a
- * read and a write per key took six. Events older than `retentionMs` (7 days) are dropped on
- * every write.
+ * a few attempts suffice. One write sets its keys in one Consul transaction (docs/protocols.md
+ * §1.6), on the entries this process last read or wrote of them (SeenEntries; the order gate has
+ * just read an order's keys to admit it), else on a fresh read of them together: an order's three
+ * keys cost one request, where a read and a write per key took six. Events older than
+ * `retentionMs` (7 days) are dropped on every write.
  *
  * `prune(now)` reads the whole folder once (a recursive read) and, for each key holding something
  * that is over (docs: ports/budget-ledger.ts), writes back what is left or deletes the key when
@@ -42,7 +43,6 @@ import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/b
 import type { Consul } from './consul-client.js';
 import {
   kvDeleteIfUnchanged,
-  kvGet,
   kvGetMany,
   kvList,
   kvPut,
@@ -106,6 +106,43 @@ export function parseLedgerValue(text: string): { times: number[]; malformed: bo
   return { times, malformed };
 }
 
+/** How many keys' last read or written entries are remembered. */
+const SEEN_KEYS = 1_024;
+
+/**
+ * The entry this process last read or wrote of each key (null: absent), oldest forgotten first. A
+ * write goes on it with check-and-set without reading first; Consul refuses the write when another
+ * instance wrote the key since, and the write then reads. An entry never goes back to an older
+ * ModifyIndex (a read answered after a later write of ours).
+ */
+class SeenEntries {
+  private readonly entries = new Map<string, KvEntry | null>();
+
+  note(key: string, entry: KvEntry | undefined): void {
+    const known = this.entries.get(key);
+    if (entry === undefined && known !== undefined) return; // absent now? the next write finds out
+    if (entry !== undefined && known && known.modifyIndex > entry.modifyIndex) return;
+    this.entries.delete(key);
+    this.entries.set(key, entry ?? null);
+    if (this.entries.size > SEEN_KEYS) this.entries.delete(this.entries.keys().next().value as string);
+  }
+
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+
+  /** The entries of `keys` when every one is known (absent ones left out), else undefined. */
+  all(keys: readonly string[]): Map<string, KvEntry> | undefined {
+    const found = new Map<string, KvEntry>();
+    for (const key of keys) {
+      const entry = this.entries.get(key);
+      if (entry === undefined) return undefined;
+      if (entry !== null) found.set(key, entry);
+    }
+    return found;
+  }
+}
+
 export class ConsulBudgetLedger implements BudgetLedger {
   private readonly consul: Consul;
   private readonly prefix: string;
@@ -113,6 +150,8 @@ export class ConsulBudgetLedger implements BudgetLedger {
   private readonly casAttempts: number;
   private readonly clock: Clock;
   private readonly log: Logger;
+  /** What this process last read or wrote of each key, for the next write. */
+  private readonly seen = new SeenEntries();
   /** Events waiting for the next write of each KV key, with their callers. */
   private pending = new Map<string, Batch>();
   private flushing = false;
@@ -161,13 +200,20 @@ export class ConsulBudgetLedger implements BudgetLedger {
 
   async events(scopeKey: string, since: Date): Promise<Date[]> {
     const key = this.kvKey(scopeKey);
-    return this.eventsIn(key, await kvGet(this.consul, key), since);
+    return this.eventsIn(key, (await this.read([key])).get(key), since);
   }
 
   async eventsOf(scopeKeys: readonly string[], since: Date): Promise<Map<string, Date[]>> {
     const keys = scopeKeys.map((scopeKey) => this.kvKey(scopeKey));
-    const entries = await kvGetMany(this.consul, keys);
+    const entries = await this.read(keys);
     return new Map(scopeKeys.map((scopeKey, i) => [scopeKey, this.eventsIn(keys[i]!, entries.get(keys[i]!), since)]));
+  }
+
+  /** Reads `keys` together, and notes what was found for the next write. */
+  private async read(keys: readonly string[]): Promise<Map<string, KvEntry>> {
+    const entries = await kvGetMany(this.consul, keys);
+    for (const key of keys) this.seen.note(key, entries.get(key));
+    return entries;
   }
 
   /** The events at or after `since` in the entry read at `key` (none when it is missing). */
@@ -189,6 +235,7 @@ export class ConsulBudgetLedger implements BudgetLedger {
       const stored = parseLedgerValue(entry.value);
       const kept = eventsToKeep(scopeKey, stored.times, now, this.retentionMs);
       if (kept.length > 0 && kept.length === stored.times.length && !stored.malformed) continue;
+      this.seen.forget(key);
       if (kept.length === 0) {
         if (await kvDeleteIfUnchanged(this.consul, key, entry.modifyIndex)) deleted += 1;
         continue;
@@ -246,7 +293,9 @@ export class ConsulBudgetLedger implements BudgetLedger {
     for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
       const keys = [...batches.keys()].filter((key) => !failures.has(key));
       if (keys.length === 0) return failures;
-      const entries = await kvGetMany(this.consul, keys);
+      // The first attempt writes on what this process last saw of the keys, when it saw them all.
+      const known = attempt === 1 ? this.seen.all(keys) : undefined;
+      const entries = known ?? (await this.read(keys));
       const writes: KvWriteOp[] = [];
       for (const key of keys) {
         const entry = entries.get(key);
@@ -264,19 +313,28 @@ export class ConsulBudgetLedger implements BudgetLedger {
         writes.push({ verb: 'cas', key, value, index: entry?.modifyIndex ?? 0, flags: RECORD_FORMATS.consulKv });
       }
       if (writes.length === 0) return failures;
-      const refused = await kvTransact(
+      const outcome = await kvTransact(
         this.consul,
         writes,
         `budget ledger write ${writes.map((w) => w.key).join(', ')}`,
       );
-      if (refused === undefined) return failures;
-      if (!refused.failed.every((f) => f.what.includes('index is stale'))) {
+      if (outcome.committed) {
+        for (const write of writes) {
+          const modifyIndex = outcome.modifyIndex.get(write.key);
+          if (write.verb === 'cas' && modifyIndex !== undefined)
+            this.seen.note(write.key, { value: write.value, modifyIndex, flags: write.flags ?? 0, session: undefined });
+        }
+        return failures;
+      }
+      for (const key of keys) this.seen.forget(key);
+      if (!outcome.failed.every((f) => f.what.includes('index is stale'))) {
         throw new ConsulAcmeError(
           'CONSUL_UNAVAILABLE',
-          `budget ledger write: Consul refused it: ${refused.failed.map((f) => f.what).join('; ')}`,
+          `budget ledger write: Consul refused it: ${outcome.failed.map((f) => f.what).join('; ')}`,
           { retryable: true },
         );
       }
+      if (known !== undefined) continue; // what was known is out of date: read, and it is not a lost race
       this.conflicts += 1;
       this.log.debug(
         { keys: writes.map((w) => w.key), [F.attempt]: attempt },

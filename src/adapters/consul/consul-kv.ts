@@ -192,21 +192,24 @@ export type KvWriteOp =
   | { verb: 'check-session'; key: string; session: string }
   | { verb: 'delete'; key: string };
 
-/** Why Consul refused a transaction: for each failed operation, its key and Consul's words. */
-export interface KvTransactionRefusal {
-  failed: Array<{ key: string | undefined; what: string }>;
-}
+/**
+ * What a transaction did: committed, with the ModifyIndex each written key has now; or refused
+ * because a check failed, with each failed operation's key and Consul's words.
+ */
+export type KvTransactionOutcome =
+  | { committed: true; modifyIndex: Map<string, number> }
+  | { committed: false; failed: Array<{ key: string | undefined; what: string }> };
 
 /**
- * Runs `ops` as one transaction (`PUT /v1/txn`): all of them or none. Resolves undefined when
- * Consul committed it, or the refusal when a check failed (409: a stale index, a key that does
- * not exist, a session check); any other failure rejects, classified.
+ * Runs `ops` as one transaction (`PUT /v1/txn`): all of them or none. A refusal (409: a stale
+ * index, a key that does not exist, a session check) is an outcome; any other failure rejects,
+ * classified.
  */
 export async function kvTransact(
   consul: Consul,
   ops: readonly KvWriteOp[],
   what: string,
-): Promise<KvTransactionRefusal | undefined> {
+): Promise<KvTransactionOutcome> {
   const body = ops.map((op) => {
     if (op.verb === 'cas') {
       const value = Buffer.from(op.value, 'utf8').toString('base64');
@@ -215,20 +218,31 @@ export async function kvTransact(
     if (op.verb === 'check-session') return { KV: { Verb: 'check-session', Key: op.key, Session: op.session } };
     return { KV: { Verb: 'delete', Key: op.key } };
   });
+  let answer: unknown;
   try {
-    await consul.transaction.create(body as never);
-    return undefined;
+    answer = await consul.transaction.create(body as never);
   } catch (err) {
     const errors =
       consulErrorStatus(err) === 409 ? (consulErrorJson(err) as { Errors?: unknown } | undefined)?.Errors : undefined;
     if (!Array.isArray(errors) || errors.length === 0) throw classifyConsulError(err, what);
     return {
+      committed: false,
       failed: (errors as Array<{ OpIndex?: unknown; What?: unknown }>).map((e) => ({
         key: typeof e.OpIndex === 'number' ? ops[e.OpIndex]?.key : undefined,
         what: typeof e.What === 'string' ? e.What : JSON.stringify(e),
       })),
     };
   }
+  const modifyIndex = new Map<string, number>();
+  const results = (answer as { Results?: unknown } | null | undefined)?.Results;
+  if (Array.isArray(results)) {
+    for (const result of results as Array<{ KV?: KvItem }>) {
+      const item = result.KV;
+      if (typeof item?.Key === 'string' && typeof item.ModifyIndex === 'number')
+        modifyIndex.set(item.Key, item.ModifyIndex);
+    }
+  }
+  return { committed: true, modifyIndex };
 }
 
 export async function kvDelete(consul: Consul, key: string): Promise<void> {

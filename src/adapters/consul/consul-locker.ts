@@ -223,7 +223,7 @@ export class ConsulLocker implements Locker {
    */
   private async deleteIfHeld(kvKey: string, session: SessionState): Promise<void> {
     try {
-      const refused = await kvTransact(
+      const outcome = await kvTransact(
         this.consul,
         [
           { verb: 'check-session', key: kvKey, session: session.id },
@@ -231,7 +231,7 @@ export class ConsulLocker implements Locker {
         ],
         `lock release ${kvKey}`,
       );
-      if (refused === undefined || refused.failed.every((f) => f.what.endsWith("doesn't exist"))) return;
+      if (outcome.committed || outcome.failed.every((f) => f.what.endsWith("doesn't exist"))) return;
       this.log.warn({ lock: kvKey }, 'lock not held by this session any more; left alone');
     } catch (err) {
       this.log.warn(
