@@ -895,6 +895,21 @@ function vaultHarness(
 let standin: VaultStandin;
 let testNumber = 0;
 
+/** Runs `use` with a Vault store on a fresh stand-in, and closes the stand-in after. */
+async function withVaultStore(
+  use: (store: VaultCertificateStore, vault: VaultStandin) => Promise<void>,
+): Promise<void> {
+  const vault = await startVaultStandin();
+  try {
+    await use(
+      new VaultCertificateStore({ client: createVaultClient({ address: vault.address, token: vault.token }) }),
+      vault,
+    );
+  } finally {
+    await vault.close();
+  }
+}
+
 describe('Vault stand-in lifecycle', () => {
   before(async () => {
     standin = await startVaultStandin();
@@ -911,11 +926,7 @@ describe('Vault stand-in lifecycle', () => {
 
   describe('VaultCertificateStore only', () => {
     it('adopt writes a new version with the same cert and key, keeps the fields an exporter wrote, and deletes no version', async () => {
-      const vault = await startVaultStandin();
-      try {
-        const store = new VaultCertificateStore({
-          client: createVaultClient({ address: vault.address, token: vault.token }),
-        });
+      await withVaultStore(async (store, vault) => {
         const headers = { 'X-Vault-Token': vault.token, 'content-type': 'application/json' };
         const url = `${vault.address}/v1/secret/data/fabio/certs/${HOST_A}`;
         const written = await fetch(url, {
@@ -943,17 +954,11 @@ describe('Vault stand-in lifecycle', () => {
         assert.equal(second.managed_by, MANAGED_BY);
         assert.equal(second.adopted_at, ADOPTION.adoptedAt.toISOString());
         assert.equal(second.directory_url, ADOPTION.directoryUrl);
-      } finally {
-        await vault.close();
-      }
+      });
     });
 
     it('stores the secret at secret/data/fabio/certs/<host> with the cert and key fields Fabio reads', async () => {
-      const vault = await startVaultStandin();
-      try {
-        const store = new VaultCertificateStore({
-          client: createVaultClient({ address: vault.address, token: vault.token }),
-        });
+      await withVaultStore(async (store, vault) => {
         assert.equal(store.description, 'vault:secret/fabio/certs');
         await store.put(certA1, 0);
         const headers = { 'X-Vault-Token': vault.token };
@@ -983,9 +988,7 @@ describe('Vault stand-in lifecycle', () => {
         assert.equal(secret.data.directory_url, certA1.directoryUrl);
         assert.equal(secret.data.key_type, 'ec-p256');
         assert.equal(secret.metadata.version, 1);
-      } finally {
-        await vault.close();
-      }
+      });
     });
 
     it('a token Vault refuses gives STORE_PERMISSION_DENIED naming the path', async () => {
@@ -1120,11 +1123,7 @@ describe('Vault stand-in lifecycle', () => {
     });
 
     it('keeps pending orders at secret/data/consul-acme/pending/<host>, outside the prefix Fabio lists', async () => {
-      const vault = await startVaultStandin();
-      try {
-        const store = new VaultCertificateStore({
-          client: createVaultClient({ address: vault.address, token: vault.token }),
-        });
+      await withVaultStore(async (store, vault) => {
         const pending = makePending(HOST_A);
         await store.putPending(pending);
         await store.putPending({ ...pending, orderUrl: 'https://acme.test/order/second' });
@@ -1144,17 +1143,11 @@ describe('Vault stand-in lifecycle', () => {
           vault.requests().includes(`DELETE /v1/secret/metadata/consul-acme/pending/${HOST_A}`),
           'the metadata (every version) is deleted',
         );
-      } finally {
-        await vault.close();
-      }
+      });
     });
 
     it("costs six requests for an order's round: the writes go on the versions the reads under the lock saw", async () => {
-      const vault = await startVaultStandin();
-      try {
-        const store = new VaultCertificateStore({
-          client: createVaultClient({ address: vault.address, token: vault.token }),
-        });
+      await withVaultStore(async (store, vault) => {
         const before = vault.requests().length;
         // What the worker does for a new name: read both, write the pending order, store, remove it.
         assert.equal(await store.get(HOST_A), undefined);
@@ -1173,17 +1166,11 @@ describe('Vault stand-in lifecycle', () => {
         // A renewal of what it just wrote goes on version 1 at once too.
         assert.equal(await store.put(certA2, 1), 2);
         assert.equal(vault.requests().filter((r) => r === `GET /v1/secret/data/fabio/certs/${HOST_A}`).length, 1);
-      } finally {
-        await vault.close();
-      }
+      });
     });
 
     it('reads and refuses as before when the secret changed since it was seen, and never overwrites the change', async () => {
-      const vault = await startVaultStandin();
-      try {
-        const store = new VaultCertificateStore({
-          client: createVaultClient({ address: vault.address, token: vault.token }),
-        });
+      await withVaultStore(async (store, vault) => {
         assert.equal(await store.get(HOST_A), undefined);
         // Another tool writes the secret after this store saw it absent.
         vault.writeRaw('secret', `fabio/certs/${HOST_A}`, { cert: foreignA.certPem, key: foreignA.keyPem });
@@ -1199,9 +1186,7 @@ describe('Vault stand-in lifecycle', () => {
         vault.writeRaw('secret', `consul-acme/pending/${HOST_B}`, { order_url: 'https://acme.test/order/other' });
         await store.putPending(makePending(HOST_B));
         assert.equal(vault.readRaw('secret', `consul-acme/pending/${HOST_B}`)?.current, 2);
-      } finally {
-        await vault.close();
-      }
+      });
     });
 
     it('writes pending orders with check-and-set, so a mount that requires it works', async () => {
