@@ -282,9 +282,10 @@ export class ConsulBudgetLedger implements BudgetLedger {
   }
 
   /**
-   * One read → check-and-set loop adding each key's `times` to its stored list: the keys are read
-   * together (kvGetMany) and written in one transaction of check-and-set operations, so a lost race
-   * on any key writes none and the round is read again. Resolves, for each key that was not
+   * One read → check-and-set loop adding each key's `times` to its stored list: the keys' entries
+   * last seen (the first attempt, when every key is known) or read together (kvGetMany), written
+   * in one transaction of check-and-set operations, so a lost race on any key writes none and the
+   * round is read again. Resolves, for each key that was not
    * written, why: FORMAT_NEWER for a key a newer release wrote (the others are still written), or
    * a retryable STORE_CONFLICT after `casAttempts` lost races.
    */

@@ -23,12 +23,13 @@
  * - Every secret carries `format` (domain/record-format.ts). One a newer release wrote reads with
  *   `newerFormat` set and is never replaced or deleted here (FORMAT_NEWER); a pending order of a
  *   newer format makes `getPending` reject with FORMAT_NEWER, so nothing is ordered for its name.
- * - Each method makes at most three requests, one after another; nothing fans out.
  * - Writes skip their first read when they can: the store remembers the version it last saw of
  *   the secrets it recently read or wrote (SeenVersions). `put` with the version last seen of a
  *   certificate that is ours (or absent) writes with check-and-set on it at once, and only when
  *   Vault refuses that (the secret changed since) reads and decides as above; `putPending` after
  *   `getPending` writes on the version that read found. An order so costs six requests, not eight.
+ * - Each method makes at most three requests, one after another (five when a write on the version
+ *   last seen is refused); nothing fans out.
  */
 import { MANAGED_BY, type CertificateData, type PendingOrder, type StoredRecord } from '../../domain/certificate.js';
 import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } from '../../domain/pem.js';
