@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createConsulClient, type Consul } from '../../src/adapters/consul/consul-client.js';
 import {
   ConsulServiceRegistration,
+  FULL_REASSERT_EVERY,
   REGISTRATION_META_KEY,
   type ConsulServiceRegistrationOptions,
 } from '../../src/adapters/consul/consul-service-registration.js';
@@ -489,6 +490,69 @@ describe('ConsulServiceRegistration against a real agent', () => {
       );
     } finally {
       await registration.deregister();
+      await target.close();
+    }
+  });
+
+  it('between full comparisons reads only the checks: a lost registration comes back at once, tags changed in place at the next full one', async () => {
+    const target = await checkTarget();
+    const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
+    const client = createConsulClient({ address: proxy.url });
+    const serviceId = `consul-acme-${randomUUID()}`;
+    const registration = new ConsulServiceRegistration({
+      consul: client,
+      serviceId,
+      port: 8402,
+      checkHttpUrl: target.url,
+      maxTagsPerRegistration: 2,
+    });
+    const reads = (from: number): string[] =>
+      proxy
+        .requests()
+        .slice(from)
+        .filter((r) => r.method === 'GET')
+        .map((r) => r.path.split('?')[0]!);
+    try {
+      const tags = ['a', 'b', 'c', 'd'].map(challengeTag);
+      await registration.update(tags);
+      const ids = registration.registrationIds;
+      let from = proxy.requests().length;
+      assert.equal(await registration.reassert(), false);
+      assert.deepEqual(reads(from), ['/v1/agent/services', '/v1/agent/checks'], 'the first call compares everything');
+
+      from = proxy.requests().length;
+      assert.equal(await registration.reassert(), false);
+      assert.deepEqual(reads(from), ['/v1/agent/checks'], 'then the checks alone');
+
+      // Lost behind its back (its check goes with it): found from the checks, registered again.
+      await deregisterBehindItsBack(ids[1]!);
+      from = proxy.requests().length;
+      assert.equal(await registration.reassert(), true);
+      assert.deepEqual(reads(from), ['/v1/agent/checks', '/v1/agent/services', '/v1/agent/checks']);
+      assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
+
+      // Tags changed in place, the check kept: put back by the next full comparison.
+      const res = await fetch(`${server!.address}/v1/agent/service/register`, {
+        method: 'PUT',
+        body: JSON.stringify({
+          ID: ids[0],
+          Name: 'consul-acme',
+          Port: 8402,
+          Tags: ['urlprefix-wrong/'],
+          Meta: { [REGISTRATION_META_KEY]: serviceId },
+          Check: { Name: `${ids[0]} ready`, HTTP: target.url, Interval: '10s' },
+        }),
+      });
+      assert.equal(res.status, 200);
+      let light = 0;
+      while (light < 2 * FULL_REASSERT_EVERY && !(await registration.reassert())) light += 1;
+      // Calls 1 and 11 compare everything; calls 4 to 10 read the checks and find nothing amiss.
+      assert.equal(light, FULL_REASSERT_EVERY - 3, 'put back by the eleventh call, the next full comparison');
+      assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
+    } finally {
+      await registration.deregister();
+      client.destroy();
+      await proxy.close();
       await target.close();
     }
   });

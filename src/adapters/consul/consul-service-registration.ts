@@ -6,7 +6,11 @@
  * Self-healing (docs/protocols.md §1.10): an agent restarted without its data, or a
  * deregistration through the API, drops the registration, and nothing tells us. `reassert()`
  * reads the agent's copy (`/v1/agent/services` and `/v1/agent/checks`, filtered to our service
- * name) and registers again whatever is missing or differs. The agent shows neither the check's
+ * name) and registers again whatever is missing or differs. With a check, a registration lost
+ * takes its check with it, so only the first and every FULL_REASSERT_EVERY-th call read the
+ * registrations themselves (10,000 route tags are about 800 KB); the others read the checks alone
+ * and compare everything only when one is missing. Tags another writer changed in place are so
+ * put back within that many calls. The agent shows neither the check's
  * URL nor its interval (its `Definition` is empty in 1.8.7), so a check is compared by name and
  * type. Re-registering an existing check keeps its current status; `initialCheckStatus` only
  * applies to a check the agent does not have yet (§1.3), which is what makes a new or restored
@@ -47,6 +51,8 @@ export const DEFAULT_REGISTRATION_CHECK_INTERVAL_SECONDS = 10;
 export const DEFAULT_MAX_TAGS_PER_REGISTRATION = 1_000;
 /** How long `update` waits for further calls before registering. */
 export const DEFAULT_REGISTRATION_COALESCE_MS = 25;
+/** Every how many `reassert` calls the registrations themselves are compared (the checks every time). */
+export const FULL_REASSERT_EVERY = 10;
 /** Meta key naming the instance's registration (`serviceId`) on every shard. */
 export const REGISTRATION_META_KEY = 'consul_acme_registration';
 
@@ -138,6 +144,8 @@ export class ConsulServiceRegistration implements ServiceRegistration {
   private readonly unsent = new Set<string>();
   /** Whether the registrations of an earlier run have been looked for (and removed). */
   private staleChecked = false;
+  /** How many `reassert` calls ran. */
+  private reasserts = 0;
   private pending: Batch | undefined;
   /** When pending updates were last sent (epoch ms). */
   private lastFlushAt = 0;
@@ -184,6 +192,13 @@ export class ConsulServiceRegistration implements ServiceRegistration {
       await this.flushPending();
       if (this.shards === undefined) return false;
       const wanted = this.wantedRegistrations(this.shards);
+      const full = this.reasserts % FULL_REASSERT_EVERY === 0; // the first call, then every tenth
+      this.reasserts += 1;
+      if (!full && this.opts.checkHttpUrl !== undefined) {
+        // In between, the checks alone: a lost or deregistered registration takes its check with it.
+        const checks = await this.agentChecks();
+        if ([...wanted.keys()].every((id) => checks[`service:${id}`]?.ServiceID === id)) return false;
+      }
       const services = await this.agentServices();
       const checks = this.opts.checkHttpUrl !== undefined ? await this.agentChecks() : {};
       const redo = [...wanted].filter(([id, t]) => !this.agentHolds(services[id], checks, id, t));
