@@ -115,7 +115,7 @@ variable "log_level" {
 }
 
 # Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle 1-2 % of a core from 100
-# to 10,000 names (~25-50 MHz), ~40-45 ms of CPU per certificate issued; peak RSS ~140 MiB issuing 100
+# to 10,000 names (~25-50 MHz), ~32-41 ms of CPU per certificate issued; peak RSS ~140 MiB issuing 100
 # certificates, up to ~220 MiB holding 10,000 names. cpu is a share, so issuance bursts use spare
 # CPU above it; memory is a hard limit.
 variable "cpu" {
