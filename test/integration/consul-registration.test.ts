@@ -83,6 +83,26 @@ async function deregisterBehindItsBack(id: string): Promise<void> {
 const challengeTag = (host: string): string => `urlprefix-${host}/.well-known/acme-challenge/`;
 
 /** An HTTP endpoint for checks, answering 200 while `healthy`; `polls` counts the requests. */
+/** Registers `id` again through the agent's API with other tags, as another writer would. */
+async function retagBehindItsBack(
+  id: string,
+  serviceId: string,
+  check?: { Name: string; HTTP: string },
+): Promise<void> {
+  const res = await fetch(`${server!.address}/v1/agent/service/register`, {
+    method: 'PUT',
+    body: JSON.stringify({
+      ID: id,
+      Name: 'consul-acme',
+      Port: 8402,
+      Tags: ['urlprefix-wrong/'],
+      Meta: { [REGISTRATION_META_KEY]: serviceId },
+      ...(check !== undefined ? { Check: { ...check, Interval: '10s' } } : {}),
+    }),
+  });
+  assert.equal(res.status, 200);
+}
+
 async function checkTarget(): Promise<{
   url: string;
   setHealthy(h: boolean): void;
@@ -350,17 +370,7 @@ describe('ConsulServiceRegistration against a real agent', () => {
     const ids = first.registrationIds;
     assert.ok(ids.length >= 4, `sharded over ${ids.join(', ')}`);
     // Someone re-registers one shard with other tags.
-    const res = await fetch(`${server!.address}/v1/agent/service/register`, {
-      method: 'PUT',
-      body: JSON.stringify({
-        ID: ids[0],
-        Name: 'consul-acme',
-        Port: 8402,
-        Tags: ['urlprefix-wrong/'],
-        Meta: { [REGISTRATION_META_KEY]: serviceId },
-      }),
-    });
-    assert.equal(res.status, 200);
+    await retagBehindItsBack(ids[0]!, serviceId);
     assert.equal(await first.reassert(), true);
     assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
 
@@ -532,18 +542,7 @@ describe('ConsulServiceRegistration against a real agent', () => {
       assert.deepEqual(await registeredTags(serviceId), [...tags].sort());
 
       // Tags changed in place, the check kept: put back by the next full comparison.
-      const res = await fetch(`${server!.address}/v1/agent/service/register`, {
-        method: 'PUT',
-        body: JSON.stringify({
-          ID: ids[0],
-          Name: 'consul-acme',
-          Port: 8402,
-          Tags: ['urlprefix-wrong/'],
-          Meta: { [REGISTRATION_META_KEY]: serviceId },
-          Check: { Name: `${ids[0]} ready`, HTTP: target.url, Interval: '10s' },
-        }),
-      });
-      assert.equal(res.status, 200);
+      await retagBehindItsBack(ids[0]!, serviceId, { Name: `${ids[0]} ready`, HTTP: target.url });
       let light = 0;
       while (light < 2 * FULL_REASSERT_EVERY && !(await registration.reassert())) light += 1;
       // Calls 1 and 11 compare everything; calls 4 to 10 read the checks and find nothing amiss.
