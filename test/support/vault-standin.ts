@@ -111,8 +111,11 @@ export interface VaultStandin {
    * when omitted) are held `ms` before they are answered; the longest matching delay applies.
    */
   delayRequests(ms: number, opts?: { pathPrefix?: string }): void;
-  /** Ends every delay and answers the requests being held now. */
-  clearDelays(): void;
+  /**
+   * Ends every delay and answers the requests being held now; with `drop`, closes their connections
+   * instead, unanswered and not applied (a request lost on the way to Vault's storage).
+   */
+  clearDelays(opts?: { drop?: boolean }): void;
   /**
    * How many requests arrived so far whose method is `method` (any when omitted; LIST for `?list=`),
    * whose path (relative to `/v1/`) starts with `pathPrefix`, and (when given) that carried `token`.
@@ -240,7 +243,7 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
   /** Tokens with a ttl: how long each renewal grants, whether it may be renewed, and when it ends. */
   const leases = new Map<string, { ttlSeconds: number; renewable: boolean; expiresAtMs: number }>();
   const delays: { pathPrefix: string; ms: number }[] = [];
-  const held = new Set<() => void>();
+  const held = new Set<(drop: boolean) => void>();
 
   function envelope(data: unknown): Record<string, unknown> {
     return {
@@ -672,15 +675,19 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     });
     const delayMs = Math.max(0, ...delays.filter((d) => path.startsWith(d.pathPrefix)).map((d) => d.ms));
     if (delayMs > 0) {
-      await new Promise<void>((resolve) => {
-        const release = (): void => {
+      const dropped = await new Promise<boolean>((resolve) => {
+        const release = (drop: boolean): void => {
           clearTimeout(timer);
           held.delete(release);
-          resolve();
+          resolve(drop);
         };
-        const timer = setTimeout(release, delayMs);
+        const timer = setTimeout(() => release(false), delayMs);
         held.add(release);
       });
+      if (dropped) {
+        req.socket.destroy();
+        return;
+      }
     }
     let status: number;
     let body: unknown;
@@ -726,7 +733,7 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     token: rootToken,
     async close() {
       delays.length = 0;
-      for (const release of [...held]) release();
+      for (const release of [...held]) release(false);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
@@ -786,9 +793,9 @@ export async function startVaultStandin(opts: { token?: string; mounts?: string[
     delayRequests(ms, opts = {}) {
       delays.push({ pathPrefix: opts.pathPrefix ?? '', ms });
     },
-    clearDelays() {
+    clearDelays(opts = {}) {
       delays.length = 0;
-      for (const release of [...held]) release();
+      for (const release of [...held]) release(opts.drop ?? false);
     },
     countRequests(opts = {}) {
       return seen.filter(

@@ -359,7 +359,7 @@ describe('Vault stand-in', () => {
     );
   });
 
-  it('delayRequests holds matching requests, so a client times out; clearDelays answers the held ones', async () => {
+  it('delayRequests holds matching requests, so a client times out; clearDelays answers the held ones, or drops them', async () => {
     await call('POST', 'secret/data/slow/x', { data: { v: 1 } });
     vault.delayRequests(60_000, { pathPrefix: 'secret/data/slow/' });
     try {
@@ -382,6 +382,20 @@ describe('Vault stand-in', () => {
       const answer = await held;
       assert.equal(answer.status, 200);
       assert.deepEqual(answer.json.data.data, { v: 1 });
+
+      // With drop, a held write is lost: its connection closes unanswered and nothing is written.
+      vault.delayRequests(60_000, { pathPrefix: 'secret/data/slow/' });
+      const lost = call('POST', 'secret/data/slow/x', { data: { v: 2 } }).then(
+        () => 'answered',
+        () => 'connection closed',
+      );
+      await waitFor(
+        'the held write to arrive',
+        () => vault.countRequests({ method: 'POST', pathPrefix: 'secret/data/slow/' }) >= 2,
+      );
+      vault.clearDelays({ drop: true });
+      assert.equal(await lost, 'connection closed');
+      assert.equal(vault.readRaw('secret', 'slow/x')?.current, 1, 'the held write was not applied');
     } finally {
       vault.clearDelays();
     }
