@@ -15,6 +15,7 @@
 import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { CertificateData, CertificateFacts, KeyType, StoredRecord } from './certificate.js';
 import { ConsulAcmeError } from '../errors.js';
+import { RecentMap } from '../recent-map.js';
 import { RECORD_FORMATS, readFormat } from './record-format.js';
 
 export type CertificateInspection =
@@ -107,25 +108,20 @@ export function inspectCertificate(certPem: string, keyPem: string): Certificate
  * issued at once.
  */
 export const PARSED_KEYS_SIZE = 64;
-const parsedKeys = new Map<string, KeyObject>();
+const parsedKeys = new RecentMap<string, KeyObject>(PARSED_KEYS_SIZE);
 
 /** `createPrivateKey(keyPem)`, remembered for the PARSED_KEYS_SIZE keys used last; throws as it does. */
 export function parsePrivateKey(keyPem: string): KeyObject {
   const known = parsedKeys.get(keyPem);
-  if (known !== undefined) {
-    rememberPrivateKey(keyPem, known);
-    return known;
-  }
+  if (known !== undefined) return known;
   const key = createPrivateKey(keyPem);
-  rememberPrivateKey(keyPem, key);
+  parsedKeys.set(keyPem, key);
   return key;
 }
 
 /** Remembers `key` as the parse of `keyPem` (a key just generated and exported, say). */
 export function rememberPrivateKey(keyPem: string, key: KeyObject): void {
-  parsedKeys.delete(keyPem);
   parsedKeys.set(keyPem, key);
-  if (parsedKeys.size > PARSED_KEYS_SIZE) parsedKeys.delete(parsedKeys.keys().next().value as string);
 }
 
 /** The consul-acme key type of a private key, or undefined for one we do not issue. */
@@ -193,7 +189,7 @@ function reason(err: unknown): string {
  */
 export const INSPECTION_CACHE_SIZE = 10_000;
 
-const inspectionCache = new Map<string, CertificateInspection>();
+const inspectionCache = new RecentMap<string, CertificateInspection>(INSPECTION_CACHE_SIZE);
 const inspectionCounters = { hits: 0, misses: 0 };
 
 function pairKey(certPem: string, keyPem: string): string {
@@ -222,18 +218,11 @@ export function inspectCertificateCached(certPem: string, keyPem: string): Certi
   const cached = inspectionCache.get(key);
   if (cached !== undefined) {
     inspectionCounters.hits += 1;
-    inspectionCache.delete(key); // re-inserted last: most recently used
-    inspectionCache.set(key, cached);
     return copyInspection(cached);
   }
   inspectionCounters.misses += 1;
   const inspection = inspectCertificate(certPem, keyPem);
   inspectionCache.set(key, copyInspection(inspection));
-  while (inspectionCache.size > INSPECTION_CACHE_SIZE) {
-    const oldest = inspectionCache.keys().next().value;
-    if (oldest === undefined) break;
-    inspectionCache.delete(oldest);
-  }
   return inspection;
 }
 

@@ -39,6 +39,7 @@ import { RECORD_FORMATS, kvFormatOf, newerFormatError } from '../../domain/recor
 import { systemClock, type Clock } from '../../ports/clock.js';
 import { ConsulAcmeError } from '../../errors.js';
 import { F, silentLogger, type Logger } from '../../logging.js';
+import { RecentMap } from '../../recent-map.js';
 import { eventsToKeep, isBudgetScopeKey, type BudgetLedger } from '../../ports/budget-ledger.js';
 import type { Consul } from './consul-client.js';
 import {
@@ -116,15 +117,13 @@ const SEEN_KEYS = 1_024;
  * ModifyIndex (a read answered after a later write of ours).
  */
 class SeenEntries {
-  private readonly entries = new Map<string, KvEntry | null>();
+  private readonly entries = new RecentMap<string, KvEntry | null>(SEEN_KEYS);
 
   note(key: string, entry: KvEntry | undefined): void {
     const known = this.entries.get(key);
     if (entry === undefined && known !== undefined) return; // absent now? the next write finds out
     if (entry !== undefined && known && known.modifyIndex > entry.modifyIndex) return;
-    this.entries.delete(key);
     this.entries.set(key, entry ?? null);
-    if (this.entries.size > SEEN_KEYS) this.entries.delete(this.entries.keys().next().value as string);
   }
 
   forget(key: string): void {

@@ -24,7 +24,7 @@
  *   `newerFormat` set and is never replaced or deleted here (FORMAT_NEWER); a pending order of a
  *   newer format makes `getPending` reject with FORMAT_NEWER, so nothing is ordered for its name.
  * - Writes skip their first read when they can: the store remembers the version it last saw of
- *   the secrets it recently read or wrote (SeenVersions). `put` with the version last seen of a
+ *   the secrets it recently read or wrote (`seen`). `put` with the version last seen of a
  *   certificate that is ours (or absent) writes with check-and-set on it at once, and only when
  *   Vault refuses that (the secret changed since) reads and decides as above; `putPending` after
  *   `getPending` writes on the version that read found. An order so costs six requests, not eight.
@@ -36,6 +36,7 @@ import { adoptedCertificate, assertStorableCertificate, storedRecordFromPem } fr
 import { RECORD_FORMATS, newerFormatError, readFormat } from '../../domain/record-format.js';
 import { ConfigError, ConsulAcmeError, StoreConflictError } from '../../errors.js';
 import { F, type Logger } from '../../logging.js';
+import { RecentMap } from '../../recent-map.js';
 import type { Adopted, AdoptionMarks, CertificateStore } from '../../ports/certificate-store.js';
 import { pendingFromFields, storablePendingFields } from '../pending-record.js';
 import {
@@ -127,29 +128,6 @@ function secretOf(certificate: CertificateData): VaultCertificateSecret {
 /** How many secrets' versions the store remembers (the names being worked on, not every name). */
 const SEEN_VERSIONS = 1_024;
 
-/**
- * The version this process last saw of each recently read or written secret (0: absent), oldest
- * forgotten first. A write sends it as its check-and-set version without reading first; Vault
- * refuses it when the secret changed since, and the write then reads and decides as before.
- */
-class SeenVersions {
-  private readonly versions = new Map<string, number>();
-
-  get(path: string): number | undefined {
-    return this.versions.get(path);
-  }
-
-  set(path: string, version: number): void {
-    this.versions.delete(path);
-    this.versions.set(path, version);
-    if (this.versions.size > SEEN_VERSIONS) this.versions.delete(this.versions.keys().next().value as string);
-  }
-
-  forget(path: string): void {
-    this.versions.delete(path);
-  }
-}
-
 export class VaultCertificateStore implements CertificateStore {
   readonly description: string;
   private readonly client: VaultClient;
@@ -157,8 +135,13 @@ export class VaultCertificateStore implements CertificateStore {
   private readonly prefix: string;
   private readonly pendingPath: string;
   private readonly logger: Logger | undefined;
-  /** Certificates ours at the version seen (or absent), and pending records, by data path. */
-  private readonly seen = new SeenVersions();
+  /**
+   * The version this process last saw of each secret it recently read or wrote (0: absent), by
+   * data path: certificates only when absent or ours in this format, pending records always. A
+   * write sends it as its check-and-set version without reading first; Vault refuses it when the
+   * secret changed since, and the write then reads and decides as before.
+   */
+  private readonly seen = new RecentMap<string, number>(SEEN_VERSIONS);
 
   constructor(options: VaultCertificateStoreOptions) {
     this.client = options.client;
@@ -202,7 +185,7 @@ export class VaultCertificateStore implements CertificateStore {
       readFormat(found.data.format, RECORD_FORMATS.certificate).kind !== 'newer'
     )
       this.seen.set(path, found.version);
-    else this.seen.forget(path);
+    else this.seen.delete(path);
   }
 
   private toRecord(hostname: string, version: number, data: Record<string, unknown>, path: string): StoredRecord {
@@ -238,7 +221,7 @@ export class VaultCertificateStore implements CertificateStore {
         return version;
       } catch (err) {
         if (!(err instanceof StoreConflictError)) throw err;
-        this.seen.forget(path);
+        this.seen.delete(path);
       }
     }
 
@@ -339,7 +322,7 @@ export class VaultCertificateStore implements CertificateStore {
     try {
       await this.client.delete(metadataPath);
     } catch (err) {
-      this.seen.forget(path);
+      this.seen.delete(path);
       throw classifyVaultError(err, `delete ${metadataPath}`);
     }
     this.seen.set(path, 0);
@@ -409,7 +392,7 @@ export class VaultCertificateStore implements CertificateStore {
         const response = await this.client.write(path, { options: { cas }, data });
         version = Number(response?.data?.version);
       } catch (err) {
-        this.seen.forget(path);
+        this.seen.delete(path);
         const classified = classifyVaultError(err, `write ${path}`, cas);
         if (classified instanceof StoreConflictError && attempt < MAX_PENDING_WRITE_ATTEMPTS) continue;
         throw classified;
@@ -436,7 +419,7 @@ export class VaultCertificateStore implements CertificateStore {
         this.seen.set(dataPath, 0);
         return;
       }
-      this.seen.forget(dataPath);
+      this.seen.delete(dataPath);
       throw classifyVaultError(err, `delete ${path}`);
     }
     this.seen.set(dataPath, 0);
