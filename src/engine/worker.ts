@@ -312,7 +312,8 @@ export class CertificateWorker {
   }
 
   /**
-   * After a certificate was stored: the name's request is read again. The one this run carried out
+   * After a certificate was stored: the name's request is read again, when this run carried one out
+   * or this instance accepted one meanwhile. The one this run carried out
    * (`carriedOut`, same version) is finished as done (the certificate it named was just replaced,
    * whatever the clocks say). One that arrived meanwhile is settled if it named the replaced
    * certificate; if it names the new one, it is left for another run, and this resolves a
@@ -327,6 +328,10 @@ export class CertificateWorker {
     const requests = this.deps.requests;
     const done: JobOutcome = { kind: 'done' };
     if (!requests) return done;
+    // Without a request, only one accepted here meanwhile needs a look (the mirror has it): one
+    // accepted by another instance is that instance's job, which waits for this lock and finds the
+    // new certificate.
+    if (carriedOut === undefined && requests.forHostname(hostname) === undefined) return done;
     const request = await requests.read(hostname);
     if (!request) return done;
     const record = await this.deps.storeHealth.observe(() => this.deps.store.get(hostname));

@@ -262,6 +262,42 @@ describe('reissue and revoke by command', () => {
     }
   });
 
+  test('a reissue accepted while a renewal is in flight is settled by it; without one the store is read once', async () => {
+    const requestStore = new MemoryRequestStore();
+    const get = requestStore.get.bind(requestStore);
+    let reads = 0;
+    requestStore.get = async (hostname) => {
+      reads++;
+      return get(hostname);
+    };
+    const engine = await startEngine({ web: [tag('a.example.com')] }, { requests: requestStore });
+    try {
+      await until(engine, 'a.example.com', 'valid');
+      assert.equal(reads, 1, 'a name nobody asked about: one read of the request store, under the lock');
+      const old = (await storedSerial(engine, 'a.example.com'))!;
+      let answer: CommandAnswer | undefined;
+      engine.issuer.onIssue = async () => {
+        engine.issuer.onIssue = undefined;
+        answer = await command(engine, '/reissue', { hostnames: ['a.example.com'] });
+      };
+      // 90-day certificate: due with 30 days left.
+      engine.clock.advance(60 * DAY);
+      await engine.service.renewal.tick();
+      const fresh = await replaced(engine, 'a.example.com', old);
+      assert.equal(answer?.results[0]?.accepted, true);
+      assert.equal(answer?.results[0]?.accepted && answer.results[0].serial, old, 'the reissue named the old serial');
+      assert.notEqual(fresh, old);
+      assert.deepEqual(
+        engine.issuer.orders,
+        ['a.example.com', 'a.example.com'],
+        'the renewal replaced the serial the reissue named: no third order',
+      );
+      assert.equal((await detail(engine, 'a.example.com')).request, undefined);
+    } finally {
+      await engine.stop();
+    }
+  });
+
   test('a request recorded by an instance that died is carried out by the next instance', async () => {
     const clock = new ManualClock(START);
     const store = new MemoryCertificateStore();
