@@ -477,7 +477,11 @@ async function runState(state: ScaleState, opts: ScaleOptions): Promise<Figures>
     // Only the routes are waited for: a failing name goes on probing for CONSUL_ACME_ROUTE_SETTLE.
     const d = await timeChange(timing, svc, { untilDone: undefined, quietTimeoutMs: 10_000 });
     detections.push(d);
-    progress(`${svc.id}: routes after ${d.detectionMs ?? '(none within the bound)'} ms, ${d.cpuMs.toFixed(0)} ms CPU`);
+    progress(
+      `${svc.id}: routes after ${d.detectionMs ?? '(none within the bound)'} ms, ${d.cpuMs.toFixed(0)} ms CPU ` +
+        `(${d.rawCpuMs.toFixed(0)} ms over ${((d.toMs - d.fromMs) / 1000).toFixed(2)} s, main thread ` +
+        `${d.mainCpuMs.toFixed(0)} ms, less ${d.baselineMs.toFixed(0)} ms)`,
+    );
   }
   profile.phase(`${opts.detections} detections`, detectFrom, Date.now());
   if (detections.length > 1) {
@@ -559,6 +563,8 @@ interface Change {
   cpuMs: number;
   /** The same before the baseline was taken off. */
   rawCpuMs: number;
+  /** Of rawCpuMs, the main thread's (JavaScript); the rest is V8's and libuv's helper threads. */
+  mainCpuMs: number;
   baselineMs: number;
   untilQuietSeconds: number;
   quiet: boolean;
@@ -666,6 +672,7 @@ async function timeChange(
     otherAttempts,
     baseline,
     rawCpuMs: rawCpuSeconds * 1000,
+    mainCpuMs: (end.mainCpuSeconds - before.mainCpuSeconds) * 1000,
     baselineMs: baselineSeconds * 1000,
     fromMs: before.at,
     toMs: end.at,
@@ -824,7 +831,7 @@ function report(f: Figures, opts: ScaleOptions): string {
           : `not measurable: other names' work dominates`) +
           (f.change.quiet ? '' : ' (not quiet within 30 s)') +
           (f.change.done ? '' : ' (its names were not deferred or failed within 120 s)') +
-          `; ${ms(f.change.rawCpuMs)} less ${f.change.baseline} (${ms(f.change.baselineMs)})` +
+          `; ${ms(f.change.rawCpuMs)} (main thread ${ms(f.change.mainCpuMs)}) less ${f.change.baseline} (${ms(f.change.baselineMs)})` +
           (f.change.otherAttempts > 0 && !f.change.baseline.includes('attempts')
             ? `; ${f.change.otherAttempts} other names' attempts meanwhile`
             : '') +
