@@ -768,6 +768,7 @@ function report(f: Figures, opts: ScaleOptions): string {
   const p50 = percentile(detectionMs, 50);
   const p99 = percentile(detectionMs, 99);
   const changeCpu = f.detections.filter(measurable).map((d) => d.cpuMs);
+  const detectionMedian = (figure: (d: Change) => number): number => percentile(f.detections.map(figure), 50);
   const stepP50 = (pick: (d: Change) => number | undefined): string => {
     const values = f.detections.map(pick).filter((v): v is number => v !== undefined);
     return values.length === 0 ? 'not logged' : ms(percentile(values, 50));
@@ -848,6 +849,13 @@ function report(f: Figures, opts: ScaleOptions): string {
           (changeCpu.length < f.detections.length ? ` (${changeCpu.length} measurable)` : '')) +
         (f.state === 'preflight' ? ' (each cut at 10 s: the new names go on probing for the route)' : '') +
         (f.detections[0] ? `, less ${f.detections[0].baseline.replace(/^\d+ /, '')}` : ''),
+    ],
+    [
+      `    before the baseline: median CPU, of it the main thread's; median window`,
+      f.detections.length === 0
+        ? 'none'
+        : `${ms(detectionMedian((d) => d.rawCpuMs))}, ${ms(detectionMedian((d) => d.mainCpuMs))}; ` +
+          s(detectionMedian((d) => (d.toMs - d.fromMs) / 1000)),
     ],
     [
       `detection, ${f.detections.length} services one at a time (${opts.detectionGapSeconds} s apart): p50`,
