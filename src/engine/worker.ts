@@ -312,12 +312,12 @@ export class CertificateWorker {
   }
 
   /**
-   * After a certificate was stored: the name's request is read again, when this run carried one out
-   * or this instance accepted one meanwhile. The one this run carried out
-   * (`carriedOut`, same version) is finished as done (the certificate it named was just replaced,
-   * whatever the clocks say). One that arrived meanwhile is settled if it named the replaced
-   * certificate; if it names the new one, it is left for another run, and this resolves a
-   * deferral until now, so the queue runs the name again at once.
+   * After a certificate was stored: the name's request is read again, when this run carried one
+   * out or this instance accepted one meanwhile. The one this run carried out (`carriedOut`, same
+   * version) is finished as done (the certificate it named was just replaced, whatever the clocks
+   * say). One that arrived meanwhile is settled if it named the replaced certificate; if it names
+   * the new one, it is left for another run, and this resolves a deferral until now, so the queue
+   * runs the name again at once.
    */
   private async settleAfterStore(
     hostname: string,
