@@ -847,7 +847,9 @@ function report(f: Figures, opts: ScaleOptions): string {
         ? `not measurable: other names' work dominates`
         : `${ms(percentile(changeCpu, 50))} / ${ms(changeCpu.reduce((a, b) => a + b, 0) / changeCpu.length)}` +
           (changeCpu.length < f.detections.length ? ` (${changeCpu.length} measurable)` : '')) +
-        (f.state === 'preflight' ? ' (each cut at 10 s: the new names go on probing for the route)' : '') +
+        (f.state === 'preflight'
+          ? ' (each to its first quiet second, at most 10 s: the probes of the new names that come after it are not counted)'
+          : '') +
         (f.detections[0] ? `, less ${f.detections[0].baseline.replace(/^\d+ /, '')}` : ''),
     ],
     [
