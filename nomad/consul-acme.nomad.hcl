@@ -115,8 +115,8 @@ variable "log_level" {
 }
 
 # Sized from `npm run bench` (docs/operations.md, "Resource sizing"): idle 1-2 % of a core from 100
-# to 10,000 names (~25-50 MHz), ~32-41 ms of CPU per certificate issued; peak RSS ~140 MiB issuing 100
-# certificates, up to ~220 MiB holding 10,000 names. cpu is a share, so issuance bursts use spare
+# to 10,000 names (~25-50 MHz), ~26-33 ms of CPU per certificate issued; peak RSS ~135 MiB issuing 100
+# certificates, up to ~210 MiB holding 10,000 names. cpu is a share, so issuance bursts use spare
 # CPU above it; memory is a hard limit.
 variable "cpu" {
   type        = number
@@ -127,7 +127,7 @@ variable "cpu" {
 variable "memory" {
   type        = number
   default     = 320
-  description = "Memory in MiB: peak RSS measured ~140 MiB issuing 100 certificates, ~220 MiB at 10,000 names (docs/operations.md)."
+  description = "Memory in MiB: peak RSS measured ~135 MiB issuing 100 certificates, ~210 MiB at 10,000 names (docs/operations.md)."
 }
 
 job "consul-acme" {
