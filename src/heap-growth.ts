@@ -12,8 +12,8 @@
  * V8 starts marking while the heap is still a young generation's size (up to 16 MB) short of the
  * limit, so at 1.5 a heap of 35 MB live began a full collection after 5–9 MB had been promoted:
  * every third or fourth catalog change at 10,000 names, each such change paying 50–100 ms of
- * marking on V8's helper threads. At 2 that is rare, and the heap's peaks stay within the same
- * bounds (docs/operations.md).
+ * marking on V8's helper threads. At 2 it is rarer (three changes in 20), and the heap's peaks stay
+ * within the same bounds (docs/operations.md).
  */
 import v8 from 'node:v8';
 

@@ -64,7 +64,8 @@ export function sampleProc(pid: number): ProcSample {
 /**
  * Run time of every thread and of the main thread, in seconds to the nanosecond, from the
  * scheduler's statistics; undefined when the kernel does not keep them. A /proc/<pid>/stat tick
- * is 10 ms, as long as a cheap catalog change takes, so figures per change read these instead.
+ * is 10 ms, as long as a cheap catalog change takes, so figures per change read these instead. A
+ * thread that ends takes its time out of the sum; Node's threads live as long as the process.
  */
 function schedulerRunSeconds(pid: number): { all: number; main: number } | undefined {
   const runNs = (path: string): number => Number(readFileSync(path, 'utf8').split(' ')[0]);
