@@ -349,11 +349,9 @@ describe('ConsulBudgetLedger storage', () => {
     await Promise.all(keys.map((key) => ledger.record(key, at)));
     assert.equal(ledger.casConflicts, 1);
     assert.deepEqual(sent, [
-      'txn get,get,get', // only the account key exists yet: read again without the other two
-      'txn get',
+      'txn get-tree,get-tree,get-tree', // one read, though only the account key exists yet
       'txn cas,cas,cas', // refused: the domain key was written since it was read
-      'txn get,get,get', // the name's key still does not exist
-      'txn get,get',
+      'txn get-tree,get-tree,get-tree',
       'txn cas,cas,cas',
     ]);
     const events = await ledger.eventsOf(keys, EPOCH);
@@ -451,7 +449,7 @@ describe('ConsulBudgetLedger storage', () => {
     ]);
   });
 
-  it('kvGetMany reads several keys with one transaction, and a second when some exist', async () => {
+  it('kvGetMany reads several keys with one transaction whether they exist or not, and only those keys', async () => {
     const proxy = await startRoundRobinProxy([{ name: 'consul', port: server!.httpPort }]);
     const viaProxy = createConsulClient({ address: proxy.url });
     try {
@@ -462,6 +460,9 @@ describe('ConsulBudgetLedger storage', () => {
       assert.equal(proxy.requests().length - before, 1, 'none exist: one request');
       await client!.kv.set({ key: keys[1]!, value: '["2030-01-01T00:00:00.000Z", "é"]', flags: 1 });
       await client!.kv.set({ key: keys[3]!, value: '' });
+      // Keys that begin with an asked key are not it.
+      await client!.kv.set({ key: `${keys[0]!}x`, value: 'not a' });
+      await client!.kv.set({ key: `${keys[1]!}/deeper`, value: 'not b' });
       before = proxy.requests().length;
       const read = await kvGetMany(viaProxy, keys);
       assert.deepEqual(
@@ -469,7 +470,8 @@ describe('ConsulBudgetLedger storage', () => {
           .requests()
           .slice(before)
           .map((r) => `${r.method} ${r.path.split('?')[0]}`),
-        ['PUT /v1/txn', 'PUT /v1/txn'],
+        ['PUT /v1/txn'],
+        'some exist, some do not: one request',
       );
       assert.deepEqual([...read.keys()].sort(), [keys[1], keys[3]]);
       assert.equal(read.get(keys[1]!)?.value, '["2030-01-01T00:00:00.000Z", "é"]');

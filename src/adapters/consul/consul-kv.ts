@@ -49,28 +49,18 @@ export async function kvGet(consul: Consul, key: string): Promise<KvEntry | unde
 const MAX_TRANSACTION_OPERATIONS = 64;
 
 /**
- * Reads `keys` (missing ones are left out of the map) in as few requests as Consul allows: one
- * transaction of `get` operations, which Consul answers 409 naming every key that does not exist
- * (docs/protocols.md §1.6), then one more for the keys that do. Anything else, a refusal or an
- * answer of another shape, is left to one kvGet per key, which fails as a single read fails.
+ * Reads `keys` (missing ones are left out of the map) in one request: a transaction of `get-tree`
+ * operations, which Consul answers with every key under each (docs/protocols.md §1.6) and never
+ * refuses for a key that does not exist, so only the exact keys are kept. Anything else, a refusal
+ * or an answer of another shape, is left to one kvGet per key, which fails as a single read fails.
  */
 export async function kvGetMany(consul: Consul, keys: readonly string[]): Promise<Map<string, KvEntry>> {
-  const found = new Map<string, KvEntry>();
-  let wanted = [...new Set(keys)];
+  const wanted = [...new Set(keys)];
   if (wanted.length > 1 && wanted.length <= MAX_TRANSACTION_OPERATIONS) {
-    // A key deleted between the two requests makes a third; more than that, and the reads below decide.
-    for (let round = 0; round < 3 && wanted.length > 0; round++) {
-      const outcome = await readTransaction(consul, wanted);
-      if (outcome === undefined) break;
-      if ('missing' in outcome) {
-        wanted = wanted.filter((key) => !outcome.missing.has(key));
-        continue;
-      }
-      for (const [key, entry] of outcome.entries) found.set(key, entry);
-      return found;
-    }
-    if (wanted.length === 0) return found;
+    const read = await readTransaction(consul, wanted);
+    if (read !== undefined) return read;
   }
+  const found = new Map<string, KvEntry>();
   const entries = await Promise.all(wanted.map((key) => kvGet(consul, key)));
   entries.forEach((entry, i) => {
     if (entry !== undefined) found.set(wanted[i]!, entry);
@@ -78,40 +68,28 @@ export async function kvGetMany(consul: Consul, keys: readonly string[]): Promis
   return found;
 }
 
-/**
- * One transaction reading `keys`: their entries, the keys Consul says do not exist, or undefined
- * when the answer is anything else (the caller then reads key by key).
- */
-async function readTransaction(
-  consul: Consul,
-  keys: readonly string[],
-): Promise<{ entries: Map<string, KvEntry> } | { missing: Set<string> } | undefined> {
+/** One transaction of `get-tree` operations, the entries of exactly `keys`; undefined when Consul answered anything else. */
+async function readTransaction(consul: Consul, keys: readonly string[]): Promise<Map<string, KvEntry> | undefined> {
   let body: unknown;
   try {
-    body = await consul.transaction.create(keys.map((key) => ({ KV: { Verb: 'get', Key: key } })) as never);
-  } catch (err) {
-    if (consulErrorStatus(err) !== 409) return undefined;
-    const errors = (consulErrorJson(err) as { Errors?: unknown } | undefined)?.Errors;
-    if (!Array.isArray(errors) || errors.length === 0) return undefined;
-    const missing = new Set<string>();
-    for (const e of errors as Array<{ OpIndex?: unknown; What?: unknown }>) {
-      const key = typeof e.OpIndex === 'number' ? keys[e.OpIndex] : undefined;
-      if (key === undefined || typeof e.What !== 'string' || !e.What.endsWith("doesn't exist")) return undefined;
-      missing.add(key);
-    }
-    return { missing };
+    body = await consul.transaction.create(keys.map((key) => ({ KV: { Verb: 'get-tree', Key: key } })) as never);
+  } catch {
+    return undefined;
   }
   const results = (body as { Results?: unknown } | null | undefined)?.Results;
-  if (!Array.isArray(results) || results.length !== keys.length) return undefined;
+  if (!Array.isArray(results)) return undefined;
+  const wanted = new Set(keys);
   const entries = new Map<string, KvEntry>();
   for (const result of results as Array<{ KV?: KvItem & { Value?: string | null } }>) {
     const item = result.KV;
-    if (item === undefined || typeof item.Key !== 'string' || !keys.includes(item.Key)) return undefined;
+    if (item === undefined || typeof item.Key !== 'string') return undefined;
+    // A longer key under one of `keys` (`a/b` asked, `a/bc` given) is not one of them.
+    if (!wanted.has(item.Key)) continue;
     // A transaction gives values base64-encoded, as Consul stores them.
     const value = typeof item.Value === 'string' ? Buffer.from(item.Value, 'base64').toString('utf8') : '';
     entries.set(item.Key, kvEntryOf({ ...item, Value: value }));
   }
-  return { entries };
+  return entries;
 }
 
 /**
