@@ -40,25 +40,23 @@ export const CLOCK_TICKS_PER_SECOND = ((): number => {
   return Number.isInteger(n) && n > 0 ? n : 100;
 })();
 
-/** One CPU tick in seconds: the resolution of every CPU figure read from /proc. */
+/** One CPU tick in seconds: the resolution of the CPU counts in /proc/<pid>/stat (the fallback when the scheduler keeps no run times). */
 export const CPU_TICK_SECONDS = 1 / CLOCK_TICKS_PER_SECOND;
 
 export function sampleProc(pid: number): ProcSample {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  const run = schedulerRunSeconds(pid) ?? tickRunSeconds(pid);
+  return { at: Date.now(), rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), cpuSeconds: run.all, mainCpuSeconds: run.main };
+}
+
+/** utime + stime from /proc/<pid>/stat, in clock ticks, for the whole process and (the same) its main thread. */
+function tickRunSeconds(pid: number): { all: number; main: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name in parentheses start at field 3 (state); utime is 14, stime 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[14 - 3]) + Number(fields[15 - 3]);
-  const run = schedulerRunSeconds(pid);
-  const tickSeconds = ticks / CLOCK_TICKS_PER_SECOND;
-  return {
-    at: Date.now(),
-    rssKb: kb('VmRSS'),
-    hwmKb: kb('VmHWM'),
-    cpuSeconds: run?.all ?? tickSeconds,
-    mainCpuSeconds: run?.main ?? tickSeconds,
-  };
+  const seconds = (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLOCK_TICKS_PER_SECOND;
+  return { all: seconds, main: seconds };
 }
 
 /**

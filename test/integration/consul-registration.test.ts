@@ -82,7 +82,6 @@ async function deregisterBehindItsBack(id: string): Promise<void> {
 
 const challengeTag = (host: string): string => `urlprefix-${host}/.well-known/acme-challenge/`;
 
-/** An HTTP endpoint for checks, answering 200 while `healthy`; `polls` counts the requests. */
 /** Registers `id` again through the agent's API with other tags, as another writer would. */
 async function retagBehindItsBack(
   id: string,
@@ -103,6 +102,7 @@ async function retagBehindItsBack(
   assert.equal(res.status, 200);
 }
 
+/** An HTTP endpoint for checks, answering 200 while `healthy`; `polls` counts the requests. */
 async function checkTarget(): Promise<{
   url: string;
   setHealthy(h: boolean): void;
